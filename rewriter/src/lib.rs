@@ -1,0 +1,1 @@
+//! inxpect's rewriter.
