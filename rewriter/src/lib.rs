@@ -1,1 +1,314 @@
-//! inxpect's rewriter.
+//! inxpect's rewriter: inserts profiling probes into compiled BPF objects.
+//!
+//! Pipeline: [`elf`] (read) → [`probe`] (find and check points, on the input)
+//! → [`link`] (libbpf links the probe runtime in) → [`cfg`] (liveness per
+//! function) → emit (probe sequences) → [`patch`] (insert, remap every
+//! offset) → [`elf`] (write). The output carries a self-description in its
+//! `.inxpect` section ([`runtime::Manifest`]).
+
+pub mod btf_ext;
+pub mod cfg;
+pub mod dump;
+pub mod elf;
+pub mod error;
+pub mod insn;
+pub mod link;
+pub mod patch;
+pub mod probe;
+pub mod runtime;
+
+pub use error::{Error, Loc, Result};
+pub use probe::Mode;
+pub use runtime::{Counter, Manifest};
+
+use btf_ext::BtfExt;
+use elf::Elf;
+use insn::{Insn, CALLER_SAVED};
+use patch::{Insertions, NewInsn};
+use probe::{Kind, Plan};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub mode: Mode,
+    pub counter: Counter,
+    /// PMC slots read per probe (`pmc` only), 1..=4.
+    pub events: usize,
+    pub only: Option<Vec<String>>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            mode: Mode::Sections,
+            counter: Counter::Ktime,
+            events: 1,
+            only: None,
+        }
+    }
+}
+
+pub struct Instrumented {
+    pub object: Vec<u8>,
+    pub manifest: Manifest,
+    pub warnings: Vec<String>,
+}
+
+fn parse_ext(e: &Elf) -> Option<(usize, BtfExt)> {
+    let ei = e.section_index(".BTF.ext")?;
+    let bi = e.section_index(".BTF")?;
+    BtfExt::parse(&e.sections[ei].data, &e.sections[bi].data)
+        .ok()
+        .map(|x| (ei, x))
+}
+
+/// Parses an object and finds its regions without changing anything (`--list`).
+pub fn list(input: &[u8], opts: &Options) -> Result<Manifest> {
+    let elf = Elf::parse(input)?;
+    let ext = parse_ext(&elf);
+    let plan = probe::plan(
+        &elf,
+        ext.as_ref().map(|x| &x.1),
+        opts.mode,
+        opts.only.as_deref(),
+    )?;
+    Ok(manifest(&elf, &plan, opts))
+}
+
+fn manifest(elf: &Elf, plan: &Plan, opts: &Options) -> Manifest {
+    Manifest {
+        abi: runtime::ABI,
+        mode: match opts.mode {
+            Mode::Sections => "sections".into(),
+            Mode::Functions => "functions".into(),
+        },
+        counter: opts.counter,
+        events: if opts.counter == Counter::Pmc {
+            opts.events
+        } else {
+            1
+        },
+        programs: plan
+            .funcs
+            .iter()
+            .filter(|f| f.is_prog && !f.name.starts_with(runtime::PREFIX))
+            .map(|f| f.name.clone())
+            .collect(),
+        regions: plan.regions.clone(),
+    }
+    .tap(|_| {
+        let _ = elf;
+    })
+}
+
+trait Tap: Sized {
+    fn tap(self, f: impl FnOnce(&Self)) -> Self {
+        f(&self);
+        self
+    }
+}
+impl<T> Tap for T {}
+
+fn license_is_gpl(elf: &Elf) -> bool {
+    let Some(i) = elf.section_index("license") else {
+        return false;
+    };
+    let l = elf::cstr(&elf.sections[i].data, 0).unwrap_or_default();
+    matches!(
+        l.as_str(),
+        "GPL"
+            | "GPL v2"
+            | "GPL and additional rights"
+            | "Dual BSD/GPL"
+            | "Dual MIT/GPL"
+            | "Dual MPL/GPL"
+    )
+}
+
+/// Rewrites `input` with probes at the regions `opts` selects.
+pub fn instrument(input: &[u8], opts: &Options) -> Result<Instrumented> {
+    if !(1..=runtime::MAX_EVENTS).contains(&opts.events) {
+        return Err(Error::Other(format!(
+            "--events must be 1..={}",
+            runtime::MAX_EVENTS
+        )));
+    }
+    let elf = Elf::parse(input)?;
+    if elf.section_index(runtime::MANIFEST_SECTION).is_some()
+        || elf.symbols.iter().any(|s| s.name == runtime::FN_START)
+    {
+        return Err(Error::AlreadyInstrumented);
+    }
+    let ext = parse_ext(&elf);
+    // Check everything on the input first: errors name the input's offsets.
+    let plan = probe::plan(
+        &elf,
+        ext.as_ref().map(|x| &x.1),
+        opts.mode,
+        opts.only.as_deref(),
+    )?;
+    if plan.regions.is_empty() {
+        return Err(Error::NothingToDo(match opts.mode {
+            Mode::Sections => "no INXPECT_START/INXPECT_END markers found (use --functions to profile every function)".into(),
+            Mode::Functions => "no functions found in any code section".into(),
+        }));
+    }
+    if opts.counter.needs_gpl() && !license_is_gpl(&elf) {
+        return Err(Error::Other(format!(
+            "the {} counter needs a GPL-compatible license section (kfuncs and bpf_perf_event_read_value are GPL-only); use --counter ktime",
+            opts.counter.name()
+        )));
+    }
+    let mut warnings = Vec::new();
+    if elf.sections.iter().any(|s| s.name.starts_with(".debug_")) {
+        warnings.push("DWARF dropped: libbpf's static linker discards it; .BTF.ext line info is kept and remapped".into());
+    }
+    let m = manifest(&elf, &plan, opts);
+
+    let linked = link::link(input, runtime::object(opts.counter, opts.events))?;
+    let mut out = Elf::parse(&linked)?;
+    let lext = parse_ext(&out);
+    let lplan = probe::plan(
+        &out,
+        lext.as_ref().map(|x| &x.1),
+        opts.mode,
+        opts.only.as_deref(),
+    )?;
+    if lplan.regions.len() != plan.regions.len() {
+        return Err(Error::Other("the linked object lost region markers".into()));
+    }
+    let ins = emit(&out, &lplan)?;
+    patch::apply(&mut out, lext.as_ref().map(|(i, x)| (*i, x)), &ins)?;
+    let json = serde_json::to_vec_pretty(&m).map_err(|e| Error::Other(e.to_string()))?;
+    out.add_note_section(runtime::MANIFEST_SECTION, json)?;
+    Ok(Instrumented {
+        object: out.write(),
+        manifest: m,
+        warnings,
+    })
+}
+
+/// Reads the manifest of an instrumented object, if it has one.
+pub fn read_manifest(obj: &[u8]) -> Result<Option<Manifest>> {
+    let elf = Elf::parse(obj)?;
+    let Some(i) = elf.section_index(runtime::MANIFEST_SECTION) else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&elf.sections[i].data)
+        .map(Some)
+        .map_err(|e| {
+            Error::malformed(
+                format!("manifest: {e}"),
+                Loc::sec(runtime::MANIFEST_SECTION),
+            )
+        })
+}
+
+/// Re-emits an object with no probe: the identity, used to check the writer.
+pub fn passthrough(input: &[u8]) -> Result<Vec<u8>> {
+    let mut elf = Elf::parse(input)?;
+    patch::apply(&mut elf, None, &Insertions::new())?;
+    Ok(elf.write())
+}
+
+/// Where a caller-saved register waits out a probe call.
+enum SaveTo {
+    Reg(u8),
+    Stack(i16),
+}
+
+fn runtime_symbol(elf: &Elf, name: &str) -> Result<usize> {
+    elf.symbols
+        .iter()
+        .position(|s| s.name == name && s.is_func())
+        .ok_or_else(|| Error::Link(format!("runtime function {name} missing after linking")))
+}
+
+/// Builds the probe sequences: save live caller-saved registers (into dead
+/// callee-saved ones first, then below the function's deepest stack slot),
+/// call the runtime, restore.
+fn emit(elf: &Elf, plan: &Plan) -> Result<Insertions> {
+    let run_begin = runtime_symbol(elf, runtime::FN_RUN_BEGIN)?;
+    let start = runtime_symbol(elf, runtime::FN_START)?;
+    let end = runtime_symbol(elf, runtime::FN_END)?;
+    let mut groups: BTreeMap<(usize, usize), Vec<Kind>> = BTreeMap::new();
+    let mut func_of: BTreeMap<(usize, usize), usize> = BTreeMap::new();
+    for p in &plan.points {
+        groups.entry((p.sec, p.slot)).or_default().push(p.kind);
+        func_of.insert((p.sec, p.slot), p.func);
+    }
+    let mut analyses = BTreeMap::new();
+    let mut out = Insertions::new();
+    for ((sec, slot), kinds) in groups {
+        let fi = func_of[&(sec, slot)];
+        let f = &plan.funcs[fi];
+        if !analyses.contains_key(&fi) {
+            analyses.insert(fi, cfg::analyse(elf, f)?);
+        }
+        let a = &analyses[&fi];
+        let i = slot - f.start;
+        let keep = a.live_in[i] & a.must_init[i] & CALLER_SAVED;
+        let mut free: Vec<u8> = (6..=9).filter(|r| a.live_in[i] & (1 << r) == 0).collect();
+        let depth = (a.stack_depth + 7) / 8 * 8;
+        let mut saves: Vec<(u8, SaveTo)> = Vec::new();
+        let mut spills = 0i64;
+        for r in 0..6u8 {
+            if keep & (1 << r) == 0 {
+                continue;
+            }
+            if let Some(c) = (!free.is_empty()).then(|| free.remove(0)) {
+                saves.push((r, SaveTo::Reg(c)));
+            } else {
+                spills += 1;
+                let need = depth + 8 * spills;
+                let frame = (need + 31) / 32 * 32;
+                if frame + runtime::RUNTIME_STACK > 512 {
+                    let loc = Loc::at(&elf.sections[sec].name, slot as u64 * 8);
+                    return Err(Error::StackExhausted {
+                        func: f.name.clone(),
+                        need: frame + runtime::RUNTIME_STACK,
+                        loc,
+                    });
+                }
+                saves.push((r, SaveTo::Stack(-(need as i16))));
+            }
+        }
+        let mut seq = Vec::new();
+        for (r, to) in &saves {
+            seq.push(match to {
+                SaveTo::Reg(c) => Insn::mov64_reg(*c, *r),
+                SaveTo::Stack(off) => Insn::stx_dw(10, *off, *r),
+            });
+        }
+        let mut seq: Vec<NewInsn> = seq
+            .into_iter()
+            .map(|insn| NewInsn { insn, call: None })
+            .collect();
+        for k in kinds {
+            let (arg, callee) = match k {
+                Kind::RunBegin => (None, run_begin),
+                Kind::Start(id) => (Some(id), start),
+                Kind::End(id) => (Some(id), end),
+            };
+            if let Some(id) = arg {
+                seq.push(NewInsn {
+                    insn: Insn::mov64_imm(1, id as i32),
+                    call: None,
+                });
+            }
+            seq.push(NewInsn {
+                insn: Insn::pseudo_call(-1),
+                call: Some(callee),
+            });
+        }
+        for (r, from) in &saves {
+            let insn = match from {
+                SaveTo::Reg(c) => Insn::mov64_reg(*r, *c),
+                SaveTo::Stack(off) => Insn::ldx_dw(*r, 10, *off),
+            };
+            seq.push(NewInsn { insn, call: None });
+        }
+        out.entry(sec).or_default().push((slot, seq));
+    }
+    Ok(out)
+}

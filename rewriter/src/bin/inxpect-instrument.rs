@@ -1,1 +1,152 @@
-fn main() {}
+//! `inxpect-instrument in.o -o out.o --sections|--functions`
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Parser;
+use inxpect_rewriter::{dump, instrument, list, Counter, Mode, Options};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Inserts inxpect profiling probes into a compiled BPF object.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// The BPF ELF object to instrument (never modified).
+    input: PathBuf,
+    /// Where to write the instrumented object (written atomically).
+    #[arg(short, long, required_unless_present_any = ["list", "dump"])]
+    output: Option<PathBuf>,
+    /// Probe the regions between INXPECT_START/INXPECT_END markers (default).
+    #[arg(long, conflicts_with = "functions")]
+    sections: bool,
+    /// Probe the entry and every exit of each program and subprogram.
+    #[arg(long)]
+    functions: bool,
+    /// Only these regions (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    only: Option<Vec<String>>,
+    /// Print the regions found and exit without writing anything.
+    #[arg(long)]
+    list: bool,
+    /// Print the disassembly of the input (or of the output with -o) and exit.
+    #[arg(long)]
+    dump: bool,
+    /// With --dump: number every instruction slot.
+    #[arg(long)]
+    offsets: bool,
+    /// Counter backend.
+    #[arg(long, value_enum, default_value = "ktime")]
+    counter: Counter,
+    /// PMC slots read per probe (pmc backend), 1..=4.
+    #[arg(long, default_value_t = 1)]
+    events: usize,
+    /// Print the manifest as JSON with --list.
+    #[arg(long)]
+    json: bool,
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".inxpect-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path)
+        .map_err(|e| anyhow!("cannot write {}: {}", path.display(), e.error))?;
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let name = cli.input.display().to_string();
+    let input = std::fs::read(&cli.input).with_context(|| format!("cannot read {name}"))?;
+    let opts = Options {
+        mode: if cli.functions {
+            Mode::Functions
+        } else {
+            Mode::Sections
+        },
+        counter: cli.counter,
+        events: cli.events,
+        only: cli.only.clone(),
+    };
+    if cli.dump && cli.output.is_none() {
+        print!(
+            "{}",
+            dump::dump(&input, cli.offsets).with_context(|| name.clone())?
+        );
+        return Ok(());
+    }
+    if cli.list {
+        let m = list(&input, &opts).with_context(|| name.clone())?;
+        if cli.json {
+            println!("{}", serde_json::to_string_pretty(&m)?);
+            return Ok(());
+        }
+        println!(
+            "{:<4} {:<24} {:<24} {:<10} {:<14} SOURCE",
+            "ID", "REGION", "FUNCTION", "SECTION", "OFFSETS"
+        );
+        for r in &m.regions {
+            let offs: Vec<String> = r
+                .starts
+                .iter()
+                .map(|s| format!("+{:#x}", s.offset))
+                .chain(r.ends.iter().map(|s| format!("-{:#x}", s.offset)))
+                .collect();
+            let line = r
+                .starts
+                .iter()
+                .chain(&r.ends)
+                .find_map(|s| s.line.clone())
+                .unwrap_or_else(|| "-".into());
+            println!(
+                "{:<4} {:<24} {:<24} {:<10} {:<14} {}",
+                r.id,
+                r.name,
+                r.function,
+                r.section,
+                offs.join(","),
+                line
+            );
+        }
+        return Ok(());
+    }
+    let out = cli.output.as_ref().expect("clap requires -o");
+    if out
+        .canonicalize()
+        .ok()
+        .is_some_and(|o| cli.input.canonicalize().ok() == Some(o))
+    {
+        bail!("{name}: refusing to overwrite the input; choose another -o");
+    }
+    let r = instrument(&input, &opts).with_context(|| name.clone())?;
+    for w in &r.warnings {
+        eprintln!("inxpect-instrument: warning: {name}: {w}");
+    }
+    write_atomic(out, &r.object)?;
+    if cli.dump {
+        print!("{}", dump::dump(&r.object, cli.offsets)?);
+    }
+    eprintln!(
+        "inxpect-instrument: {} region(s), counter {}, written to {}",
+        r.manifest.regions.len(),
+        r.manifest.counter.name(),
+        out.display()
+    );
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        // One line: the chain joined, most general first.
+        let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+        eprintln!("inxpect-instrument: error: {}", msg.join(": "));
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,148 @@
+//! `.BTF.ext`: func_info, line_info and CO-RE relocation records.
+//!
+//! Every record starts with `insn_off`, a byte offset into the code section
+//! named by its block. We record where each of those fields lives so a
+//! rewrite can change them in place: the record sizes never change.
+
+use crate::elf::cstr;
+use crate::error::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Func,
+    Line,
+    CoRe,
+}
+
+/// One record's `insn_off` field, and for line_info its source position.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub kind: Kind,
+    pub section: String,
+    /// Byte position of the `insn_off` field inside `.BTF.ext`.
+    pub field_pos: usize,
+    pub insn_off: u32,
+    pub file_name_off: u32,
+    pub line_col: u32,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct BtfExt {
+    pub records: Vec<Record>,
+    /// The `.BTF` string section, for section and file names.
+    pub strings: Vec<u8>,
+}
+
+fn rd32(b: &[u8], o: usize) -> Result<u32> {
+    b.get(o..o + 4)
+        .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")))
+        .ok_or_else(|| Error::BtfExt(format!("truncated at byte {o:#x}")))
+}
+
+/// The string table of a `.BTF` section.
+pub fn btf_strings(btf: &[u8]) -> Result<Vec<u8>> {
+    if btf.len() < 24 || u16::from_le_bytes([btf[0], btf[1]]) != 0xeb9f {
+        return Err(Error::BtfExt(".BTF has no valid header".into()));
+    }
+    let hdr_len = rd32(btf, 4)? as usize;
+    let str_off = rd32(btf, 16)? as usize;
+    let str_len = rd32(btf, 20)? as usize;
+    let start = hdr_len + str_off;
+    btf.get(start..start + str_len)
+        .map(|s| s.to_vec())
+        .ok_or_else(|| Error::BtfExt(".BTF string section out of bounds".into()))
+}
+
+impl BtfExt {
+    pub fn parse(ext: &[u8], btf: &[u8]) -> Result<BtfExt> {
+        let strings = btf_strings(btf)?;
+        if ext.len() < 24 || u16::from_le_bytes([ext[0], ext[1]]) != 0xeb9f {
+            return Err(Error::BtfExt("no valid header".into()));
+        }
+        let hdr_len = rd32(ext, 4)? as usize;
+        let mut blocks = vec![
+            (Kind::Func, rd32(ext, 8)?, rd32(ext, 12)?),
+            (Kind::Line, rd32(ext, 16)?, rd32(ext, 20)?),
+        ];
+        if hdr_len >= 32 {
+            blocks.push((Kind::CoRe, rd32(ext, 24)?, rd32(ext, 28)?));
+        }
+        let mut records = Vec::new();
+        for (kind, off, len) in blocks {
+            if len == 0 {
+                continue;
+            }
+            let start = hdr_len + off as usize;
+            let end = start + len as usize;
+            if end > ext.len() {
+                return Err(Error::BtfExt(format!(
+                    "{kind:?} block [{start:#x}, {end:#x}) out of bounds"
+                )));
+            }
+            let rec_size = rd32(ext, start)? as usize;
+            let min = match kind {
+                Kind::Func => 8,
+                Kind::Line => 16,
+                Kind::CoRe => 16,
+            };
+            if rec_size < min {
+                return Err(Error::BtfExt(format!(
+                    "{kind:?} record size {rec_size} < {min}"
+                )));
+            }
+            let mut p = start + 4;
+            while p < end {
+                let sec_off = rd32(ext, p)?;
+                let n = rd32(ext, p + 4)? as usize;
+                let section = cstr(&strings, sec_off as usize).ok_or_else(|| {
+                    Error::BtfExt(format!("section name offset {sec_off:#x} out of bounds"))
+                })?;
+                p += 8;
+                for _ in 0..n {
+                    if p + rec_size > end {
+                        return Err(Error::BtfExt(format!(
+                            "{kind:?} records of {section} overrun their block"
+                        )));
+                    }
+                    let (file_name_off, line_col) = if kind == Kind::Line {
+                        (rd32(ext, p + 4)?, rd32(ext, p + 12)?)
+                    } else {
+                        (0, 0)
+                    };
+                    records.push(Record {
+                        kind,
+                        section: section.clone(),
+                        field_pos: p,
+                        insn_off: rd32(ext, p)?,
+                        file_name_off,
+                        line_col,
+                    });
+                    p += rec_size;
+                }
+            }
+        }
+        Ok(BtfExt { records, strings })
+    }
+
+    /// `file:line` of the last line_info at or before `insn_off` in `section`.
+    pub fn line_of(&self, section: &str, insn_off: u64) -> Option<String> {
+        let r = self
+            .records
+            .iter()
+            .filter(|r| {
+                r.kind == Kind::Line && r.section == section && r.insn_off as u64 <= insn_off
+            })
+            .max_by_key(|r| r.insn_off)?;
+        let file = cstr(&self.strings, r.file_name_off as usize)?;
+        let short = file.rsplit('/').next().unwrap_or(&file).to_string();
+        Some(format!("{short}:{}", r.line_col >> 10))
+    }
+
+    /// Rewrites every `insn_off` through `map(kind, section, old) -> new`.
+    pub fn remap(&self, ext: &mut [u8], mut map: impl FnMut(Kind, &str, u32) -> u32) {
+        for r in &self.records {
+            let new = map(r.kind, &r.section, r.insn_off);
+            ext[r.field_pos..r.field_pos + 4].copy_from_slice(&new.to_le_bytes());
+        }
+    }
+}

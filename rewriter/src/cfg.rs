@@ -1,0 +1,252 @@
+//! Functions, control flow and register dataflow of BPF code.
+//!
+//! Slots are the unit (8 bytes); the second slot of an `ld_imm64` is not an
+//! instruction. Liveness tells which caller-saved registers a probe must keep;
+//! the must-be-initialised analysis keeps us from copying a register the
+//! verifier considers uninitialised (that copy alone would be rejected).
+
+use crate::elf::Elf;
+use crate::error::{Error, Loc, Result};
+use crate::insn::{Insn, CALLER_SAVED};
+
+/// A function: a program or a subprogram, `[start, end)` in slots.
+#[derive(Clone, Debug)]
+pub struct Func {
+    pub name: String,
+    pub sec: usize,
+    pub start: usize,
+    pub end: usize,
+    /// A program entry point (any function outside `.text`).
+    pub is_prog: bool,
+}
+
+/// The functions of every code section, in section then address order.
+pub fn functions(elf: &Elf) -> Result<Vec<Func>> {
+    let mut out = Vec::new();
+    for (si, s) in elf.sections.iter().enumerate().filter(|(_, s)| s.is_exec()) {
+        let n = s.data.len() / 8;
+        let mut starts: Vec<(usize, String)> = elf
+            .symbols
+            .iter()
+            .filter(|y| y.shndx as usize == si && y.is_func())
+            .map(|y| ((y.value / 8) as usize, y.name.clone()))
+            .collect();
+        starts.sort();
+        starts.dedup_by_key(|(o, _)| *o);
+        if n > 0 && starts.first().map(|(o, _)| *o) != Some(0) {
+            starts.insert(0, (0, format!("{}+0", s.name)));
+        }
+        for (k, (o, name)) in starts.iter().enumerate() {
+            if *o > n {
+                return Err(Error::malformed(
+                    format!("function {name} starts past the section end"),
+                    Loc::at(&s.name, *o as u64 * 8),
+                ));
+            }
+            let end = starts.get(k + 1).map(|(e, _)| *e).unwrap_or(n);
+            if end > *o {
+                out.push(Func {
+                    name: name.clone(),
+                    sec: si,
+                    start: *o,
+                    end,
+                    is_prog: s.name != ".text",
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Per-function analysis results, indexed by slot - `func.start`.
+pub struct Analysis {
+    pub insns: Vec<Insn>,
+    /// `Some` for instruction slots, `None` for the second half of `ld_imm64`.
+    pub is_insn: Vec<bool>,
+    pub succs: Vec<Vec<usize>>,
+    pub live_in: Vec<u16>,
+    pub must_init: Vec<u16>,
+    /// Deepest stack byte the function touches, as a positive depth below R10.
+    pub stack_depth: i64,
+}
+
+pub fn analyse(elf: &Elf, f: &Func) -> Result<Analysis> {
+    let sec = &elf.sections[f.sec];
+    let code = &sec.data[f.start * 8..f.end * 8];
+    let insns: Vec<Insn> = code.chunks_exact(8).map(Insn::decode).collect();
+    let n = insns.len();
+    let loc = |i: usize| Loc::at(&sec.name, ((f.start + i) * 8) as u64);
+    let mut is_insn = vec![true; n];
+    let mut i = 0;
+    while i < n {
+        let x = &insns[i];
+        if !x.is_known() {
+            return Err(Error::UnsupportedInsn {
+                code: x.code,
+                loc: loc(i),
+            });
+        }
+        if x.is_ld_imm64() {
+            if i + 1 >= n {
+                return Err(Error::malformed(
+                    "ld_imm64 is cut off by the end of its function",
+                    loc(i),
+                ));
+            }
+            is_insn[i + 1] = false;
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    let mut succs = vec![Vec::new(); n];
+    for i in 0..n {
+        if !is_insn[i] {
+            continue;
+        }
+        let x = &insns[i];
+        let next = i + if x.is_ld_imm64() { 2 } else { 1 };
+        let mut s = Vec::with_capacity(2);
+        if x.is_exit() {
+        } else if x.is_branch() {
+            let t = i as i64 + 1 + x.branch_off();
+            if t < 0 || t >= n as i64 || !is_insn[t as usize] {
+                return Err(Error::malformed(
+                    format!("jump to slot {t} leaves function {}", f.name),
+                    loc(i),
+                ));
+            }
+            if !x.is_unconditional() {
+                s.push(next);
+            }
+            s.push(t as usize);
+        } else {
+            s.push(next);
+        }
+        if s.iter().any(|&t| t >= n) {
+            return Err(Error::malformed(
+                format!("control falls off the end of function {}", f.name),
+                loc(i),
+            ));
+        }
+        succs[i] = s;
+    }
+    // Backward liveness to a fixpoint.
+    let mut live_in = vec![0u16; n];
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for i in (0..n).rev().filter(|&i| is_insn[i]) {
+            let e = insns[i].effect();
+            let out = succs[i].iter().fold(0, |a, &s| a | live_in[s]);
+            let new = e.uses | (out & !e.defs);
+            if new != live_in[i] {
+                live_in[i] = new;
+                changed = true;
+            }
+        }
+    }
+    // Forward must-be-initialised: the meet over predecessors is intersection.
+    let entry: u16 = if f.is_prog { 1 << 1 } else { 0b11_1110 };
+    let mut must_init = vec![u16::MAX; n];
+    must_init[0] = entry;
+    changed = true;
+    while changed {
+        changed = false;
+        let mut next_in = vec![u16::MAX; n];
+        next_in[0] = entry;
+        for i in (0..n).filter(|&i| is_insn[i]) {
+            let x = &insns[i];
+            let e = x.effect();
+            let out = if x.is_call() || e.defs == CALLER_SAVED {
+                (must_init[i] & !CALLER_SAVED) | 1
+            } else {
+                must_init[i] | e.defs
+            };
+            for &s in &succs[i] {
+                next_in[s] &= out;
+            }
+        }
+        for i in 0..n {
+            if next_in[i] != must_init[i] {
+                must_init[i] = next_in[i];
+                changed = true;
+            }
+        }
+    }
+    let stack_depth = stack_depth(&insns, &is_insn);
+    Ok(Analysis {
+        insns,
+        is_insn,
+        succs,
+        live_in,
+        must_init,
+        stack_depth,
+    })
+}
+
+/// The deepest byte below R10 that the code reaches, through R10 itself or a
+/// register derived from it by constant adds.
+fn stack_depth(insns: &[Insn], is_insn: &[bool]) -> i64 {
+    let mut fp: [Option<i64>; 11] = [None; 11];
+    fp[10] = Some(0);
+    let mut min = 0i64;
+    for (i, x) in insns.iter().enumerate() {
+        if !is_insn[i] {
+            continue;
+        }
+        let base = |r: u8| fp.get(r as usize).copied().flatten();
+        match x.class() {
+            crate::insn::CLS_LDX => {
+                if let Some(b) = base(x.src) {
+                    min = min.min(b + x.off as i64);
+                }
+            }
+            crate::insn::CLS_ST | crate::insn::CLS_STX => {
+                if let Some(b) = base(x.dst) {
+                    min = min.min(b + x.off as i64);
+                }
+            }
+            _ => {}
+        }
+        let d = x.dst as usize;
+        if d >= 10 {
+            continue;
+        }
+        let e = x.effect();
+        if x.code == 0xbf && x.src == 10 {
+            fp[d] = Some(0);
+        } else if x.code == 0xbf && fp[x.src as usize].is_some() {
+            fp[d] = fp[x.src as usize];
+        } else if x.code == 0x07 && fp[d].is_some() {
+            fp[d] = fp[d].map(|o| o + x.imm as i64);
+        } else if x.code == 0x17 && fp[d].is_some() {
+            fp[d] = fp[d].map(|o| o - x.imm as i64);
+        } else if e.defs & (1 << d) != 0 {
+            fp[d] = None;
+        }
+        if e.defs == CALLER_SAVED {
+            for r in fp.iter_mut().take(6) {
+                *r = None;
+            }
+        }
+        if let Some(o) = fp[d] {
+            min = min.min(o);
+        }
+    }
+    -min
+}
+
+/// Slots reachable from `from` (inclusive) inside the function.
+pub fn reachable(a: &Analysis, from: usize) -> Vec<bool> {
+    let mut seen = vec![false; a.insns.len()];
+    let mut stack = vec![from];
+    while let Some(i) = stack.pop() {
+        if i >= seen.len() || seen[i] {
+            continue;
+        }
+        seen[i] = true;
+        stack.extend(a.succs[i].iter().copied());
+    }
+    seen
+}

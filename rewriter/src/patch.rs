@@ -1,0 +1,281 @@
+//! Inserting instruction sequences and fixing every offset that moves.
+//!
+//! Two maps per code section, both from old slot to new slot:
+//! - `target[i]`: where control arriving at old slot `i` now lands, i.e. the
+//!   start of the code inserted before `i`. Jumps, calls, symbols, func_info
+//!   and line_info use it, so whatever reached `i` runs the probe first.
+//! - `pos[i]`: where instruction `i` itself now sits. Relocations and CO-RE
+//!   records, which patch the instruction's own bytes, use it.
+
+use crate::btf_ext::{BtfExt, Kind as ExtKind};
+use crate::elf::{Elf, Rel, R_BPF_64_32, R_BPF_64_64};
+use crate::error::{Error, Loc, Result};
+use crate::insn::{Insn, PSEUDO_CALL, PSEUDO_FUNC};
+use std::collections::{BTreeMap, HashMap};
+
+/// An inserted instruction; `call` names the symbol of a callee in `.text`.
+#[derive(Clone, Debug)]
+pub struct NewInsn {
+    pub insn: Insn,
+    pub call: Option<usize>,
+}
+
+/// Per code section: (old slot, instructions to insert before it), sorted.
+pub type Insertions = BTreeMap<usize, Vec<(usize, Vec<NewInsn>)>>;
+
+struct Map {
+    target: Vec<usize>,
+    pos: Vec<usize>,
+}
+
+impl Map {
+    fn identity(n: usize) -> Map {
+        Map {
+            target: (0..=n).collect(),
+            pos: (0..n).collect(),
+        }
+    }
+    fn target(&self, i: i64) -> Option<usize> {
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| self.target.get(i).copied())
+    }
+}
+
+pub fn apply(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> Result<()> {
+    // 1. Layout: the maps of every code section.
+    let mut maps: HashMap<usize, Map> = HashMap::new();
+    for (si, s) in elf.sections.iter().enumerate().filter(|(_, s)| s.is_exec()) {
+        let n = s.data.len() / 8;
+        let Some(list) = ins.get(&si) else {
+            maps.insert(si, Map::identity(n));
+            continue;
+        };
+        let mut target = Vec::with_capacity(n + 1);
+        let mut pos = Vec::with_capacity(n);
+        let mut it = list.iter().peekable();
+        let mut len = 0;
+        for i in 0..n {
+            target.push(len);
+            while let Some((at, seq)) = it.next_if(|(at, _)| *at == i) {
+                let _ = at;
+                len += seq.len();
+            }
+            pos.push(len);
+            len += 1;
+        }
+        if let Some((at, _)) = it.next() {
+            return Err(Error::Other(format!(
+                "insertion at slot {at} past the end of {}",
+                s.name
+            )));
+        }
+        target.push(len);
+        maps.insert(si, Map { target, pos });
+    }
+
+    // 2. Relocations: move r_offset, note which slots have one.
+    let sym_value: Vec<(u16, u64, bool)> = elf
+        .symbols
+        .iter()
+        .map(|y| (y.shndx, y.value, y.is_section()))
+        .collect();
+    let mut relocated: HashMap<(usize, usize), Rel> = HashMap::new();
+    let rel_secs: Vec<usize> = (0..elf.sections.len())
+        .filter(|&r| {
+            elf.sections[r].is_rel() && maps.contains_key(&(elf.sections[r].info as usize))
+        })
+        .collect();
+    let mut new_rels: HashMap<usize, Vec<Rel>> = HashMap::new();
+    for &r in &rel_secs {
+        let tsec = elf.sections[r].info as usize;
+        let map = &maps[&tsec];
+        let mut rels = elf.relocations(r)?;
+        for (k, rel) in rels.iter_mut().enumerate() {
+            let loc = Loc::at(&elf.sections[tsec].name, rel.offset);
+            if rel.offset % 8 != 0 || rel.offset as usize / 8 >= map.pos.len() {
+                return Err(Error::BadRelocation {
+                    index: k,
+                    rtype: rel.rtype,
+                    what: "offset not on an instruction".into(),
+                    loc,
+                });
+            }
+            if rel.sym as usize >= sym_value.len() {
+                return Err(Error::BadRelocation {
+                    index: k,
+                    rtype: rel.rtype,
+                    what: "symbol index out of range".into(),
+                    loc,
+                });
+            }
+            relocated.insert((tsec, rel.offset as usize / 8), *rel);
+            rel.offset = map.pos[rel.offset as usize / 8] as u64 * 8;
+        }
+        new_rels.insert(r, rels);
+    }
+
+    // 3. New symbol values (needed to re-encode calls through relocations).
+    let new_value = |shndx: u16, v: u64| -> u64 {
+        match maps.get(&(shndx as usize)) {
+            Some(m) => m
+                .target
+                .get(v as usize / 8)
+                .map(|&t| t as u64 * 8)
+                .unwrap_or(v),
+            None => v,
+        }
+    };
+
+    // 4. Code: copy, fix branches and calls, insert.
+    let mut added_rels: HashMap<usize, Vec<Rel>> = HashMap::new();
+    let secs: Vec<usize> = maps.keys().copied().collect();
+    for si in secs {
+        let map = &maps[&si];
+        let name = elf.sections[si].name.clone();
+        let old: Vec<Insn> = crate::insn::decode_all(&elf.sections[si].data);
+        let mut out: Vec<Insn> = Vec::with_capacity(map.target[old.len()]);
+        let list = ins.get(&si);
+        let mut it = list.map(|l| l.iter().peekable());
+        let mut skip = false;
+        for (i, x) in old.iter().enumerate() {
+            if let Some(it) = it.as_mut() {
+                while let Some((_, seq)) = it.next_if(|(at, _)| *at == i) {
+                    for n in seq {
+                        let mut insn = n.insn;
+                        if let Some(sym) = n.call {
+                            let (shndx, v, _) = sym_value[sym];
+                            if shndx as usize == si {
+                                let t = map.target[v as usize / 8] as i64;
+                                insn.imm = (t - out.len() as i64 - 1) as i32;
+                            } else {
+                                insn.imm = -1;
+                                added_rels.entry(si).or_default().push(Rel {
+                                    offset: out.len() as u64 * 8,
+                                    sym: sym as u32,
+                                    rtype: R_BPF_64_32,
+                                    addend: 0,
+                                });
+                            }
+                        }
+                        out.push(insn);
+                    }
+                }
+            }
+            let mut x = *x;
+            let here = out.len() as i64;
+            let loc = || Loc::at(&name, i as u64 * 8);
+            if skip {
+                skip = false;
+            } else if let Some(rel) = relocated.get(&(si, i)) {
+                // Calls and function addresses through a relocation: the target is
+                // symbol value + imm, each in its own unit.
+                let (shndx, v, _) = sym_value[rel.sym as usize];
+                if let Some(tm) = maps.get(&(shndx as usize)) {
+                    let nv = new_value(shndx, v) as i64;
+                    if x.is_pseudo_call() {
+                        let t = v as i64 / 8 + x.imm as i64 + 1;
+                        let nt = tm.target(t).ok_or_else(|| {
+                            Error::malformed("call target out of its section", loc())
+                        })?;
+                        x.imm = (nt as i64 - nv / 8 - 1) as i32;
+                    } else if x.is_ld_imm64() && rel.rtype == R_BPF_64_64 {
+                        let t = (v as i64 + x.imm as i64) / 8;
+                        let nt = tm.target(t).ok_or_else(|| {
+                            Error::malformed("function address out of its section", loc())
+                        })?;
+                        x.imm = (nt as i64 * 8 - nv) as i32;
+                    }
+                }
+                skip = x.is_ld_imm64();
+            } else if x.is_ld_imm64() {
+                if x.src == PSEUDO_FUNC {
+                    return Err(Error::malformed(
+                        "function address without a relocation",
+                        loc(),
+                    ));
+                }
+                skip = true;
+            } else if x.is_pseudo_call() || x.is_branch() {
+                let off = if x.is_pseudo_call() {
+                    x.imm as i64
+                } else {
+                    x.branch_off()
+                };
+                let t = map
+                    .target(i as i64 + 1 + off)
+                    .ok_or_else(|| Error::malformed("jump target outside its section", loc()))?;
+                let noff = t as i64 - here - 1;
+                if x.is_pseudo_call() || x.is_long_ja() {
+                    x.imm = i32::try_from(noff).map_err(|_| Error::JumpRange {
+                        off: noff,
+                        loc: loc(),
+                    })?;
+                } else {
+                    x.off = i16::try_from(noff).map_err(|_| Error::JumpRange {
+                        off: noff,
+                        loc: loc(),
+                    })?;
+                }
+            }
+            let _ = PSEUDO_CALL;
+            out.push(x);
+        }
+        elf.sections[si].data = crate::insn::encode_all(&out);
+    }
+
+    // 5. Store relocations (old ones moved, new calls appended, sorted).
+    for (r, mut rels) in new_rels {
+        let tsec = elf.sections[r].info as usize;
+        if let Some(add) = added_rels.remove(&tsec) {
+            rels.extend(add);
+        }
+        rels.sort_by_key(|r| r.offset);
+        elf.set_relocations(r, &rels);
+    }
+    for (tsec, mut rels) in added_rels {
+        let r = elf.add_rel_section(tsec)?;
+        rels.sort_by_key(|r| r.offset);
+        elf.set_relocations(r, &rels);
+    }
+
+    // 6. Symbols.
+    for y in elf.symbols.iter_mut() {
+        if let Some(m) = maps.get(&(y.shndx as usize)) {
+            if y.is_section() {
+                continue;
+            }
+            let start = y.value as usize / 8;
+            let nv = m.target.get(start).copied().unwrap_or(start);
+            if y.size > 0 {
+                let end = (y.value + y.size) as usize / 8;
+                let ne = m.target.get(end).copied().unwrap_or(end);
+                y.size = ((ne - nv) * 8) as u64;
+            }
+            y.value = nv as u64 * 8;
+        }
+    }
+    elf.store_symbols();
+
+    // 7. .BTF.ext.
+    if let Some((ext_idx, ext)) = ext {
+        let by_name: HashMap<String, usize> = maps
+            .keys()
+            .map(|&si| (elf.sections[si].name.clone(), si))
+            .collect();
+        let mut data = std::mem::take(&mut elf.sections[ext_idx].data);
+        ext.remap(&mut data, |kind, sec, off| {
+            let Some(m) = by_name.get(sec).and_then(|si| maps.get(si)) else {
+                return off;
+            };
+            let i = off as usize / 8;
+            let n = match kind {
+                ExtKind::CoRe => m.pos.get(i).copied(),
+                ExtKind::Func | ExtKind::Line => m.target.get(i).copied(),
+            };
+            n.map(|n| n as u32 * 8).unwrap_or(off)
+        });
+        elf.sections[ext_idx].data = data;
+    }
+    Ok(())
+}

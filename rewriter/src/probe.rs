@@ -1,0 +1,332 @@
+//! Where probes go: region markers (`--sections`) or function boundaries
+//! (`--functions`), checked before anything is changed.
+
+use crate::btf_ext::BtfExt;
+use crate::cfg::{self, Analysis, Func};
+use crate::elf::Elf;
+use crate::error::{Error, Loc, Result};
+use crate::runtime::{RegionDesc, Site, PREFIX};
+use indexmap::IndexMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// Counts the run and makes the sampling decision: every program entry.
+    RunBegin,
+    End(u32),
+    Start(u32),
+}
+
+/// A probe inserted before slot `slot` of section `sec`, in function `func`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Point {
+    pub sec: usize,
+    pub slot: usize,
+    pub func: usize,
+    pub kind: Kind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Sections,
+    Functions,
+}
+
+pub struct Plan {
+    pub funcs: Vec<Func>,
+    pub points: Vec<Point>,
+    pub regions: Vec<RegionDesc>,
+}
+
+const START: &str = "__inxpect_start_";
+const END: &str = "__inxpect_end_";
+
+struct Marker {
+    name: String,
+    start: bool,
+    sec: usize,
+    slot: usize,
+    func: usize,
+}
+
+fn func_of(funcs: &[Func], sec: usize, slot: usize) -> Option<usize> {
+    funcs
+        .iter()
+        .position(|f| f.sec == sec && f.start <= slot && slot < f.end)
+}
+
+fn line(ext: Option<&BtfExt>, elf: &Elf, sec: usize, slot: usize) -> Option<String> {
+    ext?.line_of(&elf.sections[sec].name, slot as u64 * 8)
+}
+
+fn markers(elf: &Elf, funcs: &[Func], ext: Option<&BtfExt>) -> Result<Vec<Marker>> {
+    let mut out = Vec::new();
+    for s in &elf.symbols {
+        let (rest, start) = if let Some(r) = s.name.strip_prefix(START) {
+            (r, true)
+        } else if let Some(r) = s.name.strip_prefix(END) {
+            (r, false)
+        } else {
+            continue;
+        };
+        let sec = s.shndx as usize;
+        let secname = elf
+            .sections
+            .get(sec)
+            .map(|x| x.name.clone())
+            .unwrap_or_default();
+        let slot = (s.value / 8) as usize;
+        let loc = Loc::at(&secname, s.value).with_line(line(ext, elf, sec, slot));
+        let bad = |what: &str| Error::BadMarker {
+            symbol: s.name.clone(),
+            what: what.into(),
+            loc: loc.clone(),
+        };
+        let name = match rest.rsplit_once('_') {
+            Some((n, d))
+                if !n.is_empty() && !d.is_empty() && d.bytes().all(|c| c.is_ascii_digit()) =>
+            {
+                n
+            }
+            _ => return Err(bad("expected __inxpect_{start,end}_<name>_<n>")),
+        };
+        if !elf.sections.get(sec).is_some_and(|x| x.is_exec()) || s.value % 8 != 0 {
+            return Err(bad("not on an instruction of a code section"));
+        }
+        let insn = elf.sections[sec]
+            .data
+            .get(slot * 8..slot * 8 + 8)
+            .map(crate::insn::Insn::decode);
+        if !insn.is_some_and(|i| i.code == 0x05 && i.off == 0) {
+            return Err(bad(
+                "does not sit on the `goto +0` that INXPECT_START/END emit",
+            ));
+        }
+        let func = func_of(funcs, sec, slot).ok_or_else(|| bad("outside any function"))?;
+        out.push(Marker {
+            name: name.to_string(),
+            start,
+            sec,
+            slot,
+            func,
+        });
+    }
+    out.sort_by_key(|m| (m.sec, m.slot, m.start));
+    Ok(out)
+}
+
+/// Finds the probe points. `only` restricts the regions by name.
+pub fn plan(elf: &Elf, ext: Option<&BtfExt>, mode: Mode, only: Option<&[String]>) -> Result<Plan> {
+    let funcs = cfg::functions(elf)?;
+    let user: Vec<usize> = (0..funcs.len())
+        .filter(|&i| !funcs[i].name.starts_with(PREFIX))
+        .collect();
+    let mut points = Vec::new();
+    let mut regions: Vec<RegionDesc> = Vec::new();
+    let site = |sec: usize, slot: usize| Site {
+        offset: slot as u64 * 8,
+        line: line(ext, elf, sec, slot),
+    };
+    match mode {
+        Mode::Sections => {
+            let ms = markers(elf, &funcs, ext)?;
+            let mut by_name: IndexMap<&str, Vec<&Marker>> = IndexMap::new();
+            for m in &ms {
+                by_name.entry(&m.name).or_default().push(m);
+            }
+            let mut analyses: IndexMap<usize, Analysis> = IndexMap::new();
+            for (name, ms) in &by_name {
+                check_region(elf, &funcs, ext, name, ms, &mut analyses)?;
+            }
+            for (name, ms) in by_name {
+                if only.is_some_and(|o| !o.iter().any(|x| x == name)) {
+                    continue;
+                }
+                let id = regions.len() as u32;
+                let first = ms.iter().find(|m| m.start).unwrap_or(&ms[0]);
+                let f = &funcs[first.func];
+                regions.push(RegionDesc {
+                    id,
+                    name: name.to_string(),
+                    function: f.name.clone(),
+                    section: elf.sections[f.sec].name.clone(),
+                    starts: ms
+                        .iter()
+                        .filter(|m| m.start)
+                        .map(|m| site(m.sec, m.slot))
+                        .collect(),
+                    ends: ms
+                        .iter()
+                        .filter(|m| !m.start)
+                        .map(|m| site(m.sec, m.slot))
+                        .collect(),
+                });
+                for m in ms {
+                    let kind = if m.start {
+                        Kind::Start(id)
+                    } else {
+                        Kind::End(id)
+                    };
+                    points.push(Point {
+                        sec: m.sec,
+                        slot: m.slot,
+                        func: m.func,
+                        kind,
+                    });
+                }
+            }
+        }
+        Mode::Functions => {
+            for &fi in &user {
+                let f = &funcs[fi];
+                if only.is_some_and(|o| !o.iter().any(|x| *x == f.name)) {
+                    continue;
+                }
+                let a = cfg::analyse(elf, f)?;
+                let id = regions.len() as u32;
+                let exits: Vec<usize> = (0..a.insns.len())
+                    .filter(|&i| a.is_insn[i] && a.insns[i].is_exit())
+                    .collect();
+                points.push(Point {
+                    sec: f.sec,
+                    slot: f.start,
+                    func: fi,
+                    kind: Kind::Start(id),
+                });
+                for &e in &exits {
+                    points.push(Point {
+                        sec: f.sec,
+                        slot: f.start + e,
+                        func: fi,
+                        kind: Kind::End(id),
+                    });
+                }
+                regions.push(RegionDesc {
+                    id,
+                    name: f.name.clone(),
+                    function: f.name.clone(),
+                    section: elf.sections[f.sec].name.clone(),
+                    starts: vec![site(f.sec, f.start)],
+                    ends: exits.iter().map(|&e| site(f.sec, f.start + e)).collect(),
+                });
+            }
+        }
+    }
+    if let Some(o) = only {
+        for want in o {
+            if !regions.iter().any(|r| &r.name == want) {
+                return Err(Error::NothingToDo(format!(
+                    "--only: no region named '{want}' in the object"
+                )));
+            }
+        }
+    }
+    if regions.len() > crate::runtime::MAX_REGIONS {
+        return Err(Error::TooManyRegions(regions.len()));
+    }
+    // Every program entry counts the run and decides the sampling.
+    for &fi in &user {
+        let f = &funcs[fi];
+        if f.is_prog && !regions.is_empty() {
+            points.push(Point {
+                sec: f.sec,
+                slot: f.start,
+                func: fi,
+                kind: Kind::RunBegin,
+            });
+        }
+    }
+    points.sort_by_key(|p| (p.sec, p.slot, p.kind));
+    Ok(Plan {
+        funcs,
+        points,
+        regions,
+    })
+}
+
+fn check_region(
+    elf: &Elf,
+    funcs: &[Func],
+    ext: Option<&BtfExt>,
+    name: &str,
+    ms: &[&Marker],
+    analyses: &mut IndexMap<usize, Analysis>,
+) -> Result<()> {
+    let loc = |m: &Marker| {
+        Loc::at(&elf.sections[m.sec].name, m.slot as u64 * 8)
+            .with_line(line(ext, elf, m.sec, m.slot))
+    };
+    let mut with_both: Vec<usize> = Vec::new();
+    for m in ms {
+        if !with_both.contains(&m.func)
+            && ms.iter().any(|x| x.func == m.func && x.start)
+            && ms.iter().any(|x| x.func == m.func && !x.start)
+        {
+            with_both.push(m.func);
+        }
+    }
+    if with_both.len() > 1 {
+        let second = ms
+            .iter()
+            .find(|m| m.func == with_both[1])
+            .expect("has markers");
+        return Err(Error::DuplicateRegion {
+            name: name.into(),
+            first: funcs[with_both[0]].name.clone(),
+            second: funcs[with_both[1]].name.clone(),
+            loc: loc(second),
+        });
+    }
+    let any_end = ms.iter().any(|m| !m.start);
+    let any_start = ms.iter().any(|m| m.start);
+    for m in ms {
+        let f = &funcs[m.func];
+        if m.start && !any_end {
+            return Err(Error::StartWithoutEnd {
+                name: name.into(),
+                func: f.name.clone(),
+                loc: loc(m),
+            });
+        }
+        if !m.start && !any_start {
+            return Err(Error::EndBeforeStart {
+                name: name.into(),
+                func: f.name.clone(),
+                loc: loc(m),
+            });
+        }
+    }
+    // Inside one function the CFG must connect them.
+    if let Some(&fi) = with_both.first() {
+        if !analyses.contains_key(&fi) {
+            analyses.insert(fi, cfg::analyse(elf, &funcs[fi])?);
+        }
+        let a = &analyses[&fi];
+        let f = &funcs[fi];
+        let mine: Vec<&&Marker> = ms.iter().filter(|m| m.func == fi).collect();
+        let mut reach_from_start = vec![false; a.insns.len()];
+        for m in mine.iter().filter(|m| m.start) {
+            let r = cfg::reachable(a, m.slot - f.start);
+            let ends_reached = mine.iter().any(|e| !e.start && r[e.slot - f.start]);
+            if !ends_reached {
+                return Err(Error::StartWithoutEnd {
+                    name: name.into(),
+                    func: f.name.clone(),
+                    loc: loc(m),
+                });
+            }
+            for (x, y) in reach_from_start.iter_mut().zip(r) {
+                *x |= y;
+            }
+        }
+        for m in mine.iter().filter(|m| !m.start) {
+            if !reach_from_start[m.slot - f.start] {
+                return Err(Error::EndBeforeStart {
+                    name: name.into(),
+                    func: f.name.clone(),
+                    loc: loc(m),
+                });
+            }
+        }
+    }
+    Ok(())
+}

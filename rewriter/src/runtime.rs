@@ -1,0 +1,130 @@
+//! The probe runtime objects (runtime-bpf/obj, built by runtime-bpf/build.sh)
+//! and the layout constants shared with the loader. Mirrors
+//! runtime-bpf/include/inxpect_runtime.h.
+
+use serde::{Deserialize, Serialize};
+
+pub const ABI: u32 = 1;
+pub const MAX_REGIONS: usize = 256;
+pub const MAX_EVENTS: usize = 4;
+pub const HIST_BUCKETS: usize = 64;
+
+pub const FN_RUN_BEGIN: &str = "__inxpect_run_begin";
+pub const FN_START: &str = "__inxpect_start";
+pub const FN_END: &str = "__inxpect_end";
+pub const PREFIX: &str = "__inxpect_";
+/// Deepest stack any runtime function uses (bytes), for the 512-byte budget.
+pub const RUNTIME_STACK: i64 = 64;
+
+pub const MAP_CONFIG: &str = ".data.inxpect";
+pub const MAP_STATS: &str = "inxpect_stats";
+pub const MAP_PCPU: &str = "inxpect_pcpu";
+pub const MAP_PERF: &str = "inxpect_perf";
+
+/// Where the counter values come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Counter {
+    /// Hardware counters through the inxpect module's kfunc (rdpmc).
+    Pmc,
+    /// The time-stamp counter through the module's kfunc (rdtsc).
+    Tsc,
+    /// `bpf_ktime_get_ns`: nanoseconds, no module needed.
+    Ktime,
+    /// `bpf_perf_event_read_value` on a perf event the loader opens: perf's own mechanism.
+    Perf,
+}
+
+impl Counter {
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::Pmc => "pmc",
+            Counter::Tsc => "tsc",
+            Counter::Ktime => "ktime",
+            Counter::Perf => "perf",
+        }
+    }
+    /// Whether the kernel demands a GPL-compatible program for it (kfuncs, perf helper).
+    pub fn needs_gpl(self) -> bool {
+        !matches!(self, Counter::Ktime)
+    }
+    pub fn unit(self) -> &'static str {
+        match self {
+            Counter::Pmc => "events",
+            Counter::Tsc => "cycles",
+            Counter::Ktime => "ns",
+            Counter::Perf => "perf",
+        }
+    }
+}
+
+/// The runtime object for a backend and a number of PMC slots.
+pub fn object(counter: Counter, events: usize) -> &'static [u8] {
+    match (counter, events) {
+        (Counter::Ktime, _) => include_bytes!("../../runtime-bpf/obj/runtime-ktime.o"),
+        (Counter::Perf, _) => include_bytes!("../../runtime-bpf/obj/runtime-perf.o"),
+        (Counter::Tsc, _) => include_bytes!("../../runtime-bpf/obj/runtime-tsc.o"),
+        (Counter::Pmc, 1) => include_bytes!("../../runtime-bpf/obj/runtime-pmc1.o"),
+        (Counter::Pmc, 2) => include_bytes!("../../runtime-bpf/obj/runtime-pmc2.o"),
+        (Counter::Pmc, 3) => include_bytes!("../../runtime-bpf/obj/runtime-pmc3.o"),
+        (Counter::Pmc, _) => include_bytes!("../../runtime-bpf/obj/runtime-pmc4.o"),
+    }
+}
+
+/// Byte layout of `struct inxpect_stats` (one per region per CPU).
+pub mod stats {
+    use super::{HIST_BUCKETS, MAX_EVENTS};
+    pub const COUNT: usize = 0;
+    pub const SUM: usize = 8;
+    pub const MIN: usize = SUM + 8 * MAX_EVENTS;
+    pub const MAX: usize = MIN + 8 * MAX_EVENTS;
+    pub const HIST: usize = MAX + 8 * MAX_EVENTS;
+    pub const SIZE: usize = HIST + 8 * MAX_EVENTS * HIST_BUCKETS;
+}
+
+/// Byte layout of the head of `struct inxpect_pcpu`.
+pub mod pcpu {
+    pub const RUNS: usize = 0;
+    pub const SAMPLED: usize = 8;
+    pub const UNORDERED: usize = 24;
+    pub const NO_COUNTER: usize = 32;
+    pub const SIZE: usize = 64 + 40 * super::MAX_REGIONS;
+}
+
+/// Byte layout of `struct inxpect_config`.
+pub mod config {
+    pub const ENABLED: usize = 0;
+    pub const SAMPLE_SHIFT: usize = 8 * (super::MAX_REGIONS / 64);
+    pub const ABI: usize = SAMPLE_SHIFT + 4;
+    pub const SIZE: usize = ABI + 4;
+}
+
+/// The self-description written to the `.inxpect` section of the output.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub abi: u32,
+    pub mode: String,
+    pub counter: Counter,
+    pub events: usize,
+    pub programs: Vec<String>,
+    pub regions: Vec<RegionDesc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionDesc {
+    pub id: u32,
+    pub name: String,
+    pub function: String,
+    pub section: String,
+    pub starts: Vec<Site>,
+    pub ends: Vec<Site>,
+}
+
+/// A probe site: byte offset in the input object's section, and its source line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Site {
+    pub offset: u64,
+    pub line: Option<String>,
+}
+
+pub const MANIFEST_SECTION: &str = ".inxpect";

@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Layout of the data the instrumented program shares with the loader.
+ * The rewriter links a runtime object built from src/runtime.bpf.c into the
+ * user's object; the loader reads these maps. Mirrored in Rust by
+ * rewriter/src/runtime.rs: change both together and bump INXPECT_ABI.
+ */
+#ifndef __INXPECT_RUNTIME_H
+#define __INXPECT_RUNTIME_H
+
+#define INXPECT_ABI 1
+#define INXPECT_MAX_REGIONS 256
+#define INXPECT_MAX_EVENTS 4
+#define INXPECT_HIST_BUCKETS 64
+
+/* Map `.data.inxpect` (a global variable section): changed by the loader
+ * while the program runs, read by the probes with a direct load. */
+struct inxpect_config {
+	__u64 enabled[INXPECT_MAX_REGIONS / 64]; /* bit i: region i measured */
+	__u32 sample_shift;                      /* measure 1 run in 2^k */
+	__u32 abi;                               /* INXPECT_ABI */
+};
+
+/* Map `inxpect_stats`: PERCPU_ARRAY, key = region id. */
+struct inxpect_stats {
+	__u64 count;                     /* completed measurements */
+	__u64 sum[INXPECT_MAX_EVENTS];
+	__u64 min[INXPECT_MAX_EVENTS];
+	__u64 max[INXPECT_MAX_EVENTS];
+	/* bucket b counts deltas d with 64 - clz(d) == b (b = 0 for d = 0),
+	 * clamped to the last bucket. */
+	__u64 hist[INXPECT_MAX_EVENTS][INXPECT_HIST_BUCKETS];
+};
+
+struct inxpect_held {
+	__u64 run;                       /* run id that took the START, 0 = none */
+	__u64 val[INXPECT_MAX_EVENTS];
+};
+
+/* Map `inxpect_pcpu`: PERCPU_ARRAY with one entry. */
+struct inxpect_pcpu {
+	__u64 runs;          /* program entries on this CPU */
+	__u64 sampled;       /* runs chosen by sampling */
+	__u64 cur;           /* id of the current run when sampled, else 0 */
+	__u64 unordered;     /* END read a counter lower than START's: dropped */
+	__u64 no_counter;    /* the backend's counter is missing (e.g. no module) */
+	__u64 pad[3];
+	struct inxpect_held held[INXPECT_MAX_REGIONS];
+};
+
+#endif /* __INXPECT_RUNTIME_H */

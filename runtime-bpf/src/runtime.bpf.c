@@ -1,0 +1,193 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * The probe runtime that inxpect-instrument links into an instrumented object.
+ *
+ * The rewriter inserts, at each program entry, `call __inxpect_run_begin`; at
+ * a region START `r1 = id; call __inxpect_start`; at a region END
+ * `r1 = id; call __inxpect_end`, saving the live caller-saved registers around
+ * each call. The counter read is the last thing START does and the first
+ * thing END does after its checks, so few instructions fall between the two.
+ *
+ * Built once per backend (see build.sh): INXPECT_BACKEND_{PMC,TSC,KTIME,PERF}
+ * and INXPECT_NR_EVENTS (PMC slots read per probe).
+ */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "inxpect_runtime.h"
+
+#ifndef INXPECT_NR_EVENTS
+#define INXPECT_NR_EVENTS 1
+#endif
+
+#define __probe static __attribute__((noinline, used))
+
+volatile struct inxpect_config inxpect_config SEC(".data.inxpect") = {
+	.enabled = { ~0ULL, ~0ULL, ~0ULL, ~0ULL },
+	.sample_shift = 0,
+	.abi = INXPECT_ABI,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct inxpect_pcpu);
+} inxpect_pcpu SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, INXPECT_MAX_REGIONS);
+	__type(key, __u32);
+	__type(value, struct inxpect_stats);
+} inxpect_stats SEC(".maps");
+
+#if defined(INXPECT_BACKEND_PMC)
+extern __u64 inxpect_read_pmc(__u32 slot) __ksym __weak;
+#define COUNTER_PRESENT() bpf_ksym_exists(inxpect_read_pmc)
+#define READ_COUNTERS(v)                                    \
+	do {                                                \
+		(v)[0] = inxpect_read_pmc(0);               \
+		if (INXPECT_NR_EVENTS > 1)                  \
+			(v)[1] = inxpect_read_pmc(1);       \
+		if (INXPECT_NR_EVENTS > 2)                  \
+			(v)[2] = inxpect_read_pmc(2);       \
+		if (INXPECT_NR_EVENTS > 3)                  \
+			(v)[3] = inxpect_read_pmc(3);       \
+	} while (0)
+#elif defined(INXPECT_BACKEND_TSC)
+extern __u64 inxpect_read_tsc(void) __ksym __weak;
+#define COUNTER_PRESENT() bpf_ksym_exists(inxpect_read_tsc)
+#define READ_COUNTERS(v) ((v)[0] = inxpect_read_tsc())
+#elif defined(INXPECT_BACKEND_KTIME)
+#define COUNTER_PRESENT() 1
+#define READ_COUNTERS(v) ((v)[0] = bpf_ktime_get_ns())
+#elif defined(INXPECT_BACKEND_PERF)
+/* One perf event per CPU, opened by the loader: perf's own mechanism. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u32);
+} inxpect_perf SEC(".maps");
+#define COUNTER_PRESENT() 1
+static __always_inline __u64 perf_read(void)
+{
+	struct bpf_perf_event_value v;
+
+	if (bpf_perf_event_read_value(&inxpect_perf, BPF_F_CURRENT_CPU, &v, sizeof(v)))
+		return 0;
+	return v.counter;
+}
+#define READ_COUNTERS(v) ((v)[0] = perf_read())
+#else
+#error "define one INXPECT_BACKEND_*"
+#endif
+
+static __always_inline struct inxpect_pcpu *pcpu(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&inxpect_pcpu, &zero);
+}
+
+__probe int __inxpect_run_begin(void)
+{
+	struct inxpect_pcpu *p = pcpu();
+	__u64 run, mask;
+
+	if (!p)
+		return 0;
+	run = ++p->runs;
+	mask = (1ULL << (inxpect_config.sample_shift & 63)) - 1;
+	if (run & mask) {
+		p->cur = 0;
+		return 0;
+	}
+	p->cur = run;
+	p->sampled++;
+	return 0;
+}
+
+__probe int __inxpect_start(__u32 id)
+{
+	struct inxpect_pcpu *p;
+	struct inxpect_held *h;
+
+	if (id >= INXPECT_MAX_REGIONS)
+		return 0;
+	if (!(inxpect_config.enabled[id / 64] & (1ULL << (id % 64))))
+		return 0;
+	p = pcpu();
+	if (!p || !p->cur)
+		return 0;
+	if (!COUNTER_PRESENT()) {
+		p->no_counter++;
+		return 0;
+	}
+	h = &p->held[id];
+	h->run = p->cur;
+	READ_COUNTERS(h->val);
+	return 0;
+}
+
+static __always_inline __u32 bucket(__u64 d)
+{
+	__u32 b = 0;
+
+	if (d >> 32) { d >>= 32; b += 32; }
+	if (d >> 16) { d >>= 16; b += 16; }
+	if (d >> 8) { d >>= 8; b += 8; }
+	if (d >> 4) { d >>= 4; b += 4; }
+	if (d >> 2) { d >>= 2; b += 2; }
+	if (d >> 1) { d >>= 1; b += 1; }
+	b += d;
+	return b < INXPECT_HIST_BUCKETS ? b : INXPECT_HIST_BUCKETS - 1;
+}
+
+__probe int __inxpect_end(__u32 id)
+{
+	__u64 now[INXPECT_MAX_EVENTS] = {};
+	struct inxpect_stats *s;
+	struct inxpect_pcpu *p;
+	struct inxpect_held *h;
+	int e;
+
+	if (id >= INXPECT_MAX_REGIONS)
+		return 0;
+	p = pcpu();
+	if (!p)
+		return 0;
+	h = &p->held[id];
+	/* Guarded END: only a START of this very run counts (markers may be
+	 * moved by the compiler, and an early return may skip an END). */
+	if (!h->run || h->run != p->cur)
+		return 0;
+	READ_COUNTERS(now);
+	h->run = 0;
+	s = bpf_map_lookup_elem(&inxpect_stats, &id);
+	if (!s)
+		return 0;
+	for (e = 0; e < INXPECT_NR_EVENTS; e++) {
+		__u64 d = now[e] - h->val[e];
+
+		if ((__s64)d < 0) {
+			p->unordered++;
+			return 0;
+		}
+	}
+	for (e = 0; e < INXPECT_NR_EVENTS; e++) {
+		__u64 d = now[e] - h->val[e];
+
+		s->sum[e] += d;
+		if (!s->count || d < s->min[e])
+			s->min[e] = d;
+		if (d > s->max[e])
+			s->max[e] = d;
+		s->hist[e][bucket(d)]++;
+	}
+	s->count++;
+	return 0;
+}
+
+/* No license section: the linker refuses two different ones, and the
+ * user's object carries its own (pmc, tsc and perf need it GPL-compatible). */
