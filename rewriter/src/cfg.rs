@@ -8,6 +8,7 @@
 use crate::elf::Elf;
 use crate::error::{Error, Loc, Result};
 use crate::insn::{Insn, CALLER_SAVED};
+use std::collections::HashMap;
 
 /// A function: a program or a subprogram, `[start, end)` in slots.
 #[derive(Clone, Debug)]
@@ -70,7 +71,83 @@ pub struct Analysis {
     pub stack_depth: i64,
 }
 
-pub fn analyse(elf: &Elf, f: &Func) -> Result<Analysis> {
+/// What bpf-to-bpf calls read: for each call slot `(section, slot)`, the
+/// argument registers its callee reads before writing them. Calls not in the
+/// map (helpers, kfuncs) are taken to read all of R1..R5.
+pub type CallUses = HashMap<(usize, usize), u16>;
+
+/// The callee's start `(section, slot)` of the pseudo call at `slot`.
+fn call_target(
+    elf: &Elf,
+    rels: &HashMap<(usize, usize), u32>,
+    sec: usize,
+    slot: usize,
+    x: &Insn,
+) -> Option<(usize, usize)> {
+    match rels.get(&(sec, slot)) {
+        Some(&sym) => {
+            let y = elf.symbols.get(sym as usize)?;
+            let t = (y.value / 8) as i64 + x.imm as i64 + 1;
+            Some((y.shndx as usize, usize::try_from(t).ok()?))
+        }
+        None => Some((sec, usize::try_from(slot as i64 + 1 + x.imm as i64).ok()?)),
+    }
+}
+
+/// Computes [`CallUses`] for the whole object: callee argument use, iterated
+/// to a fixpoint over the (acyclic) call graph.
+pub fn call_uses(elf: &Elf, funcs: &[Func]) -> Result<CallUses> {
+    let mut rels: HashMap<(usize, usize), u32> = HashMap::new();
+    for (ri, r) in elf.sections.iter().enumerate().filter(|(_, r)| r.is_rel()) {
+        let _ = r;
+        for rel in elf.relocations(ri)? {
+            rels.insert(
+                (elf.sections[ri].info as usize, rel.offset as usize / 8),
+                rel.sym,
+            );
+        }
+    }
+    let mut calls: Vec<((usize, usize), usize)> = Vec::new(); // call slot -> callee func
+    for f in funcs {
+        let code = &elf.sections[f.sec].data;
+        let mut i = f.start;
+        while i < f.end {
+            let x = Insn::decode(&code[i * 8..i * 8 + 8]);
+            if x.is_pseudo_call() {
+                if let Some(t) = call_target(elf, &rels, f.sec, i, &x) {
+                    if let Some(c) = funcs.iter().position(|g| (g.sec, g.start) == t) {
+                        calls.push(((f.sec, i), c));
+                    }
+                }
+            }
+            i += if x.is_ld_imm64() { 2 } else { 1 };
+        }
+    }
+    let mut uses: CallUses = calls.iter().map(|(k, _)| (*k, crate::insn::ARGS)).collect();
+    for _ in 0..=funcs.len() {
+        let mut entry: HashMap<usize, u16> = HashMap::new();
+        for &(_, c) in &calls {
+            if let std::collections::hash_map::Entry::Vacant(e) = entry.entry(c) {
+                e.insert(
+                    analyse(elf, &funcs[c], &uses)?
+                        .live_in
+                        .first()
+                        .copied()
+                        .unwrap_or(0)
+                        & crate::insn::ARGS,
+                );
+            }
+        }
+        let next: CallUses = calls.iter().map(|(k, c)| (*k, entry[c])).collect();
+        if next == uses {
+            break;
+        }
+        uses = next;
+    }
+    Ok(uses)
+}
+
+pub fn analyse(elf: &Elf, f: &Func, calls: &CallUses) -> Result<Analysis> {
     let sec = &elf.sections[f.sec];
     let code = &sec.data[f.start * 8..f.end * 8];
     let insns: Vec<Insn> = code.chunks_exact(8).map(Insn::decode).collect();
@@ -137,7 +214,10 @@ pub fn analyse(elf: &Elf, f: &Func) -> Result<Analysis> {
     while changed {
         changed = false;
         for i in (0..n).rev().filter(|&i| is_insn[i]) {
-            let e = insns[i].effect();
+            let mut e = insns[i].effect();
+            if let Some(&u) = calls.get(&(f.sec, f.start + i)) {
+                e.uses = u;
+            }
             let out = succs[i].iter().fold(0, |a, &s| a | live_in[s]);
             let new = e.uses | (out & !e.defs);
             if new != live_in[i] {
@@ -147,7 +227,13 @@ pub fn analyse(elf: &Elf, f: &Func) -> Result<Analysis> {
         }
     }
     // Forward must-be-initialised: the meet over predecessors is intersection.
-    let entry: u16 = if f.is_prog { 1 << 1 } else { 0b11_1110 };
+    // A program gets the context in R1; a subprogram the arguments it reads
+    // (a caller that did not set them would have been rejected already).
+    let entry: u16 = if f.is_prog {
+        1 << 1
+    } else {
+        live_in[0] & crate::insn::ARGS
+    };
     let mut must_init = vec![u16::MAX; n];
     must_init[0] = entry;
     changed = true;
@@ -247,6 +333,23 @@ pub fn reachable(a: &Analysis, from: usize) -> Vec<bool> {
         }
         seen[i] = true;
         stack.extend(a.succs[i].iter().copied());
+    }
+    seen
+}
+
+/// Slots reachable from the successors of `from` without passing through a
+/// slot in `stops`.
+pub fn reachable_until(a: &Analysis, from: usize, stops: &[usize]) -> Vec<bool> {
+    let mut seen = vec![false; a.insns.len()];
+    let mut stack: Vec<usize> = a.succs[from].clone();
+    while let Some(i) = stack.pop() {
+        if i >= seen.len() || seen[i] {
+            continue;
+        }
+        seen[i] = true;
+        if !stops.contains(&i) {
+            stack.extend(a.succs[i].iter().copied());
+        }
     }
     seen
 }

@@ -78,7 +78,7 @@ pub enum Error {
         func: String,
         loc: Loc,
     },
-    #[error("region '{name}' is marked in two functions: {first} and {second}, {loc}")]
+    #[error("region '{name}' is started again before it ends: START at {first} reaches START at {second} without an END, {loc}")]
     DuplicateRegion {
         name: String,
         first: String,

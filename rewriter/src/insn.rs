@@ -180,6 +180,32 @@ pub struct Effect {
 }
 
 pub const CALLER_SAVED: u16 = 0b11_1111; // R0..R5
+
+/// Argument count of each BPF helper by id, from the signatures documented in
+/// the kernel's uapi `linux/bpf.h` (rewriter/gen-helpers.py regenerates it).
+/// Unknown ids count as five: reading too many registers is only conservative.
+#[rustfmt::skip]
+const HELPER_ARGS: [u8; 212] = [
+    5, 2, 4, 2, 3, 0, 5, 0, 0, 5, 5, 5, 3, 3, 0, 0, 2, 1, 3, 1, 4, 4, 2, 2,
+    1, 5, 4, 3, 5, 3, 3, 3, 2, 3, 1, 0, 3, 2, 3, 2, 2, 1, 0, 3, 2, 3, 1, 1,
+    2, 5, 4, 3, 4, 4, 2, 4, 3, 5, 2, 2, 4, 2, 2, 4, 3, 2, 5, 4, 5, 4, 4, 4,
+    4, 4, 4, 3, 4, 1, 4, 1, 0, 2, 4, 2, 5, 5, 1, 3, 2, 2, 4, 4, 3, 1, 1, 1,
+    1, 1, 1, 5, 5, 4, 3, 3, 3, 4, 4, 4, 2, 1, 5, 5, 3, 3, 3, 3, 2, 1, 0, 4,
+    4, 5, 1, 1, 3, 0, 5, 3, 1, 2, 4, 3, 2, 2, 2, 2, 1, 1, 1, 1, 1, 4, 4, 4,
+    3, 4, 2, 3, 3, 5, 4, 1, 4, 2, 1, 2, 4, 2, 0, 2, 0, 3, 1, 5, 4, 5, 3, 4,
+    1, 3, 2, 3, 1, 1, 1, 1, 3, 4, 1, 4, 5, 4, 3, 3, 2, 1, 0, 1, 1, 4, 4, 5,
+    3, 3, 2, 3, 1, 4, 4, 2, 2, 5, 5, 3, 3, 3, 2, 2, 0, 4, 4, 2,
+];
+
+/// The registers a helper call reads.
+pub fn helper_args(id: i32) -> u16 {
+    let n = usize::try_from(id)
+        .ok()
+        .and_then(|i| HELPER_ARGS.get(i))
+        .copied()
+        .unwrap_or(5);
+    ((1u16 << (n + 1)) - 1) & ARGS
+}
 pub const ARGS: u16 = 0b11_1110; // R1..R5
 
 fn bit(r: u8) -> u16 {
@@ -232,6 +258,10 @@ impl Insn {
             CLS_STX => Effect {
                 uses: d | s,
                 defs: 0,
+            },
+            _ if self.is_call() && self.src == 0 => Effect {
+                uses: helper_args(self.imm),
+                defs: CALLER_SAVED,
             },
             _ if self.is_call() => Effect {
                 uses: ARGS,

@@ -24,7 +24,7 @@ pub use runtime::{Counter, Manifest};
 use btf_ext::BtfExt;
 use elf::Elf;
 use insn::{Insn, CALLER_SAVED};
-use patch::{Insertions, NewInsn};
+use patch::{Insertions, NewInsn, Place};
 use probe::{Kind, Plan};
 use std::collections::BTreeMap;
 
@@ -237,17 +237,76 @@ fn emit(elf: &Elf, plan: &Plan) -> Result<Insertions> {
         groups.entry((p.sec, p.slot)).or_default().push(p.kind);
         func_of.insert((p.sec, p.slot), p.func);
     }
+    let uses = cfg::call_uses(elf, &plan.funcs)?;
     let mut analyses = BTreeMap::new();
+    for &fi in func_of.values() {
+        if let std::collections::btree_map::Entry::Vacant(e) = analyses.entry(fi) {
+            e.insert(cfg::analyse(elf, &plan.funcs[fi], &uses)?);
+        }
+    }
     let mut out = Insertions::new();
+    // Registers live at a probe but not initialised on every path to it (the
+    // compiler relies on correlated branches the verifier follows): copying
+    // them would be rejected, so each function first gives them a value where
+    // they lose theirs: at entry and after each call, where the program itself
+    // can no longer read them.
+    let mut zeroed: BTreeMap<usize, u16> = BTreeMap::new();
+    for (&fi, a) in &analyses {
+        let f = &plan.funcs[fi];
+        let mut need = 0u16;
+        for (&(_, slot), &g) in func_of.iter().filter(|(_, &g)| g == fi) {
+            let _ = g;
+            let i = slot - f.start;
+            need |= a.live_in[i] & CALLER_SAVED & !a.must_init[i];
+        }
+        if need == 0 {
+            continue;
+        }
+        let entry_jumped = (0..a.insns.len())
+            .any(|i| a.is_insn[i] && a.insns[i].is_branch() && a.succs[i].contains(&0));
+        if entry_jumped {
+            continue;
+        }
+        zeroed.insert(fi, need);
+        let entry_init = a.must_init[0];
+        let at_entry: Vec<NewInsn> = (0..6u8)
+            .filter(|r| need & !entry_init & (1 << r) != 0)
+            .map(|r| NewInsn {
+                insn: Insn::mov64_imm(r, 0),
+                call: None,
+            })
+            .collect();
+        if !at_entry.is_empty() {
+            out.entry(f.sec)
+                .or_default()
+                .push((f.start, Place::Before, at_entry));
+        }
+        for i in 0..a.insns.len() {
+            let x = &a.insns[i];
+            if !a.is_insn[i] || x.effect().defs != CALLER_SAVED {
+                continue;
+            }
+            let seq: Vec<NewInsn> = (1..6u8)
+                .filter(|r| need & (1 << r) != 0)
+                .map(|r| NewInsn {
+                    insn: Insn::mov64_imm(r, 0),
+                    call: None,
+                })
+                .collect();
+            if !seq.is_empty() {
+                out.entry(f.sec)
+                    .or_default()
+                    .push((f.start + i, Place::After, seq));
+            }
+        }
+    }
     for ((sec, slot), kinds) in groups {
         let fi = func_of[&(sec, slot)];
         let f = &plan.funcs[fi];
-        if !analyses.contains_key(&fi) {
-            analyses.insert(fi, cfg::analyse(elf, f)?);
-        }
         let a = &analyses[&fi];
         let i = slot - f.start;
-        let keep = a.live_in[i] & a.must_init[i] & CALLER_SAVED;
+        let init = a.must_init[i] | zeroed.get(&fi).copied().unwrap_or(0);
+        let keep = a.live_in[i] & init & CALLER_SAVED;
         let mut free: Vec<u8> = (6..=9).filter(|r| a.live_in[i] & (1 << r) == 0).collect();
         let depth = (a.stack_depth + 7) / 8 * 8;
         let mut saves: Vec<(u8, SaveTo)> = Vec::new();
@@ -273,17 +332,14 @@ fn emit(elf: &Elf, plan: &Plan) -> Result<Insertions> {
                 saves.push((r, SaveTo::Stack(-(need as i16))));
             }
         }
-        let mut seq = Vec::new();
+        let mut seq: Vec<NewInsn> = Vec::new();
+        let mut plain = |insn| seq.push(NewInsn { insn, call: None });
         for (r, to) in &saves {
-            seq.push(match to {
+            plain(match to {
                 SaveTo::Reg(c) => Insn::mov64_reg(*c, *r),
                 SaveTo::Stack(off) => Insn::stx_dw(10, *off, *r),
             });
         }
-        let mut seq: Vec<NewInsn> = seq
-            .into_iter()
-            .map(|insn| NewInsn { insn, call: None })
-            .collect();
         for k in kinds {
             let (arg, callee) = match k {
                 Kind::RunBegin => (None, run_begin),
@@ -308,7 +364,11 @@ fn emit(elf: &Elf, plan: &Plan) -> Result<Insertions> {
             };
             seq.push(NewInsn { insn, call: None });
         }
-        out.entry(sec).or_default().push((slot, seq));
+        out.entry(sec).or_default().push((slot, Place::Before, seq));
+    }
+    for list in out.values_mut() {
+        // Stable: the entry zeroing stays ahead of the entry probe at the same slot.
+        list.sort_by_key(|(slot, place, _)| (*slot, *place));
     }
     Ok(out)
 }

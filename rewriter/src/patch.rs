@@ -10,7 +10,7 @@
 use crate::btf_ext::{BtfExt, Kind as ExtKind};
 use crate::elf::{Elf, Rel, R_BPF_64_32, R_BPF_64_64};
 use crate::error::{Error, Loc, Result};
-use crate::insn::{Insn, PSEUDO_CALL, PSEUDO_FUNC};
+use crate::insn::{Insn, PSEUDO_FUNC};
 use std::collections::{BTreeMap, HashMap};
 
 /// An inserted instruction; `call` names the symbol of a callee in `.text`.
@@ -20,8 +20,16 @@ pub struct NewInsn {
     pub call: Option<usize>,
 }
 
-/// Per code section: (old slot, instructions to insert before it), sorted.
-pub type Insertions = BTreeMap<usize, Vec<(usize, Vec<NewInsn>)>>;
+/// Where a sequence goes relative to its slot. `After` code runs only on the
+/// fall-through from that instruction: jumps to the next slot skip it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Place {
+    Before,
+    After,
+}
+
+/// Per code section: (old slot, place, instructions), sorted by slot then place.
+pub type Insertions = BTreeMap<usize, Vec<(usize, Place, Vec<NewInsn>)>>;
 
 struct Map {
     target: Vec<usize>,
@@ -57,14 +65,16 @@ pub fn apply(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
         let mut len = 0;
         for i in 0..n {
             target.push(len);
-            while let Some((at, seq)) = it.next_if(|(at, _)| *at == i) {
-                let _ = at;
+            while let Some((_, _, seq)) = it.next_if(|(at, p, _)| *at == i && *p == Place::Before) {
                 len += seq.len();
             }
             pos.push(len);
             len += 1;
+            while let Some((_, _, seq)) = it.next_if(|(at, p, _)| *at == i && *p == Place::After) {
+                len += seq.len();
+            }
         }
-        if let Some((at, _)) = it.next() {
+        if let Some((at, _, _)) = it.next() {
             return Err(Error::Other(format!(
                 "insertion at slot {at} past the end of {}",
                 s.name
@@ -139,8 +149,9 @@ pub fn apply(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
         let mut it = list.map(|l| l.iter().peekable());
         let mut skip = false;
         for (i, x) in old.iter().enumerate() {
-            if let Some(it) = it.as_mut() {
-                while let Some((_, seq)) = it.next_if(|(at, _)| *at == i) {
+            let mut emit_seqs = |place: Place, out: &mut Vec<Insn>| {
+                let Some(it) = it.as_mut() else { return };
+                while let Some((_, _, seq)) = it.next_if(|(at, p, _)| *at == i && *p == place) {
                     for n in seq {
                         let mut insn = n.insn;
                         if let Some(sym) = n.call {
@@ -161,7 +172,8 @@ pub fn apply(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
                         out.push(insn);
                     }
                 }
-            }
+            };
+            emit_seqs(Place::Before, &mut out);
             let mut x = *x;
             let here = out.len() as i64;
             let loc = || Loc::at(&name, i as u64 * 8);
@@ -218,8 +230,8 @@ pub fn apply(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
                     })?;
                 }
             }
-            let _ = PSEUDO_CALL;
             out.push(x);
+            emit_seqs(Place::After, &mut out);
         }
         elf.sections[si].data = crate::insn::encode_all(&out);
     }

@@ -181,7 +181,7 @@ pub fn plan(elf: &Elf, ext: Option<&BtfExt>, mode: Mode, only: Option<&[String]>
                 if only.is_some_and(|o| !o.iter().any(|x| *x == f.name)) {
                     continue;
                 }
-                let a = cfg::analyse(elf, f)?;
+                let a = cfg::analyse(elf, f, &cfg::CallUses::new())?;
                 let id = regions.len() as u32;
                 let exits: Vec<usize> = (0..a.insns.len())
                     .filter(|&i| a.is_insn[i] && a.insns[i].is_exit())
@@ -264,18 +264,6 @@ fn check_region(
             with_both.push(m.func);
         }
     }
-    if with_both.len() > 1 {
-        let second = ms
-            .iter()
-            .find(|m| m.func == with_both[1])
-            .expect("has markers");
-        return Err(Error::DuplicateRegion {
-            name: name.into(),
-            first: funcs[with_both[0]].name.clone(),
-            second: funcs[with_both[1]].name.clone(),
-            loc: loc(second),
-        });
-    }
     let any_end = ms.iter().any(|m| !m.start);
     let any_start = ms.iter().any(|m| m.start);
     for m in ms {
@@ -295,10 +283,11 @@ fn check_region(
             });
         }
     }
-    // Inside one function the CFG must connect them.
-    if let Some(&fi) = with_both.first() {
+    // Inside one function the CFG must connect them, and a START must not be
+    // reached again before an END (that would overwrite the held value).
+    for &fi in &with_both {
         if !analyses.contains_key(&fi) {
-            analyses.insert(fi, cfg::analyse(elf, &funcs[fi])?);
+            analyses.insert(fi, cfg::analyse(elf, &funcs[fi], &cfg::CallUses::new())?);
         }
         let a = &analyses[&fi];
         let f = &funcs[fi];
@@ -306,6 +295,20 @@ fn check_region(
         let mut reach_from_start = vec![false; a.insns.len()];
         for m in mine.iter().filter(|m| m.start) {
             let r = cfg::reachable(a, m.slot - f.start);
+            let stops: Vec<usize> = mine
+                .iter()
+                .filter(|e| !e.start)
+                .map(|e| e.slot - f.start)
+                .collect();
+            let open = cfg::reachable_until(a, m.slot - f.start, &stops);
+            if let Some(again) = mine.iter().find(|x| x.start && open[x.slot - f.start]) {
+                return Err(Error::DuplicateRegion {
+                    name: name.into(),
+                    first: format!("{}+{:#x}", f.name, (m.slot - f.start) * 8),
+                    second: format!("{}+{:#x}", f.name, (again.slot - f.start) * 8),
+                    loc: loc(again),
+                });
+            }
             let ends_reached = mine.iter().any(|e| !e.start && r[e.slot - f.start]);
             if !ends_reached {
                 return Err(Error::StartWithoutEnd {
