@@ -1,0 +1,18 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
+/* Shared by kfunc_test.bpf.c and the guest program: the program's .bss. */
+#ifndef INXPECT_KFUNC_TEST_H
+#define INXPECT_KFUNC_TEST_H
+
+#define KT_SLOTS 5 /* the module's 4 slots plus one out of range */
+
+struct kfunc_result {
+	__u64 runs; /* program runs */
+	__u64 present; /* runs that saw both kfuncs (bpf_ksym_exists) */
+	__u64 tsc_first; /* last pair of inxpect_read_tsc() values */
+	__u64 tsc_second;
+	__u64 tsc_not_increasing; /* runs where second <= first */
+	__u64 pmc[KT_SLOTS]; /* last inxpect_read_pmc(slot) */
+	__u64 pmc_nonzero[KT_SLOTS]; /* runs where it was not 0 */
+};
+
+#endif

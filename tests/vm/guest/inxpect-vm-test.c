@@ -1,0 +1,688 @@
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
+/*
+ * inxpect-vm-test: the test driver inside the qemu guest (static, libbpf).
+ *
+ *   inxpect-vm-test kmod KO BPFDIR [RELOADS]
+ *       module tests with BPFDIR/kfunc_test{,_rodata}.o: weak kfuncs
+ *       without the module, insmod, module BTF,
+ *       ioctl ABI, kfunc calls through BPF_PROG_TEST_RUN (XDP and TC), CPU
+ *       hotplug, rmmod refused while in use, RELOADS unload/reload cycles.
+ *       Leaves the module loaded.
+ *   inxpect-vm-test run OBJ [--prog NAME] [--repeat N] [--retval N]
+ *                           [--packet FILE] [--dump MAP]...
+ *       loads OBJ, test_runs each XDP/TC program (or only NAME) N times
+ *       (default 1; 0 = load only) on a 64-byte UDP frame or FILE's bytes,
+ *       checks the verdict if --retval is given, prints the MAPs.
+ *   inxpect-vm-test rmmod
+ *       unloads the module (retrying while programs are being freed).
+ *
+ * Output, one line each, parsed by tests/vm/run.sh and tests/tests/vm.rs:
+ *   INXPECT-VM: ok NAME
+ *   INXPECT-VM: FAIL NAME: DETAIL
+ *   INXPECT-VM-RUN obj=O prog=P retval=R duration_ns=D repeat=N
+ *   INXPECT-VM-MAP obj=O map=M key=HEX [cpu=C] value=HEX
+ * Exit status: 0 when nothing failed.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <linux/bpf.h>
+#include <linux/perf_event.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "inxpect_uapi.h"
+#include "kfunc_test.h"
+
+static int n_ok, n_fail;
+
+static void check(bool ok, const char *name, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (ok) {
+		n_ok++;
+		printf("INXPECT-VM: ok %s\n", name);
+		return;
+	}
+	n_fail++;
+	printf("INXPECT-VM: FAIL %s: ", name);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+}
+
+static int libbpf_print(enum libbpf_print_level level, const char *fmt,
+			va_list ap)
+{
+	if (level == LIBBPF_DEBUG && !getenv("INXPECT_VM_VERBOSE"))
+		return 0;
+	return vprintf(fmt, ap);
+}
+
+/* ---- module ---------------------------------------------------------- */
+
+static int mod_load(const char *ko)
+{
+	int fd = open(ko, O_RDONLY | O_CLOEXEC);
+	int ret, err;
+
+	if (fd < 0)
+		return -errno;
+	ret = syscall(SYS_finit_module, fd, "", 0);
+	err = errno;
+	close(fd);
+	return ret ? -err : 0;
+}
+
+static int mod_unload_once(void)
+{
+	return syscall(SYS_delete_module, "inxpect", O_NONBLOCK) ? -errno : 0;
+}
+
+/* Programs are freed after an RCU grace period and a workqueue pass, so the
+ * module reference they hold goes away shortly after close: retry. */
+static int mod_unload(void)
+{
+	int ret = 0;
+
+	for (int i = 0; i < 200; i++) {
+		ret = mod_unload_once();
+		if (ret != -EAGAIN && ret != -EBUSY)
+			return ret;
+		usleep(10000);
+	}
+	return ret;
+}
+
+static bool path_exists(const char *p)
+{
+	struct stat st;
+
+	return stat(p, &st) == 0;
+}
+
+/* ---- BPF --------------------------------------------------------------- */
+
+/* Ethernet + IPv4 + UDP, 64 bytes: enough for any parser in the apps. */
+static unsigned char default_pkt[64] = {
+	0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01,
+	0x08, 0x00, 0x45, 0x00, 0x00, 0x32, 0x00, 0x01, 0x00, 0x00, 0x40, 0x11,
+	0x00, 0x00, 0x0a, 0x00, 0x00, 0x01, 0x0a, 0x00, 0x00, 0x02, 0x30, 0x39,
+	0x00, 0x35, 0x00, 0x1e, 0x00, 0x00,
+};
+
+static int test_run(int prog_fd, const void *pkt, size_t len, int repeat,
+		    __u32 *retval, __u32 *duration)
+{
+	unsigned char out[4096];
+	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = pkt,
+		    .data_size_in = len, .data_out = out,
+		    .data_size_out = sizeof(out), .repeat = repeat);
+	int ret = bpf_prog_test_run_opts(prog_fd, &opts);
+
+	*retval = opts.retval;
+	*duration = opts.duration;
+	return ret ? -errno : 0;
+}
+
+static struct bpf_object *open_load(const char *path, int *err)
+{
+	struct bpf_object *obj = bpf_object__open_file(path, NULL);
+
+	*err = libbpf_get_error(obj);
+	if (*err)
+		return NULL;
+	*err = bpf_object__load(obj);
+	if (*err) {
+		bpf_object__close(obj);
+		return NULL;
+	}
+	return obj;
+}
+
+static int read_result(struct bpf_object *obj, struct kfunc_result *r)
+{
+	struct bpf_map *m = bpf_object__find_map_by_name(obj, ".bss");
+	__u32 zero = 0;
+
+	if (!m)
+		return -ENOENT;
+	return bpf_map_lookup_elem(bpf_map__fd(m), &zero, r) ? -errno : 0;
+}
+
+/* ---- kmod tests ---------------------------------------------------------- */
+
+static int xioctl(int fd, unsigned long cmd, void *arg)
+{
+	return ioctl(fd, cmd, arg) ? -errno : 0;
+}
+
+static void ioctl_tests(bool *has_pmu)
+{
+	struct inxpect_info info;
+	struct inxpect_config cfg;
+	struct inxpect_status st;
+	int fd, ret;
+
+	fd = open(INXPECT_DEVICE, O_RDWR | O_CLOEXEC);
+	check(fd >= 0, "ioctl: open /dev/inxpect", "%s", strerror(errno));
+	if (fd < 0)
+		return;
+
+	memset(&info, 0xff, sizeof(info));
+	ret = xioctl(fd, INXPECT_IOC_GET_INFO, &info);
+	check(!ret && info.abi_version == INXPECT_ABI_VERSION &&
+		      info.max_slots == INXPECT_MAX_SLOTS &&
+		      info.nr_active == 0 && info.nr_cpu_ids > 0 &&
+		      !info.reserved[0] && !info.reserved[1] && !info.reserved[2],
+	      "ioctl: GET_INFO",
+	      "ret %d abi %u slots %u active %u cpus %u flags %#x", ret,
+	      info.abi_version, info.max_slots, info.nr_active,
+	      info.nr_cpu_ids, info.flags);
+	*has_pmu = !ret && (info.flags & INXPECT_INFO_HAS_PMU);
+	printf("INXPECT-VM-INFO abi=%u slots=%u cpus=%u has_pmu=%d\n",
+	       info.abi_version, info.max_slots, info.nr_cpu_ids, *has_pmu);
+
+	/* Malformed requests: rejected before the PMU is looked at, so the
+	 * answer is the same with and without one. */
+	for (int c = 0; c < 7; c++) {
+		static const char *const names[] = {
+			"ioctl: SET_EVENTS 5 events -> E2BIG",
+			"ioctl: SET_EVENTS 0 events -> EINVAL",
+			"ioctl: SET_EVENTS software event -> EINVAL",
+			"ioctl: SET_EVENTS hw config 999 -> EINVAL",
+			"ioctl: SET_EVENTS unknown flag -> EINVAL",
+			"ioctl: SET_EVENTS reserved set -> EINVAL",
+			"ioctl: SET_EVENTS unused slot set -> EINVAL",
+		};
+		int want = c == 0 ? -E2BIG : -EINVAL;
+
+		memset(&cfg, 0, sizeof(cfg));
+		cfg.nr_events = 1;
+		cfg.events[0].type = PERF_TYPE_HARDWARE;
+		cfg.events[0].config = PERF_COUNT_HW_CPU_CYCLES;
+		switch (c) {
+		case 0: cfg.nr_events = INXPECT_MAX_SLOTS + 1; break;
+		case 1: cfg.nr_events = 0; break;
+		case 2: cfg.events[0].type = PERF_TYPE_SOFTWARE; break;
+		case 3: cfg.events[0].config = 999; break;
+		case 4: cfg.events[0].flags = 0x80; break;
+		case 5: cfg.reserved = 1; break;
+		case 6: cfg.events[1].config = 1; break;
+		}
+		ret = xioctl(fd, INXPECT_IOC_SET_EVENTS, &cfg);
+		check(ret == want, names[c], "got %d (%s), want %d", ret,
+		      strerror(-ret), want);
+	}
+
+	/* cycles: ENODEV without a PMU; counts with one. */
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.nr_events = 1;
+	cfg.events[0].type = PERF_TYPE_HARDWARE;
+	cfg.events[0].config = PERF_COUNT_HW_CPU_CYCLES;
+	cfg.events[0].flags = INXPECT_EV_EXCLUDE_USER;
+	ret = xioctl(fd, INXPECT_IOC_SET_EVENTS, &cfg);
+	if (*has_pmu)
+		check(ret == 0, "ioctl: SET_EVENTS cycles (PMU)", "%d (%s)", ret,
+		      strerror(-ret));
+	else
+		check(ret == -ENODEV, "ioctl: SET_EVENTS cycles without PMU -> ENODEV",
+		      "got %d (%s)", ret, strerror(-ret));
+
+	memset(&info, 0, sizeof(info));
+	ret = xioctl(fd, INXPECT_IOC_GET_INFO, &info);
+	check(!ret && info.nr_active == (*has_pmu ? 1u : 0u),
+	      "ioctl: GET_INFO nr_active after SET_EVENTS", "ret %d active %u",
+	      ret, info.nr_active);
+
+	for (__u32 cpu = 0; cpu < info.nr_cpu_ids; cpu++) {
+		char name[64];
+		bool ok;
+
+		memset(&st, 0xff, sizeof(st));
+		st.cpu = cpu;
+		ret = xioctl(fd, INXPECT_IOC_GET_STATUS, &st);
+		ok = !ret && st.cpu == cpu && st.nr_slots == info.nr_active;
+		for (int s = 0; s < INXPECT_MAX_SLOTS; s++) {
+			const struct inxpect_slot_status *ss = &st.slots[s];
+
+			if ((__u32)s < st.nr_slots)
+				ok = ok && ss->state == INXPECT_SLOT_ACTIVE &&
+				     ss->rdpmc_index >= 0 && !ss->error;
+			else
+				ok = ok && ss->state == INXPECT_SLOT_UNUSED &&
+				     ss->rdpmc_index == -1 && !ss->error;
+		}
+		snprintf(name, sizeof(name), "ioctl: GET_STATUS cpu %u", cpu);
+		check(ok, name, "ret %d nr_slots %u slot0 state %u index %d error %d",
+		      ret, st.nr_slots, st.slots[0].state, st.slots[0].rdpmc_index,
+		      st.slots[0].error);
+		if (ok && st.nr_slots)
+			printf("INXPECT-VM-INFO cpu=%u slot0_rdpmc_index=%#x\n", cpu,
+			       st.slots[0].rdpmc_index);
+	}
+	memset(&st, 0, sizeof(st));
+	st.cpu = info.nr_cpu_ids;
+	ret = xioctl(fd, INXPECT_IOC_GET_STATUS, &st);
+	check(ret == -EINVAL, "ioctl: GET_STATUS cpu out of range -> EINVAL",
+	      "got %d", ret);
+	ret = xioctl(fd, _IO(INXPECT_IOC_MAGIC, 99), NULL);
+	check(ret == -ENOTTY, "ioctl: unknown -> ENOTTY", "got %d", ret);
+
+	/* The open device pins the module. */
+	ret = mod_unload_once();
+	check(ret == -EAGAIN || ret == -EBUSY || ret == -EWOULDBLOCK,
+	      "rmmod refused while /dev/inxpect is open", "got %d", ret);
+	close(fd);
+}
+
+static void clear_events(void)
+{
+	int fd = open(INXPECT_DEVICE, O_RDWR | O_CLOEXEC);
+	int ret = fd < 0 ? -errno : xioctl(fd, INXPECT_IOC_CLEAR, NULL);
+	struct inxpect_info info = { 0 };
+
+	if (!ret)
+		ret = xioctl(fd, INXPECT_IOC_GET_INFO, &info);
+	check(!ret && info.nr_active == 0, "ioctl: CLEAR", "ret %d active %u",
+	      ret, info.nr_active);
+	if (fd >= 0)
+		close(fd);
+}
+
+/* ld_imm64 of a kfunc (bpf_ksym_exists) is accepted from Linux 6.4 on. */
+static bool kernel_at_least(int major, int minor)
+{
+	struct utsname u;
+	int ma = 0, mi = 0;
+
+	if (uname(&u) || sscanf(u.release, "%d.%d", &ma, &mi) != 2)
+		return false;
+	return ma > major || (ma == major && mi >= minor);
+}
+
+static struct bpf_object *open_load_guarded(const char *path, bool rodata_guard,
+					    bool have_kfuncs, int *err)
+{
+	struct bpf_object *obj = bpf_object__open_file(path, NULL);
+	struct bpf_map *ro;
+	size_t sz = 0;
+	__u32 *flag;
+
+	*err = libbpf_get_error(obj);
+	if (*err)
+		return NULL;
+	if (rodata_guard) {
+		ro = bpf_object__find_map_by_name(obj, ".rodata");
+		flag = ro ? bpf_map__initial_value(ro, &sz) : NULL;
+		if (!flag || sz != sizeof(*flag)) {
+			*err = -ENOENT;
+			bpf_object__close(obj);
+			return NULL;
+		}
+		*flag = have_kfuncs;
+	}
+	*err = bpf_object__load(obj);
+	if (*err) {
+		bpf_object__close(obj);
+		return NULL;
+	}
+	return obj;
+}
+
+static void kfunc_tests(const char *bpfdir, bool rodata_guard, bool module_loaded,
+			bool has_pmu)
+{
+	char tag[96], name[384], path[256];
+	struct bpf_program *xdp, *tc;
+	struct kfunc_result r;
+	struct bpf_object *obj;
+	__u32 retval, dur;
+	const int reps = 1000;
+	int err;
+
+	snprintf(tag, sizeof(tag), "kfunc (%s guard%s)",
+		 rodata_guard ? "rodata" : "bpf_ksym_exists",
+		 module_loaded ? "" : ", no module");
+	snprintf(path, sizeof(path), "%s/%s", bpfdir,
+		 rodata_guard ? "kfunc_test_rodata.o" : "kfunc_test.o");
+	obj = open_load_guarded(path, rodata_guard, module_loaded, &err);
+	if (!rodata_guard && module_loaded && !kernel_at_least(6, 4)) {
+		snprintf(name, sizeof(name), "%s: load refused before Linux 6.4", tag);
+		check(!obj && err == -EINVAL, name, "load returned %d", err);
+		if (obj)
+			bpf_object__close(obj);
+		return;
+	}
+	snprintf(name, sizeof(name), "%s: load %s", tag, path);
+	check(obj != NULL, name, "%d (%s)", err, strerror(-err));
+	if (!obj)
+		return;
+	xdp = bpf_object__find_program_by_name(obj, "kfunc_xdp");
+	tc = bpf_object__find_program_by_name(obj, "kfunc_tc");
+
+	err = test_run(bpf_program__fd(xdp), default_pkt, sizeof(default_pkt),
+		       reps, &retval, &dur);
+	snprintf(name, sizeof(name), "%s: XDP test_run x%d", tag, reps);
+	check(!err && retval == XDP_TX, name, "err %d retval %u", err, retval);
+	err = read_result(obj, &r);
+	snprintf(name, sizeof(name), "%s: XDP results", tag);
+	if (!module_loaded) {
+		check(!err && r.runs == (__u64)reps && r.present == 0, name,
+		      "err %d runs %llu present %llu", err, r.runs, r.present);
+		goto out;
+	}
+	check(!err && r.runs == (__u64)reps && r.present == (__u64)reps, name,
+	      "err %d runs %llu present %llu", err, r.runs, r.present);
+	snprintf(name, sizeof(name), "%s: tsc strictly increasing", tag);
+	check(r.tsc_not_increasing == 0 && r.tsc_second > r.tsc_first, name,
+	      "%llu of %d runs not; last %llu -> %llu", r.tsc_not_increasing, reps,
+	      r.tsc_first, r.tsc_second);
+	printf("INXPECT-VM-INFO tsc_delta=%llu xdp_ns_per_run=%u\n",
+	       r.tsc_second - r.tsc_first, dur);
+	for (int s = 0; s < KT_SLOTS; s++) {
+		bool counting = has_pmu && s == 0; /* cycles on slot 0 */
+		__u64 want = counting ? (__u64)reps : 0;
+
+		snprintf(name, sizeof(name), "%s: pmc slot %d %s", tag, s,
+			 counting ? "counts" : "inactive reads 0");
+		check(r.pmc_nonzero[s] == want, name, "nonzero in %llu of %d runs, last %llu",
+		      r.pmc_nonzero[s], reps, r.pmc[s]);
+	}
+
+	err = test_run(bpf_program__fd(tc), default_pkt, sizeof(default_pkt), 10,
+		       &retval, &dur);
+	if (!err)
+		err = read_result(obj, &r);
+	snprintf(name, sizeof(name), "%s: TC test_run", tag);
+	check(!err && retval == TC_ACT_SHOT && r.present == (__u64)reps + 10, name,
+	      "err %d retval %u present %llu", err, retval, r.present);
+
+	/* A loaded program that calls the kfuncs pins the module. */
+	err = mod_unload_once();
+	snprintf(name, sizeof(name), "%s: rmmod refused while loaded", tag);
+	check(err == -EAGAIN || err == -EBUSY || err == -EWOULDBLOCK, name,
+	      "got %d", err);
+out:
+	bpf_object__close(obj);
+}
+
+static void hotplug_test(void)
+{
+	const char *p = "/sys/devices/system/cpu/cpu1/online";
+	int ok = 1;
+
+	if (!path_exists(p))
+		return; /* one CPU: nothing to test */
+	for (int i = 0; i < 2 && ok; i++) {
+		const char *v = i ? "1" : "0";
+		int fd = open(p, O_WRONLY | O_CLOEXEC);
+
+		ok = fd >= 0 && write(fd, v, 1) == 1;
+		if (fd >= 0)
+			close(fd);
+	}
+	check(ok, "cpu1 offline/online with the module loaded", "%s",
+	      strerror(errno));
+}
+
+static int cmd_kmod(const char *ko, const char *bpfdir, int reloads)
+{
+	bool has_pmu = false;
+	int ret, failed = 0, first_err = 0;
+
+	if (path_exists("/sys/module/inxpect"))
+		mod_unload();
+	kfunc_tests(bpfdir, false, false, false);
+	kfunc_tests(bpfdir, true, false, false);
+
+	ret = mod_load(ko);
+	check(!ret, "insmod", "%d (%s)", ret, strerror(-ret));
+	if (ret)
+		return 1;
+	check(path_exists("/sys/kernel/btf/inxpect"), "module BTF in /sys/kernel/btf/inxpect",
+	      "missing: the module was built without BTF");
+	check(path_exists(INXPECT_DEVICE), "device node " INXPECT_DEVICE, "missing");
+
+	ioctl_tests(&has_pmu);
+	kfunc_tests(bpfdir, false, true, has_pmu);
+	kfunc_tests(bpfdir, true, true, has_pmu);
+	clear_events();
+	hotplug_test();
+
+	ret = mod_unload();
+	check(!ret, "rmmod", "%d (%s)", ret, strerror(-ret));
+	for (int i = 0; i < reloads; i++) {
+		int fd;
+
+		ret = mod_load(ko);
+		if (!ret) {
+			/* Touch the device each time: register/deregister
+			 * and open/release must all survive the cycle. */
+			fd = open(INXPECT_DEVICE, O_RDWR | O_CLOEXEC);
+			if (fd < 0) {
+				ret = -errno;
+			} else {
+				struct inxpect_info info;
+
+				ret = xioctl(fd, INXPECT_IOC_GET_INFO, &info);
+				close(fd);
+			}
+		}
+		if (!ret)
+			ret = mod_unload();
+		if (ret) {
+			failed++;
+			if (!first_err)
+				first_err = ret;
+		}
+	}
+	check(!failed, "reload cycles", "%d of %d failed, first: %d (%s)", failed,
+	      reloads, first_err, strerror(-first_err));
+	printf("INXPECT-VM-INFO reloads=%d\n", reloads);
+
+	ret = mod_load(ko);
+	check(!ret, "insmod (left loaded)", "%d (%s)", ret, strerror(-ret));
+	return n_fail ? 1 : 0;
+}
+
+/* ---- run: an arbitrary object ---------------------------------------------- */
+
+static void print_hex(const void *p, size_t n)
+{
+	const unsigned char *b = p;
+
+	for (size_t i = 0; i < n; i++)
+		printf("%02x", b[i]);
+}
+
+static const char *base_name(const char *p)
+{
+	const char *s = strrchr(p, '/');
+
+	return s ? s + 1 : p;
+}
+
+static int dump_map(const char *oname, struct bpf_object *obj, const char *mname)
+{
+	struct bpf_map *m = bpf_object__find_map_by_name(obj, mname);
+	unsigned char key[512], next[512], *val;
+	size_t ksz, vsz, ncpu = 1, stride;
+	bool first = true, percpu;
+	int fd;
+
+	if (!m)
+		return -ENOENT;
+	fd = bpf_map__fd(m);
+	ksz = bpf_map__key_size(m);
+	vsz = bpf_map__value_size(m);
+	switch (bpf_map__type(m)) {
+	case BPF_MAP_TYPE_PERCPU_ARRAY:
+	case BPF_MAP_TYPE_PERCPU_HASH:
+	case BPF_MAP_TYPE_LRU_PERCPU_HASH:
+		percpu = true;
+		ncpu = libbpf_num_possible_cpus();
+		break;
+	default:
+		percpu = false;
+	}
+	if (ksz > sizeof(key))
+		return -E2BIG;
+	stride = percpu ? (vsz + 7) / 8 * 8 : vsz;
+	val = calloc(ncpu, stride);
+	if (!val)
+		return -ENOMEM;
+	while (bpf_map_get_next_key(fd, first ? NULL : key, next) == 0) {
+		first = false;
+		memcpy(key, next, ksz);
+		if (bpf_map_lookup_elem(fd, key, val))
+			continue;
+		for (size_t c = 0; c < ncpu; c++) {
+			printf("INXPECT-VM-MAP obj=%s map=%s key=", oname, mname);
+			print_hex(key, ksz);
+			if (percpu)
+				printf(" cpu=%zu", c);
+			printf(" value=");
+			print_hex(val + c * stride, vsz);
+			printf("\n");
+		}
+	}
+	free(val);
+	return 0;
+}
+
+static int read_file(const char *path, unsigned char **buf, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	long n;
+
+	if (!f)
+		return -errno;
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	rewind(f);
+	*buf = malloc(n > 0 ? n : 1);
+	*len = n > 0 && *buf ? fread(*buf, 1, n, f) : 0;
+	fclose(f);
+	return *len ? 0 : -EINVAL;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+	const char *path = argv[0], *only = NULL, *oname = base_name(argv[0]);
+	unsigned char *pkt = default_pkt;
+	size_t pkt_len = sizeof(default_pkt);
+	long want_retval = -1;
+	const char *dumps[32];
+	int ndump = 0, repeat = 1, err, ran = 0;
+	struct bpf_program *prog;
+	struct bpf_object *obj;
+	char name[256];
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+		if (!v) {
+			fprintf(stdout, "INXPECT-VM: FAIL run %s: option %s needs a value\n",
+				oname, a);
+			return 2;
+		}
+		if (!strcmp(a, "--prog"))
+			only = v;
+		else if (!strcmp(a, "--repeat"))
+			repeat = atoi(v);
+		else if (!strcmp(a, "--retval"))
+			want_retval = atol(v);
+		else if (!strcmp(a, "--dump") && ndump < 32)
+			dumps[ndump++] = v;
+		else if (!strcmp(a, "--packet")) {
+			err = read_file(v, &pkt, &pkt_len);
+			if (err) {
+				check(false, "run: packet", "%s: %s", v, strerror(-err));
+				return 1;
+			}
+		} else {
+			printf("INXPECT-VM: FAIL run %s: unknown option %s\n", oname, a);
+			return 2;
+		}
+		i++;
+	}
+
+	obj = open_load(path, &err);
+	snprintf(name, sizeof(name), "run %s: load", oname);
+	check(obj != NULL, name, "%d (%s)", err, strerror(-err));
+	if (!obj)
+		return 1;
+	bpf_object__for_each_program(prog, obj) {
+		enum bpf_prog_type t = bpf_program__type(prog);
+		const char *pname = bpf_program__name(prog);
+		__u32 retval = 0, dur = 0;
+
+		if (only && strcmp(only, pname))
+			continue;
+		if (!only && t != BPF_PROG_TYPE_XDP && t != BPF_PROG_TYPE_SCHED_CLS)
+			continue;
+		ran++;
+		if (!repeat)
+			continue;
+		err = test_run(bpf_program__fd(prog), pkt, pkt_len, repeat, &retval,
+			       &dur);
+		snprintf(name, sizeof(name), "run %s/%s", oname, pname);
+		check(!err && (want_retval < 0 || retval == want_retval), name,
+		      "err %d (%s) retval %u want %ld", err, strerror(-err), retval,
+		      want_retval);
+		if (!err)
+			printf("INXPECT-VM-RUN obj=%s prog=%s retval=%u duration_ns=%u repeat=%d\n",
+			       oname, pname, retval, dur, repeat);
+	}
+	snprintf(name, sizeof(name), "run %s: programs", oname);
+	check(ran > 0, name, "no %s program", only ? only : "XDP/TC");
+	for (int i = 0; i < ndump; i++) {
+		snprintf(name, sizeof(name), "run %s: dump %s", oname, dumps[i]);
+		err = dump_map(oname, obj, dumps[i]);
+		check(!err, name, "%d (%s)", err, strerror(-err));
+	}
+	bpf_object__close(obj);
+	return n_fail ? 1 : 0;
+}
+
+static int usage(void)
+{
+	fprintf(stderr, "usage: inxpect-vm-test kmod KO BPFDIR [RELOADS]\n"
+			"       inxpect-vm-test run OBJ [--prog NAME] [--repeat N] "
+			"[--retval N] [--packet FILE] [--dump MAP]...\n"
+			"       inxpect-vm-test rmmod\n");
+	return 2;
+}
+
+int main(int argc, char **argv)
+{
+	int ret;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	libbpf_set_print(libbpf_print);
+	if (argc >= 4 && !strcmp(argv[1], "kmod"))
+		return cmd_kmod(argv[2], argv[3], argc > 4 ? atoi(argv[4]) : 100);
+	if (argc >= 3 && !strcmp(argv[1], "run"))
+		return cmd_run(argc - 2, argv + 2);
+	if (argc == 2 && !strcmp(argv[1], "rmmod")) {
+		ret = mod_unload();
+		check(!ret, "rmmod", "%d (%s)", ret, strerror(-ret));
+		return ret ? 1 : 0;
+	}
+	return usage();
+}

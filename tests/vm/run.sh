@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Builds inxpect.ko for a Debian kernel, boots that kernel under qemu (TCG)
+# with a busybox initramfs and runs the module and BPF tests inside.
+#
+#   tests/vm/run.sh 6.1|6.12 [--obj FILE]... [--cmd 'GUEST ARGS']...
+#
+# --obj FILE   copy FILE into the guest as /objs/<basename> (BPF objects,
+#              packet files); env INXPECT_VM_OBJS adds more (space-separated)
+# --cmd ARGS   after the module tests, run `inxpect-vm-test ARGS` in the guest
+#              with the module loaded, e.g.
+#              --cmd 'run /objs/app.o --repeat 1000 --dump inxpect_stats'
+#              env INXPECT_VM_CMDS adds more (one per line). Without any
+#              command, each --obj ending in .o gets `run /objs/X.o`.
+# Env: INXPECT_VM_RELOADS (default 100), INXPECT_VM_TIMEOUT (seconds, 300),
+#      INXPECT_VM_CACHE (default tests/vm/cache), CLANG (default clang).
+#
+# Prints the guest console, then one line
+#   vm-harness: PASS|FAIL <series> <release>: <reason>
+# and exits 0 only on PASS: the guest booted the expected kernel, reported
+# `INXPECT-VM-RESULT: pass N fail 0`, and its kernel log holds no
+# WARNING/BUG/Oops/call trace. A guest that does not boot is a FAIL.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+cache=${INXPECT_VM_CACHE:-$here/cache}
+export INXPECT_VM_CACHE=$cache
+
+series=${1:-}
+[ "$series" = 6.1 ] || [ "$series" = 6.12 ] || {
+  sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
+  exit 2
+}
+shift
+objs=()
+cmds=()
+while [ $# -gt 0 ]; do
+  case $1 in
+  --obj) objs+=("$(realpath "${2:?--obj needs a file}")"); shift 2 ;;
+  --cmd) cmds+=("${2:?--cmd needs arguments}"); shift 2 ;;
+  *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+for o in ${INXPECT_VM_OBJS:-}; do objs+=("$(realpath "$o")"); done
+while IFS= read -r c; do [ -n "$c" ] && cmds+=("$c"); done <<<"${INXPECT_VM_CMDS:-}"
+if [ ${#cmds[@]} -eq 0 ]; then
+  for o in ${objs[@]+"${objs[@]}"}; do
+    case $o in *.o) cmds+=("run /objs/$(basename "$o")") ;; esac
+  done
+fi
+
+log() { echo "run.sh[$series]: $*" >&2; }
+verdict() {
+  echo "vm-harness: $1 $series ${KREL:-?}: $2"
+  [ "$1" = PASS ]
+  exit $?
+}
+need() { command -v "$1" >/dev/null || verdict FAIL "missing tool $1 (${2:-see .ci/install})"; }
+for t in qemu-system-x86_64 gcc make cpio gzip flock "${CLANG:-clang}" apt-get dpkg; do need "$t"; done
+[ -x /bin/busybox ] || verdict FAIL "missing /bin/busybox (package busybox-static)"
+
+start=$(date +%s)
+mkdir -p "$cache"
+# One kernel preparation at a time: the 6.1 build also needs the 6.12 kbuild.
+kvars=$(flock "$cache/.lock" "$here/kernel.sh" "$series") || verdict FAIL "kernel download/unpack failed"
+eval "$kvars"
+
+build=$cache/$KREL/build
+rm -rf "$build"
+mkdir -p "$build/kmod" "$build/bpf" "$build/initramfs"
+
+# Module: built in a copy so concurrent kernels and the source tree stay
+# clean. W=1 and any warning fails: the module must build silently.
+cp "$repo"/kmod/{Kbuild,Makefile,inxpect.c,inxpect_uapi.h} "$build/kmod/"
+log "building inxpect.ko for $KREL"
+if ! make -C "$build/kmod" KDIR="$KDIR" ${RESOLVE_BTFIDS:+RESOLVE_BTFIDS="$RESOLVE_BTFIDS"} W=1 \
+  >"$build/kmod/build.log" 2>&1; then
+  cat "$build/kmod/build.log" >&2
+  verdict FAIL "module build failed"
+fi
+if grep -qiE 'warning|skipping btf' "$build/kmod/build.log"; then
+  cat "$build/kmod/build.log" >&2
+  verdict FAIL "module build printed warnings"
+fi
+
+log "building guest program and BPF objects"
+bpf_cflags=(-O2 -g -target bpf -Wall -Werror -I/usr/include/x86_64-linux-gnu -I"$here/bpf")
+for src in "$here"/bpf/*.bpf.c; do
+  "${CLANG:-clang}" "${bpf_cflags[@]}" -c "$src" -o "$build/bpf/$(basename "${src%.bpf.c}").o" ||
+    verdict FAIL "BPF build of $src failed"
+done
+"${CLANG:-clang}" "${bpf_cflags[@]}" -DKT_RODATA_GUARD -c "$here/bpf/kfunc_test.bpf.c" \
+  -o "$build/bpf/kfunc_test_rodata.o" || verdict FAIL "BPF build of kfunc_test_rodata.o failed"
+# libbpf static: Debian's libbpf-dev ships libbpf.a; libelf.a and libz.a come
+# from libelf-dev and zlib1g-dev.
+gcc -static -O2 -Wall -Wextra -Werror -I"$repo/kmod" -I"$here/bpf" \
+  -o "$build/inxpect-vm-test" "$here/guest/inxpect-vm-test.c" -lbpf -lelf -lz ||
+  verdict FAIL "guest program build failed (needs static libbpf, libelf, zlib)"
+
+# Initramfs: busybox, the module, the test program, BPF objects, extras.
+ir=$build/initramfs
+mkdir -p "$ir"/{bin,proc,sys,dev,tmp,bpf,objs}
+cp /bin/busybox "$ir/bin/"
+for app in $(/bin/busybox --list); do [ "$app" = busybox ] || ln -sf busybox "$ir/bin/$app"; done
+cp "$here/guest/init" "$ir/init"
+chmod +x "$ir/init"
+cp "$build/kmod/inxpect.ko" "$build/inxpect-vm-test" "$ir/"
+cp "$build"/bpf/*.o "$ir/bpf/"
+for o in ${objs[@]+"${objs[@]}"}; do
+  [ -f "$o" ] || verdict FAIL "--obj $o: no such file"
+  cp "$o" "$ir/objs/"
+done
+printf '%s\n' ${cmds[@]+"${cmds[@]}"} >"$ir/cmds"
+echo "RELOADS=${INXPECT_VM_RELOADS:-100}" >"$ir/config"
+(cd "$ir" && find . | cpio -o -H newc --quiet | gzip -1) >"$build/initramfs.cpio.gz"
+
+console=$build/console.log
+log "booting $KREL (TCG; timeout ${INXPECT_VM_TIMEOUT:-300}s)"
+set +e
+# TCG on purpose: -accel kvm hangs on these machines. -smp 2 exercises the
+# per-CPU paths and CPU hotplug.
+timeout --foreground -k 10 "${INXPECT_VM_TIMEOUT:-300}" \
+  qemu-system-x86_64 -nographic -no-reboot -m 512 -smp 2 -accel tcg \
+  -kernel "$VMLINUZ" -initrd "$build/initramfs.cpio.gz" \
+  -append "console=ttyS0 panic=-1 quiet" </dev/null 2>&1 | tr -d '\r' | tee "$console"
+qrc=${PIPESTATUS[0]}
+set -e
+took=$(($(date +%s) - start))
+
+grep -q "^INXPECT-VM-BOOTED $KREL\$" "$console" ||
+  verdict FAIL "guest did not boot (qemu exit $qrc); console in $console"
+result=$(grep -a '^INXPECT-VM-RESULT: ' "$console" | tail -n1)
+[ -n "$result" ] || verdict FAIL "guest printed no result (crash or timeout, qemu exit $qrc)"
+[ "$qrc" -eq 0 ] || verdict FAIL "qemu exit status $qrc"
+dmesg_log=$(sed -n '/^INXPECT-VM-DMESG-BEGIN$/,/^INXPECT-VM-DMESG-END$/p' "$console")
+[ -n "$dmesg_log" ] || verdict FAIL "guest printed no kernel log"
+bad=$(grep -aE 'WARNING:|BUG:|Oops|Call Trace|general protection|Kernel panic|UBSAN|refcount_t:|list_(add|del) corruption|inxpect: (registering|cpu hotplug)' <<<"$dmesg_log" || true)
+[ -z "$bad" ] || verdict FAIL "kernel log has: $(head -n1 <<<"$bad")"
+read -r _ _ pass _ fail <<<"$result"
+[ "$fail" = 0 ] || verdict FAIL "$fail guest check(s) failed: $(grep -a '^INXPECT-VM: FAIL' "$console" | head -n1)"
+[ "$pass" -ge 20 ] || verdict FAIL "only $pass guest checks ran"
+verdict PASS "pass $pass fail 0 in ${took}s"
