@@ -1,0 +1,275 @@
+//! VM tests: build `inxpect.ko` for Debian's 6.1 and 6.12 cloud kernels, boot
+//! each kernel under qemu (TCG) and run the module, ioctl and kfunc checks in
+//! the guest (`tests/vm/run.sh`; the guest side is `tests/vm/guest/`).
+//!
+//! Needs root, network to the Debian mirrors (first run; packages are cached
+//! in `tests/vm/cache/`), and the packages from `.ci/install`. Nothing here is
+//! skipped: a missing tool or a guest that does not boot fails the test.
+//!
+//! More objects for the guest (e.g. instrumented apps) go into [`extras`]:
+//! they run in the same boot, after the module tests, with the module loaded.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// One `INXPECT-VM-RUN` line: a BPF_PROG_TEST_RUN of one program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(dead_code)] // read by tests that add extras
+struct RunLine {
+    obj: String,
+    prog: String,
+    retval: u32,
+    duration_ns: u32,
+    repeat: u32,
+}
+
+/// One `INXPECT-VM-MAP` line: a map entry (one CPU's value for per-CPU maps).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(dead_code)] // read by tests that add extras
+struct MapLine {
+    obj: String,
+    map: String,
+    key: Vec<u8>,
+    cpu: Option<u32>,
+    value: Vec<u8>,
+}
+
+/// What a harness run printed, parsed.
+#[derive(Debug, Default)]
+struct VmOutput {
+    /// Harness verdict line, `vm-harness: PASS|FAIL ...`.
+    verdict: String,
+    /// Kernel release the guest reported after booting.
+    booted: Option<String>,
+    /// `(pass, fail)` from `INXPECT-VM-RESULT`.
+    result: Option<(u32, u32)>,
+    /// Names of checks that passed, details of those that failed.
+    ok: Vec<String>,
+    failed: Vec<String>,
+    runs: Vec<RunLine>,
+    maps: Vec<MapLine>,
+    /// Kernel log lines between the dmesg markers.
+    dmesg: Vec<String>,
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex byte"))
+        .collect()
+}
+
+/// `k=v` fields of a line, in order.
+fn fields(line: &str) -> impl Iterator<Item = (&str, &str)> {
+    line.split_whitespace().filter_map(|f| f.split_once('='))
+}
+
+fn parse(stdout: &str) -> VmOutput {
+    let mut out = VmOutput::default();
+    let mut in_dmesg = false;
+    for line in stdout.lines() {
+        let line = line.trim_end();
+        if line == "INXPECT-VM-DMESG-BEGIN" {
+            in_dmesg = true;
+        } else if line == "INXPECT-VM-DMESG-END" {
+            in_dmesg = false;
+        } else if in_dmesg {
+            out.dmesg.push(line.to_string());
+        } else if let Some(r) = line.strip_prefix("INXPECT-VM-BOOTED ") {
+            out.booted = Some(r.to_string());
+        } else if let Some(r) = line.strip_prefix("INXPECT-VM-RESULT: ") {
+            let n: Vec<u32> = r
+                .split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            if let [pass, fail] = n[..] {
+                out.result = Some((pass, fail));
+            }
+        } else if let Some(r) = line.strip_prefix("INXPECT-VM: ok ") {
+            out.ok.push(r.to_string());
+        } else if let Some(r) = line.strip_prefix("INXPECT-VM: FAIL ") {
+            out.failed.push(r.to_string());
+        } else if line.starts_with("INXPECT-VM-RUN ") {
+            let mut r = RunLine {
+                obj: String::new(),
+                prog: String::new(),
+                retval: 0,
+                duration_ns: 0,
+                repeat: 0,
+            };
+            for (k, v) in fields(line) {
+                match k {
+                    "obj" => r.obj = v.to_string(),
+                    "prog" => r.prog = v.to_string(),
+                    "retval" => r.retval = v.parse().unwrap_or(u32::MAX),
+                    "duration_ns" => r.duration_ns = v.parse().unwrap_or(0),
+                    "repeat" => r.repeat = v.parse().unwrap_or(0),
+                    _ => {}
+                }
+            }
+            out.runs.push(r);
+        } else if line.starts_with("INXPECT-VM-MAP ") {
+            let mut m = MapLine {
+                obj: String::new(),
+                map: String::new(),
+                key: Vec::new(),
+                cpu: None,
+                value: Vec::new(),
+            };
+            for (k, v) in fields(line) {
+                match k {
+                    "obj" => m.obj = v.to_string(),
+                    "map" => m.map = v.to_string(),
+                    "key" => m.key = hex(v),
+                    "cpu" => m.cpu = v.parse().ok(),
+                    "value" => m.value = hex(v),
+                    _ => {}
+                }
+            }
+            out.maps.push(m);
+        } else if line.starts_with("vm-harness: ") {
+            out.verdict = line.to_string();
+        }
+    }
+    out
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Objects and guest commands added to every kernel's run: push
+/// `(object file, "run /objs/<file name> [--prog P] [--repeat N]
+/// [--retval R] [--dump MAP]...")` here and assert on `VmOutput::runs` /
+/// `VmOutput::maps` in [`check_extras`].
+fn extras(_series: &str) -> Vec<(PathBuf, String)> {
+    Vec::new()
+}
+
+/// Assertions on what the extras printed.
+fn check_extras(_series: &str, _out: &VmOutput) {}
+
+fn run_vm(series: &str) -> VmOutput {
+    let script = repo_root().join("tests/vm/run.sh");
+    let mut cmd = Command::new(&script);
+    cmd.arg(series).stdin(Stdio::null());
+    for (obj, guest_cmd) in extras(series) {
+        cmd.arg("--obj").arg(obj).arg("--cmd").arg(guest_cmd);
+    }
+    let res = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    let out = parse(&stdout);
+    // The tail of both streams is what explains a failure.
+    let tail = |s: &str| {
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    };
+    assert!(
+        res.status.success() && out.verdict.starts_with("vm-harness: PASS"),
+        "VM run for Linux {series} failed: {}\n--- stderr (tail) ---\n{}\n--- stdout (tail) ---\n{}",
+        if out.verdict.is_empty() { "no verdict" } else { &out.verdict },
+        tail(&stderr),
+        tail(&stdout),
+    );
+    out
+}
+
+/// Checks made here again, independently of the script's own.
+fn check_common(series: &str, out: &VmOutput) {
+    let booted = out.booted.as_deref().expect("guest never reported booting");
+    assert!(
+        booted.starts_with(&format!("{series}.")),
+        "booted {booted}, wanted Linux {series}"
+    );
+    let (pass, fail) = out.result.expect("no INXPECT-VM-RESULT line");
+    assert_eq!(fail, 0, "guest failures: {:#?}", out.failed);
+    assert!(out.failed.is_empty(), "guest failures: {:#?}", out.failed);
+    assert_eq!(
+        pass as usize,
+        out.ok.len(),
+        "result line disagrees with ok lines"
+    );
+    for needed in [
+        "insmod",
+        "module BTF in /sys/kernel/btf/inxpect",
+        "device node /dev/inxpect",
+        "ioctl: GET_INFO",
+        "ioctl: SET_EVENTS cycles without PMU -> ENODEV",
+        "ioctl: SET_EVENTS hw config 999 -> EINVAL",
+        "ioctl: CLEAR",
+        "kfunc (rodata guard): tsc strictly increasing",
+        "kfunc (rodata guard): pmc slot 0 inactive reads 0",
+        "kfunc (rodata guard): TC test_run",
+        "cpu1 offline/online with the module loaded",
+        "reload cycles",
+        "rmmod",
+    ] {
+        assert!(
+            out.ok.iter().any(|o| o == needed),
+            "check `{needed}` did not pass; passed: {:#?}",
+            out.ok
+        );
+    }
+    assert!(!out.dmesg.is_empty(), "no kernel log");
+    let bad = [
+        "WARNING:",
+        "BUG:",
+        "Oops",
+        "Call Trace",
+        "general protection",
+    ];
+    for l in &out.dmesg {
+        assert!(!bad.iter().any(|b| l.contains(b)), "kernel log: {l}");
+    }
+}
+
+#[test]
+fn vm_linux_6_1() {
+    let out = run_vm("6.1");
+    check_common("6.1", &out);
+    // 6.1 predates ld_imm64 of kfuncs: bpf_ksym_exists() on a resolved
+    // module kfunc is refused; the harness checks that it stays refused.
+    assert!(out
+        .ok
+        .iter()
+        .any(|o| o == "kfunc (bpf_ksym_exists guard): load refused before Linux 6.4"));
+    check_extras("6.1", &out);
+}
+
+#[test]
+fn vm_linux_6_12() {
+    let out = run_vm("6.12");
+    check_common("6.12", &out);
+    assert!(out
+        .ok
+        .iter()
+        .any(|o| o == "kfunc (bpf_ksym_exists guard): tsc strictly increasing"));
+    check_extras("6.12", &out);
+}
+
+#[test]
+fn parse_guest_lines() {
+    let out = parse(
+        "INXPECT-VM-BOOTED 6.12.1\nINXPECT-VM: ok a b\nINXPECT-VM: FAIL c: d\n\
+         INXPECT-VM-RUN obj=x.o prog=p retval=2 duration_ns=40 repeat=10\n\
+         INXPECT-VM-MAP obj=x.o map=m key=00000000 cpu=1 value=0a00\n\
+         INXPECT-VM-DMESG-BEGIN\n[ 1.0] hi\nINXPECT-VM-DMESG-END\n\
+         INXPECT-VM-RESULT: pass 1 fail 1\nvm-harness: FAIL 6.12 x: y\n",
+    );
+    assert_eq!(out.booted.as_deref(), Some("6.12.1"));
+    assert_eq!(out.ok, ["a b"]);
+    assert_eq!(out.failed, ["c: d"]);
+    assert_eq!(out.result, Some((1, 1)));
+    assert_eq!(out.runs[0].retval, 2);
+    assert_eq!(out.runs[0].repeat, 10);
+    assert_eq!(out.maps[0].key, [0, 0, 0, 0]);
+    assert_eq!(out.maps[0].cpu, Some(1));
+    assert_eq!(out.maps[0].value, [10, 0]);
+    assert_eq!(out.dmesg, ["[ 1.0] hi"]);
+    assert!(out.verdict.starts_with("vm-harness: FAIL"));
+}
