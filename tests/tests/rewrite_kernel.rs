@@ -1,0 +1,263 @@
+//! Differential tests in the kernel: for every app and clang build, the
+//! original and the instrumented object (ktime and perf backends, both
+//! modes) give identical verdicts, output packets and map contents over the
+//! whole corpus, and the runtime's counters match counts computed here.
+
+use anyhow::{ensure, Context, Result};
+use inxpect_rewriter::{instrument, runtime, Counter, Manifest, Mode, Options};
+use inxpect_tests::{
+    corpus, load_config, load_object, only_program, populate_app_maps, test_run, testdata,
+};
+use libbpf_rs::{MapCore, MapFlags, MapType, Object};
+use std::os::fd::{AsFd, AsRawFd};
+
+const VARIANTS: [&str; 3] = ["clang-O2-g", "clang-O2", "clang-O1"];
+
+/// Sum over CPUs of the u64 at byte `off` of `map[key]`.
+fn percpu_u64(obj: &Object, map: &str, key: u32, off: usize) -> Result<u64> {
+    let m = obj
+        .maps()
+        .find(|m| m.name() == map)
+        .with_context(|| format!("map {map}"))?;
+    let vals = m
+        .lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)?
+        .context("missing key")?;
+    Ok(vals
+        .iter()
+        .map(|v| u64::from_ne_bytes(v[off..off + 8].try_into().expect("8 bytes")))
+        .sum())
+}
+
+/// Every entry of every map the app owns (not the runtime's), for comparison.
+fn app_maps(obj: &Object) -> Result<Vec<(String, Vec<u8>, Vec<Vec<u8>>)>> {
+    let mut out = Vec::new();
+    for m in obj.maps() {
+        let name = m.name().to_string_lossy().to_string();
+        if name.starts_with("inxpect")
+            || name.contains(".data.inxpect")
+            || name.ends_with(".rodata")
+        {
+            continue;
+        }
+        let percpu = matches!(
+            m.map_type(),
+            MapType::PercpuArray | MapType::PercpuHash | MapType::LruPercpuHash
+        );
+        let mut keys: Vec<Vec<u8>> = m.keys().collect();
+        keys.sort();
+        for k in keys {
+            let v = if percpu {
+                m.lookup_percpu(&k, MapFlags::ANY)?.unwrap_or_default()
+            } else {
+                vec![m.lookup(&k, MapFlags::ANY)?.unwrap_or_default()]
+            };
+            out.push((name.clone(), k, v));
+        }
+    }
+    Ok(out)
+}
+
+/// A per-CPU software cpu-clock perf event in `inxpect_perf`, as the loader
+/// does for the `perf` backend on a machine without a PMU.
+fn attach_perf_events(obj: &Object) -> Result<Vec<std::os::fd::OwnedFd>> {
+    let m = obj
+        .maps()
+        .find(|m| m.name() == runtime::MAP_PERF)
+        .context("inxpect_perf")?;
+    let mut fds = Vec::new();
+    let ncpu = libbpf_rs::num_possible_cpus()?;
+    for cpu in 0..ncpu {
+        let mut attr = [0u8; 128];
+        attr[0..4].copy_from_slice(&1u32.to_ne_bytes()); // PERF_TYPE_SOFTWARE
+        attr[4..8].copy_from_slice(&128u32.to_ne_bytes()); // size
+                                                           // config 0 = PERF_COUNT_SW_CPU_CLOCK; flags 0 = enabled.
+                                                           // SAFETY: attr is a zeroed perf_event_attr of the size it declares.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_perf_event_open,
+                attr.as_ptr(),
+                -1,
+                cpu as i32,
+                -1,
+                0,
+            )
+        };
+        if fd < 0 {
+            continue; // offline CPU
+        }
+        // SAFETY: the kernel just returned this descriptor to us.
+        let fd =
+            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+        m.update(
+            &(cpu as u32).to_ne_bytes(),
+            &fd.as_fd().as_raw_fd().to_ne_bytes(),
+            MapFlags::ANY,
+        )?;
+        fds.push(fd);
+    }
+    ensure!(!fds.is_empty(), "no perf event could be opened");
+    Ok(fds)
+}
+
+fn set_sampling(obj: &Object, shift: u32) -> Result<()> {
+    let m = obj
+        .maps()
+        .find(|m| m.name() == runtime::MAP_CONFIG)
+        .context("config map")?;
+    let mut v = vec![0xffu8; runtime::config::SIZE];
+    v[runtime::config::SAMPLE_SHIFT..runtime::config::SAMPLE_SHIFT + 4]
+        .copy_from_slice(&shift.to_ne_bytes());
+    v[runtime::config::ABI..runtime::config::ABI + 4].copy_from_slice(&runtime::ABI.to_ne_bytes());
+    m.update(&0u32.to_ne_bytes(), &v, MapFlags::ANY)?;
+    Ok(())
+}
+
+/// test_run runs on the calling CPU: pin it, so per-CPU maps of the two
+/// programs are comparable slot by slot.
+fn pin_to_cpu0() {
+    // SAFETY: a zeroed cpu_set_t with one bit set, for the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn check(app: &str, variant: &str, mode: Mode, counter: Counter, shift: u32) -> Result<()> {
+    pin_to_cpu0();
+    let what = format!("{app}.{variant} {mode:?} {counter:?} 1/{}", 1u32 << shift);
+    let cfg = load_config()?;
+    let frames = corpus()?;
+    let path = testdata().join(format!("objects/{app}.{variant}.o"));
+    let input = std::fs::read(&path)?;
+    let r = instrument(
+        &input,
+        &Options {
+            mode,
+            counter,
+            events: 1,
+            only: None,
+        },
+    )
+    .with_context(|| what.clone())?;
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("out.o");
+    std::fs::write(&out, &r.object)?;
+
+    let orig = load_object(&path)?;
+    let inst = load_object(&out)
+        .with_context(|| format!("{what}: the kernel refused the instrumented object"))?;
+    populate_app_maps(&orig, app, &cfg)?;
+    populate_app_maps(&inst, app, &cfg)?;
+    let _perf = if counter == Counter::Perf {
+        attach_perf_events(&inst)?
+    } else {
+        Vec::new()
+    };
+    set_sampling(&inst, shift)?;
+    let (po, pi) = (only_program(&orig)?, only_program(&inst)?);
+    for (i, f) in frames.iter().enumerate() {
+        let a = test_run(&po, f)?;
+        let b = test_run(&pi, f)?;
+        ensure!(
+            a == b,
+            "{what}: frame {i}: original gave {:?}, instrumented {:?}",
+            a.0,
+            b.0
+        );
+    }
+    let (ma, mb) = (app_maps(&orig)?, app_maps(&inst)?);
+    if let Some((x, y)) = ma.iter().zip(&mb).find(|(x, y)| x != y) {
+        anyhow::bail!(
+            "{what}: app maps differ after the corpus: {}[{:?}] = {:?} vs {}[{:?}] = {:?}",
+            x.0,
+            x.1,
+            x.2,
+            y.0,
+            y.1,
+            y.2
+        );
+    }
+    ensure!(
+        ma.len() == mb.len(),
+        "{what}: app maps have different entries"
+    );
+
+    let n = frames.len() as u64;
+    let runs = percpu_u64(&inst, runtime::MAP_PCPU, 0, runtime::pcpu::RUNS)?;
+    let sampled = percpu_u64(&inst, runtime::MAP_PCPU, 0, runtime::pcpu::SAMPLED)?;
+    ensure!(runs == n, "{what}: {runs} runs counted for {n} frames");
+    ensure!(
+        sampled == n >> shift,
+        "{what}: {sampled} sampled runs, want {}",
+        n >> shift
+    );
+    check_counts(&what, &inst, &r.manifest, app, n >> shift)
+}
+
+/// Regions every sampled run goes through once: the program function in
+/// `--functions` mode, every region of `drop`.
+fn check_counts(what: &str, inst: &Object, m: &Manifest, app: &str, sampled: u64) -> Result<()> {
+    let mut checked = 0;
+    for r in &m.regions {
+        let always = (m.mode == "functions" && m.programs.contains(&r.name))
+            || (app == "drop" && m.mode == "sections");
+        if !always {
+            continue;
+        }
+        let c = percpu_u64(inst, runtime::MAP_STATS, r.id, runtime::stats::COUNT)?;
+        ensure!(
+            c == sampled,
+            "{what}: region {} counted {c}, want {sampled}",
+            r.name
+        );
+        let sum = percpu_u64(inst, runtime::MAP_STATS, r.id, runtime::stats::SUM)?;
+        ensure!(
+            m.counter == Counter::Perf || sum > 0 || sampled == 0,
+            "{what}: region {} measured nothing",
+            r.name
+        );
+        checked += 1;
+    }
+    ensure!(checked > 0 || app != "drop", "{what}: no region checked");
+    Ok(())
+}
+
+fn all(app: &str) {
+    for variant in VARIANTS {
+        for mode in [Mode::Sections, Mode::Functions] {
+            for counter in [Counter::Ktime, Counter::Perf] {
+                check(app, variant, mode, counter, 0).unwrap_or_else(|e| panic!("{e:#}"));
+            }
+        }
+    }
+    // Sampling 1 in 8 on the plain -O2 -g build.
+    check(app, "clang-O2-g", Mode::Functions, Counter::Ktime, 3)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+#[test]
+fn drop_equivalent() {
+    all("drop");
+    all("drop_sub");
+}
+#[test]
+fn cms_equivalent() {
+    all("cms");
+    all("cms_sub");
+}
+#[test]
+fn nat_equivalent() {
+    all("nat");
+    all("nat_sub");
+}
+#[test]
+fn router_equivalent() {
+    all("router");
+    all("router_sub");
+}
+#[test]
+fn tunnel_equivalent() {
+    all("tunnel");
+    all("tunnel_sub");
+}
