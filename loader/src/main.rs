@@ -1,4 +1,386 @@
+//! `inxpect`: loads instrumented XDP programs, runs them (BPF_PROG_TEST_RUN
+//! or attached to a device) and reports per-region counter statistics.
+
+mod events;
+mod maps;
+mod module;
+mod object;
+mod pcap;
+mod report;
+mod run;
+mod stats;
+mod testrun;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use inxpect_rewriter::runtime::Counter;
+use inxpect_rewriter::Mode;
+
+use events::PerfAttr;
+use report::{Format, Report, TestRunInfo};
+
+#[derive(Parser)]
+#[command(
+    name = "inxpect",
+    version,
+    about = "Per-region profiling of XDP programs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run every frame of a pcap through the program with BPF_PROG_TEST_RUN.
+    TestRun(TestRunArgs),
+    /// Attach the program to a device and report live.
+    Run(run::RunArgs),
+    /// Change sampling and enabled regions of a running `inxpect run`.
+    Set(run::SetArgs),
+    /// Load, unload or describe the inxpect kernel module.
+    Module {
+        #[command(subcommand)]
+        op: ModuleOp,
+    },
+    /// Send frames out of a device through an AF_PACKET socket.
+    Replay(run::ReplayArgs),
+}
+
+#[derive(Subcommand)]
+enum ModuleOp {
+    Load {
+        #[arg(long, default_value = "kmod/inxpect.ko")]
+        path: PathBuf,
+    },
+    Unload,
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CounterArg {
+    Auto,
+    Ktime,
+    Perf,
+    Tsc,
+    Pmc,
+}
+
+/// What selects, instruments and loads the object: shared by test-run and run.
+#[derive(Args, Clone)]
+pub struct Common {
+    /// A BPF object: instrumented already, or instrumented here in memory.
+    pub obj: PathBuf,
+    /// The program to run when the object has several.
+    #[arg(long)]
+    pub prog: Option<String>,
+    /// Counter backend (auto: pmc with the module and a PMU, tsc with the
+    /// module alone, else ktime).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub counter: CounterArg,
+    /// Events, comma-separated (pmc, or the first one for perf): generic
+    /// names (cycles, instructions, ...), sysfs names, or rNNNN.
+    #[arg(short = 'e', long)]
+    pub events: Option<String>,
+    /// Measure one run in K (K a power of two), as `1/K` or `K`.
+    #[arg(long, default_value = "1/1")]
+    pub sample: String,
+    /// Only measure these regions (names or ids, comma-separated).
+    #[arg(long)]
+    pub regions: Option<String>,
+    /// Instrument every function instead of the marked regions.
+    #[arg(long, conflicts_with = "sections")]
+    pub functions: bool,
+    /// Instrument the regions between markers (the default).
+    #[arg(long)]
+    pub sections: bool,
+    /// Fill the app's maps from this JSON file (testdata/packets/config.json layout).
+    #[arg(long, requires = "app")]
+    pub config: Option<PathBuf>,
+    /// The app whose section of --config to apply (drop, cms, nat, router, tunnel).
+    #[arg(long, requires = "config")]
+    pub app: Option<String>,
+    /// Skip the calibration run.
+    #[arg(long)]
+    pub no_calibrate: bool,
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    #[arg(long)]
+    pub csv: bool,
+}
+
+impl Common {
+    pub fn format(&self) -> Format {
+        if self.json {
+            Format::Json
+        } else if self.csv {
+            Format::Csv
+        } else {
+            Format::Table
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        if self.functions {
+            Mode::Functions
+        } else {
+            Mode::Sections
+        }
+    }
+}
+
+#[derive(Args)]
+struct TestRunArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Frames to run.
+    #[arg(long)]
+    pcap: PathBuf,
+    /// Runs per frame (BPF_PROG_TEST_RUN's repeat).
+    #[arg(long, default_value_t = 1)]
+    repeat: u32,
+}
+
+/// The counter backend, resolved: which counter, which events, and the
+/// module device that keeps the PMC configuration alive.
+pub struct Backend {
+    pub counter: Counter,
+    pub explicit: bool,
+    pub pmc: Vec<PerfAttr>,
+    pub perf: Option<PerfAttr>,
+    _dev: Option<std::fs::File>,
+}
+
+impl Backend {
+    pub fn nr_events(&self) -> usize {
+        self.pmc.len().max(1)
+    }
+
+    pub fn event_names(&self) -> Vec<String> {
+        match self.counter {
+            Counter::Pmc => self.pmc.iter().map(|e| e.name.clone()).collect(),
+            Counter::Perf => vec![self
+                .perf
+                .as_ref()
+                .map(|p| p.name.clone())
+                .unwrap_or_default()],
+            c => vec![c.name().to_string()],
+        }
+    }
+}
+
+/// Picks the backend: the explicit choice, or the one an instrumented
+/// object was built for, or what the machine offers.
+pub fn backend(c: &Common, bytes: &[u8]) -> Result<Backend> {
+    let built = inxpect_rewriter::read_manifest(bytes)
+        .ok()
+        .flatten()
+        .map(|m| m.counter);
+    let (counter, explicit) = match c.counter {
+        CounterArg::Ktime => (Counter::Ktime, true),
+        CounterArg::Perf => (Counter::Perf, true),
+        CounterArg::Tsc => (Counter::Tsc, true),
+        CounterArg::Pmc => (Counter::Pmc, true),
+        CounterArg::Auto => match built {
+            Some(b) => (b, false),
+            None => {
+                let (c, why) = module::auto_counter();
+                if !why.is_empty() {
+                    object::log::note(&why);
+                }
+                (c, false)
+            }
+        },
+    };
+    let evs = match &c.events {
+        Some(list) => events::resolve_list(list)?,
+        None => Vec::new(),
+    };
+    if !evs.is_empty() && !matches!(counter, Counter::Pmc | Counter::Perf) {
+        bail!(
+            "-e/--events applies to the pmc and perf counters, not {}",
+            counter.name()
+        );
+    }
+    module::require_module(counter)?;
+    let mut b = Backend {
+        counter,
+        explicit,
+        pmc: Vec::new(),
+        perf: None,
+        _dev: None,
+    };
+    match counter {
+        Counter::Pmc => {
+            let evs = if evs.is_empty() {
+                events::resolve_list("cycles")?
+            } else {
+                evs
+            };
+            b._dev = Some(module::set_events(&evs)?);
+            b.pmc = evs;
+        }
+        Counter::Perf => {
+            let first = evs.into_iter().next();
+            b.perf = Some(match first {
+                Some(e) if e.is_hardware() && !events::has_pmu() => {
+                    object::log::note(&format!(
+                        "no hardware PMU: the perf counter reads the cpu-clock software event instead of {}",
+                        e.name
+                    ));
+                    PerfAttr::cpu_clock()
+                }
+                Some(e) => e,
+                None => PerfAttr::cpu_clock(),
+            });
+        }
+        _ => {}
+    }
+    Ok(b)
+}
+
+/// `1/K` or `K` -> log2(K).
+pub fn parse_sample(s: &str) -> Result<u32> {
+    let k = s.strip_prefix("1/").unwrap_or(s);
+    let k: u64 = k
+        .trim()
+        .parse()
+        .with_context(|| format!("--sample {s:?}: expected 1/K"))?;
+    if k == 0 || !k.is_power_of_two() {
+        bail!("--sample {s:?}: K must be a power of two (1, 2, 4, ... 2^63)");
+    }
+    Ok(k.trailing_zeros())
+}
+
+pub fn cpus_online() -> Result<Vec<u32>> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .context("reading /sys/devices/system/cpu/online")?;
+    let mut out = Vec::new();
+    for part in text.trim().split(',') {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let (a, b): (u32, u32) = (a.parse()?, b.parse()?);
+        out.extend(a..=b);
+    }
+    Ok(out)
+}
+
+/// Prepares and loads `c.obj` for `b`, applies maps and the runtime config.
+pub fn load_for(
+    c: &Common,
+    b: &Backend,
+    bytes: Vec<u8>,
+) -> Result<(object::Loaded, object::Config)> {
+    let prep = object::prepare_bytes(
+        bytes,
+        &c.obj.display().to_string(),
+        b.counter,
+        b.explicit,
+        b.nr_events(),
+        c.mode(),
+    )?;
+    let shift = parse_sample(&c.sample)?;
+    // Check region names before the (slow) load.
+    if let Some(r) = &c.regions {
+        object::region_ids(&prep.manifest, r)?;
+    }
+    let l = object::load(&prep, c.prog.as_deref(), b.perf.as_ref())?;
+    if let (Some(cfg), Some(app)) = (&c.config, &c.app) {
+        maps::populate(&l, cfg, app)?;
+    }
+    let cfg = object::configure(&l, shift, c.regions.as_deref())?;
+    Ok((l, cfg))
+}
+
+fn read_obj(p: &Path) -> Result<Vec<u8>> {
+    std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+}
+
+fn test_run(a: TestRunArgs) -> Result<()> {
+    let c = &a.common;
+    if a.repeat == 0 {
+        bail!("--repeat must be at least 1");
+    }
+    let frames = pcap::read(&a.pcap)?;
+    if frames.is_empty() {
+        bail!("{}: no frames", a.pcap.display());
+    }
+    let bytes = read_obj(&c.obj)?;
+    let b = backend(c, &bytes)?;
+    testrun::pin_to_current_cpu()?;
+    let (l, cfg) = load_for(c, &b, bytes)?;
+    let verdicts = testrun::run_all(&l, &frames, a.repeat)?;
+    let snap = stats::snapshot(&l)?;
+    let cal = if c.no_calibrate {
+        None
+    } else {
+        Some(testrun::calibrate(&b)?)
+    };
+    let names = b.event_names();
+    let r = Report {
+        schema: report::SCHEMA,
+        command: "test-run".into(),
+        object: c.obj.display().to_string(),
+        program: l.prog.clone(),
+        counter: b.counter.name().into(),
+        unit: unit(&b),
+        events: names.clone(),
+        sample: 1u64 << cfg.sample_shift,
+        runs: snap.runs,
+        test_run: Some(TestRunInfo {
+            pcap: a.pcap.display().to_string(),
+            frames: frames.len() as u64,
+            repeat: a.repeat,
+            verdicts,
+        }),
+        live: None,
+        regions: report::regions(&l.manifest, &snap, &cfg, &names, cal.as_ref()),
+        calibration: cal,
+    };
+    report::print(&r, c.format())
+}
+
+pub fn unit(b: &Backend) -> String {
+    match (b.counter, &b.perf) {
+        (Counter::Perf, Some(p)) if !p.is_hardware() => "ns".into(),
+        (Counter::Perf, _) => "events".into(),
+        (c, _) => c.unit().into(),
+    }
+}
+
 fn main() {
-    eprintln!("inxpect: not yet implemented");
-    std::process::exit(2);
+    let cli = Cli::parse();
+    object::capture_libbpf_log();
+    let res = match cli.cmd {
+        Cmd::TestRun(a) => test_run(a),
+        Cmd::Run(a) => run::run(a),
+        Cmd::Set(a) => run::set(a),
+        Cmd::Replay(a) => run::replay(a),
+        Cmd::Module { op } => match op {
+            ModuleOp::Load { path } => {
+                module::load(&path).map(|_| println!("inxpect: module loaded"))
+            }
+            ModuleOp::Unload => module::unload().map(|_| println!("inxpect: module unloaded")),
+            ModuleOp::Status { json } => {
+                let s = module::status();
+                if json {
+                    serde_json::to_string_pretty(&s)
+                        .map(|t| println!("{t}"))
+                        .map_err(Into::into)
+                } else {
+                    module::print_status(&s);
+                    Ok(())
+                }
+            }
+        },
+    };
+    if let Err(e) = res {
+        // One line for the cause chain; libbpf's log, if any, follows indented.
+        eprintln!("inxpect: error: {e:#}");
+        std::process::exit(1);
+    }
 }

@@ -1,0 +1,354 @@
+//! From a path to a loaded object: instrument in memory when the object has
+//! no `.inxpect` manifest, open it from memory with libbpf, check the program
+//! type, load it, and wire the `perf` backend's per-CPU events.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Mutex;
+
+use anyhow::{anyhow, bail, Context, Result};
+use inxpect_rewriter::runtime::{self, config, Counter, Manifest};
+use inxpect_rewriter::{Mode, Options};
+use libbpf_rs::{MapCore, MapFlags, Object, ObjectBuilder, PrintLevel, ProgramType};
+
+use crate::events::PerfAttr;
+
+/// An object ready to load: instrumented bytes and their self-description.
+pub struct Prepared {
+    pub bytes: Vec<u8>,
+    pub manifest: Manifest,
+    /// Shown in reports: the path the user gave.
+    pub origin: String,
+}
+
+/// Instruments `bytes` for `counter` unless they already carry a manifest;
+/// `explicit` says the user asked for `counter` (a mismatch is an error).
+pub fn prepare_bytes(
+    bytes: Vec<u8>,
+    origin: &str,
+    counter: Counter,
+    explicit: bool,
+    events: usize,
+    mode: Mode,
+) -> Result<Prepared> {
+    let existing = inxpect_rewriter::read_manifest(&bytes).map_err(|e| anyhow!("{origin}: {e}"))?;
+    if let Some(m) = existing {
+        if explicit && m.counter != counter {
+            bail!(
+                "{origin} is already instrumented for the {} counter, not {}: instrument the original object again, or drop --counter",
+                m.counter.name(),
+                counter.name()
+            );
+        }
+        if m.regions.is_empty() {
+            bail!("{origin} has no regions");
+        }
+        return Ok(Prepared {
+            bytes,
+            manifest: m,
+            origin: origin.into(),
+        });
+    }
+    let opts = Options {
+        mode,
+        counter,
+        events,
+        only: None,
+    };
+    let out = inxpect_rewriter::instrument(&bytes, &opts).map_err(|e| anyhow!("{origin}: {e}"))?;
+    // The in-memory object is never written out: losing its DWARF is moot.
+    for w in out
+        .warnings
+        .iter()
+        .filter(|w| !w.starts_with("DWARF dropped"))
+    {
+        log::note(&format!("{origin}: {w}"));
+    }
+    Ok(Prepared {
+        bytes: out.object,
+        manifest: out.manifest,
+        origin: origin.into(),
+    })
+}
+
+/// A loaded object, the program to run, and what keeps it working.
+pub struct Loaded {
+    pub obj: Object,
+    pub manifest: Manifest,
+    pub prog: String,
+    /// Per-CPU perf events the `perf` backend reads; closed on drop.
+    _perf: Vec<OwnedFd>,
+}
+
+static LIBBPF_LOG: Mutex<String> = Mutex::new(String::new());
+
+fn libbpf_print(_level: PrintLevel, msg: String) {
+    if let Ok(mut l) = LIBBPF_LOG.lock() {
+        l.push_str(&msg);
+    }
+}
+
+/// Keeps libbpf's messages (verifier log included) for the error report
+/// instead of letting them interleave with ours.
+pub fn capture_libbpf_log() {
+    libbpf_rs::set_print(Some((PrintLevel::Warn, libbpf_print)));
+}
+
+fn take_log() -> String {
+    LIBBPF_LOG
+        .lock()
+        .map(|mut l| std::mem::take(&mut *l))
+        .unwrap_or_default()
+}
+
+/// Opens `prep` from memory, checks that `want` (or the only program) is XDP,
+/// and loads it. `perf` is the event the `perf` backend reads on every CPU.
+pub fn load(prep: &Prepared, want: Option<&str>, perf: Option<&PerfAttr>) -> Result<Loaded> {
+    let origin = &prep.origin;
+    let mut open = ObjectBuilder::default()
+        .open_memory(&prep.bytes)
+        .with_context(|| format!("opening {origin}"))?;
+    let names: Vec<String> = open
+        .progs()
+        .map(|p| p.name().to_string_lossy().into_owned())
+        .collect();
+    let prog = match want {
+        Some(w) => {
+            if !names.iter().any(|n| n == w) {
+                bail!(
+                    "{origin} has no program {w:?} (it has: {})",
+                    names.join(", ")
+                );
+            }
+            w.to_string()
+        }
+        None => match names.as_slice() {
+            [one] => one.clone(),
+            [] => bail!("{origin} has no program"),
+            many => bail!(
+                "{origin} has {} programs ({}): pick one with --prog",
+                many.len(),
+                many.join(", ")
+            ),
+        },
+    };
+    for mut p in open.progs_mut() {
+        let is_it = p.name() == OsStr::new(&prog);
+        match p.prog_type() {
+            ProgramType::Xdp => {}
+            // Sections libbpf does not know: the apps are XDP by contract.
+            ProgramType::Unspec => p.set_prog_type(ProgramType::Xdp),
+            other if is_it => bail!(
+                "program {prog:?} in {origin} is a {other:?} program (section {:?}), not XDP",
+                p.section()
+            ),
+            _ => {}
+        }
+    }
+    take_log();
+    let obj = match open.load() {
+        Ok(o) => o,
+        Err(e) => {
+            let log = take_log();
+            let hint = if log.contains("bpf_perf_event_read_value")
+                || (prep.manifest.counter == Counter::Perf && log.contains("cannot use helper"))
+            {
+                "\n  this kernel refuses bpf_perf_event_read_value in XDP programs (allowed from 6.18 on): use --counter ktime"
+            } else {
+                ""
+            };
+            let tail: Vec<&str> = log.lines().rev().take(25).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!(
+                "loading {origin}: {e}{hint}\n  libbpf said:\n    {}",
+                tail.join("\n    ")
+            );
+        }
+    };
+    let mut fds = Vec::new();
+    if prep.manifest.counter == Counter::Perf {
+        let attr = perf.context("the perf counter needs an event")?;
+        fds = open_perf_events(&obj, attr)?;
+    }
+    Ok(Loaded {
+        obj,
+        manifest: prep.manifest.clone(),
+        prog,
+        _perf: fds,
+    })
+}
+
+/// One perf event per online CPU, stored at index cpu of `inxpect_perf`.
+fn open_perf_events(obj: &Object, attr: &PerfAttr) -> Result<Vec<OwnedFd>> {
+    let map = obj
+        .maps()
+        .find(|m| m.name() == runtime::MAP_PERF)
+        .context("the object has no inxpect_perf map")?;
+    let cpus = crate::cpus_online()?;
+    let mut fds = Vec::new();
+    for cpu in cpus {
+        let raw = attr.open(cpu)?;
+        // SAFETY: perf_event_open returned a new descriptor we now own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        map.update(
+            &cpu.to_ne_bytes(),
+            &(fd.as_raw_fd() as u32).to_ne_bytes(),
+            MapFlags::ANY,
+        )
+        .with_context(|| format!("storing the perf event of CPU {cpu}"))?;
+        fds.push(fd);
+    }
+    Ok(fds)
+}
+
+impl Loaded {
+    pub fn map(&self, name: &str) -> Result<libbpf_rs::Map<'_>> {
+        self.obj
+            .maps()
+            .find(|m| m.name() == name)
+            .with_context(|| format!("no map {name:?} in the object"))
+    }
+
+    /// `.data.inxpect`: libbpf names a custom data section's map after it.
+    pub fn config_map(&self) -> Result<libbpf_rs::Map<'_>> {
+        self.obj
+            .maps()
+            .find(|m| m.name().to_string_lossy().ends_with(runtime::MAP_CONFIG))
+            .context("no .data.inxpect map in the object")
+    }
+
+    pub fn prog_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>> {
+        let p = self
+            .obj
+            .progs()
+            .find(|p| p.name() == OsStr::new(&self.prog))
+            .context("program vanished")?;
+        // The Object outlives the borrow, so the fd stays valid.
+        let raw = p.as_fd().as_raw_fd();
+        // SAFETY: the fd belongs to self.obj, which outlives the result.
+        Ok(unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) })
+    }
+}
+
+/// The runtime configuration, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub enabled: [u64; runtime::MAX_REGIONS / 64],
+    pub sample_shift: u32,
+    pub abi: u32,
+}
+
+impl Config {
+    pub fn decode(b: &[u8]) -> Result<Config> {
+        if b.len() < config::SIZE {
+            bail!(
+                "config value of {} bytes, expected {}",
+                b.len(),
+                config::SIZE
+            );
+        }
+        let u64at = |o: usize| u64::from_ne_bytes(b[o..o + 8].try_into().expect("8 bytes"));
+        let u32at = |o: usize| u32::from_ne_bytes(b[o..o + 4].try_into().expect("4 bytes"));
+        let mut enabled = [0u64; runtime::MAX_REGIONS / 64];
+        for (i, e) in enabled.iter_mut().enumerate() {
+            *e = u64at(config::ENABLED + 8 * i);
+        }
+        Ok(Config {
+            enabled,
+            sample_shift: u32at(config::SAMPLE_SHIFT),
+            abi: u32at(config::ABI),
+        })
+    }
+
+    /// Writes over `b`, keeping any bytes past the known layout.
+    pub fn encode_into(&self, b: &mut [u8]) {
+        for (i, e) in self.enabled.iter().enumerate() {
+            b[config::ENABLED + 8 * i..config::ENABLED + 8 * i + 8]
+                .copy_from_slice(&e.to_ne_bytes());
+        }
+        b[config::SAMPLE_SHIFT..config::SAMPLE_SHIFT + 4]
+            .copy_from_slice(&self.sample_shift.to_ne_bytes());
+    }
+
+    pub fn is_enabled(&self, id: u32) -> bool {
+        let id = id as usize;
+        id < runtime::MAX_REGIONS && self.enabled[id / 64] & (1 << (id % 64)) != 0
+    }
+
+    pub fn set_enabled(&mut self, id: u32, on: bool) {
+        let id = id as usize;
+        if id < runtime::MAX_REGIONS {
+            if on {
+                self.enabled[id / 64] |= 1 << (id % 64);
+            } else {
+                self.enabled[id / 64] &= !(1 << (id % 64));
+            }
+        }
+    }
+}
+
+pub fn read_config<M: MapCore>(map: &M) -> Result<Config> {
+    let v = map
+        .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)?
+        .context("config map has no entry 0")?;
+    let c = Config::decode(&v)?;
+    if c.abi != runtime::ABI {
+        bail!(
+            "the object's runtime ABI is {}, this inxpect speaks {}",
+            c.abi,
+            runtime::ABI
+        );
+    }
+    Ok(c)
+}
+
+pub fn write_config<M: MapCore>(map: &M, c: &Config) -> Result<()> {
+    let mut v = map
+        .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)?
+        .context("config map has no entry 0")?;
+    c.encode_into(&mut v);
+    map.update(&0u32.to_ne_bytes(), &v, MapFlags::ANY)
+        .context("updating the runtime config")
+}
+
+/// Region ids for comma-separated names (or ids), each checked.
+pub fn region_ids(m: &Manifest, list: &str) -> Result<Vec<u32>> {
+    let mut out = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let found: Vec<u32> = m
+            .regions
+            .iter()
+            .filter(|r| r.name == name || r.id.to_string() == name)
+            .map(|r| r.id)
+            .collect();
+        if found.is_empty() {
+            let known: Vec<&str> = m.regions.iter().map(|r| r.name.as_str()).collect();
+            bail!("no region {name:?} (regions: {})", known.join(", "));
+        }
+        out.extend(found);
+    }
+    Ok(out)
+}
+
+/// Sets the sampling shift and, with `only`, enables just those regions.
+pub fn configure(l: &Loaded, sample_shift: u32, only: Option<&str>) -> Result<Config> {
+    let map = l.config_map()?;
+    let mut c = read_config(&map)?;
+    c.sample_shift = sample_shift;
+    if let Some(list) = only {
+        let ids = region_ids(&l.manifest, list)?;
+        c.enabled = [0; runtime::MAX_REGIONS / 64];
+        for id in ids {
+            c.set_enabled(id, true);
+        }
+    }
+    write_config(&map, &c)?;
+    Ok(c)
+}
+
+/// Messages for the user that are not errors.
+pub mod log {
+    pub fn note(msg: &str) {
+        eprintln!("inxpect: {msg}");
+    }
+}

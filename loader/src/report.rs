@@ -1,0 +1,304 @@
+//! The report: one versioned structure, printed as a table, JSON or CSV.
+//! The JSON schema is described in loader/README.md; bump [`SCHEMA`] on any
+//! incompatible change.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use inxpect_rewriter::runtime::Manifest;
+use serde::Serialize;
+
+use crate::object::Config;
+use crate::stats::{RegionStats, Runs, Snapshot};
+
+pub const SCHEMA: &str = "inxpect-report/1";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct Report {
+    pub schema: &'static str,
+    /// `test-run` or `run`.
+    pub command: String,
+    pub object: String,
+    pub program: String,
+    pub counter: String,
+    pub unit: String,
+    /// Names of the measured events, one per value in `regions[].events`.
+    pub events: Vec<String>,
+    /// 1 run in `sample` is measured.
+    pub sample: u64,
+    #[serde(flatten)]
+    pub runs: Runs,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_run: Option<TestRunInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveInfo>,
+    pub calibration: Option<Calibration>,
+    pub regions: Vec<RegionReport>,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct TestRunInfo {
+    pub pcap: String,
+    pub frames: u64,
+    pub repeat: u32,
+    /// Verdict name -> frames (counted once per frame, not per repeat).
+    pub verdicts: BTreeMap<String, u64>,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct LiveInfo {
+    pub device: String,
+    pub mode: String,
+    pub seconds: f64,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct Calibration {
+    /// Mean cost of an empty region per event, subtracted from `calibrated`.
+    pub offset: Vec<f64>,
+    /// Measurements the offset was taken from.
+    pub samples: u64,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct RegionReport {
+    pub id: u32,
+    pub name: String,
+    pub function: String,
+    pub section: String,
+    /// `file:line` of the (first) START marker, when the object has line info.
+    pub line: Option<String>,
+    pub enabled: bool,
+    /// Completed measurements (sampled runs that went through START and END).
+    pub count: u64,
+    pub events: Vec<EventStats>,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct EventStats {
+    pub event: String,
+    pub sum: u64,
+    pub raw: Summary,
+    /// `raw` minus the calibration offset (may go below zero: noise).
+    pub calibrated: Option<Summary>,
+}
+
+#[derive(Serialize, Debug, Clone, Copy, PartialEq)]
+pub struct Summary {
+    pub mean: f64,
+    pub min: f64,
+    pub max: f64,
+    pub p50: f64,
+    pub p99: f64,
+}
+
+impl Summary {
+    fn of(s: &RegionStats, e: usize) -> Summary {
+        Summary {
+            mean: s.mean(e),
+            min: s.min[e] as f64,
+            max: s.max[e] as f64,
+            p50: s.quantile(e, 0.5),
+            p99: s.quantile(e, 0.99),
+        }
+    }
+    fn minus(self, off: f64) -> Summary {
+        Summary {
+            mean: self.mean - off,
+            min: self.min - off,
+            max: self.max - off,
+            p50: self.p50 - off,
+            p99: self.p99 - off,
+        }
+    }
+}
+
+/// Builds the region part of a report.
+pub fn regions(
+    m: &Manifest,
+    snap: &Snapshot,
+    cfg: &Config,
+    event_names: &[String],
+    cal: Option<&Calibration>,
+) -> Vec<RegionReport> {
+    m.regions
+        .iter()
+        .zip(&snap.regions)
+        .map(|(r, s)| RegionReport {
+            id: r.id,
+            name: r.name.clone(),
+            function: r.function.clone(),
+            section: r.section.clone(),
+            line: r.starts.iter().find_map(|x| x.line.clone()),
+            enabled: cfg.is_enabled(r.id),
+            count: s.count,
+            events: event_names
+                .iter()
+                .enumerate()
+                .map(|(e, name)| {
+                    let raw = Summary::of(s, e);
+                    EventStats {
+                        event: name.clone(),
+                        sum: s.sum[e],
+                        raw,
+                        calibrated: cal
+                            .and_then(|c| c.offset.get(e))
+                            .filter(|_| s.count > 0)
+                            .map(|&o| raw.minus(o)),
+                    }
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+fn num(v: f64) -> String {
+    if v.abs() >= 100.0 || v == v.trunc() {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// A fixed-width table, one row per region and event.
+pub fn table(r: &Report) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{} {}  counter {} ({})  sample 1/{}  runs {}  sampled {}{}{}",
+        r.object,
+        r.program,
+        r.counter,
+        r.unit,
+        r.sample,
+        r.runs.runs,
+        r.runs.sampled,
+        if r.runs.unordered > 0 {
+            format!("  unordered {}", r.runs.unordered)
+        } else {
+            String::new()
+        },
+        if r.runs.no_counter > 0 {
+            format!("  NO COUNTER {}", r.runs.no_counter)
+        } else {
+            String::new()
+        },
+    );
+    if let Some(c) = &r.calibration {
+        let offs: Vec<String> = c.offset.iter().map(|v| num(*v)).collect();
+        let _ = writeln!(
+            o,
+            "calibration offset {} (empty region, {} samples)",
+            offs.join("/"),
+            c.samples
+        );
+    }
+    let _ = writeln!(
+        o,
+        "{:>3} {:<16} {:<18} {:<22} {:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}",
+        "ID",
+        "REGION",
+        "FUNCTION",
+        "SOURCE",
+        "EVENT",
+        "COUNT",
+        "MEAN",
+        "MIN",
+        "MAX",
+        "P50",
+        "P99",
+        "CAL.MEAN",
+        "CAL.P50",
+        "CAL.P99"
+    );
+    for reg in &r.regions {
+        for ev in &reg.events {
+            let cal = |f: fn(&Summary) -> f64| {
+                ev.calibrated
+                    .as_ref()
+                    .map(|c| num(f(c)))
+                    .unwrap_or_else(|| "-".into())
+            };
+            let _ = writeln!(
+                o,
+                "{:>3} {:<16} {:<18} {:<22} {:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}",
+                reg.id,
+                format!("{}{}", reg.name, if reg.enabled { "" } else { " (off)" }),
+                reg.function,
+                reg.line.as_deref().unwrap_or("-"),
+                ev.event,
+                reg.count,
+                num(ev.raw.mean),
+                num(ev.raw.min),
+                num(ev.raw.max),
+                num(ev.raw.p50),
+                num(ev.raw.p99),
+                cal(|c| c.mean),
+                cal(|c| c.p50),
+                cal(|c| c.p99),
+            );
+        }
+    }
+    o
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+pub const CSV_HEADER: &str = "region_id,region,function,section,line,enabled,event,count,sum,mean,min,max,p50,p99,cal_mean,cal_min,cal_max,cal_p50,cal_p99";
+
+/// One row per region per event; empty calibrated columns when uncalibrated.
+pub fn csv(r: &Report) -> String {
+    let mut o = String::from(CSV_HEADER);
+    o.push('\n');
+    for reg in &r.regions {
+        for ev in &reg.events {
+            let s = &ev.raw;
+            let c = ev
+                .calibrated
+                .map(|c| format!("{},{},{},{},{}", c.mean, c.min, c.max, c.p50, c.p99))
+                .unwrap_or_else(|| ",,,,".into());
+            let _ = writeln!(
+                o,
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                reg.id,
+                csv_field(&reg.name),
+                csv_field(&reg.function),
+                csv_field(&reg.section),
+                csv_field(reg.line.as_deref().unwrap_or("")),
+                reg.enabled,
+                csv_field(&ev.event),
+                reg.count,
+                ev.sum,
+                s.mean,
+                s.min,
+                s.max,
+                s.p50,
+                s.p99,
+                c
+            );
+        }
+    }
+    o
+}
+
+pub fn print(r: &Report, f: Format) -> anyhow::Result<()> {
+    match f {
+        Format::Table => print!("{}", table(r)),
+        Format::Json => println!("{}", serde_json::to_string_pretty(r)?),
+        Format::Csv => print!("{}", csv(r)),
+    }
+    Ok(())
+}

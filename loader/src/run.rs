@@ -1,0 +1,603 @@
+//! `inxpect run` (attach, live view, clean detach), `inxpect set` (runtime
+//! control through pinned maps) and `inxpect replay` (send frames).
+
+use std::ffi::CString;
+use std::fs;
+use std::io::Write as _;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use inxpect_rewriter::runtime::{self, Manifest};
+use std::os::fd::AsFd;
+
+use crate::object::{self, log::note, Config};
+use crate::report::{self, Format, LiveInfo, Report};
+use crate::stats::{self, Snapshot};
+use crate::{backend, load_for, testrun, Common};
+
+pub const PIN_ROOT: &str = "/sys/fs/bpf/inxpect";
+pub const STATE_ROOT: &str = "/run/inxpect";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum XdpMode {
+    Native,
+    Generic,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The network device to attach to.
+    #[arg(long)]
+    dev: String,
+    /// Network namespace (a name under /run/netns) holding the device.
+    #[arg(long)]
+    netns: Option<String>,
+    #[arg(long, value_enum, default_value = "native")]
+    mode: XdpMode,
+    /// Live table period (e.g. 1s, 500ms).
+    #[arg(long, default_value = "1s")]
+    interval: String,
+    /// Stop after this long (default: until SIGINT/SIGTERM).
+    #[arg(long)]
+    duration: Option<String>,
+    /// Where to pin the config and stats maps (default /sys/fs/bpf/inxpect/<dev>).
+    #[arg(long)]
+    pin_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct SetArgs {
+    /// The device `inxpect run` is attached to (optional when only one runs).
+    #[arg(long)]
+    dev: Option<String>,
+    #[arg(long)]
+    netns: Option<String>,
+    /// The directory holding the pinned `config` map.
+    #[arg(long)]
+    pin_dir: Option<PathBuf>,
+    #[arg(long)]
+    sample: Option<String>,
+    /// Regions to enable (names or ids).
+    #[arg(long)]
+    enable: Option<String>,
+    /// Regions to disable (names or ids).
+    #[arg(long)]
+    disable: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ReplayArgs {
+    #[arg(long)]
+    dev: String,
+    #[arg(long)]
+    netns: Option<String>,
+    /// Frames to send (cycled with --count); default: one UDP/IPv4 frame.
+    #[arg(long)]
+    pcap: Option<PathBuf>,
+    /// Frames to send in all (default: each pcap frame once, or 1).
+    #[arg(long)]
+    count: Option<u64>,
+}
+
+fn key(dev: &str, netns: Option<&str>) -> String {
+    match netns {
+        Some(n) => format!("{n}-{dev}"),
+        None => dev.to_string(),
+    }
+}
+
+/// `10s`, `500ms`, `2m`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let s = s.trim();
+    let (num, mul) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .with_context(|| format!("bad duration {s:?} (e.g. 10s, 500ms)"))?;
+    if !(v.is_finite() && v > 0.0) {
+        bail!("bad duration {s:?}: must be positive");
+    }
+    Ok(Duration::from_secs_f64(v * mul))
+}
+
+/// Moves this thread into a named network namespace (as `ip netns exec`
+/// would, but keeping the host's /sys/fs/bpf for the pins).
+pub fn enter_netns(name: &str) -> Result<()> {
+    let p = Path::new("/run/netns").join(name);
+    let f = fs::File::open(&p)
+        .with_context(|| format!("no network namespace {name:?} ({})", p.display()))?;
+    // SAFETY: a namespace fd and a valid nstype.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("entering netns {name}"));
+    }
+    Ok(())
+}
+
+pub fn ifindex(dev: &str) -> Result<u32> {
+    let c = CString::new(dev).context("device name with NUL")?;
+    // SAFETY: a NUL-terminated name.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        bail!("no network device {dev:?}");
+    }
+    Ok(i)
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn catch_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic (async-signal-safe).
+        unsafe {
+            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
+        }
+    }
+}
+
+/// The XDP program id on `ifindex` (0: none), in any mode.
+pub fn xdp_prog_on(ifindex: u32) -> Result<u32> {
+    let mut opts = libbpf_sys::bpf_xdp_query_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_xdp_query_opts>() as _,
+        ..Default::default()
+    };
+    // SAFETY: opts is sized and initialised.
+    let rc = unsafe { libbpf_sys::bpf_xdp_query(ifindex as i32, 0, &mut opts) };
+    if rc < 0 {
+        bail!(
+            "querying XDP on ifindex {ifindex}: {}",
+            std::io::Error::from_raw_os_error(-rc)
+        );
+    }
+    Ok(opts
+        .prog_id
+        .max(opts.drv_prog_id)
+        .max(opts.skb_prog_id)
+        .max(opts.hw_prog_id))
+}
+
+/// Everything `run` sets up, undone on drop even on error paths: the XDP
+/// link (closing it detaches), the pins and the state file.
+struct Attached {
+    link: Option<OwnedFd>,
+    ifindex: u32,
+    pins: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
+}
+
+impl Attached {
+    fn detach(&mut self) -> Result<()> {
+        self.link.take();
+        for p in self.pins.drain(..) {
+            let _ = fs::remove_file(&p);
+        }
+        for d in self.dirs.drain(..).rev() {
+            let _ = fs::remove_dir(&d);
+        }
+        let left = xdp_prog_on(self.ifindex)?;
+        if left != 0 {
+            bail!("an XDP program (id {left}) is still attached after detaching");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        if self.link.is_some() || !self.pins.is_empty() {
+            let _ = self.detach();
+        }
+    }
+}
+
+fn attach(prog_fd: i32, ifindex: u32, mode: XdpMode, dev: &str) -> Result<OwnedFd> {
+    let flags = match mode {
+        XdpMode::Native => libbpf_sys::XDP_FLAGS_DRV_MODE,
+        XdpMode::Generic => libbpf_sys::XDP_FLAGS_SKB_MODE,
+    };
+    let opts = libbpf_sys::bpf_link_create_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_link_create_opts>() as _,
+        flags,
+        ..Default::default()
+    };
+    // A bpf_link rather than a netlink attach: the kernel detaches it when
+    // the last fd closes, so even a killed inxpect leaves nothing behind.
+    // SAFETY: valid fds and opts.
+    let fd =
+        unsafe { libbpf_sys::bpf_link_create(prog_fd, ifindex as i32, libbpf_sys::BPF_XDP, &opts) };
+    if fd < 0 {
+        let e = std::io::Error::from_raw_os_error(-fd);
+        let hint = match -fd {
+            libc::EOPNOTSUPP => format!(": {dev} has no native XDP support; try --mode generic"),
+            libc::EBUSY | libc::EEXIST => format!(": {dev} already has an XDP program"),
+            _ => String::new(),
+        };
+        bail!("attaching to {dev}: {e}{hint}");
+    }
+    // SAFETY: a new link fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn is_bpffs(p: &Path) -> bool {
+    let Ok(c) = CString::new(p.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: zeroed statfs and a NUL-terminated path.
+    unsafe {
+        let mut s: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut s) == 0 && s.f_type as u64 == 0xcafe_4a11
+    }
+}
+
+fn interval_table(m: &Manifest, now: &Snapshot, prev: &Snapshot, secs: f64, unit: &str) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let runs = now.runs.runs.saturating_sub(prev.runs.runs);
+    let _ = writeln!(
+        o,
+        "[{secs:7.1}s] runs {} (+{runs}, {:.0}/s)  sampled {}",
+        now.runs.runs,
+        runs as f64 / secs.max(1e-9),
+        now.runs.sampled
+    );
+    let _ = writeln!(
+        o,
+        "  {:<16} {:>10} {:>10} {:>10} {:>10} {:>10}   ({unit})",
+        "REGION", "COUNT", "+COUNT", "MEAN", "+MEAN", "+P99"
+    );
+    for ((r, n), p) in m.regions.iter().zip(&now.regions).zip(&prev.regions) {
+        let d = n.since(p);
+        let _ = writeln!(
+            o,
+            "  {:<16} {:>10} {:>10} {:>10.1} {:>10.1} {:>10.1}",
+            r.name,
+            n.count,
+            d.count,
+            n.mean(0),
+            d.mean(0),
+            d.quantile(0, 0.99)
+        );
+    }
+    o
+}
+
+fn describe(m: &Manifest, c: &Config) -> String {
+    let on: Vec<&str> = m
+        .regions
+        .iter()
+        .filter(|r| c.is_enabled(r.id))
+        .map(|r| r.name.as_str())
+        .collect();
+    format!(
+        "sample 1/{}, enabled: {}",
+        1u64 << c.sample_shift,
+        if on.is_empty() {
+            "none".into()
+        } else {
+            on.join(",")
+        }
+    )
+}
+
+pub fn run(a: RunArgs) -> Result<()> {
+    let c = &a.common;
+    let interval = parse_duration(&a.interval)?;
+    let duration = a.duration.as_deref().map(parse_duration).transpose()?;
+    if let Some(ns) = &a.netns {
+        enter_netns(ns)?;
+    }
+    let ifindex = ifindex(&a.dev)?;
+    let bytes = std::fs::read(&c.obj).with_context(|| format!("reading {}", c.obj.display()))?;
+    let b = backend(c, &bytes)?;
+    let cal = if c.no_calibrate {
+        None
+    } else {
+        Some(testrun::calibrate(&b)?)
+    };
+    let (l, cfg0) = load_for(c, &b, bytes)?;
+    let fd = l.prog_fd()?.as_raw_fd();
+    catch_signals();
+    let mut att = Attached {
+        link: None,
+        ifindex,
+        pins: Vec::new(),
+        dirs: Vec::new(),
+    };
+    att.link = Some(attach(fd, ifindex, a.mode, &a.dev)?);
+
+    let k = key(&a.dev, a.netns.as_deref());
+    let pin_dir = a
+        .pin_dir
+        .clone()
+        .unwrap_or_else(|| Path::new(PIN_ROOT).join(&k));
+    let bpffs_root = pin_dir.parent().map(Path::to_path_buf).unwrap_or_default();
+    let root_is_bpf = is_bpffs(&bpffs_root) || is_bpffs(Path::new("/sys/fs/bpf"));
+    if root_is_bpf {
+        pin_maps(&l, &pin_dir, &mut att)?;
+        let state = Path::new(STATE_ROOT).join(format!("{k}.json"));
+        if fs::create_dir_all(STATE_ROOT).is_ok() {
+            let text = serde_json::to_string_pretty(&l.manifest)?;
+            fs::write(&state, text).with_context(|| format!("writing {}", state.display()))?;
+            att.pins.push(state);
+        }
+    } else {
+        note("no bpf filesystem at /sys/fs/bpf: maps not pinned, `inxpect set` unavailable");
+    }
+    note(&format!(
+        "attached {} to {} ({:?}); {}",
+        l.prog,
+        a.dev,
+        a.mode,
+        describe(&l.manifest, &cfg0)
+    ));
+
+    let live_to_stdout = c.format() == Format::Table;
+    let unit = crate::unit(&b);
+    let start = Instant::now();
+    let mut prev = stats::snapshot(&l)?;
+    let mut last = Instant::now();
+    let mut cfg_prev = cfg0.clone();
+    let cmap = l.config_map()?;
+    while !STOP.load(Ordering::SeqCst) {
+        if duration.is_some_and(|d| start.elapsed() >= d) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        if last.elapsed() < interval {
+            continue;
+        }
+        let now = stats::snapshot(&l)?;
+        let cfg = object::read_config(&cmap)?;
+        let mut text = String::new();
+        if cfg != cfg_prev {
+            text.push_str(&format!(
+                "inxpect: config changed: {}\n",
+                describe(&l.manifest, &cfg)
+            ));
+            cfg_prev = cfg;
+        }
+        text.push_str(&interval_table(
+            &l.manifest,
+            &now,
+            &prev,
+            last.elapsed().as_secs_f64(),
+            &unit,
+        ));
+        if live_to_stdout {
+            print!("{text}");
+            let _ = std::io::stdout().flush();
+        } else {
+            eprint!("{text}");
+        }
+        prev = now;
+        last = Instant::now();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let snap = stats::snapshot(&l)?;
+    let cfg = object::read_config(&cmap)?;
+    att.detach()?;
+    note(&format!("detached from {}", a.dev));
+    let names = b.event_names();
+    let r = Report {
+        schema: report::SCHEMA,
+        command: "run".into(),
+        object: c.obj.display().to_string(),
+        program: l.prog.clone(),
+        counter: b.counter.name().into(),
+        unit,
+        events: names.clone(),
+        sample: 1u64 << cfg.sample_shift,
+        runs: snap.runs,
+        test_run: None,
+        live: Some(LiveInfo {
+            device: a.dev.clone(),
+            mode: format!("{:?}", a.mode).to_lowercase(),
+            seconds: secs,
+        }),
+        regions: report::regions(&l.manifest, &snap, &cfg, &names, cal.as_ref()),
+        calibration: cal,
+    };
+    report::print(&r, c.format())
+}
+
+fn pin_maps(l: &object::Loaded, dir: &Path, att: &mut Attached) -> Result<()> {
+    // A previous run killed with SIGKILL leaves its pins: the device is free
+    // again (its link died with it), so they are stale.
+    if dir.exists() {
+        for n in ["config", "stats"] {
+            let _ = fs::remove_file(dir.join(n));
+        }
+    }
+    let mut missing = Vec::new();
+    let mut d = dir.to_path_buf();
+    while !d.exists() {
+        missing.push(d.clone());
+        if !d.pop() {
+            break;
+        }
+    }
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    att.dirs.extend(missing.into_iter().rev());
+    for (n, mut m) in [
+        ("config", l.config_map()?),
+        ("stats", l.map(runtime::MAP_STATS)?),
+    ] {
+        let p = dir.join(n);
+        let _ = &mut m;
+        pin(&m, &p)?;
+        att.pins.push(p);
+    }
+    Ok(())
+}
+
+fn pin(m: &libbpf_rs::Map<'_>, p: &Path) -> Result<()> {
+    let c = CString::new(p.as_os_str().as_encoded_bytes()).context("pin path with NUL")?;
+    // SAFETY: a map fd and a NUL-terminated path.
+    let rc = unsafe { libbpf_sys::bpf_obj_pin(m.as_fd().as_raw_fd(), c.as_ptr()) };
+    if rc < 0 {
+        bail!(
+            "pinning {}: {}",
+            p.display(),
+            std::io::Error::from_raw_os_error(-rc)
+        );
+    }
+    Ok(())
+}
+
+pub fn set(a: SetArgs) -> Result<()> {
+    let root = Path::new(PIN_ROOT);
+    let (dir, k) = match (&a.pin_dir, &a.dev) {
+        (Some(d), _) => (
+            d.clone(),
+            d.file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        ),
+        (None, Some(dev)) => {
+            let k = key(dev, a.netns.as_deref());
+            (root.join(&k), k)
+        }
+        (None, None) => {
+            let running: Vec<String> = fs::read_dir(root)
+                .map(|r| {
+                    r.filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            match running.as_slice() {
+                [one] => (root.join(one), one.clone()),
+                [] => bail!("no `inxpect run` is running (nothing under {PIN_ROOT})"),
+                many => bail!(
+                    "several `inxpect run`s ({}): pick one with --dev",
+                    many.join(", ")
+                ),
+            }
+        }
+    };
+    let cfg_pin = dir.join("config");
+    if !cfg_pin.exists() {
+        bail!("no running `inxpect run` pinned {}", cfg_pin.display());
+    }
+    let map = libbpf_rs::MapHandle::from_pinned_path(&cfg_pin)
+        .with_context(|| format!("opening {}", cfg_pin.display()))?;
+    let mut c = object::read_config(&map)?;
+    let manifest: Option<Manifest> =
+        fs::read_to_string(Path::new(STATE_ROOT).join(format!("{k}.json")))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+    let ids = |list: &str| -> Result<Vec<u32>> {
+        match &manifest {
+            Some(m) => object::region_ids(m, list),
+            None => list
+                .split(',')
+                .map(|s| {
+                    s.trim()
+                        .parse::<u32>()
+                        .with_context(|| format!("no manifest for {k}: give region ids, not {s:?}"))
+                })
+                .collect(),
+        }
+    };
+    if let Some(s) = &a.sample {
+        c.sample_shift = crate::parse_sample(s)?;
+    }
+    if let Some(l) = &a.enable {
+        for id in ids(l)? {
+            c.set_enabled(id, true);
+        }
+    }
+    if let Some(l) = &a.disable {
+        for id in ids(l)? {
+            c.set_enabled(id, false);
+        }
+    }
+    object::write_config(&map, &c)?;
+    match &manifest {
+        Some(m) => println!("inxpect: {k}: {}", describe(m, &c)),
+        None => println!("inxpect: {k}: sample 1/{}", 1u64 << c.sample_shift),
+    }
+    Ok(())
+}
+
+/// A broadcast UDP/IPv4 frame (60 bytes): every XDP program sees it.
+fn default_frame() -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend([0x02, 0, 0, 0, 0, 1, 0x08, 0x00]);
+    let ip = [
+        0x45, 0, 0, 46, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 1, 2, 3,
+    ];
+    f.extend(ip);
+    f.extend([0x30, 0x39, 0x00, 0x35, 0, 26, 0, 0]);
+    f.resize(60, 0);
+    f
+}
+
+pub fn replay(a: ReplayArgs) -> Result<()> {
+    if let Some(ns) = &a.netns {
+        enter_netns(ns)?;
+    }
+    let idx = ifindex(&a.dev)?;
+    let frames = match &a.pcap {
+        Some(p) => crate::pcap::read(p)?,
+        None => vec![default_frame()],
+    };
+    if frames.is_empty() {
+        bail!("no frames to send");
+    }
+    let count = a.count.unwrap_or(frames.len() as u64);
+    let proto = (libc::ETH_P_ALL as u16).to_be();
+    // SAFETY: plain socket syscall.
+    let s = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
+    if s < 0 {
+        return Err(std::io::Error::last_os_error()).context("AF_PACKET socket");
+    }
+    // SAFETY: we own the new socket.
+    let sock = unsafe { OwnedFd::from_raw_fd(s) };
+    // SAFETY: zeroed sockaddr_ll filled with the device.
+    let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sa.sll_family = libc::AF_PACKET as u16;
+    sa.sll_protocol = proto;
+    sa.sll_ifindex = idx as i32;
+    sa.sll_halen = 6;
+    let mut sent = 0u64;
+    for i in 0..count {
+        let f = &frames[(i % frames.len() as u64) as usize];
+        // SAFETY: f and sa are valid for the lengths given.
+        let rc = unsafe {
+            libc::sendto(
+                sock.as_raw_fd(),
+                f.as_ptr().cast(),
+                f.len(),
+                0,
+                (&sa as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("sending frame {i} on {}", a.dev));
+        }
+        sent += 1;
+    }
+    println!("inxpect: sent {sent} frames on {}", a.dev);
+    Ok(())
+}
