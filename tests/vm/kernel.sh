@@ -50,13 +50,8 @@ pick_release() {
   echo "$krel"
 }
 
-# apt-get download of exact names; retried after apt-get update because a
-# security update can make the lists' version vanish from the mirror.
 download() {
   local dir=$1; shift
-  (cd "$dir" && apt-get download -q -o APT::Sandbox::User=root "$@" >&2) && return 0
-  log "apt-get download failed; running apt-get update and retrying"
-  apt-get update -qq >&2
   (cd "$dir" && apt-get download -q -o APT::Sandbox::User=root "$@" >&2)
 }
 
@@ -99,8 +94,8 @@ prepare() {
   6.12) kbuild_pkg="linux-kbuild-$abi" ;;
   esac
   download "$dir/debs" "linux-image-$krel" "linux-headers-$krel" \
-    "linux-headers-$abi-common" "$kbuild_pkg"
-  for deb in "$dir"/debs/*.deb; do dpkg -x "$deb" "$dir/root"; done
+    "linux-headers-$abi-common" "$kbuild_pkg" || return 1
+  for deb in "$dir"/debs/*.deb; do dpkg -x "$deb" "$dir/root" || return 1; done
 
   h=$dir/root/usr/src/linux-headers-$krel
   [ -f "$h/Makefile" ] || die "no headers in $h"
@@ -114,7 +109,14 @@ prepare() {
 }
 
 krel=$(pick_release)
-prepare "$krel"
+if ! prepare "$krel"; then
+  # Stale apt lists: a security update removed that version from the
+  # mirror. Refresh, pick again (maybe a newer release) and retry once.
+  log "download of $krel failed; running apt-get update and retrying"
+  apt-get update -qq >&2 || true
+  krel=$(pick_release)
+  prepare "$krel" || die "cannot download the $krel packages"
+fi
 dir=$cache/$krel
 kdir=$dir/root/usr/src/linux-headers-$krel
 btfids=$kdir/tools/bpf/resolve_btfids/resolve_btfids

@@ -12,7 +12,8 @@
  *                           [--packet FILE] [--dump MAP]...
  *       loads OBJ, test_runs each XDP/TC program (or only NAME) N times
  *       (default 1; 0 = load only) on a 64-byte UDP frame or FILE's bytes,
- *       checks the verdict if --retval is given, prints the MAPs.
+ *       checks the verdict if --retval is given, prints the MAPs' entries
+ *       (only values that are not all zero; per-CPU maps one line per CPU).
  *   inxpect-vm-test rmmod
  *       unloads the module (retrying while programs are being freed).
  *
@@ -517,6 +518,14 @@ static const char *base_name(const char *p)
 	return s ? s + 1 : p;
 }
 
+static bool memchr_nonzero(const unsigned char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i])
+			return true;
+	return false;
+}
+
 static int dump_map(const char *oname, struct bpf_object *obj, const char *mname)
 {
 	struct bpf_map *m = bpf_object__find_map_by_name(obj, mname);
@@ -552,6 +561,10 @@ static int dump_map(const char *oname, struct bpf_object *obj, const char *mname
 		if (bpf_map_lookup_elem(fd, key, val))
 			continue;
 		for (size_t c = 0; c < ncpu; c++) {
+			/* Absent means zero: keeps big arrays off the slow
+			 * serial console. */
+			if (!memchr_nonzero(val + c * stride, vsz))
+				continue;
 			printf("INXPECT-VM-MAP obj=%s map=%s key=", oname, mname);
 			print_hex(key, ksz);
 			if (percpu)
