@@ -42,8 +42,9 @@ pick_release() {
     krel=$(newest_available)
   fi
   if [ -z "$krel" ]; then
-    krel=$(find "$cache" -maxdepth 2 -name .ready -path "*/$series*" 2>/dev/null |
-      xargs -r -n1 dirname | xargs -r -n1 basename | sort -V | tail -n1)
+    krel=$(find "$cache" -maxdepth 2 -name .ready 2>/dev/null | xargs -r -n1 dirname |
+      xargs -r -n1 basename | sed 's/^/linux-image-/' | grep -E "$pattern" | sort -V |
+      tail -n1 | sed 's/^linux-image-//')
     [ -n "$krel" ] && log "using cached $krel"
   fi
   [ -n "$krel" ] || die "cannot find a linux-image matching $pattern (apt sources need bookworm-security)"
