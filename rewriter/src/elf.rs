@@ -20,7 +20,7 @@ pub const R_BPF_64_32: u32 = 10;
 pub const SHT_LLVM_ADDRSIG: u32 = 0x6fff_4c03;
 
 /// Raw ELF constants (object 0.40 wraps them in newtypes; we keep raw values).
-mod elf {
+mod raw {
     pub const ET_REL: u16 = 1;
     pub const SHT_PROGBITS: u32 = 1;
     pub const SHT_SYMTAB: u32 = 2;
@@ -50,10 +50,10 @@ pub struct Section {
 
 impl Section {
     pub fn is_exec(&self) -> bool {
-        self.sh_type == elf::SHT_PROGBITS && self.flags & elf::SHF_EXECINSTR as u64 != 0
+        self.sh_type == raw::SHT_PROGBITS && self.flags & raw::SHF_EXECINSTR as u64 != 0
     }
     pub fn is_rel(&self) -> bool {
-        self.sh_type == elf::SHT_REL || self.sh_type == elf::SHT_RELA
+        self.sh_type == raw::SHT_REL || self.sh_type == raw::SHT_RELA
     }
 }
 
@@ -76,10 +76,10 @@ impl Symbol {
         self.info >> 4
     }
     pub fn is_func(&self) -> bool {
-        self.kind() == elf::STT_FUNC
+        self.kind() == raw::STT_FUNC
     }
     pub fn is_section(&self) -> bool {
-        self.kind() == elf::STT_SECTION
+        self.kind() == raw::STT_SECTION
     }
 }
 
@@ -129,7 +129,7 @@ impl Elf {
             return Err(Error::NotBpf(machine));
         }
         let etype = hdr.e_type(LE).0;
-        if etype != elf::ET_REL {
+        if etype != raw::ET_REL {
             return Err(Error::NotRelocatable(etype));
         }
         let table = hdr.sections(LE, data).map_err(|e| {
@@ -143,7 +143,7 @@ impl Elf {
                 .map_err(|e| {
                     Error::malformed(format!("section #{i} name: {e}"), Loc::sec("<headers>"))
                 })?;
-            let bytes = if sh.sh_type(LE).0 == elf::SHT_NOBITS {
+            let bytes = if sh.sh_type(LE).0 == raw::SHT_NOBITS {
                 Vec::new()
             } else {
                 sh.data(LE, data)
@@ -170,7 +170,7 @@ impl Elf {
                 align: sh.sh_addralign(LE),
                 entsize: sh.sh_entsize(LE),
                 data: bytes,
-                nobits_size: (sh.sh_type(LE).0 == elf::SHT_NOBITS).then(|| sh.sh_size(LE)),
+                nobits_size: (sh.sh_type(LE).0 == raw::SHT_NOBITS).then(|| sh.sh_size(LE)),
             });
         }
         let mut out = Elf {
@@ -182,7 +182,7 @@ impl Elf {
         out.symtab = out
             .sections
             .iter()
-            .position(|s| s.sh_type == elf::SHT_SYMTAB);
+            .position(|s| s.sh_type == raw::SHT_SYMTAB);
         if let Some(st) = out.symtab {
             out.symbols = out.parse_symbols(st)?;
         }
@@ -192,7 +192,7 @@ impl Elf {
 
     fn parse_symbols(&self, st: usize) -> Result<Vec<Symbol>> {
         let s = &self.sections[st];
-        if s.data.len() % 24 != 0 {
+        if !s.data.len().is_multiple_of(24) {
             return Err(Error::malformed(
                 "symbol table size is not a multiple of 24",
                 Loc::sec(&s.name),
@@ -258,9 +258,9 @@ impl Elf {
 
     pub fn relocations(&self, rel_idx: usize) -> Result<Vec<Rel>> {
         let s = &self.sections[rel_idx];
-        let rela = s.sh_type == elf::SHT_RELA;
+        let rela = s.sh_type == raw::SHT_RELA;
         let esz = if rela { 24 } else { 16 };
-        if s.data.len() % esz != 0 {
+        if !s.data.len().is_multiple_of(esz) {
             return Err(Error::malformed(
                 "relocation section size is not a multiple of its entry size",
                 Loc::sec(&s.name),
@@ -281,7 +281,7 @@ impl Elf {
     }
 
     pub fn set_relocations(&mut self, rel_idx: usize, rels: &[Rel]) {
-        let rela = self.sections[rel_idx].sh_type == elf::SHT_RELA;
+        let rela = self.sections[rel_idx].sh_type == raw::SHT_RELA;
         let mut out = Vec::with_capacity(rels.len() * 24);
         for r in rels {
             out.extend_from_slice(&r.offset.to_le_bytes());
@@ -321,7 +321,7 @@ impl Elf {
         self.sections.push(Section {
             name: name.to_string(),
             name_off,
-            sh_type: elf::SHT_PROGBITS,
+            sh_type: raw::SHT_PROGBITS,
             flags: 0,
             link: 0,
             info: 0,
@@ -341,8 +341,8 @@ impl Elf {
         let name = format!(".rel{}", self.sections[target].name);
         self.add_note_section(&name, Vec::new())?;
         let s = self.sections.last_mut().expect("just added");
-        s.sh_type = elf::SHT_REL;
-        s.flags = elf::SHF_INFO_LINK as u64;
+        s.sh_type = raw::SHT_REL;
+        s.flags = raw::SHF_INFO_LINK as u64;
         s.link = symtab as u32;
         s.info = target as u32;
         s.align = 8;
@@ -354,18 +354,18 @@ impl Elf {
         let mut out = self.ehdr.clone();
         let mut offsets = Vec::with_capacity(self.sections.len());
         for (i, s) in self.sections.iter().enumerate() {
-            if i == 0 || s.sh_type == elf::SHT_NOBITS {
+            if i == 0 || s.sh_type == raw::SHT_NOBITS {
                 offsets.push(if i == 0 { 0 } else { out.len() as u64 });
                 continue;
             }
             let a = s.align.max(1) as usize;
-            while out.len() % a != 0 {
+            while !out.len().is_multiple_of(a) {
                 out.push(0);
             }
             offsets.push(out.len() as u64);
             out.extend_from_slice(&s.data);
         }
-        while out.len() % 8 != 0 {
+        while !out.len().is_multiple_of(8) {
             out.push(0);
         }
         let shoff = out.len() as u64;

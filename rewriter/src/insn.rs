@@ -418,13 +418,28 @@ mod tests {
             imm: 5,
             ..Default::default()
         };
+        // bpf_ktime_get_ns takes no argument; map_lookup_elem reads R1, R2;
+        // a kfunc's arity is unknown here, so all five count as read.
         assert_eq!(
             call.effect(),
             Effect {
-                uses: ARGS,
+                uses: 0,
                 defs: CALLER_SAVED
             }
         );
+        let lookup = Insn {
+            code: 0x85,
+            imm: 1,
+            ..Default::default()
+        };
+        assert_eq!(lookup.effect().uses, 0b110);
+        let kfunc = Insn {
+            code: 0x85,
+            src: PSEUDO_KFUNC_CALL,
+            imm: 77,
+            ..Default::default()
+        };
+        assert_eq!(kfunc.effect().uses, ARGS);
         let exit = Insn {
             code: 0x95,
             ..Default::default()

@@ -6,6 +6,10 @@
 //! offset) → [`elf`] (write). The output carries a self-description in its
 //! `.inxpect` section ([`runtime::Manifest`]).
 
+// Errors carry their full location (section, offset, source line); they are
+// the cold path, so their size is not worth boxing.
+#![allow(clippy::result_large_err)]
+
 pub mod btf_ext;
 pub mod cfg;
 pub mod dump;

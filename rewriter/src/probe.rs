@@ -178,7 +178,7 @@ pub fn plan(elf: &Elf, ext: Option<&BtfExt>, mode: Mode, only: Option<&[String]>
         Mode::Functions => {
             for &fi in &user {
                 let f = &funcs[fi];
-                if only.is_some_and(|o| !o.iter().any(|x| *x == f.name)) {
+                if only.is_some_and(|o| !o.contains(&f.name)) {
                     continue;
                 }
                 let a = cfg::analyse(elf, f, &cfg::CallUses::new())?;

@@ -7,12 +7,32 @@ mod common;
 
 use inxpect_rewriter::{dump, instrument, Counter, Mode, Options};
 
-const APPS: [&str; 10] = ["drop", "drop_sub", "cms", "cms_sub", "nat", "nat_sub", "router", "router_sub", "tunnel", "tunnel_sub"];
+const APPS: [&str; 10] = [
+    "drop",
+    "drop_sub",
+    "cms",
+    "cms_sub",
+    "nat",
+    "nat_sub",
+    "router",
+    "router_sub",
+    "tunnel",
+    "tunnel_sub",
+];
 
 fn rewritten(app: &str, mode: Mode, counter: Counter) -> String {
     let p = common::root().join(format!("testdata/objects/{app}.clang-O2-g.o"));
     let input = std::fs::read(&p).expect("object");
-    let r = instrument(&input, &Options { mode, counter, events: 1, only: None }).expect("instrument");
+    let r = instrument(
+        &input,
+        &Options {
+            mode,
+            counter,
+            events: 1,
+            only: None,
+        },
+    )
+    .expect("instrument");
     let text = dump::dump(&r.object, true).expect("dump");
     // The runtime's own code is the committed runtime object: cut it so the
     // snapshot shows the user's code and its probes.
@@ -20,7 +40,9 @@ fn rewritten(app: &str, mode: Mode, counter: Counter) -> String {
     let mut skip = false;
     for l in text.lines() {
         if l.ends_with(':') && !l.starts_with(' ') {
-            skip = l.starts_with("__inxpect_run_begin") || l.starts_with("__inxpect_start:") || l.starts_with("__inxpect_end:");
+            skip = l.starts_with("__inxpect_run_begin")
+                || l.starts_with("__inxpect_start:")
+                || l.starts_with("__inxpect_end:");
         }
         if l.starts_with("section ") {
             skip = false;
@@ -36,14 +58,20 @@ fn rewritten(app: &str, mode: Mode, counter: Counter) -> String {
 #[test]
 fn sections_mode_every_app() {
     for app in APPS {
-        insta::assert_snapshot!(format!("sections__{app}"), rewritten(app, Mode::Sections, Counter::Ktime));
+        insta::assert_snapshot!(
+            format!("sections__{app}"),
+            rewritten(app, Mode::Sections, Counter::Ktime)
+        );
     }
 }
 
 #[test]
 fn functions_mode_every_app() {
     for app in APPS {
-        insta::assert_snapshot!(format!("functions__{app}"), rewritten(app, Mode::Functions, Counter::Ktime));
+        insta::assert_snapshot!(
+            format!("functions__{app}"),
+            rewritten(app, Mode::Functions, Counter::Ktime)
+        );
     }
 }
 
@@ -52,7 +80,16 @@ fn each_backend_links_its_runtime() {
     for c in [Counter::Ktime, Counter::Perf, Counter::Tsc, Counter::Pmc] {
         let p = common::root().join("testdata/objects/drop.clang-O2-g.o");
         let input = std::fs::read(&p).expect("object");
-        let r = instrument(&input, &Options { mode: Mode::Sections, counter: c, events: 1, only: None }).expect("instrument");
+        let r = instrument(
+            &input,
+            &Options {
+                mode: Mode::Sections,
+                counter: c,
+                events: 1,
+                only: None,
+            },
+        )
+        .expect("instrument");
         let full = dump::dump(&r.object, true).expect("dump");
         insta::assert_snapshot!(format!("backend__{}", c.name()), full);
     }

@@ -28,8 +28,11 @@ fn percpu_u64(obj: &Object, map: &str, key: u32, off: usize) -> Result<u64> {
         .sum())
 }
 
+/// (map name, key, value per CPU or the single value)
+type MapEntry = (String, Vec<u8>, Vec<Vec<u8>>);
+
 /// Every entry of every map the app owns (not the runtime's), for comparison.
-fn app_maps(obj: &Object) -> Result<Vec<(String, Vec<u8>, Vec<Vec<u8>>)>> {
+fn app_maps(obj: &Object) -> Result<Vec<MapEntry>> {
     let mut out = Vec::new();
     for m in obj.maps() {
         let name = m.name().to_string_lossy().to_string();
