@@ -120,14 +120,14 @@ impl RegionStats {
     }
 }
 
-/// The value range of a bucket, as [lo, hi) in reals: bucket b >= 1 covers
+/// The value range of a bucket: bucket b >= 1 covers
 /// the integers 2^(b-1) ..= 2^b - 1.
 fn bucket_range(b: usize) -> (f64, f64) {
     if b == 0 {
         (0.0, 0.0)
     } else {
         let lo = 2f64.powi(b as i32 - 1);
-        (lo, 2.0 * lo)
+        (lo, 2.0 * lo - 1.0)
     }
 }
 
