@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf()
 }
 
 pub fn bin() -> Command {
@@ -16,11 +19,18 @@ pub fn bin() -> Command {
 }
 
 pub fn corpus() -> String {
-    root().join("testdata/packets/corpus.pcap").display().to_string()
+    root()
+        .join("testdata/packets/corpus.pcap")
+        .display()
+        .to_string()
 }
 
 pub fn object(name: &str) -> String {
-    root().join("testdata/objects").join(name).display().to_string()
+    root()
+        .join("testdata/objects")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 /// Frames in the corpus, counted independently of the loader's reader.
@@ -48,9 +58,8 @@ pub fn json(args: &[&str]) -> serde_json::Value {
         "inxpect {args:?} failed: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!("not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout))
-    });
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)));
     assert_eq!(v["schema"], "inxpect-report/1");
     v
 }
@@ -59,8 +68,14 @@ pub fn json(args: &[&str]) -> serde_json::Value {
 pub fn fails(args: &[&str], want: &str) {
     let o = run(args);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "inxpect {args:?} succeeded; stderr: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("inxpect: error:")).collect();
+    assert!(
+        !o.status.success(),
+        "inxpect {args:?} succeeded; stderr: {err}"
+    );
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("inxpect: error:"))
+        .collect();
     assert_eq!(lines.len(), 1, "want one error line, stderr: {err}");
     assert!(lines[0].contains(want), "{:?} lacks {want:?}", lines[0]);
 }
@@ -70,6 +85,11 @@ pub fn region_counts(v: &serde_json::Value) -> Vec<(String, u64)> {
         .as_array()
         .expect("regions")
         .iter()
-        .map(|r| (r["name"].as_str().unwrap().to_string(), r["count"].as_u64().unwrap()))
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_string(),
+                r["count"].as_u64().unwrap(),
+            )
+        })
         .collect()
 }

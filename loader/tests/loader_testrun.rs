@@ -6,7 +6,15 @@ use common::*;
 #[test]
 fn drop_counts_every_frame_once_per_region() {
     let n = corpus_frames();
-    let v = json(&["test-run", &object("drop.clang-O2-g.o"), "--pcap", &corpus(), "--counter", "ktime", "--json"]);
+    let v = json(&[
+        "test-run",
+        &object("drop.clang-O2-g.o"),
+        "--pcap",
+        &corpus(),
+        "--counter",
+        "ktime",
+        "--json",
+    ]);
     assert_eq!(v["command"], "test-run");
     assert_eq!(v["counter"], "ktime");
     assert_eq!(v["unit"], "ns");
@@ -22,7 +30,12 @@ fn drop_counts_every_frame_once_per_region() {
     assert_eq!(r["function"], "xdp_drop");
     assert!(r["line"].as_str().unwrap().starts_with("drop.bpf.c:"));
     let raw = &r["events"][0]["raw"];
-    let (mn, p50, p99, mx) = (raw["min"].as_f64().unwrap(), raw["p50"].as_f64().unwrap(), raw["p99"].as_f64().unwrap(), raw["max"].as_f64().unwrap());
+    let (mn, p50, p99, mx) = (
+        raw["min"].as_f64().unwrap(),
+        raw["p50"].as_f64().unwrap(),
+        raw["p99"].as_f64().unwrap(),
+        raw["max"].as_f64().unwrap(),
+    );
     assert!(mn <= p50 && p50 <= p99 && p99 <= mx, "{raw}");
     assert!(r["events"][0]["calibrated"].is_object());
 }
@@ -30,7 +43,17 @@ fn drop_counts_every_frame_once_per_region() {
 #[test]
 fn sampling_one_in_eight() {
     let n = corpus_frames();
-    let v = json(&["test-run", &object("drop.clang-O2-g.o"), "--pcap", &corpus(), "--counter", "ktime", "--sample", "1/8", "--json"]);
+    let v = json(&[
+        "test-run",
+        &object("drop.clang-O2-g.o"),
+        "--pcap",
+        &corpus(),
+        "--counter",
+        "ktime",
+        "--sample",
+        "1/8",
+        "--json",
+    ]);
     assert_eq!(v["sample"].as_u64(), Some(8));
     assert_eq!(v["sampled"].as_u64(), Some(n / 8));
     for (name, c) in region_counts(&v) {
@@ -41,12 +64,26 @@ fn sampling_one_in_eight() {
 #[test]
 fn repeat_multiplies_runs() {
     let n = corpus_frames();
-    let v = json(&["test-run", &object("drop_sub.clang-O2.o"), "--pcap", &corpus(), "--counter", "ktime", "--repeat", "3", "--json", "--no-calibrate"]);
+    let v = json(&[
+        "test-run",
+        &object("drop_sub.clang-O2.o"),
+        "--pcap",
+        &corpus(),
+        "--counter",
+        "ktime",
+        "--repeat",
+        "3",
+        "--json",
+        "--no-calibrate",
+    ]);
     assert_eq!(v["runs"].as_u64(), Some(3 * n));
     assert!(v["calibration"].is_null());
     let counts = region_counts(&v);
     assert!(counts.len() >= 2, "{counts:?}");
-    assert_eq!(counts.iter().find(|(n, _)| n == "verdict").map(|c| c.1), Some(3 * n));
+    assert_eq!(
+        counts.iter().find(|(n, _)| n == "verdict").map(|c| c.1),
+        Some(3 * n)
+    );
 }
 
 /// Calibration subtracts the cost of an empty region, measured separately:
@@ -55,8 +92,19 @@ fn repeat_multiplies_runs() {
 /// mean (raw is ~35-45 ns here, the difference is typically under 5 ns).
 #[test]
 fn calibration_cancels_an_empty_region() {
-    let calib = root().join("loader/calib/empty.bpf.o").display().to_string();
-    let v = json(&["test-run", &calib, "--pcap", &corpus(), "--counter", "ktime", "--json"]);
+    let calib = root()
+        .join("loader/calib/empty.bpf.o")
+        .display()
+        .to_string();
+    let v = json(&[
+        "test-run",
+        &calib,
+        "--pcap",
+        &corpus(),
+        "--counter",
+        "ktime",
+        "--json",
+    ]);
     let ev = &v["regions"][0]["events"][0];
     let raw = ev["raw"]["mean"].as_f64().unwrap();
     let cal = ev["calibrated"]["mean"].as_f64().unwrap();
@@ -68,18 +116,65 @@ fn calibration_cancels_an_empty_region() {
 
 #[test]
 fn app_maps_from_config_and_functions_mode() {
-    let cfg = root().join("testdata/packets/config.json").display().to_string();
-    let v = json(&["test-run", &object("nat.clang-O2-g.o"), "--pcap", &corpus(), "--counter", "ktime", "--json", "--no-calibrate", "--config", &cfg, "--app", "nat"]);
-    assert!(v["test_run"]["verdicts"].as_object().unwrap().len() >= 2, "{}", v["test_run"]);
+    let cfg = root()
+        .join("testdata/packets/config.json")
+        .display()
+        .to_string();
+    let v = json(&[
+        "test-run",
+        &object("nat.clang-O2-g.o"),
+        "--pcap",
+        &corpus(),
+        "--counter",
+        "ktime",
+        "--json",
+        "--no-calibrate",
+        "--config",
+        &cfg,
+        "--app",
+        "nat",
+    ]);
+    assert!(
+        v["test_run"]["verdicts"].as_object().unwrap().len() >= 2,
+        "{}",
+        v["test_run"]
+    );
     assert!(region_counts(&v).iter().any(|(_, c)| *c > 0));
-    let plain = root().join("loader/tests/data/plain.bpf.o").display().to_string();
-    let v = json(&["test-run", &plain, "--functions", "--pcap", &corpus(), "--counter", "ktime", "--json", "--no-calibrate"]);
-    assert_eq!(region_counts(&v), vec![("xdp_plain".to_string(), corpus_frames())]);
+    let plain = root()
+        .join("loader/tests/data/plain.bpf.o")
+        .display()
+        .to_string();
+    let v = json(&[
+        "test-run",
+        &plain,
+        "--functions",
+        "--pcap",
+        &corpus(),
+        "--counter",
+        "ktime",
+        "--json",
+        "--no-calibrate",
+    ]);
+    assert_eq!(
+        region_counts(&v),
+        vec![("xdp_plain".to_string(), corpus_frames())]
+    );
 }
 
 #[test]
 fn regions_filter_disables_the_others() {
-    let v = json(&["test-run", &object("router.clang-O2-g.o"), "--pcap", &corpus(), "--counter", "ktime", "--json", "--no-calibrate", "--regions", "lookup"]);
+    let v = json(&[
+        "test-run",
+        &object("router.clang-O2-g.o"),
+        "--pcap",
+        &corpus(),
+        "--counter",
+        "ktime",
+        "--json",
+        "--no-calibrate",
+        "--regions",
+        "lookup",
+    ]);
     for r in v["regions"].as_array().unwrap() {
         let on = r["name"] == "lookup";
         assert_eq!(r["enabled"].as_bool(), Some(on));
@@ -92,14 +187,32 @@ fn regions_filter_disables_the_others() {
 #[test]
 fn perf_counter_with_cpu_clock() {
     let n = corpus_frames();
-    let v = json(&["test-run", &object("drop.clang-O2.o"), "--pcap", &corpus(), "--counter", "perf", "--json", "--no-calibrate"]);
+    let v = json(&[
+        "test-run",
+        &object("drop.clang-O2.o"),
+        "--pcap",
+        &corpus(),
+        "--counter",
+        "perf",
+        "--json",
+        "--no-calibrate",
+    ]);
     assert_eq!(v["events"][0], "cpu-clock");
     assert_eq!(region_counts(&v)[0].1, n);
 }
 
 #[test]
 fn csv_one_row_per_region_and_event() {
-    let o = run(&["test-run", &object("router.clang-O2-g.o"), "--pcap", &corpus(), "--counter", "ktime", "--csv", "--no-calibrate"]);
+    let o = run(&[
+        "test-run",
+        &object("router.clang-O2-g.o"),
+        "--pcap",
+        &corpus(),
+        "--counter",
+        "ktime",
+        "--csv",
+        "--no-calibrate",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8(o.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -119,12 +232,22 @@ fn pre_instrumented_object_is_used_as_is() {
     std::fs::write(&out, done.object).unwrap();
     let p = out.to_str().unwrap();
     // auto takes the object's own counter (ktime), without the module note.
-    let o = run(&["test-run", p, "--pcap", &corpus(), "--json", "--no-calibrate"]);
+    let o = run(&[
+        "test-run",
+        p,
+        "--pcap",
+        &corpus(),
+        "--json",
+        "--no-calibrate",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(!String::from_utf8_lossy(&o.stderr).contains("no inxpect module"));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["counter"], "ktime");
     assert_eq!(region_counts(&v)[0].1, corpus_frames());
-    fails(&["test-run", p, "--pcap", &corpus(), "--counter", "perf"], "already instrumented");
+    fails(
+        &["test-run", p, "--pcap", &corpus(), "--counter", "perf"],
+        "already instrumented",
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
