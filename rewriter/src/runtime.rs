@@ -17,6 +17,9 @@ pub const PREFIX: &str = "__inxpect_";
 pub const RUNTIME_STACK: i64 = 64;
 
 pub const MAP_CONFIG: &str = ".data.inxpect";
+/// Read-only `u32 inxpect_kfuncs` (pmc, tsc): 1 = call the module's kfuncs.
+/// Set it to 0 in the open object before loading where the module is absent.
+pub const MAP_RODATA: &str = ".rodata.inxpect";
 pub const MAP_STATS: &str = "inxpect_stats";
 pub const MAP_PCPU: &str = "inxpect_pcpu";
 pub const MAP_PERF: &str = "inxpect_perf";

@@ -21,6 +21,14 @@
 
 #define __probe static __attribute__((noinline, used))
 
+/*
+ * Whether the module's kfuncs may be called (pmc, tsc). A read-only flag the
+ * verifier folds, not bpf_ksym_exists(): kernels before 6.4 refuse the
+ * latter's ld_imm64 of a kfunc ("isn't KIND_VAR"). The loader clears it
+ * before loading where the module is absent; the dead call is then removed.
+ */
+const volatile __u32 inxpect_kfuncs SEC(".rodata.inxpect") = 1;
+
 volatile struct inxpect_config inxpect_config SEC(".data.inxpect") = {
 	.enabled = { ~0ULL, ~0ULL, ~0ULL, ~0ULL },
 	.sample_shift = 0,
@@ -43,7 +51,7 @@ struct {
 
 #if defined(INXPECT_BACKEND_PMC)
 extern __u64 inxpect_read_pmc(__u32 slot) __ksym __weak;
-#define COUNTER_PRESENT() bpf_ksym_exists(inxpect_read_pmc)
+#define COUNTER_PRESENT() inxpect_kfuncs
 #define READ_COUNTERS(v)                                    \
 	do {                                                \
 		(v)[0] = inxpect_read_pmc(0);               \
@@ -56,7 +64,7 @@ extern __u64 inxpect_read_pmc(__u32 slot) __ksym __weak;
 	} while (0)
 #elif defined(INXPECT_BACKEND_TSC)
 extern __u64 inxpect_read_tsc(void) __ksym __weak;
-#define COUNTER_PRESENT() bpf_ksym_exists(inxpect_read_tsc)
+#define COUNTER_PRESENT() inxpect_kfuncs
 #define READ_COUNTERS(v) ((v)[0] = inxpect_read_tsc())
 #elif defined(INXPECT_BACKEND_KTIME)
 #define COUNTER_PRESENT() 1
@@ -160,7 +168,7 @@ __probe int __inxpect_end(__u32 id)
 	h = &p->held[id];
 	/* Guarded END: only a START of this very run counts (markers may be
 	 * moved by the compiler, and an early return may skip an END). */
-	if (!h->run || h->run != p->cur)
+	if (!h->run || h->run != p->cur || !COUNTER_PRESENT())
 		return 0;
 	READ_COUNTERS(now);
 	h->run = 0;
