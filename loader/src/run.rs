@@ -342,10 +342,10 @@ pub fn run(a: RunArgs) -> Result<()> {
         note("no bpf filesystem at /sys/fs/bpf: maps not pinned, `inxpect set` unavailable");
     }
     note(&format!(
-        "attached {} to {} ({:?}); {}",
+        "attached {} to {} ({}); {}",
         l.prog,
         a.dev,
-        a.mode,
+        format!("{:?}", a.mode).to_lowercase(),
         describe(&l.manifest, &cfg0)
     ));
 

@@ -197,9 +197,11 @@ mod tests {
 
     #[test]
     fn quantile_inside_one_bucket() {
-        let mut s = RegionStats::default();
         // 100 values of 5 (bucket 3 = [4, 7]).
-        s.count = 100;
+        let mut s = RegionStats {
+            count: 100,
+            ..Default::default()
+        };
         s.sum[0] = 500;
         s.min[0] = 5;
         s.max[0] = 5;
@@ -210,8 +212,10 @@ mod tests {
 
     #[test]
     fn quantile_interpolates() {
-        let mut s = RegionStats::default();
-        s.count = 100;
+        let mut s = RegionStats {
+            count: 100,
+            ..Default::default()
+        };
         s.min[0] = 1;
         s.max[0] = 1000;
         s.hist[0][1] = 50; // value 1

@@ -55,10 +55,12 @@ fn prog<'a>(l: &'a Loaded) -> Result<libbpf_rs::ProgramMut<'a>> {
 pub fn run_frame(l: &Loaded, frame: &[u8], repeat: u32) -> Result<u32> {
     let p = prog(l)?;
     let mut out = vec![0u8; frame.len() + OUT_SLACK];
-    let mut input = ProgramInput::default();
-    input.data_in = Some(frame);
-    input.data_out = Some(&mut out);
-    input.repeat = repeat;
+    let input = ProgramInput {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        repeat,
+        ..Default::default()
+    };
     let res = p.test_run(input).context("BPF_PROG_TEST_RUN")?;
     Ok(res.return_value)
 }
