@@ -4,6 +4,7 @@
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -143,6 +144,19 @@ pub fn load(prep: &Prepared, want: Option<&str>, perf: Option<&PerfAttr>) -> Res
                 p.section()
             ),
             _ => {}
+        }
+    }
+    // The runtime calls the module's kfuncs only while `inxpect_kfuncs` (the
+    // first u32 of `.rodata.inxpect`) is 1; clear it where the module is
+    // absent so the verifier drops the calls and the object still loads.
+    let kfuncs = Path::new("/sys/kernel/btf/inxpect").exists();
+    for mut m in open.maps_mut() {
+        if m.name().to_string_lossy().ends_with(".rodata.inxpect") {
+            if let Some(v) = m.initial_value_mut() {
+                if v.len() >= 4 {
+                    v[..4].copy_from_slice(&u32::from(kfuncs).to_ne_bytes());
+                }
+            }
         }
     }
     take_log();
