@@ -31,6 +31,8 @@ pub struct BtfExt {
     pub records: Vec<Record>,
     /// The `.BTF` string section, for section and file names.
     pub strings: Vec<u8>,
+    /// line_info per section, sorted by `insn_off`: (insn_off, record index).
+    lines: std::collections::HashMap<String, Vec<(u32, usize)>>,
 }
 
 fn rd32(b: &[u8], o: usize) -> Result<u32> {
@@ -121,18 +123,32 @@ impl BtfExt {
                 }
             }
         }
-        Ok(BtfExt { records, strings })
+        let mut lines: std::collections::HashMap<String, Vec<(u32, usize)>> = Default::default();
+        for (i, r) in records
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.kind == Kind::Line)
+        {
+            lines
+                .entry(r.section.clone())
+                .or_default()
+                .push((r.insn_off, i));
+        }
+        for v in lines.values_mut() {
+            v.sort();
+        }
+        Ok(BtfExt {
+            records,
+            strings,
+            lines,
+        })
     }
 
     /// `file:line` of the last line_info at or before `insn_off` in `section`.
     pub fn line_of(&self, section: &str, insn_off: u64) -> Option<String> {
-        let r = self
-            .records
-            .iter()
-            .filter(|r| {
-                r.kind == Kind::Line && r.section == section && r.insn_off as u64 <= insn_off
-            })
-            .max_by_key(|r| r.insn_off)?;
+        let v = self.lines.get(section)?;
+        let k = v.partition_point(|(o, _)| (*o as u64) <= insn_off);
+        let r = &self.records[v.get(k.checked_sub(1)?)?.1];
         let file = cstr(&self.strings, r.file_name_off as usize)?;
         let short = file.rsplit('/').next().unwrap_or(&file).to_string();
         Some(format!("{short}:{}", r.line_col >> 10))

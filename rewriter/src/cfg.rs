@@ -59,12 +59,31 @@ pub fn functions(elf: &Elf) -> Result<Vec<Func>> {
     Ok(out)
 }
 
+/// Up to two successors of an instruction, without a heap allocation each.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Succs([u32; 2]);
+
+const NONE: u32 = u32::MAX;
+
+impl Succs {
+    fn push(&mut self, t: usize) {
+        let slot = if self.0[0] == NONE { 0 } else { 1 };
+        self.0[slot] = t as u32;
+    }
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0.iter().filter(|&&t| t != NONE).map(|&t| t as usize)
+    }
+    pub fn contains(&self, t: usize) -> bool {
+        self.iter().any(|x| x == t)
+    }
+}
+
 /// Per-function analysis results, indexed by slot - `func.start`.
 pub struct Analysis {
     pub insns: Vec<Insn>,
     /// `Some` for instruction slots, `None` for the second half of `ld_imm64`.
     pub is_insn: Vec<bool>,
-    pub succs: Vec<Vec<usize>>,
+    pub succs: Vec<Succs>,
     pub live_in: Vec<u16>,
     pub must_init: Vec<u16>,
     /// Deepest stack byte the function touches, as a positive depth below R10.
@@ -176,14 +195,14 @@ pub fn analyse(elf: &Elf, f: &Func, calls: &CallUses) -> Result<Analysis> {
             i += 1;
         }
     }
-    let mut succs = vec![Vec::new(); n];
+    let mut succs = vec![Succs([NONE; 2]); n];
     for i in 0..n {
         if !is_insn[i] {
             continue;
         }
         let x = &insns[i];
         let next = i + if x.is_ld_imm64() { 2 } else { 1 };
-        let mut s = Vec::with_capacity(2);
+        let mut s = Succs([NONE; 2]);
         if x.is_exit() {
         } else if x.is_branch() {
             let t = i as i64 + 1 + x.branch_off();
@@ -200,7 +219,7 @@ pub fn analyse(elf: &Elf, f: &Func, calls: &CallUses) -> Result<Analysis> {
         } else {
             s.push(next);
         }
-        if s.iter().any(|&t| t >= n) {
+        if s.iter().any(|t| t >= n) {
             return Err(Error::malformed(
                 format!("control falls off the end of function {}", f.name),
                 loc(i),
@@ -208,17 +227,24 @@ pub fn analyse(elf: &Elf, f: &Func, calls: &CallUses) -> Result<Analysis> {
         }
         succs[i] = s;
     }
+    // Effects once: the fixpoints below revisit every slot several times.
+    let eff: Vec<crate::insn::Effect> = (0..n)
+        .map(|i| {
+            let mut e = insns[i].effect();
+            if let Some(&u) = calls.get(&(f.sec, f.start + i)) {
+                e.uses = u;
+            }
+            e
+        })
+        .collect();
     // Backward liveness to a fixpoint.
     let mut live_in = vec![0u16; n];
     let mut changed = true;
     while changed {
         changed = false;
         for i in (0..n).rev().filter(|&i| is_insn[i]) {
-            let mut e = insns[i].effect();
-            if let Some(&u) = calls.get(&(f.sec, f.start + i)) {
-                e.uses = u;
-            }
-            let out = succs[i].iter().fold(0, |a, &s| a | live_in[s]);
+            let e = eff[i];
+            let out = succs[i].iter().fold(0, |a, s| a | live_in[s]);
             let new = e.uses | (out & !e.defs);
             if new != live_in[i] {
                 live_in[i] = new;
@@ -234,28 +260,47 @@ pub fn analyse(elf: &Elf, f: &Func, calls: &CallUses) -> Result<Analysis> {
     } else {
         live_in[0] & crate::insn::ARGS
     };
+    // In place, in layout order, so a pass carries facts all the way down.
+    // Predecessors in CSR form: one allocation for the whole function.
+    let mut start = vec![0u32; n + 1];
+    for ss in &succs {
+        for t in ss.iter() {
+            start[t + 1] += 1;
+        }
+    }
+    for i in 0..n {
+        start[i + 1] += start[i];
+    }
+    let mut fill = start.clone();
+    let mut pred = vec![0u32; start[n] as usize];
+    for (i, ss) in succs.iter().enumerate() {
+        for t in ss.iter() {
+            pred[fill[t] as usize] = i as u32;
+            fill[t] += 1;
+        }
+    }
+    let preds = |i: usize| {
+        pred[start[i] as usize..start[i + 1] as usize]
+            .iter()
+            .map(|&p| p as usize)
+    };
+    let out_of = |i: usize, inn: u16| -> u16 {
+        if eff[i].defs == CALLER_SAVED {
+            (inn & !CALLER_SAVED) | 1
+        } else {
+            inn | eff[i].defs
+        }
+    };
     let mut must_init = vec![u16::MAX; n];
     must_init[0] = entry;
     changed = true;
     while changed {
         changed = false;
-        let mut next_in = vec![u16::MAX; n];
-        next_in[0] = entry;
         for i in (0..n).filter(|&i| is_insn[i]) {
-            let x = &insns[i];
-            let e = x.effect();
-            let out = if x.is_call() || e.defs == CALLER_SAVED {
-                (must_init[i] & !CALLER_SAVED) | 1
-            } else {
-                must_init[i] | e.defs
-            };
-            for &s in &succs[i] {
-                next_in[s] &= out;
-            }
-        }
-        for i in 0..n {
-            if next_in[i] != must_init[i] {
-                must_init[i] = next_in[i];
+            let top = if i == 0 { entry } else { u16::MAX };
+            let new = preds(i).fold(top, |acc, p| acc & out_of(p, must_init[p]));
+            if new != must_init[i] {
+                must_init[i] = new;
                 changed = true;
             }
         }
@@ -332,7 +377,7 @@ pub fn reachable(a: &Analysis, from: usize) -> Vec<bool> {
             continue;
         }
         seen[i] = true;
-        stack.extend(a.succs[i].iter().copied());
+        stack.extend(a.succs[i].iter());
     }
     seen
 }
@@ -341,14 +386,14 @@ pub fn reachable(a: &Analysis, from: usize) -> Vec<bool> {
 /// slot in `stops`.
 pub fn reachable_until(a: &Analysis, from: usize, stops: &[usize]) -> Vec<bool> {
     let mut seen = vec![false; a.insns.len()];
-    let mut stack: Vec<usize> = a.succs[from].clone();
+    let mut stack: Vec<usize> = a.succs[from].iter().collect();
     while let Some(i) = stack.pop() {
         if i >= seen.len() || seen[i] {
             continue;
         }
         seen[i] = true;
         if !stops.contains(&i) {
-            stack.extend(a.succs[i].iter().copied());
+            stack.extend(a.succs[i].iter());
         }
     }
     seen

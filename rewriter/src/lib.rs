@@ -267,7 +267,7 @@ fn emit(elf: &Elf, plan: &Plan) -> Result<Insertions> {
             continue;
         }
         let entry_jumped = (0..a.insns.len())
-            .any(|i| a.is_insn[i] && a.insns[i].is_branch() && a.succs[i].contains(&0));
+            .any(|i| a.is_insn[i] && a.insns[i].is_branch() && a.succs[i].contains(0));
         if entry_jumped {
             continue;
         }

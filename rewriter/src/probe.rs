@@ -292,15 +292,15 @@ fn check_region(
         let a = &analyses[&fi];
         let f = &funcs[fi];
         let mine: Vec<&&Marker> = ms.iter().filter(|m| m.func == fi).collect();
-        let mut reach_from_start = vec![false; a.insns.len()];
+        let ends: Vec<usize> = mine
+            .iter()
+            .filter(|e| !e.start)
+            .map(|e| e.slot - f.start)
+            .collect();
+        let mut seen_end = vec![false; ends.len()];
         for m in mine.iter().filter(|m| m.start) {
-            let r = cfg::reachable(a, m.slot - f.start);
-            let stops: Vec<usize> = mine
-                .iter()
-                .filter(|e| !e.start)
-                .map(|e| e.slot - f.start)
-                .collect();
-            let open = cfg::reachable_until(a, m.slot - f.start, &stops);
+            // Walk the open region: up to the ENDs, never through them.
+            let open = cfg::reachable_until(a, m.slot - f.start, &ends);
             if let Some(again) = mine.iter().find(|x| x.start && open[x.slot - f.start]) {
                 return Err(Error::DuplicateRegion {
                     name: name.into(),
@@ -309,27 +309,79 @@ fn check_region(
                     loc: loc(again),
                 });
             }
-            let ends_reached = mine.iter().any(|e| !e.start && r[e.slot - f.start]);
-            if !ends_reached {
+            let mut any = false;
+            for (k, &e) in ends.iter().enumerate() {
+                if open[e] {
+                    seen_end[k] = true;
+                    any = true;
+                }
+            }
+            if !any {
                 return Err(Error::StartWithoutEnd {
                     name: name.into(),
                     func: f.name.clone(),
                     loc: loc(m),
                 });
             }
-            for (x, y) in reach_from_start.iter_mut().zip(r) {
-                *x |= y;
-            }
         }
-        for m in mine.iter().filter(|m| !m.start) {
-            if !reach_from_start[m.slot - f.start] {
-                return Err(Error::EndBeforeStart {
-                    name: name.into(),
-                    func: f.name.clone(),
-                    loc: loc(m),
-                });
+        // An END behind another END (a second exit path) is fine as long as
+        // some START reaches it; only then walk the whole function.
+        if seen_end.iter().any(|s| !s) {
+            let mut reach = vec![false; a.insns.len()];
+            for m in mine.iter().filter(|m| m.start) {
+                for (x, y) in reach.iter_mut().zip(cfg::reachable(a, m.slot - f.start)) {
+                    *x |= y;
+                }
+            }
+            for m in mine.iter().filter(|m| !m.start) {
+                if !reach[m.slot - f.start] {
+                    return Err(Error::EndBeforeStart {
+                        name: name.into(),
+                        func: f.name.clone(),
+                        loc: loc(m),
+                    });
+                }
             }
         }
     }
     Ok(())
+}
+
+impl Plan {
+    /// The same probe points in `to`, an object that holds every code section
+    /// of `from` at the same offsets (what libbpf's linker produces when the
+    /// input is added first), so the checks are not run twice.
+    pub fn rebase(&self, from: &Elf, to: &Elf) -> Result<Plan> {
+        let funcs = cfg::functions(to)?;
+        let sec = |i: usize| -> Result<usize> {
+            let name = &from.sections[i].name;
+            to.section_index(name)
+                .filter(|&j| to.sections[j].data.len() >= from.sections[i].data.len())
+                .ok_or_else(|| {
+                    Error::Link(format!(
+                        "section {name} is missing or shorter after linking"
+                    ))
+                })
+        };
+        let mut points = Vec::with_capacity(self.points.len());
+        for p in &self.points {
+            let f = &self.funcs[p.func];
+            let s = sec(p.sec)?;
+            let func = funcs
+                .iter()
+                .position(|g| g.sec == s && g.start == f.start && g.name == f.name)
+                .ok_or_else(|| Error::Link(format!("function {} moved during linking", f.name)))?;
+            points.push(Point {
+                sec: s,
+                slot: p.slot,
+                func,
+                kind: p.kind,
+            });
+        }
+        Ok(Plan {
+            funcs,
+            points,
+            regions: self.regions.clone(),
+        })
+    }
 }
