@@ -123,11 +123,12 @@ impl BtfExt {
                 }
             }
         }
+        // Line 0 means "no line": answer with the row before, as DWARF readers do.
         let mut lines: std::collections::HashMap<String, Vec<(u32, usize)>> = Default::default();
         for (i, r) in records
             .iter()
             .enumerate()
-            .filter(|(_, r)| r.kind == Kind::Line)
+            .filter(|(_, r)| r.kind == Kind::Line && r.line_col >> 10 != 0)
         {
             lines
                 .entry(r.section.clone())

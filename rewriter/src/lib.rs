@@ -13,6 +13,7 @@
 pub mod btf_ext;
 pub mod cfg;
 pub mod dump;
+pub mod dwarf;
 pub mod elf;
 pub mod error;
 pub mod insn;
@@ -70,12 +71,11 @@ fn parse_ext(e: &Elf) -> Option<(usize, BtfExt)> {
 pub fn list(input: &[u8], opts: &Options) -> Result<Manifest> {
     let elf = Elf::parse(input)?;
     let ext = parse_ext(&elf);
-    let plan = probe::plan(
-        &elf,
-        ext.as_ref().map(|x| &x.1),
-        opts.mode,
-        opts.only.as_deref(),
-    )?;
+    let src = probe::Source {
+        dwarf: dwarf::Lines::parse(&elf),
+        ext: ext.as_ref().map(|x| &x.1),
+    };
+    let plan = probe::plan(&elf, &src, opts.mode, opts.only.as_deref())?;
     Ok(manifest(&elf, &plan, opts))
 }
 
@@ -144,13 +144,12 @@ pub fn instrument(input: &[u8], opts: &Options) -> Result<Instrumented> {
         return Err(Error::AlreadyInstrumented);
     }
     let ext = parse_ext(&elf);
+    let src = probe::Source {
+        dwarf: dwarf::Lines::parse(&elf),
+        ext: ext.as_ref().map(|x| &x.1),
+    };
     // Check everything on the input first: errors name the input's offsets.
-    let plan = probe::plan(
-        &elf,
-        ext.as_ref().map(|x| &x.1),
-        opts.mode,
-        opts.only.as_deref(),
-    )?;
+    let plan = probe::plan(&elf, &src, opts.mode, opts.only.as_deref())?;
     if plan.regions.is_empty() {
         return Err(Error::NothingToDo(match opts.mode {
             Mode::Sections => "no INXPECT_START/INXPECT_END markers found (use --functions to profile every function)".into(),
@@ -172,15 +171,7 @@ pub fn instrument(input: &[u8], opts: &Options) -> Result<Instrumented> {
     let linked = link::link(input, runtime::object(opts.counter, opts.events))?;
     let mut out = Elf::parse(&linked)?;
     let lext = parse_ext(&out);
-    let lplan = probe::plan(
-        &out,
-        lext.as_ref().map(|x| &x.1),
-        opts.mode,
-        opts.only.as_deref(),
-    )?;
-    if lplan.regions.len() != plan.regions.len() {
-        return Err(Error::Other("the linked object lost region markers".into()));
-    }
+    let lplan = plan.rebase(&elf, &out)?;
     let ins = emit(&out, &lplan)?;
     patch::apply(&mut out, lext.as_ref().map(|(i, x)| (*i, x)), &ins)?;
     let json = serde_json::to_vec_pretty(&m).map_err(|e| Error::Other(e.to_string()))?;

@@ -54,11 +54,23 @@ fn func_of(funcs: &[Func], sec: usize, slot: usize) -> Option<usize> {
         .position(|f| f.sec == sec && f.start <= slot && slot < f.end)
 }
 
-fn line(ext: Option<&BtfExt>, elf: &Elf, sec: usize, slot: usize) -> Option<String> {
-    ext?.line_of(&elf.sections[sec].name, slot as u64 * 8)
+/// Where source lines come from: DWARF first (what the author compiled),
+/// then `.BTF.ext` line_info (what the kernel shows).
+#[derive(Default)]
+pub struct Source<'a> {
+    pub dwarf: Option<crate::dwarf::Lines>,
+    pub ext: Option<&'a BtfExt>,
 }
 
-fn markers(elf: &Elf, funcs: &[Func], ext: Option<&BtfExt>) -> Result<Vec<Marker>> {
+fn line(src: &Source<'_>, elf: &Elf, sec: usize, slot: usize) -> Option<String> {
+    let off = slot as u64 * 8;
+    src.dwarf
+        .as_ref()
+        .and_then(|d| d.line_of(sec, off))
+        .or_else(|| src.ext?.line_of(&elf.sections[sec].name, off))
+}
+
+fn markers(elf: &Elf, funcs: &[Func], src: &Source<'_>) -> Result<Vec<Marker>> {
     let mut out = Vec::new();
     for s in &elf.symbols {
         let (rest, start) = if let Some(r) = s.name.strip_prefix(START) {
@@ -75,7 +87,7 @@ fn markers(elf: &Elf, funcs: &[Func], ext: Option<&BtfExt>) -> Result<Vec<Marker
             .map(|x| x.name.clone())
             .unwrap_or_default();
         let slot = (s.value / 8) as usize;
-        let loc = Loc::at(&secname, s.value).with_line(line(ext, elf, sec, slot));
+        let loc = Loc::at(&secname, s.value).with_line(line(src, elf, sec, slot));
         let bad = |what: &str| Error::BadMarker {
             symbol: s.name.clone(),
             what: what.into(),
@@ -115,7 +127,7 @@ fn markers(elf: &Elf, funcs: &[Func], ext: Option<&BtfExt>) -> Result<Vec<Marker
 }
 
 /// Finds the probe points. `only` restricts the regions by name.
-pub fn plan(elf: &Elf, ext: Option<&BtfExt>, mode: Mode, only: Option<&[String]>) -> Result<Plan> {
+pub fn plan(elf: &Elf, src: &Source<'_>, mode: Mode, only: Option<&[String]>) -> Result<Plan> {
     let funcs = cfg::functions(elf)?;
     let user: Vec<usize> = (0..funcs.len())
         .filter(|&i| !funcs[i].name.starts_with(PREFIX))
@@ -124,18 +136,18 @@ pub fn plan(elf: &Elf, ext: Option<&BtfExt>, mode: Mode, only: Option<&[String]>
     let mut regions: Vec<RegionDesc> = Vec::new();
     let site = |sec: usize, slot: usize| Site {
         offset: slot as u64 * 8,
-        line: line(ext, elf, sec, slot),
+        line: line(src, elf, sec, slot),
     };
     match mode {
         Mode::Sections => {
-            let ms = markers(elf, &funcs, ext)?;
+            let ms = markers(elf, &funcs, src)?;
             let mut by_name: IndexMap<&str, Vec<&Marker>> = IndexMap::new();
             for m in &ms {
                 by_name.entry(&m.name).or_default().push(m);
             }
             let mut analyses: IndexMap<usize, Analysis> = IndexMap::new();
             for (name, ms) in &by_name {
-                check_region(elf, &funcs, ext, name, ms, &mut analyses)?;
+                check_region(elf, &funcs, src, name, ms, &mut analyses)?;
             }
             for (name, ms) in by_name {
                 if only.is_some_and(|o| !o.iter().any(|x| x == name)) {
@@ -246,14 +258,14 @@ pub fn plan(elf: &Elf, ext: Option<&BtfExt>, mode: Mode, only: Option<&[String]>
 fn check_region(
     elf: &Elf,
     funcs: &[Func],
-    ext: Option<&BtfExt>,
+    src: &Source<'_>,
     name: &str,
     ms: &[&Marker],
     analyses: &mut IndexMap<usize, Analysis>,
 ) -> Result<()> {
     let loc = |m: &Marker| {
         Loc::at(&elf.sections[m.sec].name, m.slot as u64 * 8)
-            .with_line(line(ext, elf, m.sec, m.slot))
+            .with_line(line(src, elf, m.sec, m.slot))
     };
     let mut with_both: Vec<usize> = Vec::new();
     for m in ms {

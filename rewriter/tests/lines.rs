@@ -1,0 +1,51 @@
+//! Source lines: DWARF (gimli, with the object's relocations applied) and
+//! `.BTF.ext` line_info are two independent records of the same compile;
+//! they must agree wherever both exist.
+
+mod common;
+
+use inxpect_rewriter::btf_ext::BtfExt;
+use inxpect_rewriter::dwarf::Lines;
+use inxpect_rewriter::elf::Elf;
+
+#[test]
+fn dwarf_and_btf_line_info_agree_on_every_marker() {
+    let mut compared = 0;
+    for p in common::objects()
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("clang-O2-g"))
+    {
+        let bytes = std::fs::read(&p).expect("read");
+        let elf = Elf::parse(&bytes).expect("parse");
+        let dwarf = Lines::parse(&elf).unwrap_or_else(|| panic!("{}: no DWARF lines", p.display()));
+        let (e, b) = (
+            elf.section_index(".BTF.ext").expect("ext"),
+            elf.section_index(".BTF").expect("btf"),
+        );
+        let ext = BtfExt::parse(&elf.sections[e].data, &elf.sections[b].data).expect("btf.ext");
+        for s in elf
+            .symbols
+            .iter()
+            .filter(|s| s.name.starts_with("__inxpect_"))
+        {
+            let sec = s.shndx as usize;
+            let d = dwarf.line_of(sec, s.value).expect("dwarf line");
+            let b = ext
+                .line_of(&elf.sections[sec].name, s.value)
+                .expect("btf line");
+            assert_eq!(d, b, "{}: {} at {:#x}", p.display(), s.name, s.value);
+            compared += 1;
+        }
+    }
+    assert!(compared > 50, "only {compared} markers compared");
+}
+
+#[test]
+fn objects_without_dwarf_have_no_dwarf_lines() {
+    let p = common::root().join("testdata/objects/drop.clang-O2.o");
+    let elf = Elf::parse(&std::fs::read(p).expect("read")).expect("parse");
+    assert!(
+        Lines::parse(&elf).is_none(),
+        "clang-O2 objects are stripped of DWARF"
+    );
+}
