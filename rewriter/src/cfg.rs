@@ -117,8 +117,7 @@ fn call_target(
 /// to a fixpoint over the (acyclic) call graph.
 pub fn call_uses(elf: &Elf, funcs: &[Func]) -> Result<CallUses> {
     let mut rels: HashMap<(usize, usize), u32> = HashMap::new();
-    for (ri, r) in elf.sections.iter().enumerate().filter(|(_, r)| r.is_rel()) {
-        let _ = r;
+    for ri in (0..elf.sections.len()).filter(|&i| elf.sections[i].is_rel()) {
         for rel in elf.relocations(ri)? {
             rels.insert(
                 (elf.sections[ri].info as usize, rel.offset as usize / 8),

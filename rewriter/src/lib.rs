@@ -76,10 +76,10 @@ pub fn list(input: &[u8], opts: &Options) -> Result<Manifest> {
         ext: ext.as_ref().map(|x| &x.1),
     };
     let plan = probe::plan(&elf, &src, opts.mode, opts.only.as_deref())?;
-    Ok(manifest(&elf, &plan, opts))
+    Ok(manifest(&plan, opts))
 }
 
-fn manifest(elf: &Elf, plan: &Plan, opts: &Options) -> Manifest {
+fn manifest(plan: &Plan, opts: &Options) -> Manifest {
     Manifest {
         abi: runtime::ABI,
         mode: match opts.mode {
@@ -100,18 +100,7 @@ fn manifest(elf: &Elf, plan: &Plan, opts: &Options) -> Manifest {
             .collect(),
         regions: plan.regions.clone(),
     }
-    .tap(|_| {
-        let _ = elf;
-    })
 }
-
-trait Tap: Sized {
-    fn tap(self, f: impl FnOnce(&Self)) -> Self {
-        f(&self);
-        self
-    }
-}
-impl<T> Tap for T {}
 
 fn license_is_gpl(elf: &Elf) -> bool {
     let Some(i) = elf.section_index("license") else {
@@ -166,7 +155,7 @@ pub fn instrument(input: &[u8], opts: &Options) -> Result<Instrumented> {
     if elf.sections.iter().any(|s| s.name.starts_with(".debug_")) {
         warnings.push("DWARF dropped: libbpf's static linker discards it; .BTF.ext line info is kept and remapped".into());
     }
-    let m = manifest(&elf, &plan, opts);
+    let m = manifest(&plan, opts);
 
     let linked = link::link(input, runtime::object(opts.counter, opts.events))?;
     let mut out = Elf::parse(&linked)?;

@@ -328,3 +328,115 @@ fn kfunc_backends_load_without_the_module_when_flagged_off() {
         );
     }
 }
+
+/// Identity in the kernel: a rewrite that inserts nothing gives programs
+/// whose translated (post-verifier) code equals the input's.
+#[test]
+fn zero_probe_rewrite_gives_identical_xlated_programs() {
+    let dir = tempfile::tempdir().expect("tmp");
+    for (name, variant) in inxpect_tests::all_objects() {
+        let path = inxpect_tests::object_path(&name, variant);
+        let input = std::fs::read(&path).expect("object");
+        let out = dir.path().join(format!("{name}.{variant}.o"));
+        std::fs::write(
+            &out,
+            inxpect_rewriter::passthrough(&input).expect("passthrough"),
+        )
+        .expect("write");
+        let (a, b) = (
+            load_object(&path).expect("input loads"),
+            load_object(&out).expect("output loads"),
+        );
+        let (pa, pb) = (
+            only_program(&a).expect("prog"),
+            only_program(&b).expect("prog"),
+        );
+        assert_eq!(
+            inxpect_tests::xlated_insns(&pa).expect("xlated"),
+            inxpect_tests::xlated_insns(&pb).expect("xlated"),
+            "{name}.{variant}: xlated code differs after a zero-probe rewrite"
+        );
+    }
+}
+
+/// The output is an ordinary object: `bpftool prog loadall` and iproute2's
+/// `ip link set dev X xdp obj out.o sec xdp` load it.
+#[test]
+fn output_loads_with_bpftool_and_ip_link() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = std::fs::read(testdata().join("objects/router.clang-O2-g.o")).expect("object");
+    let r = instrument(&input, &Options::default()).expect("instrument");
+    let out = dir.path().join("router.prof.o");
+    std::fs::write(&out, &r.object).expect("write");
+
+    let pin = format!("/sys/fs/bpf/inxpect-test-{}", std::process::id());
+    let st = Command::new("bpftool")
+        .args(["prog", "loadall"])
+        .arg(&out)
+        .arg(&pin)
+        .status()
+        .expect("bpftool");
+    let _ = std::fs::remove_dir_all(&pin);
+    assert!(
+        st.success(),
+        "bpftool prog loadall refused the instrumented object"
+    );
+
+    let ns = format!("inxpect-ip-{}", std::process::id());
+    let sh = |args: &[&str]| {
+        Command::new("ip")
+            .args(args)
+            .status()
+            .expect("ip")
+            .success()
+    };
+    struct Ns(String);
+    impl Drop for Ns {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &self.0])
+                .status();
+        }
+    }
+    assert!(sh(&["netns", "add", &ns]));
+    let _guard = Ns(ns.clone());
+    assert!(sh(&[
+        "-n", &ns, "link", "add", "v0", "type", "veth", "peer", "name", "v1"
+    ]));
+    let o = out.to_string_lossy().to_string();
+    assert!(
+        sh(&[
+            "-n",
+            &ns,
+            "link",
+            "set",
+            "dev",
+            "v0",
+            "xdpgeneric",
+            "obj",
+            &o,
+            "sec",
+            "xdp"
+        ]),
+        "ip link refused the object"
+    );
+    let show = Command::new("ip")
+        .args(["-n", &ns, "link", "show", "dev", "v0"])
+        .output()
+        .expect("ip");
+    assert!(
+        String::from_utf8_lossy(&show.stdout).contains("xdpgeneric"),
+        "no XDP program on v0 after ip link"
+    );
+    assert!(sh(&[
+        "-n",
+        &ns,
+        "link",
+        "set",
+        "dev",
+        "v0",
+        "xdpgeneric",
+        "off"
+    ]));
+}
