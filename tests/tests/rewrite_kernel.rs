@@ -440,3 +440,128 @@ fn output_loads_with_bpftool_and_ip_link() {
         "off"
     ]));
 }
+
+/// Region shapes the apps may not cover: nested regions, a region in a
+/// bounded loop, a region that starts in the program and ends in a
+/// subprogram, and early returns inside a region. Each region's count must
+/// be what the code executes.
+#[test]
+fn region_shapes_count_as_executed() {
+    pin_to_cpu0();
+    let src = r#"
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "inxpect.h"
+char _license[] SEC("license") = "GPL";
+volatile int sink;
+
+static __noinline int finish(int v)
+{
+	sink = v;
+	INXPECT_END(across);
+	return v & 1;
+}
+
+SEC("xdp") int shapes(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	int i, n;
+
+	INXPECT_START(outer);
+	INXPECT_START(inner);
+	sink = 1;
+	INXPECT_END(inner);
+	if (data + 1 > end) {
+		INXPECT_END(outer);
+		return XDP_ABORTED;
+	}
+	n = *(unsigned char *)data & 7;
+	INXPECT_END(outer);
+	for (i = 0; i < 8; i++) {
+		if (i >= n)
+			break;
+		INXPECT_START(loop);
+		sink += i;
+		INXPECT_END(loop);
+	}
+	INXPECT_START(early);
+	if (n == 3) {
+		INXPECT_END(early);
+		return XDP_DROP;
+	}
+	INXPECT_END(early);
+	INXPECT_START(across);
+	return finish(n) ? XDP_PASS : XDP_TX;
+}
+"#;
+    let dir = tempfile::tempdir().expect("tmp");
+    let c = dir.path().join("shapes.bpf.c");
+    std::fs::write(&c, src).expect("write");
+    let o = dir.path().join("shapes.o");
+    let st = std::process::Command::new("clang")
+        .args([
+            "-O2",
+            "-g",
+            "-target",
+            "bpf",
+            "-I/usr/include/x86_64-linux-gnu",
+        ])
+        .arg(format!(
+            "-I{}",
+            inxpect_tests::repo_root()
+                .join("runtime-bpf/include")
+                .display()
+        ))
+        .arg("-c")
+        .arg(&c)
+        .arg("-o")
+        .arg(&o)
+        .status()
+        .expect("clang");
+    assert!(st.success());
+    let input = std::fs::read(&o).expect("object");
+    let r = instrument(&input, &Options::default()).expect("instrument");
+    let out = dir.path().join("shapes.prof.o");
+    std::fs::write(&out, &r.object).expect("write");
+    let (orig, inst) = (
+        load_object(&o).expect("load"),
+        load_object(&out).expect("load instrumented"),
+    );
+    let (po, pi) = (
+        only_program(&orig).expect("prog"),
+        only_program(&inst).expect("prog"),
+    );
+
+    let mut want: std::collections::BTreeMap<&str, u64> = Default::default();
+    for first in 0u8..=255 {
+        let mut frame = vec![first; 64];
+        frame[1] = 0;
+        assert_eq!(
+            test_run(&po, &frame).expect("run"),
+            test_run(&pi, &frame).expect("run"),
+            "frame {first}"
+        );
+        let n = (first & 7) as u64;
+        *want.entry("outer").or_default() += 1;
+        *want.entry("inner").or_default() += 1;
+        *want.entry("loop").or_default() += n;
+        *want.entry("early").or_default() += 1;
+        *want.entry("across").or_default() += u64::from(n != 3);
+    }
+    for reg in &r.manifest.regions {
+        let got =
+            percpu_u64(&inst, runtime::MAP_STATS, reg.id, runtime::stats::COUNT).expect("stats");
+        assert_eq!(
+            Some(&got),
+            want.get(reg.name.as_str()),
+            "region {}",
+            reg.name
+        );
+    }
+    assert_eq!(
+        r.manifest.regions.len(),
+        want.len(),
+        "{:?}",
+        r.manifest.regions
+    );
+}
