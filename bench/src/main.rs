@@ -153,7 +153,7 @@ fn targets(rows: &[OverheadRow], noise: &[NoiseRow], rw: Option<&str>) -> String
         for (m, name) in [(Method::Repeat, "repeat"), (Method::Single, "fresh frame")] {
             if let Some(r) = find(rows, app, m, v, shift) {
                 let (x, ok) = f(r);
-                meas.push(format!("{name}: {x:.1}{}", if x > 2.0 { "%" } else { "x" }));
+                meas.push(format!("{name}: {x:.1}%"));
                 verdicts.push(format!("{} ({name})", met(ok)));
             }
         }
