@@ -24,6 +24,11 @@ pub const CALL: u8 = 0x80;
 pub const EXIT: u8 = 0x90;
 
 pub const LD_IMM64: u8 = 0x18;
+pub const SIZE_W: u8 = 0x00;
+pub const SIZE_DW: u8 = 0x18;
+pub const OP_ADD: u8 = 0x00;
+pub const OP_AND: u8 = 0x50;
+pub const OP_LSH: u8 = 0x60;
 pub const PSEUDO_CALL: u8 = 1;
 pub const PSEUDO_KFUNC_CALL: u8 = 2;
 pub const PSEUDO_FUNC: u8 = 4;
@@ -140,6 +145,74 @@ impl Insn {
             src,
             off,
             imm: 0,
+        }
+    }
+    /// The two slots of `dst = imm64` (0 here: a relocation fills it).
+    pub fn ld_imm64(dst: u8) -> [Insn; 2] {
+        [
+            Insn {
+                code: LD_IMM64,
+                dst,
+                src: 0,
+                off: 0,
+                imm: 0,
+            },
+            Insn::default(),
+        ]
+    }
+    pub fn ldx(size: u8, dst: u8, src: u8, off: i16) -> Insn {
+        Insn {
+            code: CLS_LDX | 0x60 | size,
+            dst,
+            src,
+            off,
+            imm: 0,
+        }
+    }
+    pub fn alu64_imm(op: u8, dst: u8, imm: i32) -> Insn {
+        Insn {
+            code: CLS_ALU64 | op,
+            dst,
+            src: 0,
+            off: 0,
+            imm,
+        }
+    }
+    pub fn alu64_reg(op: u8, dst: u8, src: u8) -> Insn {
+        Insn {
+            code: CLS_ALU64 | op | 0x08,
+            dst,
+            src,
+            off: 0,
+            imm: 0,
+        }
+    }
+    /// `if dst == imm goto +off` (`ne`: `!=`).
+    pub fn jeq_imm(dst: u8, imm: i32, off: i16, ne: bool) -> Insn {
+        Insn {
+            code: CLS_JMP | if ne { 0x50 } else { 0x10 },
+            dst,
+            src: 0,
+            off,
+            imm,
+        }
+    }
+    pub fn ja(off: i16) -> Insn {
+        Insn {
+            code: CLS_JMP | JA,
+            dst: 0,
+            src: 0,
+            off,
+            imm: 0,
+        }
+    }
+    pub fn helper_call(id: i32) -> Insn {
+        Insn {
+            code: CLS_JMP | CALL,
+            dst: 0,
+            src: 0,
+            off: 0,
+            imm: id,
         }
     }
     pub fn pseudo_call(imm: i32) -> Insn {

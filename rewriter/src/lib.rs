@@ -201,10 +201,89 @@ enum SaveTo {
     Stack(i16),
 }
 
-fn runtime_symbol(elf: &Elf, name: &str) -> Result<usize> {
+/// Symbol indices of what the inlined probes refer to.
+struct RuntimeSyms {
+    start: usize,
+    end: usize,
+    pcpu: usize,
+    zero: usize,
+    config: usize,
+}
+
+/// The inlined body of one probe (registers R0..R5 are free here: the
+/// caller saved what is live).
+///
+/// Every probe first finds this CPU's `inxpect_pcpu` entry (a map lookup the
+/// verifier inlines for per-CPU arrays on recent kernels). A program entry
+/// then counts the run and decides the sampling; a START or END calls the
+/// runtime only when this run is sampled (`cur != 0`), so an unsampled run
+/// costs a few loads and a branch per probe and no call.
+fn probe_body(k: Kind, s: &RuntimeSyms) -> Vec<NewInsn> {
+    use insn::{OP_ADD, OP_AND, OP_LSH, SIZE_DW, SIZE_W};
+    use runtime::{config, pcpu};
+    let p = NewInsn::plain;
+    let ld = |dst: u8, sym: usize| {
+        let [a, b] = Insn::ld_imm64(dst);
+        [
+            NewInsn {
+                insn: a,
+                call: None,
+                load: Some(sym),
+            },
+            p(b),
+        ]
+    };
+    let mut v: Vec<NewInsn> = Vec::new();
+    v.extend(ld(1, s.pcpu));
+    v.extend(ld(2, s.zero));
+    v.push(p(Insn::helper_call(1))); // bpf_map_lookup_elem
+    let [cfg0, cfg1] = ld(2, s.config);
+    let tail: Vec<NewInsn> = match k {
+        Kind::RunBegin => vec![
+            p(Insn::ldx(SIZE_DW, 1, 0, pcpu::RUNS as i16)),
+            p(Insn::alu64_imm(OP_ADD, 1, 1)),
+            p(Insn::stx_dw(0, pcpu::RUNS as i16, 1)),
+            cfg0,
+            cfg1,
+            p(Insn::ldx(SIZE_W, 2, 2, config::SAMPLE_SHIFT as i16)),
+            p(Insn::alu64_imm(OP_AND, 2, 63)),
+            p(Insn::mov64_imm(3, 1)),
+            p(Insn::alu64_reg(OP_LSH, 3, 2)),
+            p(Insn::alu64_imm(OP_ADD, 3, -1)),
+            p(Insn::alu64_reg(OP_AND, 3, 1)),
+            // Sampled when (runs & mask) == 0: cur = runs, sampled++; else cur = 0.
+            p(Insn::jeq_imm(3, 0, 2, false)),
+            p(Insn::mov64_imm(1, 0)),
+            p(Insn::ja(3)),
+            p(Insn::ldx(SIZE_DW, 2, 0, pcpu::SAMPLED as i16)),
+            p(Insn::alu64_imm(OP_ADD, 2, 1)),
+            p(Insn::stx_dw(0, pcpu::SAMPLED as i16, 2)),
+            p(Insn::stx_dw(0, pcpu::CUR as i16, 1)),
+        ],
+        Kind::Start(id) | Kind::End(id) => vec![
+            p(Insn::ldx(SIZE_DW, 1, 0, pcpu::CUR as i16)),
+            p(Insn::jeq_imm(1, 0, 2, false)),
+            p(Insn::mov64_imm(1, id as i32)),
+            NewInsn {
+                insn: Insn::pseudo_call(-1),
+                call: Some(if matches!(k, Kind::Start(_)) {
+                    s.start
+                } else {
+                    s.end
+                }),
+                load: None,
+            },
+        ],
+    };
+    v.push(p(Insn::jeq_imm(0, 0, tail.len() as i16, false)));
+    v.extend(tail);
+    v
+}
+
+fn runtime_symbol(elf: &Elf, name: &str, func: bool) -> Result<usize> {
     elf.symbols
         .iter()
-        .position(|s| s.name == name && s.is_func())
+        .position(|s| s.name == name && s.is_func() == func && s.shndx != 0)
         .ok_or_else(|| Error::Link(format!("runtime function {name} missing after linking")))
 }
 
@@ -212,9 +291,13 @@ fn runtime_symbol(elf: &Elf, name: &str) -> Result<usize> {
 /// callee-saved ones first, then below the function's deepest stack slot),
 /// call the runtime, restore.
 fn emit(elf: &Elf, plan: &Plan) -> Result<Insertions> {
-    let run_begin = runtime_symbol(elf, runtime::FN_RUN_BEGIN)?;
-    let start = runtime_symbol(elf, runtime::FN_START)?;
-    let end = runtime_symbol(elf, runtime::FN_END)?;
+    let syms = RuntimeSyms {
+        start: runtime_symbol(elf, runtime::FN_START, true)?,
+        end: runtime_symbol(elf, runtime::FN_END, true)?,
+        pcpu: runtime_symbol(elf, runtime::MAP_PCPU, false)?,
+        zero: runtime_symbol(elf, "inxpect_zero", false)?,
+        config: runtime_symbol(elf, "inxpect_config", false)?,
+    };
     let mut groups: BTreeMap<(usize, usize), Vec<Kind>> = BTreeMap::new();
     let mut func_of: BTreeMap<(usize, usize), usize> = BTreeMap::new();
     for p in &plan.points {
@@ -255,10 +338,7 @@ fn emit(elf: &Elf, plan: &Plan) -> Result<Insertions> {
         let entry_init = a.must_init[0];
         let at_entry: Vec<NewInsn> = (0..6u8)
             .filter(|r| need & !entry_init & (1 << r) != 0)
-            .map(|r| NewInsn {
-                insn: Insn::mov64_imm(r, 0),
-                call: None,
-            })
+            .map(|r| NewInsn::plain(Insn::mov64_imm(r, 0)))
             .collect();
         if !at_entry.is_empty() {
             out.entry(f.sec)
@@ -272,10 +352,7 @@ fn emit(elf: &Elf, plan: &Plan) -> Result<Insertions> {
             }
             let seq: Vec<NewInsn> = (1..6u8)
                 .filter(|r| need & (1 << r) != 0)
-                .map(|r| NewInsn {
-                    insn: Insn::mov64_imm(r, 0),
-                    call: None,
-                })
+                .map(|r| NewInsn::plain(Insn::mov64_imm(r, 0)))
                 .collect();
             if !seq.is_empty() {
                 out.entry(f.sec)
@@ -316,38 +393,24 @@ fn emit(elf: &Elf, plan: &Plan) -> Result<Insertions> {
                 saves.push((r, SaveTo::Stack(-(need as i16))));
             }
         }
-        let mut seq: Vec<NewInsn> = Vec::new();
-        let mut plain = |insn| seq.push(NewInsn { insn, call: None });
-        for (r, to) in &saves {
-            plain(match to {
-                SaveTo::Reg(c) => Insn::mov64_reg(*c, *r),
-                SaveTo::Stack(off) => Insn::stx_dw(10, *off, *r),
-            });
-        }
+        let mut seq: Vec<NewInsn> = saves
+            .iter()
+            .map(|(r, to)| {
+                NewInsn::plain(match to {
+                    SaveTo::Reg(c) => Insn::mov64_reg(*c, *r),
+                    SaveTo::Stack(off) => Insn::stx_dw(10, *off, *r),
+                })
+            })
+            .collect();
         for k in kinds {
-            let (arg, callee) = match k {
-                Kind::RunBegin => (None, run_begin),
-                Kind::Start(id) => (Some(id), start),
-                Kind::End(id) => (Some(id), end),
-            };
-            if let Some(id) = arg {
-                seq.push(NewInsn {
-                    insn: Insn::mov64_imm(1, id as i32),
-                    call: None,
-                });
-            }
-            seq.push(NewInsn {
-                insn: Insn::pseudo_call(-1),
-                call: Some(callee),
-            });
+            seq.extend(probe_body(k, &syms));
         }
-        for (r, from) in &saves {
-            let insn = match from {
+        seq.extend(saves.iter().map(|(r, from)| {
+            NewInsn::plain(match from {
                 SaveTo::Reg(c) => Insn::mov64_reg(*r, *c),
                 SaveTo::Stack(off) => Insn::ldx_dw(*r, 10, *off),
-            };
-            seq.push(NewInsn { insn, call: None });
-        }
+            })
+        }));
         out.entry(sec).or_default().push((slot, Place::Before, seq));
     }
     for list in out.values_mut() {

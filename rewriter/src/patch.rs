@@ -18,6 +18,19 @@ use std::collections::{BTreeMap, HashMap};
 pub struct NewInsn {
     pub insn: Insn,
     pub call: Option<usize>,
+    /// An `ld_imm64` of this symbol's address (a map, or a global's value):
+    /// libbpf resolves it through an R_BPF_64_64 relocation.
+    pub load: Option<usize>,
+}
+
+impl NewInsn {
+    pub fn plain(insn: Insn) -> NewInsn {
+        NewInsn {
+            insn,
+            call: None,
+            load: None,
+        }
+    }
 }
 
 /// Where a sequence goes relative to its slot. `After` code runs only on the
@@ -168,6 +181,14 @@ pub fn apply(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
                                     addend: 0,
                                 });
                             }
+                        }
+                        if let Some(sym) = n.load {
+                            added_rels.entry(si).or_default().push(Rel {
+                                offset: out.len() as u64 * 8,
+                                sym: sym as u32,
+                                rtype: R_BPF_64_64,
+                                addend: 0,
+                            });
                         }
                         out.push(insn);
                     }

@@ -89,6 +89,7 @@ pub mod stats {
 pub mod pcpu {
     pub const RUNS: usize = 0;
     pub const SAMPLED: usize = 8;
+    pub const CUR: usize = 16;
     pub const UNORDERED: usize = 24;
     pub const NO_COUNTER: usize = 32;
     pub const SIZE: usize = 64 + 40 * super::MAX_REGIONS;

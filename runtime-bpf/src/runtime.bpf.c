@@ -2,11 +2,14 @@
 /*
  * The probe runtime that inxpect-instrument links into an instrumented object.
  *
- * The rewriter inserts, at each program entry, `call __inxpect_run_begin`; at
- * a region START `r1 = id; call __inxpect_start`; at a region END
- * `r1 = id; call __inxpect_end`, saving the live caller-saved registers around
- * each call. The counter read is the last thing START does and the first
- * thing END does after its checks, so few instructions fall between the two.
+ * The rewriter inlines the fast path at each probe site: at a program entry
+ * the run count and the sampling decision (what __inxpect_run_begin does),
+ * and at a region START or END a look at `cur` (is this run sampled?), so an
+ * unsampled run makes no call at all. Only a sampled run calls
+ * `__inxpect_start(id)` / `__inxpect_end(id)`. Live caller-saved registers
+ * are saved around the whole sequence. The counter read is the last thing
+ * START does and the first thing END does after its checks, so few
+ * instructions fall between the two.
  *
  * Built once per backend (see build.sh): INXPECT_BACKEND_{PMC,TSC,KTIME,PERF}
  * and INXPECT_NR_EVENTS (PMC slots read per probe).
@@ -28,6 +31,9 @@
  * before loading where the module is absent; the dead call is then removed.
  */
 const volatile __u32 inxpect_kfuncs SEC(".rodata.inxpect") = 1;
+/* The key of inxpect_pcpu for the probes the rewriter inlines: a pointer to
+ * read-only map memory serves as the key without a stack slot. */
+const volatile __u32 inxpect_zero SEC(".rodata.inxpect") = 0;
 
 volatile struct inxpect_config inxpect_config SEC(".data.inxpect") = {
 	.enabled = { ~0ULL, ~0ULL, ~0ULL, ~0ULL },
