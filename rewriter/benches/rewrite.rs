@@ -117,7 +117,7 @@ fn main() {
         let tries = if insns <= 200_000 { 9 } else { 3 };
         let (t, r) = best_of(tries, || instrument(&obj, &opts).expect("instrument"));
         assert_eq!(r.manifest.regions.len(), REGIONS);
-        let (tl, _) = best_of(3, || {
+        let (tl, _) = best_of(tries, || {
             link::link(&obj, runtime::object(Counter::Ktime, 1)).expect("link")
         });
         let per = t / insns as f64;
