@@ -52,6 +52,8 @@ struct VmOutput {
     maps: Vec<MapLine>,
     /// Kernel log lines between the dmesg markers.
     dmesg: Vec<String>,
+    /// `exec` commands: (name, exit status, output lines).
+    execs: Vec<(String, i32, Vec<String>)>,
 }
 
 fn hex(s: &str) -> Vec<u8> {
@@ -68,9 +70,22 @@ fn fields(line: &str) -> impl Iterator<Item = (&str, &str)> {
 fn parse(stdout: &str) -> VmOutput {
     let mut out = VmOutput::default();
     let mut in_dmesg = false;
+    let mut exec: Option<(String, Vec<String>)> = None;
     for line in stdout.lines() {
         let line = line.trim_end();
-        if line == "INXPECT-VM-DMESG-BEGIN" {
+        if let Some(name) = line.strip_prefix("INXPECT-VM-EXEC-BEGIN ") {
+            exec = Some((name.to_string(), Vec::new()));
+        } else if let Some(r) = line.strip_prefix("INXPECT-VM-EXEC-END ") {
+            let rc = r
+                .rsplit_once("rc=")
+                .and_then(|(_, n)| n.parse().ok())
+                .unwrap_or(-1);
+            if let Some((name, lines)) = exec.take() {
+                out.execs.push((name, rc, lines));
+            }
+        } else if let Some((_, lines)) = exec.as_mut() {
+            lines.push(line.to_string());
+        } else if line == "INXPECT-VM-DMESG-BEGIN" {
             in_dmesg = true;
         } else if line == "INXPECT-VM-DMESG-END" {
             in_dmesg = false;
@@ -198,7 +213,74 @@ fn extras(series: &str) -> (tempfile::TempDir, Vec<(PathBuf, String)>) {
             out.push((path, cmd));
         }
     }
+    // The loader itself, statically linked, with the module loaded.
+    let loader = static_loader();
+    let pcap = dir.path().join("small.pcap");
+    write_pcap(
+        &pcap,
+        &inxpect_tests::corpus().expect("corpus")[..LOADER_FRAMES],
+    );
+    let drop = inxpect_tests::object_path("drop", "clang-O2-g");
+    out.push((loader, "exec status /objs/inxpect module status".into()));
+    out.push((
+        pcap,
+        format!(
+            "exec tsc /objs/inxpect test-run /objs/{} --pcap /objs/small.pcap --counter tsc --json",
+            "drop.clang-O2-g.o"
+        ),
+    ));
+    out.push((
+        drop,
+        "exec auto /objs/inxpect test-run /objs/drop.clang-O2-g.o --pcap /objs/small.pcap --json"
+            .into(),
+    ));
+    let cms = inxpect_tests::object_path("cms", "clang-O2");
+    out.push((cms, "exec sampled /objs/inxpect test-run /objs/cms.clang-O2.o --pcap /objs/small.pcap --counter tsc --sample 1/4 --json".into()));
+    out.push((PathBuf::new(), "exec pmc /objs/inxpect test-run /objs/drop.clang-O2-g.o --pcap /objs/small.pcap --counter pmc --json".into()));
     (dir, out)
+}
+
+const LOADER_FRAMES: usize = 400;
+
+/// `inxpect` built as a static executable for the busybox guest.
+fn static_loader() -> PathBuf {
+    let root = repo_root();
+    let target = root.join("target/static");
+    let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&root)
+        .args([
+            "build",
+            "--release",
+            "-q",
+            "-p",
+            "inxpect-loader",
+            "--features",
+            "libbpf-rs/static",
+        ])
+        .args(["--target", "x86_64-unknown-linux-gnu", "--target-dir"])
+        .arg(&target)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("LIBBPF_SYS_LIBRARY_PATH", "/usr/lib/x86_64-linux-gnu")
+        .status()
+        .expect("cargo runs");
+    assert!(st.success(), "building the static inxpect loader failed");
+    target.join("x86_64-unknown-linux-gnu/release/inxpect")
+}
+
+/// A classic pcap (microsecond, Ethernet) of `frames`.
+fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
+    let mut b: Vec<u8> = Vec::new();
+    for v in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
+        b.extend(v.to_le_bytes());
+    }
+    for f in frames {
+        for v in [0u32, 0, f.len() as u32, f.len() as u32] {
+            b.extend(v.to_le_bytes());
+        }
+        b.extend(f);
+    }
+    // 0x00040002 above is version 2.4 as two u16s, little-endian.
+    std::fs::write(path, b).expect("write pcap");
 }
 
 /// Assertions on what the extras printed (the guest already checked that
@@ -224,6 +306,70 @@ fn check_extras(series: &str, out: &VmOutput) {
         "no tsc region recorded anything: {:#?}",
         out.runs
     );
+    check_loader(out);
+}
+
+/// The loader in the guest: `module status` sees the module, `test-run`
+/// with `tsc` (asked for, and chosen by `auto`) measures every frame with
+/// non-zero cycle counts, sampling 1/4 measures a quarter of the runs, and
+/// `pmc` without a PMU is refused with one clear line.
+fn check_loader(out: &VmOutput) {
+    let exec = |name: &str| {
+        out.execs.iter().find(|e| e.0 == name).unwrap_or_else(|| {
+            panic!(
+                "guest did not run `{name}`: {:?}",
+                out.execs.iter().map(|e| &e.0).collect::<Vec<_>>()
+            )
+        })
+    };
+    let json = |name: &str| -> serde_json::Value {
+        let (_, rc, lines) = exec(name);
+        assert_eq!(
+            *rc,
+            0,
+            "`{name}` failed in the guest:\n{}",
+            lines.join("\n")
+        );
+        let a = lines
+            .iter()
+            .position(|l| l.starts_with('{'))
+            .expect("JSON start");
+        let b = lines
+            .iter()
+            .rposition(|l| l.starts_with('}'))
+            .expect("JSON end");
+        serde_json::from_str(&lines[a..=b].join("\n"))
+            .unwrap_or_else(|e| panic!("`{name}`: bad JSON: {e}"))
+    };
+    let (_, rc, lines) = exec("status");
+    assert_eq!(*rc, 0, "module status: {}", lines.join("\n"));
+    let n = LOADER_FRAMES as u64;
+    for name in ["tsc", "auto"] {
+        let r = json(name);
+        assert_eq!(r["counter"], "tsc", "`{name}` used {}", r["counter"]);
+        assert_eq!(r["runs"].as_u64(), Some(n), "`{name}`: {r}");
+        let region = &r["regions"][0];
+        assert_eq!(
+            region["count"].as_u64(),
+            Some(n),
+            "`{name}`: every frame passes drop's region: {region}"
+        );
+        assert_eq!(r["no_counter"].as_u64(), Some(0), "`{name}`: {r}");
+        let mean = region["events"][0]["raw"]["mean"].as_f64().unwrap_or(0.0);
+        assert!(
+            mean > 0.0,
+            "`{name}`: tsc deltas must be positive: {region}"
+        );
+    }
+    let r = json("sampled");
+    assert_eq!(r["sampled"].as_u64(), Some(n / 4), "1/4 sampling: {r}");
+    let (_, rc, lines) = exec("pmc");
+    assert_ne!(*rc, 0, "pmc without a PMU must fail");
+    let errors: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("inxpect: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "one clear error line: {lines:?}");
 }
 
 fn run_vm(series: &str) -> VmOutput {
@@ -232,7 +378,10 @@ fn run_vm(series: &str) -> VmOutput {
     cmd.arg(series).stdin(Stdio::null());
     let (_objs_dir, objs) = extras(series);
     for (obj, guest_cmd) in objs {
-        cmd.arg("--obj").arg(obj).arg("--cmd").arg(guest_cmd);
+        if !obj.as_os_str().is_empty() {
+            cmd.arg("--obj").arg(obj);
+        }
+        cmd.arg("--cmd").arg(guest_cmd);
     }
     let res = cmd
         .output()
