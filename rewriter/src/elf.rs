@@ -187,6 +187,7 @@ impl Elf {
             out.symbols = out.parse_symbols(st)?;
         }
         out.validate_exec_sections()?;
+        out.validate_symbols()?;
         Ok(out)
     }
 
@@ -233,7 +234,77 @@ impl Elf {
         Ok(syms)
     }
 
+    /// Symbols in code sections must lie inside them, on instructions: the
+    /// rewrite moves them by instruction index.
+    fn validate_symbols(&self) -> Result<()> {
+        for y in &self.symbols {
+            let Some(sec) = self
+                .sections
+                .get(y.shndx as usize)
+                .filter(|s| s.is_exec() && y.shndx != 0)
+            else {
+                continue;
+            };
+            let end = y.value.checked_add(y.size);
+            if y.value % 8 != 0 || y.size % 8 != 0 || end.is_none_or(|e| e > sec.data.len() as u64)
+            {
+                return Err(Error::malformed(
+                    format!("symbol '{}' (value {:#x}, size {:#x}) is not on an instruction of its section", y.name, y.value, y.size),
+                    Loc::at(&sec.name, y.value),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn validate_exec_sections(&self) -> Result<()> {
+        if self.sections.len() < 2 {
+            return Err(Error::malformed(
+                "no section headers",
+                Loc::sec("<headers>"),
+            ));
+        }
+        for s in &self.sections {
+            // Real objects align to at most a page; more is a corrupt header.
+            if s.align > 4096 || (s.align > 1 && !s.align.is_power_of_two()) {
+                return Err(Error::malformed(
+                    format!("alignment {:#x}", s.align),
+                    Loc::sec(&s.name),
+                ));
+            }
+        }
+        // Relocations of code must patch whole instructions inside the section,
+        // through symbols that exist: checked before libbpf's linker sees them.
+        for (ri, r) in self.sections.iter().enumerate().filter(|(_, r)| r.is_rel()) {
+            let Some(t) = self.sections.get(r.info as usize).filter(|t| t.is_exec()) else {
+                continue;
+            };
+            for (k, rel) in self.relocations(ri)?.iter().enumerate() {
+                let bad = |what: &str| Error::BadRelocation {
+                    index: k,
+                    rtype: rel.rtype,
+                    what: what.into(),
+                    loc: Loc::at(&t.name, rel.offset),
+                };
+                if rel.offset % 8 != 0
+                    || rel
+                        .offset
+                        .checked_add(8)
+                        .is_none_or(|e| e > t.data.len() as u64)
+                {
+                    return Err(bad("offset is not an instruction of the section"));
+                }
+                if rel.sym as usize >= self.symbols.len().max(1) {
+                    return Err(bad("symbol index out of range"));
+                }
+                if !matches!(
+                    rel.rtype,
+                    R_BPF_64_64 | R_BPF_64_32 | R_BPF_64_ABS64 | R_BPF_64_ABS32 | R_BPF_64_NODYLD32
+                ) {
+                    return Err(bad("unknown relocation type"));
+                }
+            }
+        }
         for s in self.sections.iter().filter(|s| s.is_exec()) {
             if s.data.len() % 8 != 0 {
                 return Err(Error::malformed(

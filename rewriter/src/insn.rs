@@ -138,6 +138,15 @@ impl Insn {
             imm: 0,
         }
     }
+    pub fn st_dw(dst: u8, off: i16, imm: i32) -> Insn {
+        Insn {
+            code: CLS_ST | 0x18 | 0x60,
+            dst,
+            src: 0,
+            off,
+            imm,
+        }
+    }
     pub fn ldx_dw(dst: u8, src: u8, off: i16) -> Insn {
         Insn {
             code: CLS_LDX | 0x18 | 0x60,

@@ -218,7 +218,10 @@ struct RuntimeSyms {
 /// then counts the run and decides the sampling; a START or END calls the
 /// runtime only when this run is sampled (`cur != 0`), so an unsampled run
 /// costs a few loads and a branch per probe and no call.
-fn probe_body(k: Kind, s: &RuntimeSyms) -> Vec<NewInsn> {
+///
+/// `flag`: in a program, the stack slot of the sampling word; `checked`: the
+/// site already tested it.
+fn probe_body(k: Kind, s: &RuntimeSyms, flag: Option<i16>, checked: bool) -> Vec<NewInsn> {
     use insn::{OP_ADD, OP_AND, OP_LSH, SIZE_DW, SIZE_W};
     use runtime::{config, pcpu};
     let p = NewInsn::plain;
@@ -233,7 +236,33 @@ fn probe_body(k: Kind, s: &RuntimeSyms) -> Vec<NewInsn> {
             p(b),
         ]
     };
+    let call = |k: Kind, id: u32| {
+        [
+            p(Insn::mov64_imm(1, id as i32)),
+            NewInsn {
+                insn: Insn::pseudo_call(-1),
+                call: Some(if matches!(k, Kind::Start(_)) {
+                    s.start
+                } else {
+                    s.end
+                }),
+                load: None,
+            },
+        ]
+    };
+    match (k, flag) {
+        (Kind::Start(id) | Kind::End(id), Some(_)) if checked => return call(k, id).to_vec(),
+        (Kind::Start(id) | Kind::End(id), Some(fl)) => {
+            let mut v = vec![p(Insn::ldx_dw(1, 10, fl)), p(Insn::jeq_imm(1, 0, 2, false))];
+            v.extend(call(k, id));
+            return v;
+        }
+        _ => {}
+    }
     let mut v: Vec<NewInsn> = Vec::new();
+    if let Some(fl) = flag {
+        v.push(p(Insn::st_dw(10, fl, 0)));
+    }
     v.extend(ld(1, s.pcpu));
     v.extend(ld(2, s.zero));
     v.push(p(Insn::helper_call(1))); // bpf_map_lookup_elem
@@ -259,21 +288,18 @@ fn probe_body(k: Kind, s: &RuntimeSyms) -> Vec<NewInsn> {
             p(Insn::alu64_imm(OP_ADD, 2, 1)),
             p(Insn::stx_dw(0, pcpu::SAMPLED as i16, 2)),
             p(Insn::stx_dw(0, pcpu::CUR as i16, 1)),
-        ],
-        Kind::Start(id) | Kind::End(id) => vec![
-            p(Insn::ldx(SIZE_DW, 1, 0, pcpu::CUR as i16)),
-            p(Insn::jeq_imm(1, 0, 2, false)),
-            p(Insn::mov64_imm(1, id as i32)),
-            NewInsn {
-                insn: Insn::pseudo_call(-1),
-                call: Some(if matches!(k, Kind::Start(_)) {
-                    s.start
-                } else {
-                    s.end
-                }),
-                load: None,
-            },
-        ],
+        ]
+        .into_iter()
+        .chain(flag.map(|fl| p(Insn::stx_dw(10, fl, 1))))
+        .collect(),
+        Kind::Start(id) | Kind::End(id) => {
+            let mut t = vec![
+                p(Insn::ldx(SIZE_DW, 1, 0, pcpu::CUR as i16)),
+                p(Insn::jeq_imm(1, 0, 2, false)),
+            ];
+            t.extend(call(k, id));
+            t
+        }
     };
     v.push(p(Insn::jeq_imm(0, 0, tail.len() as i16, false)));
     v.extend(tail);
@@ -369,7 +395,12 @@ fn emit(elf: &Elf, plan: &Plan) -> Result<Insertions> {
         let init = a.must_init[i] | zeroed.get(&fi).copied().unwrap_or(0);
         let keep = a.live_in[i] & init & CALLER_SAVED;
         let mut free: Vec<u8> = (6..=9).filter(|r| a.live_in[i] & (1 << r) == 0).collect();
-        let depth = (a.stack_depth + 7) / 8 * 8;
+        // A program keeps this run's sampling word (0 = not sampled) in a
+        // stack slot below everything it uses, written by the inlined run
+        // count at its entry: its probes test it with one load.
+        let base = (a.stack_depth + 7) / 8 * 8;
+        let flag = f.is_prog.then_some(-(base as i16) - 8);
+        let depth = base + if flag.is_some() { 8 } else { 0 };
         let mut saves: Vec<(u8, SaveTo)> = Vec::new();
         let mut spills = 0i64;
         for r in 0..6u8 {
@@ -402,8 +433,15 @@ fn emit(elf: &Elf, plan: &Plan) -> Result<Insertions> {
                 })
             })
             .collect();
+        // An unsampled run skips the whole site (saves included) after one
+        // load and one branch, when a dead register can take the load.
+        let scratch = (0..=9u8).find(|r| a.live_in[i] & (1 << r) == 0);
+        let precheck = match (flag, scratch) {
+            (Some(fl), Some(d)) if !kinds.contains(&Kind::RunBegin) => Some((fl, d)),
+            _ => None,
+        };
         for k in kinds {
-            seq.extend(probe_body(k, &syms));
+            seq.extend(probe_body(k, &syms, flag, precheck.is_some()));
         }
         seq.extend(saves.iter().map(|(r, from)| {
             NewInsn::plain(match from {
@@ -411,6 +449,14 @@ fn emit(elf: &Elf, plan: &Plan) -> Result<Insertions> {
                 SaveTo::Stack(off) => Insn::ldx_dw(*r, 10, *off),
             })
         }));
+        if let Some((fl, d)) = precheck {
+            let mut pre = vec![
+                NewInsn::plain(Insn::ldx_dw(d, 10, fl)),
+                NewInsn::plain(Insn::jeq_imm(d, 0, seq.len() as i16, false)),
+            ];
+            pre.append(&mut seq);
+            seq = pre;
+        }
         out.entry(sec).or_default().push((slot, Place::Before, seq));
     }
     for list in out.values_mut() {

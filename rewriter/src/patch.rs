@@ -64,6 +64,10 @@ impl Map {
 }
 
 pub fn apply(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> Result<()> {
+    // Nothing inserted, nothing to move: leave every byte as it was.
+    if ins.values().all(|l| l.is_empty()) {
+        return Ok(());
+    }
     // 1. Layout: the maps of every code section.
     let mut maps: HashMap<usize, Map> = HashMap::new();
     for (si, s) in elf.sections.iter().enumerate().filter(|(_, s)| s.is_exec()) {

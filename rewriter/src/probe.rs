@@ -67,7 +67,7 @@ fn line(src: &Source<'_>, elf: &Elf, sec: usize, slot: usize) -> Option<String> 
     src.dwarf
         .as_ref()
         .and_then(|d| d.line_of(sec, off))
-        .or_else(|| src.ext?.line_of(&elf.sections[sec].name, off))
+        .or_else(|| src.ext?.line_of(&elf.sections.get(sec)?.name, off))
 }
 
 fn markers(elf: &Elf, funcs: &[Func], src: &Source<'_>) -> Result<Vec<Marker>> {
