@@ -13,7 +13,16 @@ fn sections(e: &Elf) -> Vec<(String, u32, u64, u32, u32, Vec<u8>)> {
     e.sections
         .iter()
         .skip(1)
-        .map(|s| (s.name.clone(), s.sh_type, s.flags, s.link, s.info, s.data.clone()))
+        .map(|s| {
+            (
+                s.name.clone(),
+                s.sh_type,
+                s.flags,
+                s.link,
+                s.info,
+                s.data.clone(),
+            )
+        })
         .collect()
 }
 
@@ -44,6 +53,10 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
         assert_eq!(sections(&a), sections(&b), "passthrough changed a section");
-        assert_eq!(passthrough(&out).expect("re-passthrough"), out, "passthrough not idempotent");
+        assert_eq!(
+            passthrough(&out).expect("re-passthrough"),
+            out,
+            "passthrough not idempotent"
+        );
     }
 });
