@@ -163,3 +163,68 @@ impl BtfExt {
         }
     }
 }
+
+/// Marks the FUNC records named in `names` global (linkage 1), in place.
+/// gcc 12 emits every function as static in BTF; libbpf's linker needs the
+/// global ones to say so. Returns how many records changed.
+pub fn btf_globalize_funcs(
+    btf: &mut [u8],
+    names: &std::collections::HashSet<String>,
+) -> Result<usize> {
+    let strings = btf_strings(btf)?;
+    let hdr_len = rd32(btf, 4)? as usize;
+    let (type_off, type_len) = (rd32(btf, 8)? as usize, rd32(btf, 12)? as usize);
+    let mut p = hdr_len + type_off;
+    let end = p + type_len;
+    let mut changed = 0;
+    while p < end {
+        let (name_off, info) = (rd32(btf, p)?, rd32(btf, p + 4)?);
+        let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+        if kind == 12
+            && vlen == 0
+            && names.contains(&cstr(&strings, name_off as usize).unwrap_or_default())
+        {
+            btf[p + 4..p + 8].copy_from_slice(&(info | 1).to_le_bytes());
+            changed += 1;
+        }
+        p += 12 + type_extra(kind, vlen, p)?;
+    }
+    Ok(changed)
+}
+
+fn type_extra(kind: u32, vlen: usize, p: usize) -> Result<usize> {
+    Ok(match kind {
+        1 | 14 | 17 => 4,             // INT, VAR, DECL_TAG
+        3 => 12,                      // ARRAY
+        4 | 5 | 15 | 19 => 12 * vlen, // STRUCT, UNION, DATASEC, ENUM64
+        6 | 13 => 8 * vlen,           // ENUM, FUNC_PROTO
+        // FUNC's vlen is its linkage, not a count.
+        2 | 7..=12 | 16 | 18 => 0,
+        k => {
+            return Err(Error::BtfExt(format!(
+                ".BTF: unknown type kind {k} at byte {p:#x}"
+            )))
+        }
+    })
+}
+
+/// Names of the FUNC records with global or extern linkage in a `.BTF`
+/// section (walks every type record).
+pub fn btf_func_names(btf: &[u8]) -> Result<std::collections::HashSet<String>> {
+    let strings = btf_strings(btf)?;
+    let hdr_len = rd32(btf, 4)? as usize;
+    let (type_off, type_len) = (rd32(btf, 8)? as usize, rd32(btf, 12)? as usize);
+    let mut p = hdr_len + type_off;
+    let end = p + type_len;
+    let mut out = std::collections::HashSet::new();
+    while p < end {
+        let (name_off, info) = (rd32(btf, p)?, rd32(btf, p + 4)?);
+        let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+        let extra = type_extra(kind, vlen, p)?;
+        if kind == 12 && vlen != 0 {
+            out.insert(cstr(&strings, name_off as usize).unwrap_or_default());
+        }
+        p += 12 + extra;
+    }
+    Ok(out)
+}

@@ -29,9 +29,10 @@ impl Lines {
                 }
                 let o = rel.offset as usize;
                 let sym = elf.symbols.get(rel.sym as usize)?;
-                let field = line.get_mut(o..o + 8)?;
+                let field = line.get_mut(o..o.checked_add(8)?)?;
                 let inplace = u64::from_le_bytes(field.try_into().ok()?);
-                let v = ((sym.shndx as u64) << 32) | (sym.value + inplace);
+                let v =
+                    ((sym.shndx as u64) << 32) | (sym.value.wrapping_add(inplace) & 0xffff_ffff);
                 field.copy_from_slice(&v.to_le_bytes());
             }
         }

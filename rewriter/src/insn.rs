@@ -238,6 +238,10 @@ impl Insn {
     /// refused rather than guessed at: liveness must be exact.
     pub fn is_known(&self) -> bool {
         let c = self.code;
+        // R0..R10 only; the second slot of ld_imm64 is checked by the caller.
+        if self.dst > 10 || self.src > 10 {
+            return false;
+        }
         match self.class() {
             CLS_LD => c == LD_IMM64 || matches!(c & 0xe0, 0x20 | 0x40) && c & 0x18 != 0x18,
             CLS_LDX => {

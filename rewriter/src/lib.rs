@@ -157,7 +157,8 @@ pub fn instrument(input: &[u8], opts: &Options) -> Result<Instrumented> {
     }
     let m = manifest(&plan, opts);
 
-    let linked = link::link(input, runtime::object(opts.counter, opts.events))?;
+    let linkable = linkable_input(input, &elf)?;
+    let linked = link::link(&linkable, runtime::object(opts.counter, opts.events))?;
     let mut out = Elf::parse(&linked)?;
     let lext = parse_ext(&out);
     let lplan = plan.rebase(&elf, &out)?;
@@ -170,6 +171,37 @@ pub fn instrument(input: &[u8], opts: &Options) -> Result<Instrumented> {
         manifest: m,
         warnings,
     })
+}
+
+/// The input as libbpf's linker will take it. The linker needs a global BTF
+/// FUNC record for every global function; gcc 12 marks them all static, so
+/// a copy of the object gets those records' linkage set (nothing else
+/// changes, and the input file is never touched).
+fn linkable_input(input: &[u8], elf: &Elf) -> Result<Vec<u8>> {
+    let Some(b) = elf.section_index(".BTF") else {
+        return Err(Error::Link(
+            "the object has no .BTF: libbpf's linker needs BTF to merge the probe runtime (build with clang -g, or gcc -gbtf)".into(),
+        ));
+    };
+    let globals: std::collections::HashSet<String> = elf
+        .symbols
+        .iter()
+        .filter(|y| y.is_func() && y.bind() != 0 && y.shndx != 0)
+        .map(|y| y.name.clone())
+        .collect();
+    let have = btf_ext::btf_func_names(&elf.sections[b].data)?;
+    if globals.iter().all(|g| have.contains(g)) {
+        return Ok(input.to_vec());
+    }
+    let mut copy = elf.clone();
+    btf_ext::btf_globalize_funcs(&mut copy.sections[b].data, &globals)?;
+    let fixed = btf_ext::btf_func_names(&copy.sections[b].data)?;
+    if let Some(missing) = globals.iter().find(|g| !fixed.contains(*g)) {
+        return Err(Error::Link(format!(
+            "global function '{missing}' has no BTF FUNC record, which libbpf's linker needs to merge the probe runtime"
+        )));
+    }
+    Ok(copy.write())
 }
 
 /// Reads the manifest of an instrumented object, if it has one.

@@ -36,7 +36,7 @@ pub fn link(user: &[u8], runtime: &[u8]) -> Result<Vec<u8>> {
             if err != 0 {
                 libbpf_sys::bpf_linker__free(l);
                 return Err(Error::Link(format!(
-                    "libbpf refused {what}: {} (libbpf's message is above; its linker needs BTF for every global function and map, which gcc 12 does not emit)",
+                    "libbpf refused {what}: {} (libbpf's message is above)",
                     std::io::Error::from_raw_os_error(-err)
                 )));
             }

@@ -49,3 +49,27 @@ fn objects_without_dwarf_have_no_dwarf_lines() {
         "clang-O2 objects are stripped of DWARF"
     );
 }
+
+/// The BTF walker reads every record of every testdata object: its FUNC
+/// names are exactly the objects' function symbols with global linkage
+/// (clang) or none (gcc 12 marks all static).
+#[test]
+fn btf_walker_reads_every_type_record() {
+    for p in common::objects() {
+        let elf = Elf::parse(&std::fs::read(&p).expect("read")).expect("parse");
+        let b = elf.section_index(".BTF").expect(".BTF");
+        let names = inxpect_rewriter::btf_ext::btf_func_names(&elf.sections[b].data)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let globals: std::collections::HashSet<String> = elf
+            .symbols
+            .iter()
+            .filter(|y| y.is_func() && y.bind() == 1)
+            .map(|y| y.name.clone())
+            .collect();
+        if p.to_string_lossy().contains("gcc") {
+            assert!(names.is_empty(), "{}: {names:?}", p.display());
+        } else {
+            assert_eq!(names, globals, "{}", p.display());
+        }
+    }
+}

@@ -11,7 +11,7 @@ use inxpect_tests::{
 use libbpf_rs::{MapCore, MapFlags, MapType, Object};
 use std::os::fd::{AsFd, AsRawFd};
 
-const VARIANTS: [&str; 3] = ["clang-O2-g", "clang-O2", "clang-O1"];
+const VARIANTS: [&str; 4] = ["clang-O2-g", "clang-O2", "clang-O1", "gcc-O2"];
 
 /// Sum over CPUs of the u64 at byte `off` of `map[key]`.
 fn percpu_u64(obj: &Object, map: &str, key: u32, off: usize) -> Result<u64> {
