@@ -563,18 +563,15 @@ fn fuzz_findings_stay_fixed() {
     for (file, want) in FIXED {
         let d = fs::read(dir.join(file)).expect("read fuzz finding");
         // Both panicked in --functions; --sections refuses them earlier.
-        for mode in [Mode::Functions] {
-            let opts = Options {
-                mode,
-                counter: Counter::Ktime,
-                ..Options::default()
-            };
-            let r = catch_unwind(AssertUnwindSafe(|| instrument(&d, &opts).err()));
-            match r {
-                Ok(Some(e)) => assert!(e.to_string().contains(want), "{file} {mode:?}: {e}"),
-                Ok(None) => panic!("{file} {mode:?}: rewritten; expected a refusal"),
-                Err(_) => panic!("{file} {mode:?}: panics again"),
-            }
+        let opts = Options {
+            mode: Mode::Functions,
+            counter: Counter::Ktime,
+            ..Options::default()
+        };
+        match catch_unwind(AssertUnwindSafe(|| instrument(&d, &opts).err())) {
+            Ok(Some(e)) => assert!(e.to_string().contains(want), "{file}: {e}"),
+            Ok(None) => panic!("{file}: rewritten; expected a refusal"),
+            Err(_) => panic!("{file}: panics again"),
         }
     }
 }
