@@ -160,12 +160,17 @@ static __always_inline __u32 bucket(__u64 d)
 
 __probe int __inxpect_end(__u32 id)
 {
-	__u64 now[INXPECT_MAX_EVENTS] = {};
+	__u64 now[INXPECT_MAX_EVENTS];
 	struct inxpect_stats *s;
 	struct inxpect_pcpu *p;
 	struct inxpect_held *h;
 	int e;
 
+	/* Read first: the probe site calls END only in a sampled run, so the
+	 * checks below can come after the read instead of between the reads. */
+	if (!COUNTER_PRESENT())
+		return 0;
+	READ_COUNTERS(now);
 	if (id >= INXPECT_MAX_REGIONS)
 		return 0;
 	p = pcpu();
@@ -174,9 +179,8 @@ __probe int __inxpect_end(__u32 id)
 	h = &p->held[id];
 	/* Guarded END: only a START of this very run counts (markers may be
 	 * moved by the compiler, and an early return may skip an END). */
-	if (!h->run || h->run != p->cur || !COUNTER_PRESENT())
+	if (!h->run || h->run != p->cur)
 		return 0;
-	READ_COUNTERS(now);
 	h->run = 0;
 	s = bpf_map_lookup_elem(&inxpect_stats, &id);
 	if (!s)
