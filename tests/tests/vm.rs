@@ -237,10 +237,30 @@ fn extras(series: &str) -> (tempfile::TempDir, Vec<(PathBuf, String)>) {
     let cms = inxpect_tests::object_path("cms", "clang-O2");
     out.push((cms, "exec sampled /objs/inxpect test-run /objs/cms.clang-O2.o --pcap /objs/small.pcap --counter tsc --sample 1/4 --json".into()));
     out.push((PathBuf::new(), "exec pmc /objs/inxpect test-run /objs/drop.clang-O2-g.o --pcap /objs/small.pcap --counter pmc --json".into()));
+    // Live: attach to lo (generic XDP), send frames, stop at --duration.
+    let live = dir.path().join("live.sh");
+    std::fs::write(
+        &live,
+        format!(
+            "ip link set lo up\n\
+             /objs/inxpect run /objs/drop.clang-O2-g.o --dev lo --mode generic --counter tsc \
+             --duration 8s --interval 1s --json >/tmp/live.json 2>/tmp/live.err &\n\
+             sleep 3\n\
+             /objs/inxpect replay --dev lo --count {LIVE_FRAMES}\n\
+             wait $!\n\
+             rc=$?\n\
+             cat /tmp/live.json\n\
+             ip link show dev lo | grep -q xdp && echo STILL-ATTACHED\n\
+             exit $rc\n"
+        ),
+    )
+    .expect("write live.sh");
+    out.push((live, "exec live /bin/sh /objs/live.sh".into()));
     (dir, out)
 }
 
 const LOADER_FRAMES: usize = 400;
+const LIVE_FRAMES: u64 = 200;
 
 /// `inxpect` built as a static executable for the busybox guest.
 fn static_loader() -> PathBuf {
@@ -361,6 +381,20 @@ fn check_loader(out: &VmOutput) {
             "`{name}`: tsc deltas must be positive: {region}"
         );
     }
+    // `run` attached to lo in the guest saw exactly the frames sent, with the
+    // module's tsc, and left nothing attached.
+    let r = json("live");
+    assert_eq!(r["counter"], "tsc", "live: {r}");
+    assert_eq!(r["runs"].as_u64(), Some(LIVE_FRAMES), "live: {r}");
+    assert_eq!(
+        r["regions"][0]["count"].as_u64(),
+        Some(LIVE_FRAMES),
+        "live: {r}"
+    );
+    assert!(
+        !exec("live").2.iter().any(|l| l.contains("STILL-ATTACHED")),
+        "XDP left on lo"
+    );
     let r = json("sampled");
     assert_eq!(r["sampled"].as_u64(), Some(n / 4), "1/4 sampling: {r}");
     let (_, rc, lines) = exec("pmc");
