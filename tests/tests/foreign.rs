@@ -46,7 +46,6 @@ struct Case {
 
 const NO_MARKERS: &str = "no INXPECT_START/INXPECT_END markers found";
 const NO_BTF: &str = "the object has no .BTF";
-const BTF_KIND_0: &str = ".BTF: unknown type kind 0";
 const LEGACY: &str = "legacy map definitions in 'maps' section are not supported";
 
 /// libbpf's log lines, captured so refusals can be checked by their reason
@@ -310,15 +309,8 @@ fn debian_packaged_bpf_objects() {
         sections: None,
     };
     let cases = [
-        // KNOWN BUG (docs/RELIABILITY.md): since 35eb526 the rewriter's
-        // .BTF walker rejects BTF_KIND_UNKN (0) entries, which libbpf
-        // accepts; before it these three were rewritten, loaded and agreed
-        // on every frame. Flip back to `loads` when fixed.
-        Case {
-            name: "xdp-dispatcher.o",
-            functions: Expect::Refused(BTF_KIND_0),
-            sections: None,
-        },
+        // Refused by 35eb526..e1f8ecc (".BTF: unknown type kind 0"); fixed since.
+        loads("xdp-dispatcher.o"),
         // fentry/fexit programs whose target xdpdump sets at run time.
         Case {
             name: "xdpdump_bpf.o",
@@ -336,16 +328,8 @@ fn debian_packaged_bpf_objects() {
         loads("xdpfilt_dny_ip.o"),
         loads("xdpfilt_dny_tcp.o"),
         loads("xdpfilt_dny_udp.o"),
-        Case {
-            name: "xsk_def_xdp_prog.o",
-            functions: Expect::Refused(BTF_KIND_0),
-            sections: None,
-        },
-        Case {
-            name: "xsk_def_xdp_prog_5.3.o",
-            functions: Expect::Refused(BTF_KIND_0),
-            sections: None,
-        },
+        loads("xsk_def_xdp_prog.o"),
+        loads("xsk_def_xdp_prog_5.3.o"),
         loads("test_long_func_name.o"),
         loads("xdp_drop.o"),
         loads("xdp_pass.o"),
