@@ -565,3 +565,54 @@ SEC("xdp") int shapes(struct xdp_md *ctx)
         r.manifest.regions
     );
 }
+
+/// Programs that are already expensive to verify (branches inside loops)
+/// stay under the verifier's limit once instrumented: the runtime's START and
+/// END are global functions, verified once rather than at every call site on
+/// every path. (Found by the property tests; testdata/foreign/known-failures.)
+#[test]
+fn costly_programs_still_verify_after_instrumentation() {
+    let dir = tempfile::tempdir().expect("tmp");
+    for name in ["verifier-blowup", "verifier-limit-nested-regions"] {
+        let src = testdata().join(format!("foreign/known-failures/{name}.bpf.c"));
+        let o = dir.path().join(format!("{name}.o"));
+        let st = std::process::Command::new("clang")
+            .args([
+                "-O2",
+                "-g",
+                "-target",
+                "bpf",
+                "-w",
+                "-I/usr/include/x86_64-linux-gnu",
+            ])
+            .arg(format!(
+                "-I{}",
+                inxpect_tests::repo_root()
+                    .join("runtime-bpf/include")
+                    .display()
+            ))
+            .arg("-c")
+            .arg(&src)
+            .arg("-o")
+            .arg(&o)
+            .status()
+            .expect("clang");
+        assert!(st.success(), "{name}: clang");
+        let input = std::fs::read(&o).expect("object");
+        for mode in [Mode::Sections, Mode::Functions] {
+            let r = instrument(
+                &input,
+                &Options {
+                    mode,
+                    ..Options::default()
+                },
+            )
+            .expect("instrument");
+            let out = dir.path().join(format!("{name}.{mode:?}.o"));
+            std::fs::write(&out, &r.object).expect("write");
+            load_object(&out).unwrap_or_else(|e| {
+                panic!("{name} {mode:?}: the verifier refused the output: {e:#}")
+            });
+        }
+    }
+}
