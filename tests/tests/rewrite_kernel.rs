@@ -498,27 +498,7 @@ SEC("xdp") int shapes(struct xdp_md *ctx)
     let c = dir.path().join("shapes.bpf.c");
     std::fs::write(&c, src).expect("write");
     let o = dir.path().join("shapes.o");
-    let st = std::process::Command::new("clang")
-        .args([
-            "-O2",
-            "-g",
-            "-target",
-            "bpf",
-            "-I/usr/include/x86_64-linux-gnu",
-        ])
-        .arg(format!(
-            "-I{}",
-            inxpect_tests::repo_root()
-                .join("runtime-bpf/include")
-                .display()
-        ))
-        .arg("-c")
-        .arg(&c)
-        .arg("-o")
-        .arg(&o)
-        .status()
-        .expect("clang");
-    assert!(st.success());
+    clang_bpf(&c, &o);
     let input = std::fs::read(&o).expect("object");
     let r = instrument(&input, &Options::default()).expect("instrument");
     let out = dir.path().join("shapes.prof.o");
@@ -576,28 +556,7 @@ fn costly_programs_still_verify_after_instrumentation() {
     for name in ["verifier-blowup", "verifier-limit-nested-regions"] {
         let src = testdata().join(format!("foreign/known-failures/{name}.bpf.c"));
         let o = dir.path().join(format!("{name}.o"));
-        let st = std::process::Command::new("clang")
-            .args([
-                "-O2",
-                "-g",
-                "-target",
-                "bpf",
-                "-w",
-                "-I/usr/include/x86_64-linux-gnu",
-            ])
-            .arg(format!(
-                "-I{}",
-                inxpect_tests::repo_root()
-                    .join("runtime-bpf/include")
-                    .display()
-            ))
-            .arg("-c")
-            .arg(&src)
-            .arg("-o")
-            .arg(&o)
-            .status()
-            .expect("clang");
-        assert!(st.success(), "{name}: clang");
+        clang_bpf(&src, &o);
         let input = std::fs::read(&o).expect("object");
         for mode in [Mode::Sections, Mode::Functions] {
             let r = instrument(
@@ -615,4 +574,30 @@ fn costly_programs_still_verify_after_instrumentation() {
             });
         }
     }
+}
+
+/// `clang -O2 -g -target bpf` with the marker header on the include path.
+fn clang_bpf(src: &std::path::Path, out: &std::path::Path) {
+    let st = std::process::Command::new("clang")
+        .args([
+            "-O2",
+            "-g",
+            "-target",
+            "bpf",
+            "-w",
+            "-I/usr/include/x86_64-linux-gnu",
+        ])
+        .arg(format!(
+            "-I{}",
+            inxpect_tests::repo_root()
+                .join("runtime-bpf/include")
+                .display()
+        ))
+        .arg("-c")
+        .arg(src)
+        .arg("-o")
+        .arg(out)
+        .status()
+        .expect("clang runs");
+    assert!(st.success(), "clang failed on {}", src.display());
 }
