@@ -256,11 +256,42 @@ fn extras(series: &str) -> (tempfile::TempDir, Vec<(PathBuf, String)>) {
     )
     .expect("write live.sh");
     out.push((live, "exec live /bin/sh /objs/live.sh".into()));
+    // Module cycles while programs come and go: the module cannot leave while
+    // an instrumented program is attached; without it, `auto` falls back to
+    // ktime; back in, tsc again. A program's module reference is dropped after
+    // an RCU grace period, so rmmod is retried for up to 5 s.
+    let cycles = dir.path().join("cycles.sh");
+    std::fs::write(
+        &cycles,
+        format!(
+            "fail=0\n\
+             /objs/inxpect run /objs/drop.clang-O2-g.o --dev lo --mode generic --counter tsc --duration 4s --json >/dev/null 2>&1 &\n\
+             sleep 2\n\
+             rmmod inxpect 2>/dev/null && {{ echo CYCLE-FAIL rmmod-while-attached; fail=1; insmod /inxpect.ko; }}\n\
+             wait\n\
+             i=0\n\
+             while [ $i -lt {MODULE_CYCLES} ]; do\n\
+               /objs/inxpect test-run /objs/drop.clang-O2-g.o --pcap /objs/small.pcap --no-calibrate --json >/tmp/c.json 2>&1 || {{ echo CYCLE-FAIL tsc $i; fail=1; }}\n\
+               grep -q '\"counter\": \"tsc\"' /tmp/c.json || {{ echo CYCLE-FAIL tsc-counter $i; fail=1; }}\n\
+               n=0; until rmmod inxpect 2>/dev/null; do n=$((n+1)); [ $n -gt 50 ] && break; sleep 0.1; done\n\
+               [ $n -gt 50 ] && {{ echo CYCLE-FAIL rmmod $i; fail=1; }}\n\
+               /objs/inxpect test-run /objs/drop.clang-O2-g.o --pcap /objs/small.pcap --no-calibrate --json >/tmp/k.json 2>&1 || {{ echo CYCLE-FAIL ktime $i; fail=1; }}\n\
+               grep -q '\"counter\": \"ktime\"' /tmp/k.json || {{ echo CYCLE-FAIL ktime-counter $i; fail=1; }}\n\
+               insmod /inxpect.ko || {{ echo CYCLE-FAIL insmod $i; fail=1; }}\n\
+               i=$((i+1))\n\
+             done\n\
+             echo CYCLES-DONE $i\n\
+             exit $fail\n"
+        ),
+    )
+    .expect("write cycles.sh");
+    out.push((cycles, "exec cycles /bin/sh /objs/cycles.sh".into()));
     (dir, out)
 }
 
 const LOADER_FRAMES: usize = 400;
 const LIVE_FRAMES: u64 = 200;
+const MODULE_CYCLES: u32 = 10;
 
 /// `inxpect` built as a static executable for the busybox guest.
 fn static_loader() -> PathBuf {
@@ -394,6 +425,24 @@ fn check_loader(out: &VmOutput) {
     assert!(
         !exec("live").2.iter().any(|l| l.contains("STILL-ATTACHED")),
         "XDP left on lo"
+    );
+    let (_, rc, lines) = exec("cycles");
+    assert_eq!(
+        *rc,
+        0,
+        "module cycles: {}",
+        lines
+            .iter()
+            .filter(|l| l.contains("CYCLE"))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == &format!("CYCLES-DONE {MODULE_CYCLES}")),
+        "cycles did not finish: {lines:?}"
     );
     let r = json("sampled");
     assert_eq!(r["sampled"].as_u64(), Some(n / 4), "1/4 sampling: {r}");
