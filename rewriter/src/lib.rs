@@ -162,7 +162,7 @@ pub fn instrument(input: &[u8], opts: &Options) -> Result<Instrumented> {
     let mut out = Elf::parse(&linked)?;
     let lext = parse_ext(&out);
     let lplan = plan.rebase(&elf, &out)?;
-    let ins = emit(&out, &lplan)?;
+    let ins = emit(&out, &lplan, opts)?;
     patch::apply(&mut out, lext.as_ref().map(|(i, x)| (*i, x)), &ins)?;
     let json = serde_json::to_vec_pretty(&m).map_err(|e| Error::Other(e.to_string()))?;
     out.add_note_section(runtime::MANIFEST_SECTION, json)?;
@@ -240,6 +240,27 @@ struct RuntimeSyms {
     pcpu: usize,
     zero: usize,
     config: usize,
+    /// Sites read the counter themselves (one event, not `perf`).
+    inline: Option<InlineRead>,
+}
+
+/// What a site needs to read the counter itself.
+struct InlineRead {
+    start_prep: usize,
+    end_value: usize,
+    read: Read,
+}
+
+enum Read {
+    /// A helper with no argument (`bpf_ktime_get_ns`).
+    Helper(i32),
+    /// A module kfunc (extern symbol), with its slot argument if any, behind
+    /// the `inxpect_kfuncs` flag the verifier folds.
+    Kfunc {
+        sym: usize,
+        slot: Option<i32>,
+        flag: usize,
+    },
 }
 
 /// The inlined body of one probe (registers R0..R5 are free here: the
@@ -253,7 +274,17 @@ struct RuntimeSyms {
 ///
 /// `flag`: in a program, the stack slot of the sampling word; `checked`: the
 /// site already tested it.
-fn probe_body(k: Kind, s: &RuntimeSyms, flag: Option<i16>, checked: bool) -> Vec<NewInsn> {
+///
+/// `spare`: a dead callee-saved register left after the saves, which lets a
+/// START site read the counter itself (it holds the per-CPU pointer across
+/// the read).
+fn probe_body(
+    k: Kind,
+    s: &RuntimeSyms,
+    flag: Option<i16>,
+    checked: bool,
+    spare: Option<u8>,
+) -> Vec<NewInsn> {
     use insn::{OP_ADD, OP_AND, OP_LSH, SIZE_DW, SIZE_W};
     use runtime::{config, pcpu};
     let p = NewInsn::plain;
@@ -268,25 +299,72 @@ fn probe_body(k: Kind, s: &RuntimeSyms, flag: Option<i16>, checked: bool) -> Vec
             p(b),
         ]
     };
-    let call = |k: Kind, id: u32| {
-        [
-            p(Insn::mov64_imm(1, id as i32)),
-            NewInsn {
-                insn: Insn::pseudo_call(-1),
-                call: Some(if matches!(k, Kind::Start(_)) {
-                    s.start
-                } else {
-                    s.end
-                }),
-                load: None,
-            },
-        ]
+    let to = |sym: usize| NewInsn {
+        insn: Insn::pseudo_call(-1),
+        call: Some(sym),
+        load: None,
+    };
+    // The counter read, with its guard: `skip` instructions follow it that a
+    // missing module must also skip.
+    let read = |r: &Read, skip: usize| -> Vec<NewInsn> {
+        match r {
+            Read::Helper(id) => vec![p(Insn::helper_call(*id))],
+            Read::Kfunc { sym, slot, flag } => {
+                let mut v: Vec<NewInsn> = ld(1, *flag).into();
+                v.push(p(Insn::ldx(insn::SIZE_W, 1, 1, 0)));
+                let call_len = 1 + usize::from(slot.is_some());
+                v.push(p(Insn::jeq_imm(1, 0, (call_len + skip) as i16, false)));
+                if let Some(a) = slot {
+                    v.push(p(Insn::mov64_imm(1, *a)));
+                }
+                v.push(to(*sym));
+                v
+            }
+        }
+    };
+    let call = |k: Kind, id: u32| -> Vec<NewInsn> {
+        let arg = p(Insn::mov64_imm(1, id as i32));
+        match (k, &s.inline, spare) {
+            // START: bookkeeping in the runtime, then the read here, stored
+            // through the per-CPU pointer kept in `f`.
+            (Kind::Start(_), Some(inl), Some(f)) => {
+                let off = (runtime::pcpu::HELD + runtime::pcpu::HELD_SIZE * id as usize + 8) as i16;
+                let tail_store = vec![p(Insn::stx_dw(f, off, 0))];
+                let rd = read(&inl.read, tail_store.len());
+                let mut look: Vec<NewInsn> = ld(1, s.pcpu).into();
+                look.extend(ld(2, s.zero));
+                look.push(p(Insn::helper_call(1)));
+                let after_look = 1 + rd.len() + tail_store.len();
+                look.push(p(Insn::jeq_imm(0, 0, after_look as i16, false)));
+                look.push(p(Insn::mov64_reg(f, 0)));
+                let mut v = vec![arg, to(inl.start_prep)];
+                let rest = look.len() + rd.len() + tail_store.len();
+                v.push(p(Insn::jeq_imm(0, 0, rest as i16, false)));
+                v.extend(look);
+                v.extend(rd);
+                v.extend(tail_store);
+                v
+            }
+            // END: read first, then hand the value to the runtime.
+            (Kind::End(_), Some(inl), _) => {
+                let tail = vec![p(Insn::mov64_reg(2, 0)), arg, to(inl.end_value)];
+                let mut v = read(&inl.read, tail.len());
+                v.extend(tail);
+                v
+            }
+            (Kind::Start(_), ..) => vec![arg, to(s.start)],
+            _ => vec![arg, to(s.end)],
+        }
     };
     match (k, flag) {
-        (Kind::Start(id) | Kind::End(id), Some(_)) if checked => return call(k, id).to_vec(),
+        (Kind::Start(id) | Kind::End(id), Some(_)) if checked => return call(k, id),
         (Kind::Start(id) | Kind::End(id), Some(fl)) => {
-            let mut v = vec![p(Insn::ldx_dw(1, 10, fl)), p(Insn::jeq_imm(1, 0, 2, false))];
-            v.extend(call(k, id));
+            let c = call(k, id);
+            let mut v = vec![
+                p(Insn::ldx_dw(1, 10, fl)),
+                p(Insn::jeq_imm(1, 0, c.len() as i16, false)),
+            ];
+            v.extend(c);
             return v;
         }
         _ => {}
@@ -325,11 +403,12 @@ fn probe_body(k: Kind, s: &RuntimeSyms, flag: Option<i16>, checked: bool) -> Vec
         .chain(flag.map(|fl| p(Insn::stx_dw(10, fl, 1))))
         .collect(),
         Kind::Start(id) | Kind::End(id) => {
+            let c = call(k, id);
             let mut t = vec![
                 p(Insn::ldx(SIZE_DW, 1, 0, pcpu::CUR as i16)),
-                p(Insn::jeq_imm(1, 0, 2, false)),
+                p(Insn::jeq_imm(1, 0, c.len() as i16, false)),
             ];
-            t.extend(call(k, id));
+            t.extend(c);
             t
         }
     };
@@ -348,13 +427,59 @@ fn runtime_symbol(elf: &Elf, name: &str, func: bool) -> Result<usize> {
 /// Builds the probe sequences: save live caller-saved registers (into dead
 /// callee-saved ones first, then below the function's deepest stack slot),
 /// call the runtime, restore.
-fn emit(elf: &Elf, plan: &Plan) -> Result<Insertions> {
+fn emit(elf: &Elf, plan: &Plan, opts: &Options) -> Result<Insertions> {
+    let extern_sym = |name: &str| {
+        elf.symbols
+            .iter()
+            .position(|y| y.name == name && y.shndx == 0)
+    };
+    let prep = elf
+        .symbols
+        .iter()
+        .position(|y| y.name == runtime::FN_START_PREP && y.is_func() && y.shndx != 0);
+    let endv = elf
+        .symbols
+        .iter()
+        .position(|y| y.name == runtime::FN_END_VALUE && y.is_func() && y.shndx != 0);
+    let read = match opts.counter {
+        Counter::Ktime => Some(Read::Helper(5)),
+        Counter::Tsc => extern_sym("inxpect_read_tsc").map(|sym| Read::Kfunc {
+            sym,
+            slot: None,
+            flag: 0,
+        }),
+        Counter::Pmc if opts.events == 1 => extern_sym("inxpect_read_pmc").map(|sym| Read::Kfunc {
+            sym,
+            slot: Some(0),
+            flag: 0,
+        }),
+        _ => None,
+    };
+    let kflag = runtime_symbol(elf, "inxpect_kfuncs", false).ok();
+    let inline = match (prep, endv, read) {
+        (Some(start_prep), Some(end_value), Some(read)) => {
+            let read = match read {
+                Read::Kfunc { sym, slot, .. } => match kflag {
+                    Some(flag) => Some(Read::Kfunc { sym, slot, flag }),
+                    None => None,
+                },
+                r => Some(r),
+            };
+            read.map(|read| InlineRead {
+                start_prep,
+                end_value,
+                read,
+            })
+        }
+        _ => None,
+    };
     let syms = RuntimeSyms {
         start: runtime_symbol(elf, runtime::FN_START, true)?,
         end: runtime_symbol(elf, runtime::FN_END, true)?,
         pcpu: runtime_symbol(elf, runtime::MAP_PCPU, false)?,
         zero: runtime_symbol(elf, "inxpect_zero", false)?,
         config: runtime_symbol(elf, "inxpect_config", false)?,
+        inline,
     };
     let mut groups: BTreeMap<(usize, usize), Vec<Kind>> = BTreeMap::new();
     let mut func_of: BTreeMap<(usize, usize), usize> = BTreeMap::new();
@@ -472,8 +597,9 @@ fn emit(elf: &Elf, plan: &Plan) -> Result<Insertions> {
             (Some(fl), Some(d)) if !kinds.contains(&Kind::RunBegin) => Some((fl, d)),
             _ => None,
         };
+        let spare = free.first().copied();
         for k in kinds {
-            seq.extend(probe_body(k, &syms, flag, precheck.is_some()));
+            seq.extend(probe_body(k, &syms, flag, precheck.is_some(), spare));
         }
         seq.extend(saves.iter().map(|(r, from)| {
             NewInsn::plain(match from {

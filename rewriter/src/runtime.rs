@@ -12,6 +12,8 @@ pub const HIST_BUCKETS: usize = 64;
 pub const FN_RUN_BEGIN: &str = "__inxpect_run_begin";
 pub const FN_START: &str = "__inxpect_start";
 pub const FN_END: &str = "__inxpect_end";
+pub const FN_START_PREP: &str = "__inxpect_start_prep";
+pub const FN_END_VALUE: &str = "__inxpect_end_value";
 pub const PREFIX: &str = "__inxpect_";
 /// Deepest stack any runtime function uses (bytes), for the 512-byte budget.
 pub const RUNTIME_STACK: i64 = 64;
@@ -92,6 +94,9 @@ pub mod pcpu {
     pub const CUR: usize = 16;
     pub const UNORDERED: usize = 24;
     pub const NO_COUNTER: usize = 32;
+    /// `held[MAX_REGIONS]`, each `{ run, val[MAX_EVENTS] }`.
+    pub const HELD: usize = 64;
+    pub const HELD_SIZE: usize = 8 + 8 * super::MAX_EVENTS;
     pub const SIZE: usize = 64 + 40 * super::MAX_REGIONS;
 }
 

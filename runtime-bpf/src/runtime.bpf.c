@@ -147,6 +147,34 @@ __probe int __inxpect_start(__u32 id)
 	return 0;
 }
 
+#if INXPECT_NR_EVENTS == 1 && !defined(INXPECT_BACKEND_PERF)
+/*
+ * For sites that read the counter themselves (one event, a kfunc or
+ * bpf_ktime_get_ns): START's bookkeeping, then the site reads and stores
+ * the value into held[id].val[0]; returns whether to read. With END the
+ * site reads first and passes the value to __inxpect_end_value. No frame is
+ * then set up or torn down between the two reads.
+ */
+__probe int __inxpect_start_prep(__u32 id)
+{
+	struct inxpect_pcpu *p;
+
+	if (id >= INXPECT_MAX_REGIONS)
+		return 0;
+	if (!(inxpect_config.enabled[id / 64] & (1ULL << (id % 64))))
+		return 0;
+	p = pcpu();
+	if (!p || !p->cur)
+		return 0;
+	if (!COUNTER_PRESENT()) {
+		p->no_counter++;
+		return 0;
+	}
+	p->held[id].run = p->cur;
+	return 1;
+}
+#endif
+
 static __always_inline __u32 bucket(__u64 d)
 {
 	__u32 b = 0;
@@ -161,19 +189,13 @@ static __always_inline __u32 bucket(__u64 d)
 	return b < INXPECT_HIST_BUCKETS ? b : INXPECT_HIST_BUCKETS - 1;
 }
 
-__probe int __inxpect_end(__u32 id)
+static __always_inline int end_record(__u32 id, __u64 *now)
 {
-	__u64 now[INXPECT_MAX_EVENTS];
 	struct inxpect_stats *s;
 	struct inxpect_pcpu *p;
 	struct inxpect_held *h;
 	int e;
 
-	/* Read first: the probe site calls END only in a sampled run, so the
-	 * checks below can come after the read instead of between the reads. */
-	if (!COUNTER_PRESENT())
-		return 0;
-	READ_COUNTERS(now);
 	if (id >= INXPECT_MAX_REGIONS)
 		return 0;
 	p = pcpu();
@@ -209,6 +231,27 @@ __probe int __inxpect_end(__u32 id)
 	s->count++;
 	return 0;
 }
+
+__probe int __inxpect_end(__u32 id)
+{
+	__u64 now[INXPECT_MAX_EVENTS];
+
+	/* Read first: the probe site calls END only in a sampled run, so the
+	 * checks come after the read instead of between the reads. */
+	if (!COUNTER_PRESENT())
+		return 0;
+	READ_COUNTERS(now);
+	return end_record(id, now);
+}
+
+#if INXPECT_NR_EVENTS == 1 && !defined(INXPECT_BACKEND_PERF)
+__probe int __inxpect_end_value(__u32 id, __u64 now0)
+{
+	__u64 now[INXPECT_MAX_EVENTS] = { now0 };
+
+	return end_record(id, now);
+}
+#endif
 
 /* No license section: the linker refuses two different ones, and the
  * user's object carries its own (pmc, tsc and perf need it GPL-compatible). */
