@@ -459,10 +459,7 @@ fn emit(elf: &Elf, plan: &Plan, opts: &Options) -> Result<Insertions> {
     let inline = match (prep, endv, read) {
         (Some(start_prep), Some(end_value), Some(read)) => {
             let read = match read {
-                Read::Kfunc { sym, slot, .. } => match kflag {
-                    Some(flag) => Some(Read::Kfunc { sym, slot, flag }),
-                    None => None,
-                },
+                Read::Kfunc { sym, slot, .. } => kflag.map(|flag| Read::Kfunc { sym, slot, flag }),
                 r => Some(r),
             };
             read.map(|read| InlineRead {
