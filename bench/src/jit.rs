@@ -187,6 +187,26 @@ fn text(f: &Func, path: &[usize]) -> Vec<String> {
 pub fn empty_region_path(funcs: &[Func]) -> Result<NoisePath> {
     let starts: HashMap<u64, usize> = funcs.iter().enumerate().map(|(k, f)| (f.addr, k)).collect();
     let main = &funcs[0];
+    // Sites that read the counter themselves (ktime, tsc, one-event pmc): the
+    // two reads are calls out of the image made by the entry function.
+    let reads: Vec<usize> = main
+        .insns
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| is_call(i) && !starts.contains_key(&i.near_branch_target()))
+        .map(|(k, _)| k)
+        .collect();
+    if let [.., r1, r2] = reads[..] {
+        let p = longest(main, r1 + 1, |k| k == r2).context("no path between the reads")?;
+        return Ok(NoisePath {
+            pieces: vec![(
+                "probe sites, after the first read .. the second read (`call` included)",
+                text(main, &p),
+            )],
+            start_size: 0,
+            end_size: 0,
+        });
+    }
     // Calls into subprograms: the region's START then END are the last two
     // (the run count and sampling decision are inlined at the entry).
     let mut sub_calls = Vec::new();

@@ -541,6 +541,10 @@ pub struct NoiseRow {
 /// call's head up to the read.
 pub const TSC_KFUNC_BETWEEN: usize = 3 + 2; // endbr64, lfence
 pub const PMC_KFUNC_BETWEEN: usize = 3 + 9; // endbr64 cmp ja mov xor mov test js lfence
+/// The END site's guard of a kfunc read: `movabs` of the `.rodata.inxpect`
+/// address and the load of `inxpect_kfuncs` (the verifier folds the branch,
+/// not the load). Not in the ktime image the tsc/pmc rows are built from.
+pub const KFUNC_FLAG: usize = 2;
 
 pub fn noise() -> Result<Vec<NoiseRow>> {
     let input = std::fs::read(t::object_path("drop", "clang-O2-g"))?;
@@ -557,13 +561,13 @@ pub fn noise() -> Result<Vec<NoiseRow>> {
             for (name, extra, note) in [
                 (
                     "tsc",
-                    TSC_KFUNC_BETWEEN,
-                    "kfunc `inxpect_read_tsc`: 3 after `rdtsc` + 2 before it (6.12)",
+                    TSC_KFUNC_BETWEEN + KFUNC_FLAG,
+                    "kfunc `inxpect_read_tsc`: 3 after `rdtsc` + 2 before it (6.12); + 2 for the `inxpect_kfuncs` flag load",
                 ),
                 (
                     "pmc",
-                    PMC_KFUNC_BETWEEN + 1,
-                    "slot argument `xor edi,edi` 1 + kfunc `inxpect_read_pmc`: 3 after `rdpmc` + 9 before it (6.12)",
+                    PMC_KFUNC_BETWEEN + 1 + KFUNC_FLAG,
+                    "slot argument `xor edi,edi` 1 + kfunc `inxpect_read_pmc`: 3 after `rdpmc` + 9 before it (6.12); + 2 for the `inxpect_kfuncs` flag load",
                 ),
             ] {
                 rows.push(NoiseRow {

@@ -64,11 +64,15 @@ pub fn noise_paths(rows: &[NoiseRow]) -> String {
         .iter()
         .filter(|r| r.counter == "ktime" || r.counter == "perf")
     {
-        let _ = writeln!(
-            s,
-            "`{}` (START subprogram {} x86 insns, END subprogram {} in the image):\n\n```",
-            r.counter, r.path.start_size, r.path.end_size
-        );
+        if r.path.start_size == 0 {
+            let _ = writeln!(s, "`{}` (both reads at the probe sites):\n\n```", r.counter);
+        } else {
+            let _ = writeln!(
+                s,
+                "`{}` (START subprogram {} x86 insns, END subprogram {} in the image):\n\n```",
+                r.counter, r.path.start_size, r.path.end_size
+            );
+        }
         for (piece, insns) in &r.path.pieces {
             let _ = writeln!(s, "; {piece}: {}", insns.len());
             for i in insns {
