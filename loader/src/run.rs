@@ -333,8 +333,13 @@ pub fn run(a: RunArgs) -> Result<()> {
     if root_is_bpf {
         pin_maps(&l, &pin_dir, &mut att)?;
         let state = Path::new(STATE_ROOT).join(format!("{k}.json"));
+        sweep_stale_state();
         if fs::create_dir_all(STATE_ROOT).is_ok() {
-            let text = serde_json::to_string_pretty(&l.manifest)?;
+            // The manifest for `inxpect set`, and our pid, so that a later run
+            // can tell a leftover of a killed run from a live one.
+            let mut v = serde_json::to_value(&l.manifest)?;
+            v["pid"] = std::process::id().into();
+            let text = serde_json::to_string_pretty(&v)?;
             fs::write(&state, text).with_context(|| format!("writing {}", state.display()))?;
             att.pins.push(state);
         }
@@ -416,6 +421,25 @@ pub fn run(a: RunArgs) -> Result<()> {
         calibration: cal,
     };
     report::print(&r, c.format())
+}
+
+/// Removes the state files of earlier runs killed with SIGKILL: each holds
+/// the pid of its run; a file whose process is gone is a leftover.
+fn sweep_stale_state() {
+    let Ok(entries) = fs::read_dir(STATE_ROOT) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let pid = fs::read_to_string(&p)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["pid"].as_u64());
+        let alive = |pid: u64| Path::new(&format!("/proc/{pid}")).exists();
+        if p.extension().is_some_and(|x| x == "json") && pid.is_none_or(|pid| !alive(pid)) {
+            let _ = fs::remove_file(&p);
+        }
+    }
 }
 
 fn pin_maps(l: &object::Loaded, dir: &Path, att: &mut Attached) -> Result<()> {

@@ -233,6 +233,25 @@ fn killed_run_leaves_no_program() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // A killed run's state file stays behind (SIGKILL runs no cleanup); the
+    // next run finds leftovers of dead runs, of any device, and removes them.
+    let stale = format!("/run/inxpect/zz-stale-{}.json", std::process::id());
+    std::fs::create_dir_all("/run/inxpect").expect("state dir");
+    // Above any pid_max: no such process.
+    std::fs::write(&stale, r#"{"pid": 4294967295}"#).expect("fake leftover");
+    let mut again = start(&p, "drop", "native", &[]);
+    p.wait_attached(&mut again);
+    sigint(&again);
+    finish(again);
+    assert!(
+        !std::path::Path::new(&stale).exists(),
+        "the leftover state file of a dead run was kept"
+    );
+    let key = format!("{}-{}.json", p.a, p.va);
+    assert!(
+        !std::path::Path::new("/run/inxpect").join(key).exists(),
+        "this run's state file was kept"
+    );
 }
 
 #[test]
