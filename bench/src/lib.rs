@@ -230,6 +230,22 @@ impl Loaded {
         Ok((r.duration.as_nanos() as f64, r.return_value))
     }
 
+    /// Live frames: kernel ns per packet over `repeat` packets (the verdicts
+    /// are carried out, not returned).
+    pub fn run_live(&self, frame: &[u8], repeat: u32) -> Result<(f64, u32)> {
+        let prog = self.prog()?;
+        let input = ProgramInput {
+            data_in: Some(frame),
+            repeat,
+            flags: LIVE_FRAMES,
+            ..Default::default()
+        };
+        let r = prog
+            .test_run(input)
+            .context("BPF_PROG_TEST_RUN (live frames)")?;
+        Ok((r.duration.as_nanos() as f64, r.return_value))
+    }
+
     /// Mean kernel ns of `calls` single runs (repeat 1: a fresh copy of the
     /// frame each time, so in-place edits do not accumulate).
     pub fn run_single(&self, frame: &[u8], calls: u32) -> Result<(f64, u32)> {
@@ -252,6 +268,9 @@ impl Loaded {
         Ok(self.prog()?.as_fd().as_raw_fd())
     }
 }
+
+/// `BPF_F_TEST_XDP_LIVE_FRAMES` (uapi linux/bpf.h).
+pub const LIVE_FRAMES: u32 = 1 << 1;
 
 pub fn prog_info(fd: i32) -> Result<libbpf_sys::bpf_prog_info> {
     let mut info = libbpf_sys::bpf_prog_info::default();
@@ -335,6 +354,10 @@ pub enum Method {
     Repeat,
     /// `repeat 1` calls, fresh frame each (the full path every time).
     Single,
+    /// `BPF_F_TEST_XDP_LIVE_FRAMES`: each of `repeat` packets is a fresh frame
+    /// through the real XDP data path (page pool, verdicts carried out), the
+    /// kernel's way of measuring XDP throughput.
+    Live,
 }
 
 #[derive(Clone, Debug)]
@@ -392,7 +415,7 @@ pub fn overhead(cfg: &OverheadCfg, mut progress: impl FnMut(&str)) -> Result<Vec
                 configs.push((i, s));
             }
         }
-        for method in [Method::Repeat, Method::Single] {
+        for method in [Method::Repeat, Method::Single, Method::Live] {
             progress(&format!("overhead {app} {method:?}"));
             let n = configs.len();
             let mut base = vec![Vec::new(); n];
@@ -402,6 +425,7 @@ pub fn overhead(cfg: &OverheadCfg, mut progress: impl FnMut(&str)) -> Result<Vec
             let measure = |l: &Loaded| match method {
                 Method::Repeat => l.run(&frame, cfg.repeat),
                 Method::Single => l.run_single(&frame, cfg.single_calls),
+                Method::Live => l.run_live(&frame, cfg.repeat),
             };
             // Warm up every program once.
             for l in &loaded {

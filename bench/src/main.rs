@@ -150,7 +150,11 @@ fn targets(rows: &[OverheadRow], noise: &[NoiseRow], rw: Option<&str>) -> String
     let both = |app: &str, v: Variant, shift: u32, f: &dyn Fn(&OverheadRow) -> (f64, bool)| {
         let mut meas = Vec::new();
         let mut verdicts = Vec::new();
-        for (m, name) in [(Method::Repeat, "repeat"), (Method::Single, "fresh frame")] {
+        for (m, name) in [
+            (Method::Repeat, "repeat"),
+            (Method::Single, "fresh frame"),
+            (Method::Live, "live frames"),
+        ] {
             if let Some(r) = find(rows, app, m, v, shift) {
                 let (x, ok) = f(r);
                 meas.push(format!("{name}: {x:.1}%"));
@@ -187,7 +191,11 @@ fn targets(rows: &[OverheadRow], noise: &[NoiseRow], rw: Option<&str>) -> String
         }
     }
     for app in ["drop", "cms", "nat", "router", "tunnel"] {
-        for (m, name) in [(Method::Repeat, "repeat"), (Method::Single, "fresh frame")] {
+        for (m, name) in [
+            (Method::Repeat, "repeat"),
+            (Method::Single, "fresh frame"),
+            (Method::Live, "live frames"),
+        ] {
             let (Some(k), Some(p)) = (
                 find(rows, app, m, Variant::Whole(Counter::Ktime), 0),
                 find(rows, app, m, Variant::Whole(Counter::Perf), 0),
@@ -403,6 +411,8 @@ fn main() -> Result<()> {
     d.push_str(&report::overhead_table(&rows, Method::Single));
     d.push_str("\n### Kernel `repeat` (one buffer for all iterations)\n\n");
     d.push_str(&report::overhead_table(&rows, Method::Repeat));
+    d.push_str("\n### Live frames (`BPF_F_TEST_XDP_LIVE_FRAMES`: every packet a fresh frame through the real XDP path)\n\n");
+    d.push_str(&report::overhead_table(&rows, Method::Live));
     d.push_str("\n| fentry/fexit (`bpftool prog profile`, `perf stat -b`) | refused on this host (EPERM); not measured |\n|---|---|\n");
     d.push_str("\n## 2. Instruction noise (empty region, `drop`)\n\n");
     d.push_str(include_str!("../notes/noise.md"));
