@@ -32,7 +32,12 @@ pub fn overhead_table(rows: &[OverheadRow], method: Method) -> String {
             r.ns,
             r.base_ns,
             100.0 * r.kept,
-            verdict(r.verdict)
+            // Live frames carry verdicts out instead of returning them.
+            if method == Method::Live {
+                "-"
+            } else {
+                verdict(r.verdict)
+            }
         );
     }
     s
