@@ -2,10 +2,11 @@
 //! between the two counter reads of an empty region.
 //!
 //! The image (`jited_prog_insns`, split by `jited_func_lens`, placed at
-//! `jited_ksyms`) is disassembled with iced-x86. In the entry function, the
-//! calls into subprograms appear in the order `__inxpect_run_begin`,
-//! `__inxpect_start`, `__inxpect_end` (an app whose first region is empty,
-//! like `drop`'s `verdict`). Three pieces are then walked on the control-flow
+//! `jited_ksyms`) is disassembled with iced-x86. Where the probe sites read
+//! the counter themselves, the path between the two read calls of the entry
+//! function is walked. Otherwise the entry function calls `__inxpect_start`
+//! then `__inxpect_end` (an app whose first region is empty, like `drop`'s
+//! `verdict`), and three pieces are walked on the control-flow
 //! graph (longest forward path, calls treated as falling through; see
 //! [`longest`]):
 //!

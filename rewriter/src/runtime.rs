@@ -9,7 +9,6 @@ pub const MAX_REGIONS: usize = 256;
 pub const MAX_EVENTS: usize = 4;
 pub const HIST_BUCKETS: usize = 64;
 
-pub const FN_RUN_BEGIN: &str = "__inxpect_run_begin";
 pub const FN_START: &str = "__inxpect_start";
 pub const FN_END: &str = "__inxpect_end";
 pub const FN_START_PREP: &str = "__inxpect_start_prep";

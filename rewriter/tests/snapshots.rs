@@ -20,6 +20,15 @@ const APPS: [&str; 10] = [
     "tunnel_sub",
 ];
 
+/// The runtime's functions (runtime-bpf/src/runtime.bpf.c), cut from the
+/// user-code snapshots.
+const RUNTIME_FUNCS: [&str; 4] = [
+    "__inxpect_start",
+    "__inxpect_end",
+    "__inxpect_start_prep",
+    "__inxpect_end_value",
+];
+
 fn rewritten(app: &str, mode: Mode, counter: Counter) -> String {
     let p = common::root().join(format!("testdata/objects/{app}.clang-O2-g.o"));
     let input = std::fs::read(&p).expect("object");
@@ -40,9 +49,7 @@ fn rewritten(app: &str, mode: Mode, counter: Counter) -> String {
     let mut skip = false;
     for l in text.lines() {
         if l.ends_with(':') && !l.starts_with(' ') {
-            skip = l.starts_with("__inxpect_run_begin")
-                || l.starts_with("__inxpect_start:")
-                || l.starts_with("__inxpect_end:");
+            skip = RUNTIME_FUNCS.contains(&l.trim_end_matches(':'));
         }
         if l.starts_with("section ") {
             skip = false;

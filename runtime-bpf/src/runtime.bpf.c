@@ -107,25 +107,13 @@ static __always_inline struct inxpect_pcpu *pcpu(void)
 	return bpf_map_lookup_elem(&inxpect_pcpu, &zero);
 }
 
-__probe int __inxpect_run_begin(void)
-{
-	struct inxpect_pcpu *p = pcpu();
-	__u64 run, mask;
-
-	if (!p)
-		return 0;
-	run = ++p->runs;
-	mask = (1ULL << (inxpect_config.sample_shift & 63)) - 1;
-	if (run & mask) {
-		p->cur = 0;
-		return 0;
-	}
-	p->cur = run;
-	p->sampled++;
-	return 0;
-}
-
-__probe int __inxpect_start(__u32 id)
+/*
+ * START's bookkeeping: the region enabled, this run sampled, the counter
+ * there; then marks the region held by this run. Returns the held entry, or
+ * NULL when nothing is to be measured. (The run count and the sampling
+ * decision are inlined by the rewriter at each program entry.)
+ */
+static __always_inline struct inxpect_held *start_hold(__u32 id)
 {
 	struct inxpect_pcpu *p;
 	struct inxpect_held *h;
@@ -143,7 +131,15 @@ __probe int __inxpect_start(__u32 id)
 	}
 	h = &p->held[id];
 	h->run = p->cur;
-	READ_COUNTERS(h->val);
+	return h;
+}
+
+__probe int __inxpect_start(__u32 id)
+{
+	struct inxpect_held *h = start_hold(id);
+
+	if (h)
+		READ_COUNTERS(h->val);
 	return 0;
 }
 
@@ -157,21 +153,7 @@ __probe int __inxpect_start(__u32 id)
  */
 __probe int __inxpect_start_prep(__u32 id)
 {
-	struct inxpect_pcpu *p;
-
-	if (id >= INXPECT_MAX_REGIONS)
-		return 0;
-	if (!(inxpect_config.enabled[id / 64] & (1ULL << (id % 64))))
-		return 0;
-	p = pcpu();
-	if (!p || !p->cur)
-		return 0;
-	if (!COUNTER_PRESENT()) {
-		p->no_counter++;
-		return 0;
-	}
-	p->held[id].run = p->cur;
-	return 1;
+	return start_hold(id) != 0;
 }
 #endif
 
