@@ -2,125 +2,11 @@
 //! the instrumented app attached on one end, frames sent from the other.
 
 mod common;
+use common::netns::{sh, Pair};
 use common::*;
 
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-fn sh(args: &[&str]) {
-    let o = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("spawn");
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-/// Namespaces `A`/`B` with veth ends `va` (in A) and `vb` (in B), unique
-/// per process and test; deleted on drop, whatever happened.
-struct Pair {
-    a: String,
-    b: String,
-    va: String,
-    vb: String,
-}
-
-impl Pair {
-    fn new() -> Pair {
-        let id = format!(
-            "{}{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::SeqCst)
-        );
-        let p = Pair {
-            a: format!("inxa{id}"),
-            b: format!("inxb{id}"),
-            va: format!("ixa{id}"),
-            vb: format!("ixb{id}"),
-        };
-        sh(&["ip", "netns", "add", &p.a]);
-        sh(&["ip", "netns", "add", &p.b]);
-        sh(&[
-            "ip", "link", "add", &p.va, "netns", &p.a, "type", "veth", "peer", "name", &p.vb,
-            "netns", &p.b,
-        ]);
-        for (ns, dev) in [(&p.a, &p.va), (&p.b, &p.vb)] {
-            // No IPv6: its router/neighbour solicitations would add runs.
-            sh(&[
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.all.disable_ipv6=1",
-            ]);
-            sh(&[
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.default.disable_ipv6=1",
-            ]);
-            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
-        }
-        p
-    }
-
-    fn xdp_attached(&self) -> bool {
-        let o = Command::new("ip")
-            .args(["-n", &self.a, "-d", "link", "show", "dev", &self.va])
-            .output()
-            .expect("ip");
-        let t = String::from_utf8_lossy(&o.stdout);
-        t.contains("prog/xdp") || t.contains(" xdp")
-    }
-
-    fn wait_attached(&self, child: &mut Child) {
-        let t0 = Instant::now();
-        while !self.xdp_attached() {
-            if let Ok(Some(st)) = child.try_wait() {
-                panic!("inxpect run exited early: {st}");
-            }
-            assert!(t0.elapsed() < Duration::from_secs(20), "never attached");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn send(&self, n: u64) {
-        let o = run(&[
-            "replay",
-            "--netns",
-            &self.b,
-            "--dev",
-            &self.vb,
-            "--count",
-            &n.to_string(),
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
-
-    fn pin_dir(&self) -> std::path::PathBuf {
-        std::path::Path::new("/sys/fs/bpf/inxpect").join(format!("{}-{}", self.a, self.va))
-    }
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        for ns in [&self.a, &self.b] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-        let _ = std::fs::remove_dir_all(self.pin_dir());
-    }
-}
 
 fn start(p: &Pair, app: &str, mode: &str, extra: &[&str]) -> Child {
     let cfg = root()
@@ -176,7 +62,7 @@ fn sigint(child: &Child) {
 
 #[test]
 fn router_native_counts_every_frame_and_detaches() {
-    let p = Pair::new();
+    let p = Pair::new("x");
     let mut child = start(&p, "router", "native", &["--duration", "3s"]);
     p.wait_attached(&mut child);
     assert!(p.pin_dir().join("config").exists(), "config not pinned");
@@ -196,7 +82,7 @@ fn router_native_counts_every_frame_and_detaches() {
 
 #[test]
 fn nat_generic_sigint_and_live_set() {
-    let p = Pair::new();
+    let p = Pair::new("x");
     let mut child = start(&p, "nat", "generic", &[]);
     p.wait_attached(&mut child);
     p.send(200);
@@ -219,7 +105,7 @@ fn nat_generic_sigint_and_live_set() {
 
 #[test]
 fn killed_run_leaves_no_program() {
-    let p = Pair::new();
+    let p = Pair::new("x");
     let mut child = start(&p, "drop", "native", &[]);
     p.wait_attached(&mut child);
     child.kill().expect("SIGKILL");
@@ -256,7 +142,7 @@ fn killed_run_leaves_no_program() {
 
 #[test]
 fn busy_device_is_refused_and_left_alone() {
-    let p = Pair::new();
+    let p = Pair::new("x");
     let mut first = start(&p, "drop", "native", &[]);
     p.wait_attached(&mut first);
     let o = run(&[

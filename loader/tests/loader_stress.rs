@@ -4,128 +4,17 @@
 //! that no XDP program and no pin is left behind.
 
 mod common;
+use common::netns::{sh, Pair};
 use common::*;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::os::fd::AsRawFd;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-fn sh(args: &[&str]) {
-    let o = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("spawn");
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-/// Namespaces `A`/`B` with veth ends `va` (in A) and `vb` (in B), unique
-/// per process and test; deleted on drop, whatever happened.
-struct Pair {
-    a: String,
-    b: String,
-    va: String,
-    vb: String,
-}
-
-impl Pair {
-    fn new() -> Pair {
-        let id = format!(
-            "{}{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::SeqCst)
-        );
-        let p = Pair {
-            a: format!("insa{id}"),
-            b: format!("insb{id}"),
-            va: format!("isa{id}"),
-            vb: format!("isb{id}"),
-        };
-        sh(&["ip", "netns", "add", &p.a]);
-        sh(&["ip", "netns", "add", &p.b]);
-        sh(&[
-            "ip", "link", "add", &p.va, "netns", &p.a, "type", "veth", "peer", "name", &p.vb,
-            "netns", &p.b,
-        ]);
-        for (ns, dev) in [(&p.a, &p.va), (&p.b, &p.vb)] {
-            // No IPv6: its router/neighbour solicitations would add runs.
-            for key in [
-                "net.ipv6.conf.all.disable_ipv6=1",
-                "net.ipv6.conf.default.disable_ipv6=1",
-            ] {
-                sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", key]);
-            }
-            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
-        }
-        p
-    }
-
-    fn xdp_attached(&self) -> bool {
-        let o = Command::new("ip")
-            .args(["-n", &self.a, "-d", "link", "show", "dev", &self.va])
-            .output()
-            .expect("ip");
-        assert!(o.status.success(), "ip link show {} failed", self.va);
-        let t = String::from_utf8_lossy(&o.stdout);
-        t.contains("prog/xdp") || t.contains(" xdp")
-    }
-
-    fn wait_attached(&self, child: &mut Child) {
-        let t0 = Instant::now();
-        while !self.xdp_attached() {
-            if let Ok(Some(st)) = child.try_wait() {
-                panic!("inxpect run exited early: {st}");
-            }
-            assert!(t0.elapsed() < Duration::from_secs(20), "never attached");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn send(&self, n: u64) {
-        let o = run(&[
-            "replay",
-            "--netns",
-            &self.b,
-            "--dev",
-            &self.vb,
-            "--count",
-            &n.to_string(),
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
-
-    fn pin_dir(&self) -> std::path::PathBuf {
-        std::path::Path::new("/sys/fs/bpf/inxpect").join(format!("{}-{}", self.a, self.va))
-    }
-
-    /// Nothing attached, nothing pinned, no state file.
-    fn assert_clean(&self) {
-        assert!(!self.xdp_attached(), "XDP program left on {}", self.va);
-        assert!(!self.pin_dir().exists(), "pins left behind");
-        let state = format!("/run/inxpect/{}-{}.json", self.a, self.va);
-        assert!(!std::path::Path::new(&state).exists(), "{state} left");
-    }
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        for ns in [&self.a, &self.b] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-        let _ = std::fs::remove_dir_all(self.pin_dir());
-        let _ = std::fs::remove_file(format!("/run/inxpect/{}-{}.json", self.a, self.va));
-    }
-}
 
 /// A child process killed (and reaped) on drop unless already waited for.
 struct Guard(Option<Child>);
@@ -252,7 +141,7 @@ const CYCLES_BINARY: usize = 50;
 /// exceed the minute), then 50 full `inxpect run` cycles.
 #[test]
 fn attach_detach_1000_times() {
-    let p = Pair::new();
+    let p = Pair::new("s");
     let t0 = Instant::now();
     let (ns, dev) = (p.a.clone(), p.va.clone());
     // setns(2) moves only the calling thread: do it in a thread of our own.
@@ -413,7 +302,7 @@ fn settled_table(rx: &Receiver<Live>, want: &str) -> Table {
 /// stop counting, the program keep running, and the report adds up.
 #[test]
 fn live_set_under_traffic() {
-    let p = Pair::new();
+    let p = Pair::new("s");
     let mut g = start(
         &p,
         "router",
@@ -504,8 +393,8 @@ fn live_set_under_traffic() {
 /// its own frames, both detach cleanly.
 #[test]
 fn two_programs_two_devices() {
-    let p1 = Pair::new();
-    let p2 = Pair::new();
+    let p1 = Pair::new("s");
+    let p2 = Pair::new("s");
     let mut g1 = start(&p1, "router", "native", &[]);
     let mut g2 = start(&p2, "nat", "generic", &[]);
     p1.wait_attached(g1.child());
