@@ -47,10 +47,17 @@ fn smoke_drop() {
         assert!(ns > 0.0 && ns < 1e6 && base > 0.0, "{r}");
         // "-": live frames carry the verdict out rather than return it.
         assert!(c[8] == "DROP" || c[8] == "-", "{r}");
-        if !r.contains("uninstrumented") {
-            // Probes never make a run faster than about the baseline.
-            assert!(ns > base * 0.8, "{r}");
-        }
+        // The % column is throughput relative to the baseline measured in the
+        // same round: base/ns. No bound on the value itself: on a noisy
+        // machine a time ratio is a figure, not a pass/fail criterion.
+        let pct: f64 = c[7].trim_end_matches('%').parse().expect("pct");
+        // (one round: the median ratio is that round's ratio; the table
+        // rounds ns to 0.05, hence the relative slack.)
+        let want = 100.0 * base / ns;
+        assert!(
+            (pct - want).abs() <= want * (0.06 / ns + 0.06 / base) + 0.06,
+            "{r}"
+        );
     }
     // Noise rows for the four counters, JIT paths found.
     for c in ["`tsc`", "`pmc`", "`ktime`", "`perf`"] {
