@@ -70,6 +70,20 @@ __u64 inxpect_read_pmc(__u32 slot);
 __u64 inxpect_read_tsc(void);
 
 /*
+ * The probes' own reads. Under IBT the compiler starts every global function
+ * with endbr64, one more instruction inside each measurement; the JIT calls
+ * kfuncs directly, never through a pointer, so they do not need it
+ * (nocf_check is part of the type, hence on the prototypes too).
+ */
+#ifdef CONFIG_X86_KERNEL_IBT
+#define __inxpect_direct __attribute__((nocf_check))
+#else
+#define __inxpect_direct
+#endif
+__inxpect_direct __u64 inxpect_read_pmc0_lo(void);
+__inxpect_direct __u64 inxpect_read_tsc_lo(void);
+
+/*
  * notrace: no __fentry__ call, one instruction less and no ftrace hook inside
  * a measurement. lfence: rdpmc/rdtsc are not ordered with earlier
  * instructions; without it the read may happen before the measured code ends.
@@ -96,6 +110,33 @@ __bpf_kfunc notrace __u64 inxpect_read_tsc(void)
 	return (hi << 32) | lo;
 }
 
+/*
+ * The low 32 bits only, for the probes' deltas (taken mod 2^32; a region
+ * would need over a second to wrap): rdpmc/rdtsc already zero bits 63:32 of
+ * rax, so after the read there is only the return. Slot 0 is fixed, so no
+ * argument and no bounds check either. Between the two reads of a region
+ * this leaves: `ret` after START's read, `mov/test/js/lfence` before END's.
+ */
+__bpf_kfunc notrace __inxpect_direct __u64 inxpect_read_pmc0_lo(void)
+{
+	u64 lo;
+	int idx = this_cpu_read(inxpect_rdpmc[0]);
+
+	/* unlikely: keeps `xor eax,eax` off the read path. */
+	if (unlikely(idx < 0))
+		return 0;
+	asm volatile("lfence; rdpmc" : "=a"(lo) : "c"(idx) : "rdx");
+	return lo;
+}
+
+__bpf_kfunc notrace __inxpect_direct __u64 inxpect_read_tsc_lo(void)
+{
+	u64 lo;
+
+	asm volatile("lfence; rdtsc" : "=a"(lo) : : "rdx");
+	return lo;
+}
+
 /* BTF_KFUNCS_START (6.9+) marks the set as kfuncs; 6.9+ refuses a plain
  * BTF_SET8 with -EINVAL, and 6.1 only has BTF_SET8. Test the macro rather
  * than the version: distributions backport. */
@@ -106,6 +147,8 @@ BTF_SET8_START(inxpect_kfunc_ids)
 #endif
 BTF_ID_FLAGS(func, inxpect_read_pmc)
 BTF_ID_FLAGS(func, inxpect_read_tsc)
+BTF_ID_FLAGS(func, inxpect_read_pmc0_lo)
+BTF_ID_FLAGS(func, inxpect_read_tsc_lo)
 #ifdef BTF_KFUNCS_END
 BTF_KFUNCS_END(inxpect_kfunc_ids)
 #else

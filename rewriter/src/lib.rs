@@ -254,13 +254,9 @@ struct InlineRead {
 enum Read {
     /// A helper with no argument (`bpf_ktime_get_ns`).
     Helper(i32),
-    /// A module kfunc (extern symbol), with its slot argument if any, behind
-    /// the `inxpect_kfuncs` flag the verifier folds.
-    Kfunc {
-        sym: usize,
-        slot: Option<i32>,
-        flag: usize,
-    },
+    /// A module kfunc (extern symbol, no argument), behind the
+    /// `inxpect_kfuncs` flag the verifier folds.
+    Kfunc { sym: usize, flag: usize },
 }
 
 /// The inlined body of one probe (registers R0..R5 are free here: the
@@ -305,18 +301,19 @@ fn probe_body(
         load: None,
     };
     // The counter read, with its guard: `skip` instructions follow it that a
-    // missing module must also skip.
+    // missing module must also skip. A site that tested the sampling word
+    // needs no guard: without the module the program entry stores a 0 the
+    // verifier knows (below), which makes the whole site dead code; the two
+    // instructions of the guard would otherwise fall between END's read and
+    // START's.
     let read = |r: &Read, skip: usize| -> Vec<NewInsn> {
         match r {
             Read::Helper(id) => vec![p(Insn::helper_call(*id))],
-            Read::Kfunc { sym, slot, flag } => {
+            Read::Kfunc { sym, .. } if flag.is_some() => vec![to(*sym)],
+            Read::Kfunc { sym, flag } => {
                 let mut v: Vec<NewInsn> = ld(1, *flag).into();
                 v.push(p(Insn::ldx(insn::SIZE_W, 1, 1, 0)));
-                let call_len = 1 + usize::from(slot.is_some());
-                v.push(p(Insn::jeq_imm(1, 0, (call_len + skip) as i16, false)));
-                if let Some(a) = slot {
-                    v.push(p(Insn::mov64_imm(1, *a)));
-                }
+                v.push(p(Insn::jeq_imm(1, 0, (1 + skip) as i16, false)));
                 v.push(to(*sym));
                 v
             }
@@ -400,7 +397,31 @@ fn probe_body(
             p(Insn::stx_dw(0, pcpu::CUR as i16, 1)),
         ]
         .into_iter()
-        .chain(flag.map(|fl| p(Insn::stx_dw(10, fl, 1))))
+        .chain(flag.iter().flat_map(|&fl| {
+            // Sites that read a kfunc themselves skip their guard (see
+            // `read`): here, without the module (`inxpect_kfuncs` 0, which
+            // the verifier knows), a sampled run counts `no_counter` and
+            // the word stored is a known 0.
+            let mut w = Vec::new();
+            if let Some(InlineRead {
+                read: Read::Kfunc { flag: kf, .. },
+                ..
+            }) = &s.inline
+            {
+                w.extend(ld(2, *kf));
+                w.extend([
+                    p(Insn::ldx(SIZE_W, 2, 2, 0)),
+                    p(Insn::jeq_imm(2, 0, 5, true)),
+                    p(Insn::jeq_imm(1, 0, 3, false)),
+                    p(Insn::ldx(SIZE_DW, 3, 0, pcpu::NO_COUNTER as i16)),
+                    p(Insn::alu64_imm(OP_ADD, 3, 1)),
+                    p(Insn::stx_dw(0, pcpu::NO_COUNTER as i16, 3)),
+                    p(Insn::mov64_imm(1, 0)),
+                ]);
+            }
+            w.push(p(Insn::stx_dw(10, fl, 1)));
+            w
+        }))
         .collect(),
         Kind::Start(id) | Kind::End(id) => {
             let c = call(k, id);
@@ -443,23 +464,18 @@ fn emit(elf: &Elf, plan: &Plan, opts: &Options) -> Result<Insertions> {
         .position(|y| y.name == runtime::FN_END_VALUE && y.is_func() && y.shndx != 0);
     let read = match opts.counter {
         Counter::Ktime => Some(Read::Helper(5)),
-        Counter::Tsc => extern_sym("inxpect_read_tsc").map(|sym| Read::Kfunc {
-            sym,
-            slot: None,
-            flag: 0,
-        }),
-        Counter::Pmc if opts.events == 1 => extern_sym("inxpect_read_pmc").map(|sym| Read::Kfunc {
-            sym,
-            slot: Some(0),
-            flag: 0,
-        }),
+        // The `_lo` kfuncs: low 32 bits, no argument (see the runtime).
+        Counter::Tsc => extern_sym("inxpect_read_tsc_lo").map(|sym| Read::Kfunc { sym, flag: 0 }),
+        Counter::Pmc if opts.events == 1 => {
+            extern_sym("inxpect_read_pmc0_lo").map(|sym| Read::Kfunc { sym, flag: 0 })
+        }
         _ => None,
     };
     let kflag = runtime_symbol(elf, "inxpect_kfuncs", false).ok();
     let inline = match (prep, endv, read) {
         (Some(start_prep), Some(end_value), Some(read)) => {
             let read = match read {
-                Read::Kfunc { sym, slot, .. } => kflag.map(|flag| Read::Kfunc { sym, slot, flag }),
+                Read::Kfunc { sym, .. } => kflag.map(|flag| Read::Kfunc { sym, flag }),
                 r => Some(r),
             };
             read.map(|read| InlineRead {

@@ -58,12 +58,21 @@ struct {
 	__type(value, struct inxpect_stats);
 } inxpect_stats SEC(".maps");
 
+/*
+ * pmc and tsc deltas are taken mod 2^32: the module's `_lo` kfuncs return
+ * only the low half (no shift and or after the read, inside the window), and
+ * no region runs long enough to wrap 32 bits (over a second).
+ */
 #if defined(INXPECT_BACKEND_PMC)
 extern __u64 inxpect_read_pmc(__u32 slot) __ksym __weak;
+extern __u64 inxpect_read_pmc0_lo(void) __ksym __weak;
+#define DELTA_32 1
 #define COUNTER_PRESENT() inxpect_kfuncs
 #define READ_COUNTERS(v)                                    \
 	do {                                                \
-		(v)[0] = inxpect_read_pmc(0);               \
+		(v)[0] = INXPECT_NR_EVENTS == 1 ?           \
+			inxpect_read_pmc0_lo() :            \
+			inxpect_read_pmc(0);                \
 		if (INXPECT_NR_EVENTS > 1)                  \
 			(v)[1] = inxpect_read_pmc(1);       \
 		if (INXPECT_NR_EVENTS > 2)                  \
@@ -72,9 +81,10 @@ extern __u64 inxpect_read_pmc(__u32 slot) __ksym __weak;
 			(v)[3] = inxpect_read_pmc(3);       \
 	} while (0)
 #elif defined(INXPECT_BACKEND_TSC)
-extern __u64 inxpect_read_tsc(void) __ksym __weak;
+extern __u64 inxpect_read_tsc_lo(void) __ksym __weak;
+#define DELTA_32 1
 #define COUNTER_PRESENT() inxpect_kfuncs
-#define READ_COUNTERS(v) ((v)[0] = inxpect_read_tsc())
+#define READ_COUNTERS(v) ((v)[0] = inxpect_read_tsc_lo())
 #elif defined(INXPECT_BACKEND_KTIME)
 #define COUNTER_PRESENT() 1
 #define READ_COUNTERS(v) ((v)[0] = bpf_ktime_get_ns())
@@ -99,6 +109,16 @@ static __always_inline __u64 perf_read(void)
 #else
 #error "define one INXPECT_BACKEND_*"
 #endif
+
+#ifndef DELTA_32
+#define DELTA_32 0
+#endif
+
+/* end - start; negative (a clock that went back) as a large value. */
+static __always_inline __u64 delta(__u64 now, __u64 then)
+{
+	return DELTA_32 ? (__u32)(now - then) : now - then;
+}
 
 static __always_inline struct inxpect_pcpu *pcpu(void)
 {
@@ -193,7 +213,7 @@ static __always_inline int end_record(__u32 id, __u64 *now)
 	if (!s)
 		return 0;
 	for (e = 0; e < INXPECT_NR_EVENTS; e++) {
-		__u64 d = now[e] - h->val[e];
+		__u64 d = delta(now[e], h->val[e]);
 
 		if ((__s64)d < 0) {
 			p->unordered++;
@@ -201,7 +221,7 @@ static __always_inline int end_record(__u32 id, __u64 *now)
 		}
 	}
 	for (e = 0; e < INXPECT_NR_EVENTS; e++) {
-		__u64 d = now[e] - h->val[e];
+		__u64 d = delta(now[e], h->val[e]);
 
 		s->sum[e] += d;
 		if (!s->count || d < s->min[e])

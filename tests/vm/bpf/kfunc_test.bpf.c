@@ -9,6 +9,8 @@
  * without the module and bpf_ksym_exists() is then false. */
 extern __u64 inxpect_read_pmc(__u32 slot) __ksym __weak;
 extern __u64 inxpect_read_tsc(void) __ksym __weak;
+extern __u64 inxpect_read_pmc0_lo(void) __ksym __weak;
+extern __u64 inxpect_read_tsc_lo(void) __ksym __weak;
 
 struct kfunc_result result;
 
@@ -24,7 +26,9 @@ struct kfunc_result result;
 const volatile __u32 kt_have_kfuncs;
 #define HAVE_KFUNCS() (kt_have_kfuncs)
 #else
-#define HAVE_KFUNCS() (bpf_ksym_exists(inxpect_read_tsc) && bpf_ksym_exists(inxpect_read_pmc))
+#define HAVE_KFUNCS()                                                              \
+	(bpf_ksym_exists(inxpect_read_tsc) && bpf_ksym_exists(inxpect_read_pmc) && \
+	 bpf_ksym_exists(inxpect_read_tsc_lo) && bpf_ksym_exists(inxpect_read_pmc0_lo))
 #endif
 
 static __always_inline void probe(void)
@@ -42,6 +46,15 @@ static __always_inline void probe(void)
 	result.tsc_second = b;
 	if (b <= a)
 		result.tsc_not_increasing++;
+	a = inxpect_read_tsc_lo();
+	b = inxpect_read_tsc_lo();
+	result.tsc_lo_delta = (__u32)(b - a);
+	if ((a >> 32) || (b >> 32) || (__u32)(b - a) == 0)
+		result.tsc_lo_bad++;
+	a = inxpect_read_pmc0_lo();
+	result.pmc0_lo = a;
+	if (a)
+		result.pmc0_lo_nonzero++;
 #pragma unroll
 	for (i = 0; i < KT_SLOTS; i++) {
 		__u64 v = inxpect_read_pmc(i);

@@ -13,6 +13,11 @@ struct kfunc_result {
 	__u64 tsc_not_increasing; /* runs where second <= first */
 	__u64 pmc[KT_SLOTS]; /* last inxpect_read_pmc(slot) */
 	__u64 pmc_nonzero[KT_SLOTS]; /* runs where it was not 0 */
+	/* The probes' `_lo` kfuncs: low 32 bits only. */
+	__u64 tsc_lo_bad; /* runs where a value had bits above 31 or the delta mod 2^32 was 0 */
+	__u64 tsc_lo_delta; /* last (u32)(second - first) */
+	__u64 pmc0_lo; /* last inxpect_read_pmc0_lo() */
+	__u64 pmc0_lo_nonzero; /* runs where it was not 0 */
 };
 
 #endif

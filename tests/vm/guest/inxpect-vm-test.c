@@ -395,6 +395,13 @@ static void kfunc_tests(const char *bpfdir, bool rodata_guard, bool module_loade
 	      r.tsc_first, r.tsc_second);
 	printf("INXPECT-VM-INFO tsc_delta=%llu xdp_ns_per_run=%u\n",
 	       r.tsc_second - r.tsc_first, dur);
+	snprintf(name, sizeof(name), "%s: tsc_lo 32 bits, advancing", tag);
+	check(r.tsc_lo_bad == 0, name, "%llu of %d runs not; last delta %llu", r.tsc_lo_bad,
+	      reps, r.tsc_lo_delta);
+	snprintf(name, sizeof(name), "%s: pmc0_lo %s", tag,
+		 has_pmu ? "counts" : "inactive reads 0");
+	check(r.pmc0_lo_nonzero == (has_pmu ? (__u64)reps : 0), name,
+	      "nonzero in %llu of %d runs, last %llu", r.pmc0_lo_nonzero, reps, r.pmc0_lo);
 	for (int s = 0; s < KT_SLOTS; s++) {
 		bool counting = has_pmu && s == 0; /* cycles on slot 0 */
 		__u64 want = counting ? (__u64)reps : 0;
