@@ -12,7 +12,10 @@
 #              env INXPECT_VM_CMDS adds more (one per line). Without any
 #              command, each --obj ending in .o gets `run /objs/X.o`.
 # Env: INXPECT_VM_RELOADS (default 100), INXPECT_VM_TIMEOUT (seconds, 300),
-#      INXPECT_VM_CACHE (default tests/vm/cache), CLANG (default clang).
+#      INXPECT_VM_CACHE (default tests/vm/cache), CLANG (default clang),
+#      INXPECT_VM_QEMU_ARGS (extra qemu arguments, split on spaces; e.g.
+#      '-plugin bench/tcg/inxpect-count.so -d plugin -D /tmp/tcg.log' for
+#      `inxpect-bench vm`; default none).
 #
 # Prints the guest console, then one line
 #   vm-harness: PASS|FAIL <series> <release>: <reason>
@@ -96,6 +99,10 @@ done
 gcc -static -O2 -Wall -Wextra -Werror -I"$repo/kmod" -I"$here/bpf" \
   -o "$build/inxpect-vm-test" "$here/guest/inxpect-vm-test.c" -lbpf -lelf -lz ||
   verdict FAIL "guest program build failed (needs static libbpf, libelf, zlib)"
+# The benchmark driver (`inxpect-bench vm`), same flags.
+gcc -static -O2 -Wall -Wextra -Werror -I"$repo/kmod" -I"$here/bpf" \
+  -o "$build/inxpect-vm-bench" "$here/guest/inxpect-vm-bench.c" -lbpf -lelf -lz ||
+  verdict FAIL "guest bench program build failed"
 
 # Initramfs: busybox, the module, the test program, BPF objects, extras.
 ir=$build/initramfs
@@ -104,7 +111,7 @@ cp /bin/busybox "$ir/bin/"
 for app in $(/bin/busybox --list); do [ "$app" = busybox ] || ln -sf busybox "$ir/bin/$app"; done
 cp "$here/guest/init" "$ir/init"
 chmod +x "$ir/init"
-cp "$build/kmod/inxpect.ko" "$build/inxpect-vm-test" "$ir/"
+cp "$build/kmod/inxpect.ko" "$build/inxpect-vm-test" "$build/inxpect-vm-bench" "$ir/"
 cp "$build"/bpf/*.o "$ir/bpf/"
 for o in ${objs[@]+"${objs[@]}"}; do
   [ -f "$o" ] || verdict FAIL "--obj $o: no such file"
@@ -122,7 +129,7 @@ set +e
 timeout --foreground -k 10 "${INXPECT_VM_TIMEOUT:-300}" \
   qemu-system-x86_64 -nographic -no-reboot -m 512 -smp 2 -accel tcg \
   -kernel "$VMLINUZ" -initrd "$build/initramfs.cpio.gz" \
-  -append "console=ttyS0 panic=-1 quiet" </dev/null 2>&1 | tr -d '\r' | tee "$console"
+  -append "console=ttyS0 panic=-1 quiet" ${INXPECT_VM_QEMU_ARGS:-} </dev/null 2>&1 | tr -d '\r' | tee "$console"
 qrc=${PIPESTATUS[0]}
 set -e
 took=$(($(date +%s) - start))
