@@ -5,7 +5,6 @@ mod events;
 mod maps;
 mod module;
 mod object;
-mod pcap;
 mod report;
 mod run;
 mod stats;
@@ -19,6 +18,7 @@ use inxpect_rewriter::runtime::Counter;
 use inxpect_rewriter::Mode;
 
 use events::PerfAttr;
+use inxpect_loader::pcap;
 use report::{Format, Report, TestRunInfo};
 
 #[derive(Parser)]

@@ -581,7 +581,7 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
     }
     let idx = ifindex(&a.dev)?;
     let frames = match &a.pcap {
-        Some(p) => crate::pcap::read(p)?,
+        Some(p) => inxpect_loader::pcap::read(p)?,
         None => vec![default_frame()],
     };
     if frames.is_empty() {

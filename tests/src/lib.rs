@@ -91,43 +91,9 @@ pub fn build_objects(out: &Path, no_markers: bool) -> Result<()> {
 // --- pcap ------------------------------------------------------------------
 
 /// Reads a classic little- or big-endian pcap file (any link type) and
-/// returns the captured bytes of every record.
+/// returns the captured bytes of every record (the loader's reader).
 pub fn read_pcap(path: &Path) -> Result<Vec<Vec<u8>>> {
-    let buf = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    ensure!(buf.len() >= 24, "{}: no pcap header", path.display());
-    let magic = u32::from_le_bytes(buf[0..4].try_into()?);
-    let le = match magic {
-        0xa1b2_c3d4 | 0xa1b2_3c4d => true,
-        0xd4c3_b2a1 | 0x4d3c_b2a1 => false,
-        m => bail!("{}: not a pcap file (magic {m:#x})", path.display()),
-    };
-    let rd = |b: &[u8]| {
-        let a: [u8; 4] = b.try_into().expect("4 bytes");
-        if le {
-            u32::from_le_bytes(a)
-        } else {
-            u32::from_be_bytes(a)
-        }
-    };
-    let mut frames = Vec::new();
-    let mut off = 24;
-    while off < buf.len() {
-        ensure!(
-            off + 16 <= buf.len(),
-            "{}: record header cut at {off}",
-            path.display()
-        );
-        let caplen = rd(&buf[off + 8..off + 12]) as usize;
-        let start = off + 16;
-        ensure!(
-            start + caplen <= buf.len(),
-            "{}: record cut at {off}",
-            path.display()
-        );
-        frames.push(buf[start..start + caplen].to_vec());
-        off = start + caplen;
-    }
-    Ok(frames)
+    Ok(inxpect_loader::pcap::read(path)?)
 }
 
 /// The committed test corpus.
