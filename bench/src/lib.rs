@@ -10,11 +10,14 @@
 //!   counter reads of an empty region ([`jit`]).
 //! - [`verifier`]: `verified_insns` before and after instrumentation.
 //! - the rewriter's own `cargo bench` table (run by `main`).
+//! - [`vm`]: exact x86 instruction counts per packet in the qemu guest (TCG
+//!   plugin), with `tsc`, `pmc` and perf's real fentry/fexit.
 //!
 //! Needs root (CAP_BPF, perf_event_open).
 
 pub mod jit;
 pub mod report;
+pub mod vm;
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};

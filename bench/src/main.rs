@@ -3,12 +3,14 @@
 //!
 //!     sudo cargo run --release -p inxpect-bench -- all
 //!     inxpect-bench all --apps drop --repeat 1000 --single-calls 20 --rounds 1 \
-//!         --out /tmp/B.md --plots /tmp/plots --no-rewrite      # the smoke setting
+//!         --out /tmp/B.md --plots /tmp/plots --no-rewrite --no-vm   # the smoke setting
+//!     sudo cargo run --release -p inxpect-bench -- vm     # section 5 alone, spliced in
+//!     inxpect-bench vm --apps drop --reps 20,220 --trials 1 --out /tmp/V.md  # its smoke setting
 
 use anyhow::{bail, Context, Result};
 use inxpect_bench::report::{self, Group};
 use inxpect_bench::{
-    machine, noise, overhead, pin_to_cpu, verifier, Method, NoiseRow, OverheadCfg, OverheadRow,
+    machine, noise, overhead, pin_to_cpu, verifier, vm, Method, NoiseRow, OverheadCfg, OverheadRow,
     Variant,
 };
 use inxpect_rewriter::Counter;
@@ -21,6 +23,17 @@ struct Args {
     out: PathBuf,
     plots: PathBuf,
     rewrite: Rewrite,
+    vm: bool,
+}
+
+struct VmArgs {
+    cfg: vm::VmCfg,
+    out: PathBuf,
+}
+
+enum Cmd {
+    All(Args),
+    Vm(VmArgs),
 }
 
 enum Rewrite {
@@ -36,17 +49,42 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
-fn parse() -> Result<Args> {
+const USAGE: &str = "usage: inxpect-bench all [--apps a,b] [--repeat N] [--single-calls N] [--rounds N] [--out FILE] [--plots DIR] [--no-rewrite | --rewrite-table FILE] [--no-vm]\n       inxpect-bench vm [--apps a,b] [--reps N1,N2] [--trials N] [--out FILE]";
+
+fn parse() -> Result<Cmd> {
     let mut a = std::env::args().skip(1);
     let cmd = a.next().unwrap_or_default();
+    if cmd == "vm" {
+        let mut v = VmArgs {
+            cfg: vm::VmCfg::default(),
+            out: root().join("BENCHMARKS.md"),
+        };
+        while let Some(o) = a.next() {
+            let mut val = || a.next().with_context(|| format!("{o} needs a value"));
+            match o.as_str() {
+                "--apps" => v.cfg.apps = val()?.split(',').map(str::to_string).collect(),
+                "--reps" => {
+                    v.cfg.reps = val()?
+                        .split(',')
+                        .map(str::parse)
+                        .collect::<std::result::Result<_, _>>()?
+                }
+                "--trials" => v.cfg.trials = val()?.parse()?,
+                "--out" => v.out = val()?.into(),
+                other => bail!("unknown option {other}\n{USAGE}"),
+            }
+        }
+        return Ok(Cmd::Vm(v));
+    }
     if cmd != "all" {
-        bail!("usage: inxpect-bench all [--apps a,b] [--repeat N] [--single-calls N] [--rounds N] [--out FILE] [--plots DIR] [--no-rewrite | --rewrite-table FILE]");
+        bail!("{USAGE}");
     }
     let mut args = Args {
         cfg: OverheadCfg::default(),
         out: root().join("BENCHMARKS.md"),
         plots: root().join("bench/plots"),
         rewrite: Rewrite::Run,
+        vm: true,
     };
     while let Some(o) = a.next() {
         let mut val = || a.next().with_context(|| format!("{o} needs a value"));
@@ -59,10 +97,24 @@ fn parse() -> Result<Args> {
             "--plots" => args.plots = val()?.into(),
             "--no-rewrite" => args.rewrite = Rewrite::Skip,
             "--rewrite-table" => args.rewrite = Rewrite::From(val()?.into()),
-            other => bail!("unknown option {other}"),
+            "--no-vm" => args.vm = false,
+            other => bail!("unknown option {other}\n{USAGE}"),
         }
     }
-    Ok(args)
+    Ok(Cmd::All(args))
+}
+
+/// Section 5 alone: runs the VM and splices the section into `out`.
+fn vm_only(v: &VmArgs) -> Result<()> {
+    if let Err(why) = vm::available() {
+        bail!("the VM section cannot run here: {why}");
+    }
+    let r = vm::run(&v.cfg, |s| eprintln!("inxpect-bench: {s}"))?;
+    let body = vm::section(&r, include_str!("../notes/vm.md"));
+    let old = std::fs::read_to_string(&v.out).unwrap_or_default();
+    std::fs::write(&v.out, vm::splice(&old, vm::HEADING, &body))?;
+    eprintln!("inxpect-bench: wrote section 5 into {}", v.out.display());
+    Ok(())
 }
 
 fn rewrite_table(how: &Rewrite) -> Result<Option<String>> {
@@ -133,17 +185,25 @@ fn parse_m(s: &str) -> f64 {
     }
 }
 
-fn targets(rows: &[OverheadRow], noise: &[NoiseRow], rw: Option<&str>) -> String {
+fn targets(
+    rows: &[OverheadRow],
+    noise: &[NoiseRow],
+    rw: Option<&str>,
+    vmr: Option<&vm::VmResult>,
+) -> String {
     let mut s = String::from("| target | measured | verdict |\n|---|---|---|\n");
     if let Some(p) = noise.iter().find(|n| n.counter == "pmc") {
         let n = p.jit + p.extra;
         let _ = writeln!(
             s,
-            "| empty-region noise with `pmc` <= 10 x86 insns raw | {n} ({} JIT + {} kfunc/argument) | {} |",
+            "| empty-region noise with `pmc` <= 10 x86 insns raw (static count, JIT image + kfunc listing) | {n} ({} JIT + {} kfunc/argument) | {} |",
             p.jit,
             p.extra,
             met(n <= 10)
         );
+    }
+    if let Some(r) = vmr {
+        vm_targets(&mut s, r);
     }
     // Both methods: `repeat` (hot loop, but one buffer: nat/router/tunnel
     // leave their full path after the first runs) and fresh frame.
@@ -256,6 +316,55 @@ fn targets(rows: &[OverheadRow], noise: &[NoiseRow], rw: Option<&str>) -> String
     s
 }
 
+/// Target rows the VM answers (instruction counts, exact).
+fn vm_targets(s: &mut String, r: &vm::VmResult) {
+    use vm::VmConfig;
+    for (c, name) in [(Counter::Pmc, "pmc"), (Counter::Tsc, "tsc")] {
+        if let Some((b, _)) = r
+            .find("drop", VmConfig::Sections(c))
+            .and_then(|x| x.between_reads())
+        {
+            let note = if c == Counter::Pmc {
+                ", kfunc on its no-PMU path (no `lfence; rdpmc`: +2 with a PMU)"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                s,
+                "| empty-region noise with `{name}` <= 10 x86 insns (executed, VM, TCG count{note}) | {b} | {} |",
+                met(b <= 10)
+            );
+        }
+    }
+    if let (Some(ours), Some(perf)) = (
+        r.find("drop", VmConfig::Sections(Counter::Pmc))
+            .and_then(|x| x.between_reads()),
+        r.find("drop", VmConfig::Fentry)
+            .and_then(|x| x.between_reads()),
+    ) {
+        let _ = writeln!(
+            s,
+            "| noise <= InXpect's ~40 and far below perf's ~600 (VM: `pmc` empty region vs fentry/fexit around drop) | {} vs {} | {} |",
+            ours.0,
+            perf.0,
+            met(ours.0 <= 40)
+        );
+    }
+    for app in &r.cfg.apps {
+        if let (Some(ours), Some(perf)) = (
+            r.added(app, VmConfig::Whole(Counter::Tsc)),
+            r.added(app, VmConfig::Fentry),
+        ) {
+            let ratio = ours as f64 / perf as f64;
+            let _ = writeln!(
+                s,
+                "| probe pair <= 0.2x perf's, {app} (VM, instructions added per packet: ours `tsc` one region vs fentry/fexit) | {ours} vs {perf} = {ratio:.2}x | {} |",
+                met(ratio <= 0.2)
+            );
+        }
+    }
+}
+
 fn plots(rows: &[OverheadRow], noise: &[NoiseRow], dir: &Path) -> Result<Vec<String>> {
     std::fs::create_dir_all(dir)?;
     let mut files = Vec::new();
@@ -343,7 +452,10 @@ fn plots(rows: &[OverheadRow], noise: &[NoiseRow], dir: &Path) -> Result<Vec<Str
 }
 
 fn main() -> Result<()> {
-    let args = parse()?;
+    let args = match parse()? {
+        Cmd::All(a) => a,
+        Cmd::Vm(v) => return vm_only(&v),
+    };
     pin_to_cpu(0)?;
     let mach = machine();
     let date = Command::new("date")
@@ -358,6 +470,21 @@ fn main() -> Result<()> {
     let ver = verifier(&args.cfg.apps)?;
     let rows = overhead(&args.cfg, progress)?;
     let rw = rewrite_table(&args.rewrite)?;
+    // Section 5: the qemu guest, where this machine offers it.
+    let vmr: std::result::Result<vm::VmResult, String> = if !args.vm {
+        Err("skipped in this run (`--no-vm`)".into())
+    } else {
+        match vm::available() {
+            Err(why) => Err(format!("not run: {why}")),
+            Ok(()) => vm::run(&vm::VmCfg::default(), progress).map_err(|e| {
+                eprintln!("inxpect-bench: VM section failed: {e:#}");
+                format!(
+                    "the VM run failed: {}",
+                    e.to_string().lines().next().unwrap_or("")
+                )
+            }),
+        }
+    };
     let plot_files = plots(&rows, &noise, &args.plots)?;
     let rel = pathdiff(&args.plots, args.out.parent().unwrap_or(Path::new(".")));
 
@@ -399,7 +526,7 @@ fn main() -> Result<()> {
             .join(", ")
     );
     d.push_str("\n## Targets\n\n");
-    d.push_str(&targets(&rows, &noise, rw.as_deref()));
+    d.push_str(&targets(&rows, &noise, rw.as_deref(), vmr.as_ref().ok()));
     d.push_str(include_str!("../notes/targets.md"));
     d.push_str("\n## 1. Per-packet overhead\n\n");
     d.push_str(include_str!("../notes/overhead.md"));
@@ -433,6 +560,16 @@ fn main() -> Result<()> {
             d.push_str(t);
         }
         None => d.push_str("(skipped in this run)\n"),
+    }
+    let _ = writeln!(d, "\n{}\n", vm::HEADING);
+    match &vmr {
+        Ok(r) => d.push_str(&vm::section(r, include_str!("../notes/vm.md"))),
+        Err(why) => {
+            let _ = writeln!(
+                d,
+                "({why}. `sudo cargo run --release -p inxpect-bench -- vm` needs root, qemu and the tools of `.ci/install`.)"
+            );
+        }
     }
     let _ = writeln!(d, "\nPlots: {}", plot_files.join(", "));
     std::fs::write(&args.out, d)?;

@@ -18,7 +18,7 @@ fn smoke_drop() {
             "--single-calls",
             "10",
         ])
-        .args(["--rounds", "1", "--no-rewrite", "--out"])
+        .args(["--rounds", "1", "--no-rewrite", "--no-vm", "--out"])
         .arg(&out)
         .arg("--plots")
         .arg(&plots)
@@ -33,6 +33,7 @@ fn smoke_drop() {
         "## 2. Instruction noise",
         "## 3. Verifier cost",
         "## 4. Rewriter speed",
+        "## 5. In the VM",
     ] {
         assert!(md.contains(h), "missing {h}");
     }
