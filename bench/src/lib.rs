@@ -201,7 +201,7 @@ impl Loaded {
         t::only_program(&self.obj)
     }
 
-    /// Sets `sample_shift` in `.data.inxpect` (no reload).
+    /// Sets the sampling rate in `.data.inxpect` (no reload).
     pub fn set_sample_shift(&self, shift: u32) -> Result<()> {
         let map = self
             .obj
@@ -212,8 +212,7 @@ impl Loaded {
         let mut v = map
             .lookup(&key, MapFlags::ANY)?
             .context(".data.inxpect is empty")?;
-        let o = runtime::config::SAMPLE_SHIFT;
-        v[o..o + 4].copy_from_slice(&shift.to_ne_bytes());
+        runtime::config::write_sampling(&mut v, shift);
         map.update(&key, &v, MapFlags::ANY)?;
         Ok(())
     }

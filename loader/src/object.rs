@@ -280,8 +280,7 @@ impl Config {
             b[config::ENABLED + 8 * i..config::ENABLED + 8 * i + 8]
                 .copy_from_slice(&e.to_ne_bytes());
         }
-        b[config::SAMPLE_SHIFT..config::SAMPLE_SHIFT + 4]
-            .copy_from_slice(&self.sample_shift.to_ne_bytes());
+        config::write_sampling(b, self.sample_shift);
     }
 
     pub fn is_enabled(&self, id: u32) -> bool {

@@ -281,7 +281,7 @@ fn probe_body(
     checked: bool,
     spare: Option<u8>,
 ) -> Vec<NewInsn> {
-    use insn::{OP_ADD, OP_AND, OP_LSH, SIZE_DW, SIZE_W};
+    use insn::{OP_ADD, OP_AND, SIZE_DW, SIZE_W};
     use runtime::{config, pcpu};
     let p = NewInsn::plain;
     let ld = |dst: u8, sym: usize| {
@@ -375,54 +375,53 @@ fn probe_body(
     v.push(p(Insn::helper_call(1))); // bpf_map_lookup_elem
     let [cfg0, cfg1] = ld(2, s.config);
     let tail: Vec<NewInsn> = match k {
-        Kind::RunBegin => vec![
-            p(Insn::ldx(SIZE_DW, 1, 0, pcpu::RUNS as i16)),
-            p(Insn::alu64_imm(OP_ADD, 1, 1)),
-            p(Insn::stx_dw(0, pcpu::RUNS as i16, 1)),
-            cfg0,
-            cfg1,
-            p(Insn::ldx(SIZE_W, 2, 2, config::SAMPLE_SHIFT as i16)),
-            p(Insn::alu64_imm(OP_AND, 2, 63)),
-            p(Insn::mov64_imm(3, 1)),
-            p(Insn::alu64_reg(OP_LSH, 3, 2)),
-            p(Insn::alu64_imm(OP_ADD, 3, -1)),
-            p(Insn::alu64_reg(OP_AND, 3, 1)),
-            // Sampled when (runs & mask) == 0: cur = runs, sampled++; else cur = 0.
-            p(Insn::jeq_imm(3, 0, 2, false)),
-            p(Insn::mov64_imm(1, 0)),
-            p(Insn::ja(3)),
-            p(Insn::ldx(SIZE_DW, 2, 0, pcpu::SAMPLED as i16)),
-            p(Insn::alu64_imm(OP_ADD, 2, 1)),
-            p(Insn::stx_dw(0, pcpu::SAMPLED as i16, 2)),
-            p(Insn::stx_dw(0, pcpu::CUR as i16, 1)),
-        ]
-        .into_iter()
-        .chain(flag.iter().flat_map(|&fl| {
-            // Sites that read a kfunc themselves skip their guard (see
-            // `read`): here, without the module (`inxpect_kfuncs` 0, which
-            // the verifier knows), a sampled run counts `no_counter` and
-            // the word stored is a known 0.
-            let mut w = Vec::new();
-            if let Some(InlineRead {
-                read: Read::Kfunc { flag: kf, .. },
-                ..
-            }) = &s.inline
-            {
-                w.extend(ld(2, *kf));
-                w.extend([
-                    p(Insn::ldx(SIZE_W, 2, 2, 0)),
-                    p(Insn::jeq_imm(2, 0, 5, true)),
-                    p(Insn::jeq_imm(1, 0, 3, false)),
-                    p(Insn::ldx(SIZE_DW, 3, 0, pcpu::NO_COUNTER as i16)),
-                    p(Insn::alu64_imm(OP_ADD, 3, 1)),
-                    p(Insn::stx_dw(0, pcpu::NO_COUNTER as i16, 3)),
-                    p(Insn::mov64_imm(1, 0)),
-                ]);
+        Kind::RunBegin => {
+            // The sampled arm: sampled++, cur = runs, and the word for the
+            // sites. Without the module (`inxpect_kfuncs` 0, which the
+            // verifier knows) sites that read a kfunc themselves skip their
+            // guard (see `read`), so the run counts `no_counter` and the
+            // word stored is a known 0 instead.
+            let mut sampled = vec![
+                p(Insn::ldx(SIZE_DW, 2, 0, pcpu::SAMPLED as i16)),
+                p(Insn::alu64_imm(OP_ADD, 2, 1)),
+                p(Insn::stx_dw(0, pcpu::SAMPLED as i16, 2)),
+                p(Insn::stx_dw(0, pcpu::CUR as i16, 1)),
+            ];
+            if let Some(fl) = flag {
+                if let Some(InlineRead {
+                    read: Read::Kfunc { flag: kf, .. },
+                    ..
+                }) = &s.inline
+                {
+                    sampled.extend(ld(2, *kf));
+                    sampled.extend([
+                        p(Insn::ldx(SIZE_W, 2, 2, 0)),
+                        p(Insn::jeq_imm(2, 0, 4, true)),
+                        p(Insn::ldx(SIZE_DW, 3, 0, pcpu::NO_COUNTER as i16)),
+                        p(Insn::alu64_imm(OP_ADD, 3, 1)),
+                        p(Insn::stx_dw(0, pcpu::NO_COUNTER as i16, 3)),
+                        p(Insn::mov64_imm(1, 0)),
+                    ]);
+                }
+                sampled.push(p(Insn::stx_dw(10, fl, 1)));
             }
-            w.push(p(Insn::stx_dw(10, fl, 1)));
-            w
-        }))
-        .collect(),
+            // runs++; sampled when (runs & mask) == 0. The unsampled arm
+            // only clears cur: the word on the stack is already 0.
+            let mut t = vec![
+                p(Insn::ldx(SIZE_DW, 1, 0, pcpu::RUNS as i16)),
+                p(Insn::alu64_imm(OP_ADD, 1, 1)),
+                p(Insn::stx_dw(0, pcpu::RUNS as i16, 1)),
+                cfg0,
+                cfg1,
+                p(Insn::ldx(SIZE_DW, 2, 2, config::SAMPLE_MASK as i16)),
+                p(Insn::alu64_reg(OP_AND, 2, 1)),
+                p(Insn::jeq_imm(2, 0, 2, false)),
+                p(Insn::st_dw(0, pcpu::CUR as i16, 0)),
+                p(Insn::ja(sampled.len() as i16)),
+            ];
+            t.extend(sampled);
+            t
+        }
         Kind::Start(id) | Kind::End(id) => {
             let c = call(k, id);
             let mut t = vec![

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub const ABI: u32 = 1;
+pub const ABI: u32 = 2;
 pub const MAX_REGIONS: usize = 256;
 pub const MAX_EVENTS: usize = 4;
 pub const HIST_BUCKETS: usize = 64;
@@ -104,7 +104,21 @@ pub mod config {
     pub const ENABLED: usize = 0;
     pub const SAMPLE_SHIFT: usize = 8 * (super::MAX_REGIONS / 64);
     pub const ABI: usize = SAMPLE_SHIFT + 4;
-    pub const SIZE: usize = ABI + 4;
+    /// `2^k - 1`, what the program entry reads (the shift is for people).
+    pub const SAMPLE_MASK: usize = ABI + 4;
+    pub const SIZE: usize = SAMPLE_MASK + 8;
+
+    /// Writes a sampling rate of 1 in `2^shift` (shift and mask) into a
+    /// config value.
+    pub fn write_sampling(b: &mut [u8], shift: u32) {
+        let mask = if shift >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << shift) - 1
+        };
+        b[SAMPLE_SHIFT..SAMPLE_SHIFT + 4].copy_from_slice(&shift.to_ne_bytes());
+        b[SAMPLE_MASK..SAMPLE_MASK + 8].copy_from_slice(&mask.to_ne_bytes());
+    }
 }
 
 /// The self-description written to the `.inxpect` section of the output.

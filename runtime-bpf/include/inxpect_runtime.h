@@ -8,7 +8,7 @@
 #ifndef __INXPECT_RUNTIME_H
 #define __INXPECT_RUNTIME_H
 
-#define INXPECT_ABI 1
+#define INXPECT_ABI 2
 #define INXPECT_MAX_REGIONS 256
 #define INXPECT_MAX_EVENTS 4
 #define INXPECT_HIST_BUCKETS 64
@@ -19,6 +19,8 @@ struct inxpect_config {
 	__u64 enabled[INXPECT_MAX_REGIONS / 64]; /* bit i: region i measured */
 	__u32 sample_shift;                      /* measure 1 run in 2^k */
 	__u32 abi;                               /* INXPECT_ABI */
+	__u64 sample_mask;                       /* 2^k - 1: a run is sampled when
+						  * (runs & mask) == 0 */
 };
 
 /* Map `inxpect_stats`: PERCPU_ARRAY, key = region id. */

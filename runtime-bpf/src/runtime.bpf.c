@@ -42,6 +42,7 @@ volatile struct inxpect_config inxpect_config SEC(".data.inxpect") = {
 	.enabled = { ~0ULL, ~0ULL, ~0ULL, ~0ULL },
 	.sample_shift = 0,
 	.abi = INXPECT_ABI,
+	.sample_mask = 0,
 };
 
 struct {

@@ -106,8 +106,7 @@ fn set_sampling(obj: &Object, shift: u32) -> Result<()> {
         .find(|m| m.name() == runtime::MAP_CONFIG)
         .context("config map")?;
     let mut v = vec![0xffu8; runtime::config::SIZE];
-    v[runtime::config::SAMPLE_SHIFT..runtime::config::SAMPLE_SHIFT + 4]
-        .copy_from_slice(&shift.to_ne_bytes());
+    runtime::config::write_sampling(&mut v, shift);
     v[runtime::config::ABI..runtime::config::ABI + 4].copy_from_slice(&runtime::ABI.to_ne_bytes());
     m.update(&0u32.to_ne_bytes(), &v, MapFlags::ANY)?;
     Ok(())
