@@ -500,13 +500,16 @@ fn main() -> Result<()> {
          - CPUs: {} (`nproc`), {}\n- kernel: {}\n\
          - no hardware PMU, no kernel modules (so no `pmc`/`tsc` runs on the host);\n  \
          fentry/fexit (what `bpftool prog profile` and `perf stat -b` attach) are\n  \
-         refused here with EPERM, so perf itself cannot run: its mechanism is\n  \
-         reproduced instead (below).\n- the harness pins itself to CPU 0.\n\n\
+         refused here with EPERM, so perf itself cannot run on the host: its\n  \
+         mechanism is reproduced there (sections 1-2), and run for real in the\n  \
+         qemu guest with `tsc` and `pmc` (section 5, exact instruction counts).\n\
+         - the harness pins itself to CPU 0.\n\n\
          ## Commands\n\n\
          ```\n\
-         sudo cargo run --release -p inxpect-bench -- all    # everything below, ~3 min\n\
+         sudo cargo run --release -p inxpect-bench -- all    # everything below, ~3 min + the VM\n\
+         sudo cargo run --release -p inxpect-bench -- vm     # section 5 alone (qemu), spliced in\n\
          cargo bench -p inxpect-rewriter --bench rewrite       # section 4 alone\n\
-         cargo test -p inxpect-bench                           # smoke test (tiny setting)\n\
+         cargo test -p inxpect-bench                           # smoke tests (tiny settings, one VM boot)\n\
          ```\n\n\
          Settings of this run: apps {}, repeat {}, {} single calls per sample, {} rounds,\n\
          sampling {}.\n",
@@ -540,7 +543,7 @@ fn main() -> Result<()> {
     d.push_str(&report::overhead_table(&rows, Method::Repeat));
     d.push_str("\n### Live frames (`BPF_F_TEST_XDP_LIVE_FRAMES`: every packet a fresh frame through the real XDP path)\n\n");
     d.push_str(&report::overhead_table(&rows, Method::Live));
-    d.push_str("\n| fentry/fexit (`bpftool prog profile`, `perf stat -b`) | refused on this host (EPERM); not measured |\n|---|---|\n");
+    d.push_str("\n| fentry/fexit (`bpftool prog profile`, `perf stat -b`) | refused on this host (EPERM); measured in the qemu guest, section 5 |\n|---|---|\n");
     d.push_str("\n## 2. Instruction noise (empty region, `drop`)\n\n");
     d.push_str(include_str!("../notes/noise.md"));
     d.push('\n');

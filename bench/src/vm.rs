@@ -362,6 +362,7 @@ pub fn run(cfg: &VmCfg, mut progress: impl FnMut(&str)) -> Result<VmResult> {
             log.display()
         ),
     )
+    .env("INXPECT_VM_BUILD", dir.path().join("build"))
     .env("INXPECT_VM_RELOADS", "2")
     .env("INXPECT_VM_TIMEOUT", timeout.to_string());
     progress(&format!(

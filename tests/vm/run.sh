@@ -15,7 +15,9 @@
 #      INXPECT_VM_CACHE (default tests/vm/cache), CLANG (default clang),
 #      INXPECT_VM_QEMU_ARGS (extra qemu arguments, split on spaces; e.g.
 #      '-plugin bench/tcg/inxpect-count.so -d plugin -D /tmp/tcg.log' for
-#      `inxpect-bench vm`; default none).
+#      `inxpect-bench vm`; default none), INXPECT_VM_BUILD (build directory,
+#      default cache/<release>/build; emptied first: give concurrent runs of
+#      one kernel their own).
 #
 # Prints the guest console, then one line
 #   vm-harness: PASS|FAIL <series> <release>: <reason>
@@ -68,7 +70,7 @@ mkdir -p "$cache"
 kvars=$(flock "$cache/.lock" "$here/kernel.sh" "$series") || verdict FAIL "kernel download/unpack failed"
 eval "$kvars"
 
-build=$cache/$KREL/build
+build=${INXPECT_VM_BUILD:-$cache/$KREL/build}
 rm -rf "$build"
 mkdir -p "$build/kmod" "$build/bpf" "$build/initramfs"
 
