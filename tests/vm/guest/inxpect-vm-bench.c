@@ -71,11 +71,30 @@ static void tcg_id(uint64_t id)
 
 /* ---- helpers -------------------------------------------------------------------- */
 
+/* libbpf prints a refused program's whole verifier log in one message; over
+ * the serial console that takes minutes for a big program. Keep its first
+ * line and the last lines (the reason). */
 static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
+	static char buf[1 << 20];
+	const char *begin, *end, *tail, *nl;
+	int n = 0;
+
 	if (level == LIBBPF_DEBUG && !getenv("INXPECT_VM_VERBOSE"))
 		return 0;
-	return vfprintf(stdout, fmt, ap);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	begin = strstr(buf, "-- BEGIN PROG LOAD LOG --");
+	end = begin ? strstr(begin, "-- END PROG LOAD LOG --") : NULL;
+	if (!begin || !end)
+		return fputs(buf, stdout);
+	tail = end;
+	while (tail > begin && n < 4)
+		if (*--tail == '\n')
+			n++;
+	nl = strchr(begin, '\n');
+	printf("%.*s[...]%.*s", (int)(nl ? nl - buf + 1 : begin - buf), buf, (int)(end - tail),
+	       tail);
+	return fputs(end, stdout);
 }
 
 static void bench_error(const char *name, const char *what, int err)
