@@ -562,15 +562,12 @@ pub struct NoiseRow {
     pub path: jit::NoisePath,
 }
 
-/// kfunc instructions between the reads, from kmod/NOISE.md (Linux 6.12):
-/// the first call's tail after the read (`shl`, `or`, return) and the second
-/// call's head up to the read.
-pub const TSC_KFUNC_BETWEEN: usize = 3 + 2; // endbr64, lfence
-pub const PMC_KFUNC_BETWEEN: usize = 3 + 9; // endbr64 cmp ja mov xor mov test js lfence
-/// The END site's guard of a kfunc read: `movabs` of the `.rodata.inxpect`
-/// address and the load of `inxpect_kfuncs` (the verifier folds the branch,
-/// not the load). Not in the ktime image the tsc/pmc rows are built from.
-pub const KFUNC_FLAG: usize = 2;
+/// kfunc instructions between the reads (Linux 6.12): the probes call the
+/// module's `_lo` kfuncs (no argument, no `endbr64`): the first call's tail
+/// after the read (the return) and the second call's head up to the read.
+/// The section-5 VM run measures the same executed (TCG plugin).
+pub const TSC_KFUNC_BETWEEN: usize = 1 + 1; // ret; lfence
+pub const PMC_KFUNC_BETWEEN: usize = 1 + 4; // ret; mov test js lfence
 
 pub fn noise() -> Result<Vec<NoiseRow>> {
     let input = std::fs::read(t::object_path("drop", "clang-O2-g"))?;
@@ -583,17 +580,17 @@ pub fn noise() -> Result<Vec<NoiseRow>> {
         let jit = path.total();
         if c == Counter::Ktime {
             // pmc/tsc: the same runtime code with a kfunc call in place of
-            // the helper call; pmc passes the slot (`xor edi, edi`).
+            // the helper call (program-level sites carry no kfunc guard).
             for (name, extra, note) in [
                 (
                     "tsc",
-                    TSC_KFUNC_BETWEEN + KFUNC_FLAG,
-                    "kfunc `inxpect_read_tsc`: 3 after `rdtsc` + 2 before it (6.12); + 2 for the `inxpect_kfuncs` flag load",
+                    TSC_KFUNC_BETWEEN,
+                    "kfunc `inxpect_read_tsc_lo`: `ret` after `rdtsc`, `lfence` before it (6.12)",
                 ),
                 (
                     "pmc",
-                    PMC_KFUNC_BETWEEN + 1 + KFUNC_FLAG,
-                    "slot argument `xor edi,edi` 1 + kfunc `inxpect_read_pmc`: 3 after `rdpmc` + 9 before it (6.12); + 2 for the `inxpect_kfuncs` flag load",
+                    PMC_KFUNC_BETWEEN,
+                    "kfunc `inxpect_read_pmc0_lo`: `ret` after `rdpmc`, `mov test js lfence` before it (6.12)",
                 ),
             ] {
                 rows.push(NoiseRow {

@@ -325,7 +325,7 @@ fn vm_targets(s: &mut String, r: &vm::VmResult) {
             .and_then(|x| x.between_reads())
         {
             let note = if c == Counter::Pmc {
-                ", kfunc on its no-PMU path (no `lfence; rdpmc`: +2 with a PMU)"
+                ", the kfunc's no-PMU path: +1 with a PMU"
             } else {
                 ""
             };

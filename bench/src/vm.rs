@@ -136,15 +136,18 @@ pub struct VmRow {
 }
 
 impl VmRow {
-    /// The smaller of the two dominant read gaps: with two reads per packet
-    /// (one region), the instructions from the first read to the second.
+    /// From the two dominant read gaps (with one region, two reads per
+    /// packet): the instructions strictly between the first read and the
+    /// second (the smaller gap minus the first read itself), and between
+    /// the second read and the next packet's first.
     pub fn between_reads(&self) -> Option<(u64, u64)> {
         let t = top(&self.reads, 2);
-        match t[..] {
-            [(a, _), (b, _)] => Some((a.min(b), a.max(b))),
-            [(a, _)] => Some((a, a)),
-            _ => None,
-        }
+        let (a, b) = match t[..] {
+            [(a, _), (b, _)] => (a.min(b), a.max(b)),
+            [(a, _)] => (a, a),
+            _ => return None,
+        };
+        Some((a.saturating_sub(1), b.saturating_sub(1)))
     }
 }
 
