@@ -78,12 +78,17 @@ impl Succs {
     }
 }
 
-/// Per-function analysis results, indexed by slot - `func.start`.
-pub struct Analysis {
+/// A function's control-flow graph, indexed by slot - `func.start`.
+pub struct Graph {
     pub insns: Vec<Insn>,
-    /// `Some` for instruction slots, `None` for the second half of `ld_imm64`.
+    /// `true` for instruction slots, `false` for the second half of `ld_imm64`.
     pub is_insn: Vec<bool>,
     pub succs: Vec<Succs>,
+}
+
+/// Per-function analysis results, indexed by slot - `func.start`.
+pub struct Analysis {
+    pub g: Graph,
     pub live_in: Vec<u16>,
     pub must_init: Vec<u16>,
     /// Deepest stack byte the function touches, as a positive depth below R10.
@@ -165,7 +170,9 @@ pub fn call_uses(elf: &Elf, funcs: &[Func]) -> Result<CallUses> {
     Ok(uses)
 }
 
-pub fn analyse(elf: &Elf, f: &Func, calls: &CallUses) -> Result<Analysis> {
+/// The control-flow graph alone: what the region checks need, without the
+/// dataflow of [`analyse`].
+pub fn graph(elf: &Elf, f: &Func) -> Result<Graph> {
     let sec = &elf.sections[f.sec];
     let code = &sec.data[f.start * 8..f.end * 8];
     let insns: Vec<Insn> = code.chunks_exact(8).map(Insn::decode).collect();
@@ -226,12 +233,32 @@ pub fn analyse(elf: &Elf, f: &Func, calls: &CallUses) -> Result<Analysis> {
         }
         succs[i] = s;
     }
+    Ok(Graph {
+        insns,
+        is_insn,
+        succs,
+    })
+}
+
+/// Liveness, must-be-initialised registers and stack depth of a function;
+/// `calls` says what its bpf-to-bpf calls read.
+pub fn analyse(elf: &Elf, f: &Func, calls: &CallUses) -> Result<Analysis> {
+    let g = graph(elf, f)?;
+    let Graph {
+        insns,
+        is_insn,
+        succs,
+    } = &g;
+    let n = insns.len();
     // Effects once: the fixpoints below revisit every slot several times.
     let eff: Vec<crate::insn::Effect> = (0..n)
         .map(|i| {
             let mut e = insns[i].effect();
-            if let Some(&u) = calls.get(&(f.sec, f.start + i)) {
-                e.uses = u;
+            // Only calls are in the map: no hash per instruction.
+            if insns[i].is_pseudo_call() {
+                if let Some(&u) = calls.get(&(f.sec, f.start + i)) {
+                    e.uses = u;
+                }
             }
             e
         })
@@ -262,7 +289,7 @@ pub fn analyse(elf: &Elf, f: &Func, calls: &CallUses) -> Result<Analysis> {
     // In place, in layout order, so a pass carries facts all the way down.
     // Predecessors in CSR form: one allocation for the whole function.
     let mut start = vec![0u32; n + 1];
-    for ss in &succs {
+    for ss in succs {
         for t in ss.iter() {
             start[t + 1] += 1;
         }
@@ -304,11 +331,9 @@ pub fn analyse(elf: &Elf, f: &Func, calls: &CallUses) -> Result<Analysis> {
             }
         }
     }
-    let stack_depth = stack_depth(&insns, &is_insn);
+    let stack_depth = stack_depth(insns, is_insn);
     Ok(Analysis {
-        insns,
-        is_insn,
-        succs,
+        g,
         live_in,
         must_init,
         stack_depth,
@@ -367,33 +392,57 @@ fn stack_depth(insns: &[Insn], is_insn: &[bool]) -> i64 {
     -min
 }
 
-/// Slots reachable from `from` (inclusive) inside the function.
-pub fn reachable(a: &Analysis, from: usize) -> Vec<bool> {
-    let mut seen = vec![false; a.insns.len()];
-    let mut stack = vec![from];
-    while let Some(i) = stack.pop() {
-        if i >= seen.len() || seen[i] {
-            continue;
-        }
-        seen[i] = true;
-        stack.extend(a.succs[i].iter());
-    }
-    seen
+/// Walks of one function that share their marks: each walk costs what it
+/// visits, not the function's length (one walk per region START would
+/// otherwise make checking R regions cost R times the function).
+pub struct Walker {
+    mark: Vec<u32>,
+    epoch: u32,
+    stack: Vec<usize>,
 }
 
-/// Slots reachable from the successors of `from` without passing through a
-/// slot in `stops`.
-pub fn reachable_until(a: &Analysis, from: usize, stops: &[usize]) -> Vec<bool> {
-    let mut seen = vec![false; a.insns.len()];
-    let mut stack: Vec<usize> = a.succs[from].iter().collect();
-    while let Some(i) = stack.pop() {
-        if i >= seen.len() || seen[i] {
-            continue;
-        }
-        seen[i] = true;
-        if !stops.contains(&i) {
-            stack.extend(a.succs[i].iter());
+impl Walker {
+    pub fn new(a: &Graph) -> Walker {
+        Walker {
+            mark: vec![0; a.insns.len()],
+            epoch: 0,
+            stack: Vec::new(),
         }
     }
-    seen
+
+    /// Marks the slots reachable from the successors of `from` without
+    /// passing through a slot in `stops`; [`Walker::seen`] answers until the
+    /// next walk.
+    pub fn until(&mut self, a: &Graph, from: usize, stops: &[usize]) {
+        self.epoch += 1;
+        self.stack.clear();
+        self.stack.extend(a.succs[from].iter());
+        while let Some(i) = self.stack.pop() {
+            if i >= self.mark.len() || self.mark[i] == self.epoch {
+                continue;
+            }
+            self.mark[i] = self.epoch;
+            if !stops.contains(&i) {
+                self.stack.extend(a.succs[i].iter());
+            }
+        }
+    }
+
+    /// Marks the slots reachable from any of `froms` (inclusive).
+    pub fn reach(&mut self, a: &Graph, froms: impl IntoIterator<Item = usize>) {
+        self.epoch += 1;
+        self.stack.clear();
+        self.stack.extend(froms);
+        while let Some(i) = self.stack.pop() {
+            if i >= self.mark.len() || self.mark[i] == self.epoch {
+                continue;
+            }
+            self.mark[i] = self.epoch;
+            self.stack.extend(a.succs[i].iter());
+        }
+    }
+
+    pub fn seen(&self, i: usize) -> bool {
+        self.mark.get(i) == Some(&self.epoch)
+    }
 }

@@ -524,8 +524,9 @@ fn emit(elf: &Elf, plan: &Plan, opts: &Options) -> Result<Insertions> {
         if need == 0 {
             continue;
         }
-        let entry_jumped = (0..a.insns.len())
-            .any(|i| a.is_insn[i] && a.insns[i].is_branch() && a.succs[i].contains(0));
+        let g = &a.g;
+        let entry_jumped = (0..g.insns.len())
+            .any(|i| g.is_insn[i] && g.insns[i].is_branch() && g.succs[i].contains(0));
         if entry_jumped {
             continue;
         }
@@ -540,9 +541,9 @@ fn emit(elf: &Elf, plan: &Plan, opts: &Options) -> Result<Insertions> {
                 .or_default()
                 .push((f.start, Place::Before, at_entry));
         }
-        for i in 0..a.insns.len() {
-            let x = &a.insns[i];
-            if !a.is_insn[i] || x.effect().defs != CALLER_SAVED {
+        for i in 0..a.g.insns.len() {
+            let x = &a.g.insns[i];
+            if !a.g.is_insn[i] || x.effect().defs != CALLER_SAVED {
                 continue;
             }
             let seq: Vec<NewInsn> = (1..6u8)

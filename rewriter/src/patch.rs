@@ -107,7 +107,9 @@ pub fn apply(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
         .iter()
         .map(|y| (y.shndx, y.value, y.is_section()))
         .collect();
-    let mut relocated: HashMap<(usize, usize), Rel> = HashMap::new();
+    // Per code section, the relocated slots in order: the copy below walks
+    // the code in order too, so a cursor replaces a lookup per instruction.
+    let mut relocated: HashMap<usize, Vec<(usize, Rel)>> = HashMap::new();
     let rel_secs: Vec<usize> = (0..elf.sections.len())
         .filter(|&r| {
             elf.sections[r].is_rel() && maps.contains_key(&(elf.sections[r].info as usize))
@@ -136,10 +138,24 @@ pub fn apply(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
                     loc,
                 });
             }
-            relocated.insert((tsec, rel.offset as usize / 8), *rel);
+            relocated
+                .entry(tsec)
+                .or_default()
+                .push((rel.offset as usize / 8, *rel));
             rel.offset = map.pos[rel.offset as usize / 8] as u64 * 8;
         }
         new_rels.insert(r, rels);
+    }
+    for v in relocated.values_mut() {
+        // Two relocations on one slot: the last one counts, as before.
+        v.sort_by_key(|&(slot, _)| slot);
+        v.dedup_by(|later, earlier| {
+            let same = later.0 == earlier.0;
+            if same {
+                *earlier = *later;
+            }
+            same
+        });
     }
 
     // 3. New symbol values (needed to re-encode calls through relocations).
@@ -165,7 +181,13 @@ pub fn apply(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
         let list = ins.get(&si);
         let mut it = list.map(|l| l.iter().peekable());
         let mut skip = false;
+        let rels_here: &[(usize, Rel)] = relocated.get(&si).map_or(&[], |v| v.as_slice());
+        let mut cursor = 0;
         for (i, x) in old.iter().enumerate() {
+            while cursor < rels_here.len() && rels_here[cursor].0 < i {
+                cursor += 1;
+            }
+            let rel_here = rels_here.get(cursor).filter(|r| r.0 == i).map(|r| &r.1);
             let mut emit_seqs = |place: Place, out: &mut Vec<Insn>| {
                 let Some(it) = it.as_mut() else { return };
                 while let Some((_, _, seq)) = it.next_if(|(at, p, _)| *at == i && *p == place) {
@@ -204,7 +226,7 @@ pub fn apply(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
             let loc = || Loc::at(&name, i as u64 * 8);
             if skip {
                 skip = false;
-            } else if let Some(rel) = relocated.get(&(si, i)) {
+            } else if let Some(rel) = rel_here {
                 // Calls and function addresses through a relocation: the target is
                 // symbol value + imm, each in its own unit.
                 let (shndx, v, _) = sym_value[rel.sym as usize];

@@ -2,7 +2,7 @@
 //! (`--functions`), checked before anything is changed.
 
 use crate::btf_ext::BtfExt;
-use crate::cfg::{self, Analysis, Func};
+use crate::cfg::{self, Func};
 use crate::elf::Elf;
 use crate::error::{Error, Loc, Result};
 use crate::runtime::{RegionDesc, Site, PREFIX};
@@ -145,7 +145,7 @@ pub fn plan(elf: &Elf, src: &Source<'_>, mode: Mode, only: Option<&[String]>) ->
             for m in &ms {
                 by_name.entry(&m.name).or_default().push(m);
             }
-            let mut analyses: IndexMap<usize, Analysis> = IndexMap::new();
+            let mut analyses: IndexMap<usize, (cfg::Graph, cfg::Walker)> = IndexMap::new();
             for (name, ms) in &by_name {
                 check_region(elf, &funcs, src, name, ms, &mut analyses)?;
             }
@@ -193,7 +193,7 @@ pub fn plan(elf: &Elf, src: &Source<'_>, mode: Mode, only: Option<&[String]>) ->
                 if only.is_some_and(|o| !o.contains(&f.name)) {
                     continue;
                 }
-                let a = cfg::analyse(elf, f, &cfg::CallUses::new())?;
+                let a = cfg::graph(elf, f)?;
                 let id = regions.len() as u32;
                 let exits: Vec<usize> = (0..a.insns.len())
                     .filter(|&i| a.is_insn[i] && a.insns[i].is_exit())
@@ -261,7 +261,7 @@ fn check_region(
     src: &Source<'_>,
     name: &str,
     ms: &[&Marker],
-    analyses: &mut IndexMap<usize, Analysis>,
+    analyses: &mut IndexMap<usize, (cfg::Graph, cfg::Walker)>,
 ) -> Result<()> {
     let loc = |m: &Marker| {
         Loc::at(&elf.sections[m.sec].name, m.slot as u64 * 8)
@@ -299,9 +299,12 @@ fn check_region(
     // reached again before an END (that would overwrite the held value).
     for &fi in &with_both {
         if !analyses.contains_key(&fi) {
-            analyses.insert(fi, cfg::analyse(elf, &funcs[fi], &cfg::CallUses::new())?);
+            let a = cfg::graph(elf, &funcs[fi])?;
+            let w = cfg::Walker::new(&a);
+            analyses.insert(fi, (a, w));
         }
-        let a = &analyses[&fi];
+        let (a, open) = analyses.get_mut(&fi).expect("inserted above");
+        let a = &*a;
         let f = &funcs[fi];
         let mine: Vec<&&Marker> = ms.iter().filter(|m| m.func == fi).collect();
         let ends: Vec<usize> = mine
@@ -312,8 +315,8 @@ fn check_region(
         let mut seen_end = vec![false; ends.len()];
         for m in mine.iter().filter(|m| m.start) {
             // Walk the open region: up to the ENDs, never through them.
-            let open = cfg::reachable_until(a, m.slot - f.start, &ends);
-            if let Some(again) = mine.iter().find(|x| x.start && open[x.slot - f.start]) {
+            open.until(a, m.slot - f.start, &ends);
+            if let Some(again) = mine.iter().find(|x| x.start && open.seen(x.slot - f.start)) {
                 return Err(Error::DuplicateRegion {
                     name: name.into(),
                     first: format!("{}+{:#x}", f.name, (m.slot - f.start) * 8),
@@ -323,7 +326,7 @@ fn check_region(
             }
             let mut any = false;
             for (k, &e) in ends.iter().enumerate() {
-                if open[e] {
+                if open.seen(e) {
                     seen_end[k] = true;
                     any = true;
                 }
@@ -339,14 +342,9 @@ fn check_region(
         // An END behind another END (a second exit path) is fine as long as
         // some START reaches it; only then walk the whole function.
         if seen_end.iter().any(|s| !s) {
-            let mut reach = vec![false; a.insns.len()];
-            for m in mine.iter().filter(|m| m.start) {
-                for (x, y) in reach.iter_mut().zip(cfg::reachable(a, m.slot - f.start)) {
-                    *x |= y;
-                }
-            }
+            open.reach(a, mine.iter().filter(|m| m.start).map(|m| m.slot - f.start));
             for m in mine.iter().filter(|m| !m.start) {
-                if !reach[m.slot - f.start] {
+                if !open.seen(m.slot - f.start) {
                     return Err(Error::EndBeforeStart {
                         name: name.into(),
                         func: f.name.clone(),
