@@ -355,8 +355,10 @@ pub fn run(cfg: &VmCfg, mut progress: impl FnMut(&str)) -> Result<VmResult> {
     }
     let windows = cfg.apps.len() * CONFIGS.len() * (cfg.trials as usize * cfg.reps.len() + 1);
     let iters: u64 = cfg.reps.iter().map(|&r| u64::from(r)).sum::<u64>() * u64::from(cfg.trials);
-    let timeout =
-        300 + windows as u64 / 2 + iters * cfg.apps.len() as u64 * CONFIGS.len() as u64 / 20_000;
+    // A bound for a hung guest only: the boot and module tests take ~40 s,
+    // each configuration ~5 s (its load under TCG dominates).
+    let configs = (cfg.apps.len() * CONFIGS.len()) as u64;
+    let timeout = 600 + 10 * configs + windows as u64 / 2 + iters * configs / 20_000;
     cmd.env(
         "INXPECT_VM_QEMU_ARGS",
         format!(
