@@ -29,6 +29,7 @@ struct Args {
 struct VmArgs {
     cfg: vm::VmCfg,
     out: PathBuf,
+    plots: PathBuf,
 }
 
 enum Cmd {
@@ -49,7 +50,7 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
-const USAGE: &str = "usage: inxpect-bench all [--apps a,b] [--repeat N] [--single-calls N] [--rounds N] [--out FILE] [--plots DIR] [--no-rewrite | --rewrite-table FILE] [--no-vm]\n       inxpect-bench vm [--apps a,b] [--reps N1,N2] [--trials N] [--out FILE]";
+const USAGE: &str = "usage: inxpect-bench all [--apps a,b] [--repeat N] [--single-calls N] [--rounds N] [--out FILE] [--plots DIR] [--no-rewrite | --rewrite-table FILE] [--no-vm]\n       inxpect-bench vm [--apps a,b] [--reps N1,N2] [--trials N] [--out FILE] [--plots DIR]";
 
 fn parse() -> Result<Cmd> {
     let mut a = std::env::args().skip(1);
@@ -58,6 +59,7 @@ fn parse() -> Result<Cmd> {
         let mut v = VmArgs {
             cfg: vm::VmCfg::default(),
             out: root().join("BENCHMARKS.md"),
+            plots: root().join("bench/plots"),
         };
         while let Some(o) = a.next() {
             let mut val = || a.next().with_context(|| format!("{o} needs a value"));
@@ -71,6 +73,7 @@ fn parse() -> Result<Cmd> {
                 }
                 "--trials" => v.cfg.trials = val()?.parse()?,
                 "--out" => v.out = val()?.into(),
+                "--plots" => v.plots = val()?.into(),
                 other => bail!("unknown option {other}\n{USAGE}"),
             }
         }
@@ -110,7 +113,8 @@ fn vm_only(v: &VmArgs) -> Result<()> {
         bail!("the VM section cannot run here: {why}");
     }
     let r = vm::run(&v.cfg, |s| eprintln!("inxpect-bench: {s}"))?;
-    let body = vm::section(&r, include_str!("../notes/vm.md"));
+    let img = write_vm_plot(&r, &v.plots, &v.out)?;
+    let body = vm::section(&r, include_str!("../notes/vm.md"), Some(&img));
     let old = std::fs::read_to_string(&v.out).unwrap_or_default();
     std::fs::write(&v.out, vm::splice(&old, vm::HEADING, &body))?;
     eprintln!("inxpect-bench: wrote section 5 into {}", v.out.display());
@@ -316,6 +320,15 @@ fn targets(
     s
 }
 
+/// Writes `vm_added.svg` into `plots`; returns its path relative to `out`'s
+/// directory.
+fn write_vm_plot(r: &vm::VmResult, plots: &Path, out: &Path) -> Result<String> {
+    std::fs::create_dir_all(plots)?;
+    std::fs::write(plots.join("vm_added.svg"), vm::plot(r))?;
+    let rel = pathdiff(plots, out.parent().unwrap_or(Path::new(".")));
+    Ok(format!("{rel}/vm_added.svg"))
+}
+
 /// Target rows the VM answers (instruction counts, exact).
 fn vm_targets(s: &mut String, r: &vm::VmResult) {
     use vm::VmConfig;
@@ -485,7 +498,7 @@ fn main() -> Result<()> {
             }),
         }
     };
-    let plot_files = plots(&rows, &noise, &args.plots)?;
+    let mut plot_files = plots(&rows, &noise, &args.plots)?;
     let rel = pathdiff(&args.plots, args.out.parent().unwrap_or(Path::new(".")));
 
     let mut d = String::new();
@@ -566,7 +579,11 @@ fn main() -> Result<()> {
     }
     let _ = writeln!(d, "\n{}\n", vm::HEADING);
     match &vmr {
-        Ok(r) => d.push_str(&vm::section(r, include_str!("../notes/vm.md"))),
+        Ok(r) => {
+            let img = write_vm_plot(r, &args.plots, &args.out)?;
+            plot_files.push("vm_added.svg".into());
+            d.push_str(&vm::section(r, include_str!("../notes/vm.md"), Some(&img)));
+        }
         Err(why) => {
             let _ = writeln!(
                 d,

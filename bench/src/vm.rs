@@ -621,8 +621,32 @@ pub fn read_point(c: VmConfig) -> &'static str {
     }
 }
 
-/// The report section (without its `##` heading).
-pub fn section(r: &VmResult, notes: &str) -> String {
+/// Bar chart: x86 instructions added per packet, per app and configuration.
+pub fn plot(r: &VmResult) -> String {
+    let groups: Vec<crate::report::Group> = r
+        .cfg
+        .apps
+        .iter()
+        .map(|app| {
+            let bars = CONFIGS
+                .iter()
+                .filter(|c| **c != VmConfig::Base)
+                .filter_map(|c| Some((c.tag(), r.added(app, *c)? as f64)))
+                .collect();
+            (app.clone(), bars)
+        })
+        .collect();
+    crate::report::bar_chart(
+        "x86 instructions added per packet (VM, TCG plugin, exact)",
+        "instructions / packet",
+        &groups,
+        &[],
+    )
+}
+
+/// The report section (without its `##` heading); `img` is the plot's path
+/// relative to the report.
+pub fn section(r: &VmResult, notes: &str, img: Option<&str>) -> String {
     let mut s = String::new();
     s.push_str(notes);
     let _ = writeln!(
@@ -644,6 +668,9 @@ pub fn section(r: &VmResult, notes: &str) -> String {
         r.cfg.apps.join(", "),
         r.seconds
     );
+    if let Some(img) = img {
+        let _ = writeln!(s, "![instructions added per packet]({img})\n");
+    }
     s.push_str("### x86 instructions per packet (exact, TCG plugin)\n\n");
     s.push_str(
         "| app | configuration | insns/packet | added | whole-call difference | reads/packet | TCG ns/packet | % of baseline (TCG time) | verdict |\n\

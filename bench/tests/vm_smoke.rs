@@ -23,6 +23,8 @@ fn vm_smoke_drop() {
         .args(["vm", "--apps", "drop", "--reps", "20,120", "--trials", "1"])
         .arg("--out")
         .arg(&out)
+        .arg("--plots")
+        .arg(dir.path().join("plots"))
         .status()
         .expect("run inxpect-bench vm");
     assert!(st.success(), "inxpect-bench vm failed");
@@ -106,4 +108,10 @@ fn vm_smoke_drop() {
         );
     }
     assert!(md.contains("fentry/fexit's own result on drop:"), "{md}");
+    let svg = std::fs::read_to_string(dir.path().join("plots/vm_added.svg")).expect("plot");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("<rect"),
+        "vm_added.svg"
+    );
+    assert!(md.contains("vm_added.svg)"), "plot not linked");
 }
