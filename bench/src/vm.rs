@@ -119,8 +119,13 @@ pub struct VmRow {
     /// Why the configuration did not run (load refused, ...).
     pub error: Option<String>,
     pub verdict: Option<u32>,
-    /// Most frequent instruction count from one dispatcher entry to the next.
+    /// Most frequent instruction count from one dispatcher entry to the next
+    /// (test_run's loop in its steady state, on the buffer as the earlier
+    /// iterations left it).
     pub per_packet: Option<u64>,
+    /// The first iteration of each window (the caller's packet, unmodified:
+    /// the full path), most frequent over windows.
+    pub first: Option<u64>,
     /// (min window at the largest repeat - min at the smallest) / difference.
     pub window_diff: Option<f64>,
     /// Gaps between consecutive counter reads (read-function entries).
@@ -166,7 +171,15 @@ impl VmResult {
         self.rows.iter().find(|r| r.app == app && r.config == c)
     }
 
+    /// Instructions added per packet on the fresh frame (first iteration).
     pub fn added(&self, app: &str, c: VmConfig) -> Option<i64> {
+        let b = self.find(app, VmConfig::Base)?.first?;
+        let x = self.find(app, c)?.first?;
+        Some(x as i64 - b as i64)
+    }
+
+    /// The same in test_run's steady state (the loop's most frequent period).
+    pub fn added_steady(&self, app: &str, c: VmConfig) -> Option<i64> {
         let b = self.find(app, VmConfig::Base)?.per_packet?;
         let x = self.find(app, c)?.per_packet?;
         Some(x as i64 - b as i64)
@@ -418,6 +431,7 @@ fn parse_hist(s: &str) -> (u64, Hist) {
 
 struct Window {
     insns: u64,
+    first: Option<u64>,
     period: Hist,
     period_hits: u64,
     reads: Hist,
@@ -444,6 +458,7 @@ fn parse(stdout: &str, plugin_log: &str, plan: &[Planned], cfg: &VmCfg) -> Resul
             id,
             Window {
                 insns: f.get("insns").and_then(|v| v.parse().ok()).unwrap_or(0),
+                first: f.get("first").and_then(|v| v.parse().ok()),
                 period,
                 period_hits,
                 reads,
@@ -493,6 +508,7 @@ fn parse(stdout: &str, plugin_log: &str, plan: &[Planned], cfg: &VmCfg) -> Resul
             error: p.error.clone(),
             verdict: None,
             per_packet: None,
+            first: None,
             window_diff: None,
             reads: Hist::new(),
             reads_per_packet: 0.0,
@@ -510,6 +526,7 @@ fn parse(stdout: &str, plugin_log: &str, plan: &[Planned], cfg: &VmCfg) -> Resul
             continue;
         };
         let mut period = Hist::new();
+        let mut firsts = Hist::new();
         let (mut phits, mut rhits) = (0u64, 0u64);
         let mut min_at: BTreeMap<u32, u64> = BTreeMap::new();
         let mut ns = Vec::new();
@@ -541,6 +558,9 @@ fn parse(stdout: &str, plugin_log: &str, plan: &[Planned], cfg: &VmCfg) -> Resul
                 let Some(w) = windows.get(&id) else { continue };
                 let e = min_at.entry(repeat).or_insert(u64::MAX);
                 *e = (*e).min(w.insns);
+                if let Some(g) = w.first {
+                    *firsts.entry(g).or_default() += 1;
+                }
                 for (g, c) in &w.period {
                     *period.entry(*g).or_default() += c;
                 }
@@ -563,6 +583,7 @@ fn parse(stdout: &str, plugin_log: &str, plan: &[Planned], cfg: &VmCfg) -> Resul
             continue;
         }
         row.per_packet = top(&period, 1).first().map(|x| x.0);
+        row.first = top(&firsts, 1).first().map(|x| x.0);
         if let (Some(a), Some(b)) = (min_at.get(&small), min_at.get(&large)) {
             row.window_diff = Some((*b as f64 - *a as f64) / f64::from(large - small));
         }
@@ -673,37 +694,41 @@ pub fn section(r: &VmResult, notes: &str, img: Option<&str>) -> String {
     }
     s.push_str("### x86 instructions per packet (exact, TCG plugin)\n\n");
     s.push_str(
-        "| app | configuration | insns/packet | added | whole-call difference | reads/packet | TCG ns/packet | % of baseline (TCG time) | verdict |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---|\n",
+        "| app | configuration | insns/packet, fresh frame | added | insns/packet, repeat loop | added | whole-call difference | reads/packet | TCG ns/packet | % of baseline (TCG time) | verdict (repeat loop) |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for row in &r.rows {
         let base = r.find(&row.app, VmConfig::Base);
         if let Some(e) = &row.error {
             let _ = writeln!(
                 s,
-                "| {} | {} | not run: {} | | | | | | |",
+                "| {} | {} | not run: {} | | | | | | | | |",
                 row.app,
                 row.config.label(),
                 e.replace('|', "/")
             );
             continue;
         }
-        let added = r
-            .added(&row.app, row.config)
-            .filter(|_| row.config != VmConfig::Base)
-            .map(|a| format!("{a:+}"))
-            .unwrap_or_else(|| "-".into());
+        let fmt_added = |a: Option<i64>| {
+            a.filter(|_| row.config != VmConfig::Base)
+                .map(|a| format!("{a:+}"))
+                .unwrap_or_else(|| "-".into())
+        };
+        let added = fmt_added(r.added(&row.app, row.config));
+        let added_steady = fmt_added(r.added_steady(&row.app, row.config));
         let pct = match (base.and_then(|b| b.ns), row.ns) {
             (Some(b), Some(x)) if x > 0.0 => format!("{:.1}%", 100.0 * b / x),
             _ => "-".into(),
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             row.app,
             row.config.label(),
-            row.per_packet.map(|x| x.to_string()).unwrap_or("-".into()),
+            row.first.map(|x| x.to_string()).unwrap_or("-".into()),
             added,
+            row.per_packet.map(|x| x.to_string()).unwrap_or("-".into()),
+            added_steady,
             row.window_diff
                 .map(|x| format!("{x:.1}"))
                 .unwrap_or("-".into()),

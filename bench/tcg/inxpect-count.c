@@ -26,10 +26,12 @@
  * `rdpmc` records the instruction count; the gaps between consecutive events
  * of a class go into a histogram, whose most frequent values are printed:
  *
- *   INXPECT-TCG vcpu=V id=N insns=TOTAL period=H:G/C,... reads=H:G/C,... ops=H:G/C,...
+ *   INXPECT-TCG vcpu=V id=N insns=TOTAL first=F period=H:G/C,... reads=H:G/C,... ops=H:G/C,...
  *
  * with H the number of events and G/C gap value / how often it occurred
- * (four most frequent, most frequent first). An instruction's count is the
+ * (four most frequent, most frequent first), and F the first period gap of
+ * the window (`-` with fewer than two period events): test_run's first
+ * iteration, the only one that sees the caller's packet unmodified. An instruction's count is the
  * number of instructions executed on the vCPU before it, so a gap is the
  * number of instructions from one event to the next (the first included).
  *
@@ -118,6 +120,7 @@ struct vcpu {
 	bool active;
 	uint64_t last[NCLS];
 	uint64_t hits[NCLS];
+	uint64_t first; /* first period gap + 1, 0 when none */
 	struct hist *h[NCLS];
 };
 
@@ -200,8 +203,11 @@ static void hist_print(char *buf, size_t len, uint64_t hits, const struct hist *
 
 static void event(struct vcpu *v, enum cls c, uint64_t at)
 {
-	if (v->hits[c]++)
+	if (v->hits[c]++) {
 		hist_add(v->h[c], at - v->last[c]);
+		if (c == C_PERIOD && v->hits[c] == 2)
+			v->first = at - v->last[c] + 1;
+	}
 	v->last[c] = at;
 }
 
@@ -236,6 +242,11 @@ static void window_end(struct vcpu *v, unsigned int cpu, uint64_t at)
 
 	snprintf(line, sizeof(line), "INXPECT-TCG vcpu=%u id=%" PRIu64 " insns=%" PRIu64, cpu,
 		 v->id, at - v->wstart);
+	if (v->first)
+		snprintf(line + strlen(line), sizeof(line) - strlen(line), " first=%" PRIu64,
+			 v->first - 1);
+	else
+		strcat(line, " first=-");
 	for (int c = 0; c < NCLS; c++) {
 		size_t o = strlen(line);
 
@@ -262,6 +273,7 @@ static void insn_exec(unsigned int cpu, void *udata)
 	case K_START:
 		v->active = true;
 		v->wstart = at + 1;
+		v->first = 0;
 		for (int c = 0; c < NCLS; c++) {
 			v->hits[c] = 0;
 			v->last[c] = 0;

@@ -66,7 +66,10 @@ fn vm_smoke_drop() {
         assert!(n > base, "{label}: {n} insns/packet vs baseline {base}");
         let added: i64 = row(label)[3].parse().expect("added");
         assert_eq!(added, n as i64 - base as i64, "{label}");
-        assert_eq!(row(label)[8], "DROP", "{label}");
+        assert_eq!(row(label)[10], "DROP", "{label}");
+        // The repeat loop's steady state, measured too.
+        let steady: u64 = row(label)[4].parse().expect("repeat-loop count");
+        assert!(steady > 0, "{label}");
     }
     // 6.12 refuses bpf_perf_event_read_value in XDP: the row says so.
     assert!(
