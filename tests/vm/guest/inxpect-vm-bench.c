@@ -42,6 +42,7 @@
 #include <linux/perf_event.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include "vm_util.h"
 
 /* ---- the plugin protocol ------------------------------------------------------ */
 
@@ -225,22 +226,6 @@ static int fill_maps(struct bpf_object *obj, const char *path)
 	}
 	fclose(f);
 	return 0;
-}
-
-static int read_file(const char *path, unsigned char **buf, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	long n;
-
-	if (!f)
-		return -errno;
-	fseek(f, 0, SEEK_END);
-	n = ftell(f);
-	rewind(f);
-	*buf = malloc(n > 0 ? n : 1);
-	*len = n > 0 && *buf ? fread(*buf, 1, n, f) : 0;
-	fclose(f);
-	return *len ? 0 : -EINVAL;
 }
 
 /* Software cpu-clock on `cpu`, all tasks: what perf reads with where there

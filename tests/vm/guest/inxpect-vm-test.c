@@ -46,6 +46,7 @@
 
 #include "inxpect_uapi.h"
 #include "kfunc_test.h"
+#include "vm_util.h"
 
 static int n_ok, n_fail;
 
@@ -583,22 +584,6 @@ static int dump_map(const char *oname, struct bpf_object *obj, const char *mname
 	}
 	free(val);
 	return 0;
-}
-
-static int read_file(const char *path, unsigned char **buf, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	long n;
-
-	if (!f)
-		return -errno;
-	fseek(f, 0, SEEK_END);
-	n = ftell(f);
-	rewind(f);
-	*buf = malloc(n > 0 ? n : 1);
-	*len = n > 0 && *buf ? fread(*buf, 1, n, f) : 0;
-	fclose(f);
-	return *len ? 0 : -EINVAL;
 }
 
 static int cmd_run(int argc, char **argv)
