@@ -20,8 +20,7 @@ pub mod report;
 pub mod vm;
 
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::path::Path;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use anyhow::{bail, ensure, Context, Result};
 use inxpect_rewriter::{instrument, runtime, Counter, Mode, Options};
@@ -111,16 +110,7 @@ pub fn load(bytes: &[u8], variant: Variant) -> Result<Loaded> {
             p.set_prog_type(ProgramType::Xdp);
         }
     }
-    let kfuncs = Path::new("/sys/kernel/btf/inxpect").exists();
-    for mut m in open.maps_mut() {
-        if m.name().to_string_lossy().ends_with(".rodata.inxpect") {
-            if let Some(v) = m.initial_value_mut() {
-                if v.len() >= 4 {
-                    v[..4].copy_from_slice(&u32::from(kfuncs).to_ne_bytes());
-                }
-            }
-        }
-    }
+    inxpect_loader::sys::set_kfuncs_flag(&mut open, inxpect_loader::sys::module_kfuncs_present());
     let obj = open.load().context("loading")?;
     let mut fds = Vec::new();
     let counter = match variant {
@@ -157,30 +147,8 @@ pub fn nproc() -> u32 {
 
 /// perf_event_open(2) of the software `cpu-clock` event on `cpu`, all tasks.
 fn perf_cpu_clock(cpu: u32) -> Result<OwnedFd> {
-    // perf_event_attr (128 bytes): type at 0 (PERF_TYPE_SOFTWARE = 1),
-    // size at 4, config at 8 (PERF_COUNT_SW_CPU_CLOCK = 0).
-    let mut attr = [0u8; 128];
-    attr[0..4].copy_from_slice(&1u32.to_ne_bytes());
-    attr[4..8].copy_from_slice(&128u32.to_ne_bytes());
-    // SAFETY: attr is a valid perf_event_attr of the size it declares.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_perf_event_open,
-            attr.as_ptr(),
-            -1i32,
-            cpu as i32,
-            -1i32,
-            8u64, // PERF_FLAG_FD_CLOEXEC
-        )
-    };
-    if fd < 0 {
-        bail!(
-            "perf_event_open(cpu-clock) on CPU {cpu}: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    // SAFETY: a new descriptor we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    inxpect_loader::sys::perf_event_open(&inxpect_loader::sys::EventConfig::CPU_CLOCK, cpu)
+        .with_context(|| format!("perf_event_open(cpu-clock) on CPU {cpu}"))
 }
 
 /// Pins the calling thread to `cpu` (test_run runs on the caller's CPU).

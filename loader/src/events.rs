@@ -60,32 +60,16 @@ impl PerfAttr {
         self.type_ != PERF_TYPE_SOFTWARE
     }
 
-    /// perf_event_open(2) on `cpu` for every task; returns the raw fd.
-    pub fn open(&self, cpu: u32) -> Result<i32> {
-        // perf_event_attr, PERF_ATTR_SIZE_VER7 (128 bytes): type, size,
-        // config at 8, flags at 40, config1 at 56, config2 at 64.
-        let mut attr = [0u8; 128];
-        attr[0..4].copy_from_slice(&self.type_.to_ne_bytes());
-        attr[4..8].copy_from_slice(&128u32.to_ne_bytes());
-        attr[8..16].copy_from_slice(&self.config.to_ne_bytes());
-        attr[56..64].copy_from_slice(&self.config1.to_ne_bytes());
-        attr[64..72].copy_from_slice(&self.config2.to_ne_bytes());
-        // SAFETY: attr is a valid perf_event_attr of the size it declares.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_perf_event_open,
-                attr.as_ptr(),
-                -1i32,
-                cpu as i32,
-                -1i32,
-                8u64, // PERF_FLAG_FD_CLOEXEC
-            )
+    /// perf_event_open(2) on `cpu` for every task.
+    pub fn open(&self, cpu: u32) -> Result<std::os::fd::OwnedFd> {
+        let ev = inxpect_loader::sys::EventConfig {
+            type_: self.type_,
+            config: self.config,
+            config1: self.config1,
+            config2: self.config2,
         };
-        if fd < 0 {
-            let e = std::io::Error::last_os_error();
-            bail!("perf_event_open({}) on CPU {cpu}: {e}", self.name);
-        }
-        Ok(fd as i32)
+        inxpect_loader::sys::perf_event_open(&ev, cpu)
+            .with_context(|| format!("perf_event_open({}) on CPU {cpu}", self.name))
     }
 }
 

@@ -3,8 +3,7 @@
 //! type, load it, and wire the `perf` backend's per-CPU events.
 
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::path::Path;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -149,16 +148,7 @@ pub fn load(prep: &Prepared, want: Option<&str>, perf: Option<&PerfAttr>) -> Res
     // The runtime calls the module's kfuncs only while `inxpect_kfuncs` (the
     // first u32 of `.rodata.inxpect`) is 1; clear it where the module is
     // absent so the verifier drops the calls and the object still loads.
-    let kfuncs = Path::new("/sys/kernel/btf/inxpect").exists();
-    for mut m in open.maps_mut() {
-        if m.name().to_string_lossy().ends_with(".rodata.inxpect") {
-            if let Some(v) = m.initial_value_mut() {
-                if v.len() >= 4 {
-                    v[..4].copy_from_slice(&u32::from(kfuncs).to_ne_bytes());
-                }
-            }
-        }
-    }
+    inxpect_loader::sys::set_kfuncs_flag(&mut open, inxpect_loader::sys::module_kfuncs_present());
     take_log();
     let obj = match open.load() {
         Ok(o) => o,
@@ -201,9 +191,7 @@ fn open_perf_events(obj: &Object, attr: &PerfAttr) -> Result<Vec<OwnedFd>> {
     let cpus = crate::cpus_online()?;
     let mut fds = Vec::new();
     for cpu in cpus {
-        let raw = attr.open(cpu)?;
-        // SAFETY: perf_event_open returned a new descriptor we now own.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = attr.open(cpu)?;
         map.update(
             &cpu.to_ne_bytes(),
             &(fd.as_raw_fd() as u32).to_ne_bytes(),

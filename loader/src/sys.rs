@@ -1,0 +1,79 @@
+//! Small kernel interfaces shared by the loader and the benchmarks.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use libbpf_rs::OpenObject;
+
+/// The fields of a perf event the loader sets; the rest of
+/// `perf_event_attr` stays zero (counting, all tasks, not inherited).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventConfig {
+    pub type_: u32,
+    pub config: u64,
+    pub config1: u64,
+    pub config2: u64,
+}
+
+impl EventConfig {
+    /// The software `cpu-clock` event (PERF_TYPE_SOFTWARE,
+    /// PERF_COUNT_SW_CPU_CLOCK): what perf reads where there is no PMU.
+    pub const CPU_CLOCK: EventConfig = EventConfig {
+        type_: 1,
+        config: 0,
+        config1: 0,
+        config2: 0,
+    };
+}
+
+/// perf_event_open(2) of `ev` on `cpu`, for every task, close-on-exec.
+pub fn perf_event_open(ev: &EventConfig, cpu: u32) -> std::io::Result<OwnedFd> {
+    // perf_event_attr, PERF_ATTR_SIZE_VER7 (128 bytes): type at 0, size at
+    // 4, config at 8, config1 at 56, config2 at 64.
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&ev.type_.to_ne_bytes());
+    attr[4..8].copy_from_slice(&128u32.to_ne_bytes());
+    attr[8..16].copy_from_slice(&ev.config.to_ne_bytes());
+    attr[56..64].copy_from_slice(&ev.config1.to_ne_bytes());
+    attr[64..72].copy_from_slice(&ev.config2.to_ne_bytes());
+    // SAFETY: attr is a valid perf_event_attr of the size it declares.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            attr.as_ptr(),
+            -1i32,
+            cpu as i32,
+            -1i32,
+            8u64, // PERF_FLAG_FD_CLOEXEC
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Whether the module's kfuncs are there to call (its BTF is registered).
+pub fn module_kfuncs_present() -> bool {
+    std::path::Path::new("/sys/kernel/btf/inxpect").exists()
+}
+
+/// Sets the runtime's `inxpect_kfuncs` flag (the first u32 of
+/// `.rodata.inxpect`) before loading: the runtime calls the module's kfuncs
+/// only while it is 1, and with 0 the verifier drops those calls, so the
+/// object also loads where the module is absent. Returns whether the object
+/// has the flag.
+pub fn set_kfuncs_flag(open: &mut OpenObject, on: bool) -> bool {
+    let mut found = false;
+    for mut m in open.maps_mut() {
+        if m.name().to_string_lossy().ends_with(".rodata.inxpect") {
+            if let Some(v) = m.initial_value_mut() {
+                if v.len() >= 4 {
+                    v[..4].copy_from_slice(&u32::from(on).to_ne_bytes());
+                    found = true;
+                }
+            }
+        }
+    }
+    found
+}
