@@ -29,6 +29,7 @@ pub const SIZE_DW: u8 = 0x18;
 pub const OP_ADD: u8 = 0x00;
 pub const OP_AND: u8 = 0x50;
 pub const OP_LSH: u8 = 0x60;
+pub const OP_RSH: u8 = 0x70;
 pub const PSEUDO_CALL: u8 = 1;
 pub const PSEUDO_KFUNC_CALL: u8 = 2;
 pub const PSEUDO_FUNC: u8 = 4;

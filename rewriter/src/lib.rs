@@ -322,8 +322,51 @@ fn probe_body(
     let call = |k: Kind, id: u32| -> Vec<NewInsn> {
         let arg = p(Insn::mov64_imm(1, id as i32));
         match (k, &s.inline, spare) {
-            // START: bookkeeping in the runtime, then the read here, stored
-            // through the per-CPU pointer kept in `f`.
+            // START in a function with the sampling word: the bookkeeping
+            // inline too (region enabled, this run sampled, `held.run =
+            // cur`), then the read, stored through the per-CPU pointer kept
+            // in `f`; no runtime call. (The kfunc guard is not needed here:
+            // without the module the word is a known 0, see `read`.)
+            (Kind::Start(_), Some(inl), Some(f)) if flag.is_some() => {
+                use runtime::pcpu::{CUR, HELD, HELD_SIZE};
+                let held = (HELD + HELD_SIZE * id as usize) as i16;
+                let tail_store = vec![p(Insn::stx_dw(f, held + 8, 0))];
+                let rd = read(&inl.read, tail_store.len());
+                let rest = |v: &[NewInsn]| (v.len() + rd.len() + tail_store.len()) as i16;
+                // After the enabled test: the lookup, cur, held.run.
+                let mut look: Vec<NewInsn> = ld(1, s.pcpu).into();
+                look.extend(ld(2, s.zero));
+                look.push(p(Insn::helper_call(1)));
+                let mut after: Vec<NewInsn> = vec![
+                    p(Insn::ldx(SIZE_DW, 1, 0, CUR as i16)),
+                    p(Insn::jeq_imm(1, 0, 0, false)), // patched below
+                    p(Insn::stx_dw(0, held, 1)),
+                    p(Insn::mov64_reg(f, 0)),
+                ];
+                let n = rest(&after[2..]);
+                after[1] = p(Insn::jeq_imm(1, 0, n, false));
+                look.push(p(Insn::jeq_imm(0, 0, rest(&after), false)));
+                look.extend(after);
+                // Region enabled: bit id of config.enabled (a shift for the
+                // bits an imm32 would sign-extend).
+                let word = (config::ENABLED + 8 * (id as usize / 64)) as i16;
+                let bit = id % 64;
+                let mut v: Vec<NewInsn> = ld(1, s.config).into();
+                v.push(p(Insn::ldx(SIZE_DW, 1, 1, word)));
+                if bit < 31 {
+                    v.push(p(Insn::alu64_imm(OP_AND, 1, 1 << bit)));
+                } else {
+                    v.push(p(Insn::alu64_imm(insn::OP_RSH, 1, bit as i32)));
+                    v.push(p(Insn::alu64_imm(OP_AND, 1, 1)));
+                }
+                v.push(p(Insn::jeq_imm(1, 0, rest(&look), false)));
+                v.extend(look);
+                v.extend(rd);
+                v.extend(tail_store);
+                v
+            }
+            // START elsewhere: bookkeeping in the runtime, then the read
+            // here, stored through the per-CPU pointer kept in `f`.
             (Kind::Start(_), Some(inl), Some(f)) => {
                 let off = (runtime::pcpu::HELD + runtime::pcpu::HELD_SIZE * id as usize + 8) as i16;
                 let tail_store = vec![p(Insn::stx_dw(f, off, 0))];
