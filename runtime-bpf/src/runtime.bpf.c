@@ -3,11 +3,11 @@
  * The probe runtime that inxpect-instrument links into an instrumented object.
  *
  * The rewriter inlines the fast path at each probe site: at a program entry
- * the run count and the sampling decision (what __inxpect_run_begin does),
- * and at a region START or END a look at `cur` (is this run sampled?), so an
- * unsampled run makes no call at all. Only a sampled run calls
- * `__inxpect_start(id)` / `__inxpect_end(id)`. Live caller-saved registers
- * are saved around the whole sequence. The counter read is the last thing
+ * the run count and the sampling decision, at a START or END a look at the
+ * sampling word (or `cur`), so an unsampled run makes no call at all. In a
+ * sampled run a program-level START is inline too; an END, and START in
+ * subprograms, call the functions below. Live caller-saved registers are
+ * saved around the whole sequence. The counter read is the last thing
  * START does and the first thing END does after its checks, so few
  * instructions fall between the two.
  *
