@@ -2,62 +2,17 @@
 //! the instrumented app attached on one end, frames sent from the other.
 
 mod common;
-use common::netns::{sh, Pair};
+use common::netns::{finish, sigint, spawn_run, Pair};
 use common::*;
 
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
+/// `inxpect run` reporting every half second.
 fn start(p: &Pair, app: &str, mode: &str, extra: &[&str]) -> Child {
-    let cfg = root()
-        .join("testdata/packets/config.json")
-        .display()
-        .to_string();
-    let obj = object(&format!("{app}.clang-O2-g.o"));
-    let mut args = vec![
-        "run",
-        &obj,
-        "--netns",
-        &p.a,
-        "--dev",
-        &p.va,
-        "--mode",
-        mode,
-        "--counter",
-        "ktime",
-        "--json",
-        "--interval",
-        "500ms",
-        "--config",
-        &cfg,
-        "--app",
-        app,
-    ];
+    let mut args = vec!["--interval", "500ms"];
     args.extend_from_slice(extra);
-    bin()
-        .args(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn inxpect run")
-}
-
-fn finish(child: Child) -> serde_json::Value {
-    let o = child.wait_with_output().expect("wait");
-    assert!(
-        o.status.success(),
-        "inxpect run failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)));
-    assert_eq!(v["schema"], "inxpect-report/1");
-    assert_eq!(v["command"], "run");
-    v
-}
-
-fn sigint(child: &Child) {
-    sh(&["kill", "-INT", &child.id().to_string()]);
+    spawn_run(p, app, mode, &args)
 }
 
 #[test]

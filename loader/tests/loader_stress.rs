@@ -4,13 +4,13 @@
 //! that no XDP program and no pin is left behind.
 
 mod common;
-use common::netns::{sh, Pair};
+use common::netns::{finish, sigint, spawn_run, Pair};
 use common::*;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::os::fd::AsRawFd;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
@@ -38,55 +38,7 @@ impl Drop for Guard {
 }
 
 fn start(p: &Pair, app: &str, mode: &str, extra: &[&str]) -> Guard {
-    let cfg = root()
-        .join("testdata/packets/config.json")
-        .display()
-        .to_string();
-    let obj = object(&format!("{app}.clang-O2-g.o"));
-    let mut args = vec![
-        "run",
-        &obj,
-        "--netns",
-        &p.a,
-        "--dev",
-        &p.va,
-        "--mode",
-        mode,
-        "--counter",
-        "ktime",
-        "--json",
-        "--config",
-        &cfg,
-        "--app",
-        app,
-    ];
-    args.extend_from_slice(extra);
-    Guard(Some(
-        bin()
-            .args(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn inxpect run"),
-    ))
-}
-
-fn finish(child: Child) -> serde_json::Value {
-    let o = child.wait_with_output().expect("wait");
-    assert!(
-        o.status.success(),
-        "inxpect run failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)));
-    assert_eq!(v["schema"], "inxpect-report/1");
-    assert_eq!(v["command"], "run");
-    v
-}
-
-fn sigint(child: &Child) {
-    sh(&["kill", "-INT", &child.id().to_string()]);
+    Guard(Some(spawn_run(p, app, mode, extra)))
 }
 
 /// No pin directory of this process's namespaces under /sys/fs/bpf/inxpect.

@@ -54,10 +54,15 @@ pub fn run(args: &[&str]) -> Output {
 
 /// Runs, expects success, parses stdout as a JSON report.
 pub fn json(args: &[&str]) -> serde_json::Value {
-    let o = run(args);
+    report(&format!("{args:?}"), &run(args))
+}
+
+/// Expects `o` (of `inxpect what`) to be a success whose stdout is a JSON
+/// report, and returns it.
+pub fn report(what: &str, o: &Output) -> serde_json::Value {
     assert!(
         o.status.success(),
-        "inxpect {args:?} failed: {}",
+        "inxpect {what} failed: {}",
         String::from_utf8_lossy(&o.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&o.stdout)

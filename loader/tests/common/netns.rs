@@ -2,7 +2,7 @@
 //! `inxpect run` to a device and send frames from the other end.
 
 use super::run;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -117,4 +117,51 @@ impl Drop for Pair {
         let _ = std::fs::remove_dir_all(self.pin_dir());
         let _ = std::fs::remove_file(format!("/run/inxpect/{}-{}.json", self.a, self.va));
     }
+}
+
+/// Spawns `inxpect run` of testdata's `<app>.clang-O2-g.o` on `p.va` (in
+/// namespace A) with the `ktime` counter, the app's map configuration and a
+/// JSON report; `extra` adds arguments.
+pub fn spawn_run(p: &Pair, app: &str, mode: &str, extra: &[&str]) -> Child {
+    let cfg = super::root()
+        .join("testdata/packets/config.json")
+        .display()
+        .to_string();
+    let obj = super::object(&format!("{app}.clang-O2-g.o"));
+    let mut args = vec![
+        "run",
+        &obj,
+        "--netns",
+        &p.a,
+        "--dev",
+        &p.va,
+        "--mode",
+        mode,
+        "--counter",
+        "ktime",
+        "--json",
+        "--config",
+        &cfg,
+        "--app",
+        app,
+    ];
+    args.extend_from_slice(extra);
+    super::bin()
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn inxpect run")
+}
+
+/// Waits for a spawned `inxpect run`, expects success and its JSON report.
+pub fn finish(child: Child) -> serde_json::Value {
+    let o = child.wait_with_output().expect("wait");
+    let v = super::report("run", &o);
+    assert_eq!(v["command"], "run");
+    v
+}
+
+pub fn sigint(child: &Child) {
+    sh(&["kill", "-INT", &child.id().to_string()]);
 }
