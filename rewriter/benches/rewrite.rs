@@ -6,10 +6,12 @@
 //!
 //! Prints a Markdown table (instructions/second, ratio to the linker, peak RSS).
 
+#[path = "../tests/common.rs"]
+mod common;
+
 use inxpect_rewriter::{instrument, link, runtime, Counter, Mode, Options};
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
 const REGIONS: usize = 200;
@@ -35,27 +37,10 @@ fn source(n: usize) -> String {
 }
 
 fn build(dir: &Path, n: usize) -> Vec<u8> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let c = dir.join(format!("big{n}.bpf.c"));
-    let o = dir.join(format!("big{n}.o"));
+    let name = format!("big{n}");
+    let mut o = dir.join(format!("{name}.o"));
     if !o.exists() {
-        std::fs::write(&c, source(n)).expect("write");
-        let st = Command::new("clang")
-            .args([
-                "-O2",
-                "-g",
-                "-target",
-                "bpf",
-                "-I/usr/include/x86_64-linux-gnu",
-            ])
-            .arg(format!("-I{}", root.join("runtime-bpf/include").display()))
-            .arg("-c")
-            .arg(&c)
-            .arg("-o")
-            .arg(&o)
-            .status()
-            .expect("clang");
-        assert!(st.success());
+        o = common::compile(dir, &name, &source(n));
     }
     std::fs::read(&o).expect("object")
 }
