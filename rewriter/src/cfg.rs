@@ -414,9 +414,19 @@ impl Walker {
     /// passing through a slot in `stops`; [`Walker::seen`] answers until the
     /// next walk.
     pub fn until(&mut self, a: &Graph, from: usize, stops: &[usize]) {
+        self.walk(a, a.succs[from].iter(), stops);
+    }
+
+    /// Marks the slots reachable from any of `froms` (inclusive).
+    pub fn reach(&mut self, a: &Graph, froms: impl IntoIterator<Item = usize>) {
+        self.walk(a, froms, &[]);
+    }
+
+    /// Marks `seeds` and what they reach, not walking on from a stop.
+    fn walk(&mut self, a: &Graph, seeds: impl IntoIterator<Item = usize>, stops: &[usize]) {
         self.epoch += 1;
         self.stack.clear();
-        self.stack.extend(a.succs[from].iter());
+        self.stack.extend(seeds);
         while let Some(i) = self.stack.pop() {
             if i >= self.mark.len() || self.mark[i] == self.epoch {
                 continue;
@@ -425,20 +435,6 @@ impl Walker {
             if !stops.contains(&i) {
                 self.stack.extend(a.succs[i].iter());
             }
-        }
-    }
-
-    /// Marks the slots reachable from any of `froms` (inclusive).
-    pub fn reach(&mut self, a: &Graph, froms: impl IntoIterator<Item = usize>) {
-        self.epoch += 1;
-        self.stack.clear();
-        self.stack.extend(froms);
-        while let Some(i) = self.stack.pop() {
-            if i >= self.mark.len() || self.mark[i] == self.epoch {
-                continue;
-            }
-            self.mark[i] = self.epoch;
-            self.stack.extend(a.succs[i].iter());
         }
     }
 

@@ -295,6 +295,14 @@ fn probe_body(
             p(b),
         ]
     };
+    // This CPU's `inxpect_pcpu` entry into R0 (NULL on failure): a lookup
+    // the verifier inlines for per-CPU arrays.
+    let pcpu_lookup = || -> Vec<NewInsn> {
+        let mut v: Vec<NewInsn> = ld(1, s.pcpu).into();
+        v.extend(ld(2, s.zero));
+        v.push(p(Insn::helper_call(1))); // bpf_map_lookup_elem
+        v
+    };
     let to = |sym: usize| NewInsn {
         insn: Insn::pseudo_call(-1),
         call: Some(sym),
@@ -334,9 +342,7 @@ fn probe_body(
                 let rd = read(&inl.read, tail_store.len());
                 let rest = |v: &[NewInsn]| (v.len() + rd.len() + tail_store.len()) as i16;
                 // After the enabled test: the lookup, cur, held.run.
-                let mut look: Vec<NewInsn> = ld(1, s.pcpu).into();
-                look.extend(ld(2, s.zero));
-                look.push(p(Insn::helper_call(1)));
+                let mut look = pcpu_lookup();
                 let mut after: Vec<NewInsn> = vec![
                     p(Insn::ldx(SIZE_DW, 1, 0, CUR as i16)),
                     p(Insn::jeq_imm(1, 0, 0, false)), // patched below
@@ -371,9 +377,7 @@ fn probe_body(
                 let off = (runtime::pcpu::HELD + runtime::pcpu::HELD_SIZE * id as usize + 8) as i16;
                 let tail_store = vec![p(Insn::stx_dw(f, off, 0))];
                 let rd = read(&inl.read, tail_store.len());
-                let mut look: Vec<NewInsn> = ld(1, s.pcpu).into();
-                look.extend(ld(2, s.zero));
-                look.push(p(Insn::helper_call(1)));
+                let mut look = pcpu_lookup();
                 let after_look = 1 + rd.len() + tail_store.len();
                 look.push(p(Insn::jeq_imm(0, 0, after_look as i16, false)));
                 look.push(p(Insn::mov64_reg(f, 0)));
@@ -413,9 +417,7 @@ fn probe_body(
     if let Some(fl) = flag {
         v.push(p(Insn::st_dw(10, fl, 0)));
     }
-    v.extend(ld(1, s.pcpu));
-    v.extend(ld(2, s.zero));
-    v.push(p(Insn::helper_call(1))); // bpf_map_lookup_elem
+    v.extend(pcpu_lookup());
     let [cfg0, cfg1] = ld(2, s.config);
     let tail: Vec<NewInsn> = match k {
         Kind::RunBegin => {
