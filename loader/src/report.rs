@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::object::Config;
 use crate::stats::{RegionStats, Runs, Snapshot};
 
-pub const SCHEMA: &str = "inxpect-report/1";
+pub const SCHEMA: &str = "inxpect-report/2";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -78,6 +78,12 @@ pub struct RegionReport {
     pub enabled: bool,
     /// Completed measurements (sampled runs that went through START and END).
     pub count: u64,
+    /// Measurements dropped because a read was invalid (inactive or moved
+    /// counter, failed perf read, a clock that went back): in no statistic.
+    pub invalid: u64,
+    /// Of `count`, the measurements a tail call ended (the region was open
+    /// when the program tail-called another one).
+    pub tail_ends: u64,
     pub events: Vec<EventStats>,
 }
 
@@ -139,6 +145,8 @@ pub fn regions(
             line: r.starts.iter().find_map(|x| x.line.clone()),
             enabled: cfg.is_enabled(r.id),
             count: s.count,
+            invalid: s.invalid,
+            tail_ends: s.tail_ends,
             events: event_names
                 .iter()
                 .enumerate()
@@ -172,7 +180,7 @@ pub fn table(r: &Report) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "{} {}  counter {} ({})  sample 1/{}  runs {}  sampled {}{}{}",
+        "{} {}  counter {} ({})  sample 1/{}  runs {}  sampled {}{}",
         r.object,
         r.program,
         r.counter,
@@ -180,11 +188,6 @@ pub fn table(r: &Report) -> String {
         r.sample,
         r.runs.runs,
         r.runs.sampled,
-        if r.runs.unordered > 0 {
-            format!("  unordered {}", r.runs.unordered)
-        } else {
-            String::new()
-        },
         if r.runs.no_counter > 0 {
             format!("  NO COUNTER {}", r.runs.no_counter)
         } else {
@@ -202,13 +205,14 @@ pub fn table(r: &Report) -> String {
     }
     let _ = writeln!(
         o,
-        "{:>3} {:<16} {:<18} {:<22} {:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}",
+        "{:>3} {:<16} {:<18} {:<22} {:<12} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}",
         "ID",
         "REGION",
         "FUNCTION",
         "SOURCE",
         "EVENT",
         "COUNT",
+        "INVALID",
         "MEAN",
         "MIN",
         "MAX",
@@ -228,13 +232,18 @@ pub fn table(r: &Report) -> String {
             };
             let _ = writeln!(
                 o,
-                "{:>3} {:<16} {:<18} {:<22} {:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}",
+                "{:>3} {:<16} {:<18} {:<22} {:<12} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}",
                 reg.id,
                 format!("{}{}", reg.name, if reg.enabled { "" } else { " (off)" }),
                 reg.function,
                 reg.line.as_deref().unwrap_or("-"),
                 ev.event,
-                reg.count,
+                if reg.tail_ends > 0 {
+                    format!("{}*", reg.count)
+                } else {
+                    reg.count.to_string()
+                },
+                reg.invalid,
                 num(ev.raw.mean),
                 num(ev.raw.min),
                 num(ev.raw.max),
@@ -245,6 +254,12 @@ pub fn table(r: &Report) -> String {
                 cal(|c| c.p99),
             );
         }
+    }
+    if r.regions.iter().any(|g| g.tail_ends > 0) {
+        let _ = writeln!(
+            o,
+            "* some measurements of the region ended at a tail call (the region was open when the program tail-called; `tail_ends` in the JSON)"
+        );
     }
     o
 }
@@ -257,7 +272,7 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-pub const CSV_HEADER: &str = "region_id,region,function,section,line,enabled,event,count,sum,mean,min,max,p50,p99,cal_mean,cal_min,cal_max,cal_p50,cal_p99";
+pub const CSV_HEADER: &str = "region_id,region,function,section,line,enabled,event,count,invalid,tail_ends,sum,mean,min,max,p50,p99,cal_mean,cal_min,cal_max,cal_p50,cal_p99";
 
 /// One row per region per event; empty calibrated columns when uncalibrated.
 pub fn csv(r: &Report) -> String {
@@ -272,7 +287,7 @@ pub fn csv(r: &Report) -> String {
                 .unwrap_or_else(|| ",,,,".into());
             let _ = writeln!(
                 o,
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 reg.id,
                 csv_field(&reg.name),
                 csv_field(&reg.function),
@@ -281,6 +296,8 @@ pub fn csv(r: &Report) -> String {
                 reg.enabled,
                 csv_field(&ev.event),
                 reg.count,
+                reg.invalid,
+                reg.tail_ends,
                 ev.sum,
                 s.mean,
                 s.min,

@@ -8,6 +8,10 @@ use libbpf_rs::{MapCore, MapFlags};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegionStats {
     pub count: u64,
+    /// Measurements dropped for an invalid read (in no other field).
+    pub invalid: u64,
+    /// Of `count`, the measurements a tail call ended.
+    pub tail_ends: u64,
     pub sum: [u64; MAX_EVENTS],
     pub min: [u64; MAX_EVENTS],
     pub max: [u64; MAX_EVENTS],
@@ -18,6 +22,8 @@ impl Default for RegionStats {
     fn default() -> Self {
         RegionStats {
             count: 0,
+            invalid: 0,
+            tail_ends: 0,
             sum: [0; MAX_EVENTS],
             min: [0; MAX_EVENTS],
             max: [0; MAX_EVENTS],
@@ -44,6 +50,8 @@ impl RegionStats {
                     stats::SIZE
                 );
             }
+            s.invalid += u64at(v, stats::INVALID);
+            s.tail_ends += u64at(v, stats::TAIL_ENDS);
             let n = u64at(v, stats::COUNT);
             if n == 0 {
                 continue;
@@ -67,6 +75,8 @@ impl RegionStats {
     pub fn since(&self, prev: &RegionStats) -> RegionStats {
         let mut d = self.clone();
         d.count = self.count.saturating_sub(prev.count);
+        d.invalid = self.invalid.saturating_sub(prev.invalid);
+        d.tail_ends = self.tail_ends.saturating_sub(prev.tail_ends);
         for e in 0..MAX_EVENTS {
             d.sum[e] = self.sum[e].wrapping_sub(prev.sum[e]);
             for b in 0..HIST_BUCKETS {
@@ -147,9 +157,8 @@ pub struct Runs {
     pub runs: u64,
     /// Entries chosen by sampling.
     pub sampled: u64,
-    /// Measurements dropped because the counter went backwards.
-    pub unordered: u64,
-    /// Probes that found the backend's counter missing (e.g. no module).
+    /// Sampled runs in which the backend's counter was missing (module
+    /// absent): nothing of them was measured.
     pub no_counter: u64,
 }
 
@@ -165,7 +174,6 @@ pub fn read_runs<M: MapCore>(map: &M) -> Result<Runs> {
         }
         r.runs += u64at(&v, pcpu::RUNS);
         r.sampled += u64at(&v, pcpu::SAMPLED);
-        r.unordered += u64at(&v, pcpu::UNORDERED);
         r.no_counter += u64at(&v, pcpu::NO_COUNTER);
     }
     Ok(r)

@@ -118,9 +118,8 @@ fn call_target(
     }
 }
 
-/// Computes [`CallUses`] for the whole object: callee argument use, iterated
-/// to a fixpoint over the (acyclic) call graph.
-pub fn call_uses(elf: &Elf, funcs: &[Func]) -> Result<CallUses> {
+/// The symbol each relocated slot refers to, by `(section, slot)`.
+fn rel_syms(elf: &Elf) -> Result<HashMap<(usize, usize), u32>> {
     let mut rels: HashMap<(usize, usize), u32> = HashMap::new();
     for ri in (0..elf.sections.len()).filter(|&i| elf.sections[i].is_rel()) {
         for rel in elf.relocations(ri)? {
@@ -130,6 +129,58 @@ pub fn call_uses(elf: &Elf, funcs: &[Func]) -> Result<CallUses> {
             );
         }
     }
+    Ok(rels)
+}
+
+/// Per function, the functions it may put on the call stack: bpf-to-bpf
+/// callees and callbacks whose address it takes (`bpf_loop`, timers), which
+/// the kernel runs as frames of the same stack.
+pub fn callees(elf: &Elf, funcs: &[Func]) -> Result<Vec<Vec<usize>>> {
+    let rels = rel_syms(elf)?;
+    let mut out = vec![Vec::new(); funcs.len()];
+    for (fi, f) in funcs.iter().enumerate() {
+        let code = &elf.sections[f.sec].data;
+        let mut i = f.start;
+        while i < f.end && (i + 1) * 8 <= code.len() {
+            let x = Insn::decode(&code[i * 8..i * 8 + 8]);
+            let t = if x.is_pseudo_call() {
+                call_target(elf, &rels, f.sec, i, &x)
+            } else if x.is_ld_imm64() && x.src == crate::insn::PSEUDO_FUNC {
+                // The address of a function: `imm` is a byte offset from
+                // the relocation's symbol (or, unrelocated, in slots).
+                match rels.get(&(f.sec, i)) {
+                    Some(&sym) => elf.symbols.get(sym as usize).and_then(|y| {
+                        let t = (y.value as i64 + x.imm as i64) / 8;
+                        Some((y.shndx as usize, usize::try_from(t).ok()?))
+                    }),
+                    None => usize::try_from(i as i64 + 1 + x.imm as i64)
+                        .ok()
+                        .map(|t| (f.sec, t)),
+                }
+            } else {
+                None
+            };
+            if let Some(c) = t.and_then(|t| funcs.iter().position(|g| (g.sec, g.start) == t)) {
+                if !out[fi].contains(&c) {
+                    out[fi].push(c);
+                }
+            }
+            i += if x.is_ld_imm64() { 2 } else { 1 };
+        }
+    }
+    Ok(out)
+}
+
+/// The deepest stack byte a function touches (see [`Analysis::stack_depth`]).
+pub fn frame_depth(elf: &Elf, f: &Func) -> Result<i64> {
+    let g = graph(elf, f)?;
+    Ok(stack_depth(&g.insns, &g.is_insn))
+}
+
+/// Computes [`CallUses`] for the whole object: callee argument use, iterated
+/// to a fixpoint over the (acyclic) call graph.
+pub fn call_uses(elf: &Elf, funcs: &[Func]) -> Result<CallUses> {
+    let rels = rel_syms(elf)?;
     let mut calls: Vec<((usize, usize), usize)> = Vec::new(); // call slot -> callee func
     for f in funcs {
         let code = &elf.sections[f.sec].data;

@@ -91,8 +91,24 @@ pub enum Error {
         what: String,
         loc: Loc,
     },
-    #[error("no room to save registers around the probe in function {func}: needs {need} bytes of stack, the limit is 512, {loc}")]
-    StackExhausted { func: String, need: i64, loc: Loc },
+    #[error("region '{name}' has START and END in function {other} and only one of them in function {func}: a name is either one region per function or one region across a call, {loc}")]
+    AmbiguousRegion {
+        name: String,
+        func: String,
+        other: String,
+        loc: Loc,
+    },
+    #[error("stack: the probes' slots make the call chain {chain} need {need} bytes in {frames} frames (frames rounded to {granularity} bytes as the verifier does); the kernel allows 512 bytes and 8 frames")]
+    StackBudget {
+        chain: String,
+        need: i64,
+        frames: usize,
+        granularity: i64,
+    },
+    #[error("stack: {chain} makes a tail call under {callers} bytes of caller frames; the kernel allows tail calls there only under 256")]
+    TailCallStack { chain: String, callers: i64 },
+    #[error("recursive call chain {0}: BPF does not allow recursion")]
+    Recursion(String),
     #[error("jump does not fit after inserting probes (offset {off}), {loc}")]
     JumpRange { off: i64, loc: Loc },
     #[error("{0}")]
@@ -101,12 +117,29 @@ pub enum Error {
     TooManyRegions(usize),
     #[error("the object is already instrumented (it has an .inxpect section)")]
     AlreadyInstrumented,
-    #[error("linking the probe runtime failed: {0}")]
-    Link(String),
+    #[error("the object has no .BTF: libbpf's linker needs BTF to merge the probe runtime (build with clang -g, or gcc -gbtf)")]
+    NoBtf,
+    #[error("global function '{0}' has no BTF FUNC record, which libbpf's linker needs to merge the probe runtime")]
+    NoBtfFunc(String),
+    #[error("libbpf's linker {step}: {source} (libbpf's message is above)")]
+    Linker {
+        step: &'static str,
+        source: std::io::Error,
+    },
+    #[error("runtime symbol {0} missing after linking")]
+    RuntimeSymbol(String),
+    #[error("{what} {name} moved or shrank during linking")]
+    MovedByLinker { what: &'static str, name: String },
+    #[error("--events must be 1..={max}, not {0}", max = crate::runtime::MAX_EVENTS)]
+    Events(usize),
+    #[error("the {0} counter needs a GPL-compatible license section (kfuncs and bpf_perf_event_read_value are GPL-only); use --counter ktime")]
+    NeedsGpl(&'static str),
+    #[error("insertion at slot {slot} past the end of {section}")]
+    InsertionPastEnd { slot: usize, section: String },
+    #[error("manifest: {0}")]
+    Manifest(String),
     #[error("bad .BTF.ext: {0}")]
     BtfExt(String),
-    #[error("{0}")]
-    Other(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }

@@ -16,7 +16,10 @@ pub fn link(user: &[u8], runtime: &[u8]) -> Result<Vec<u8>> {
         files.push(p);
     }
     let cpath = |p: &std::path::Path| {
-        CString::new(p.as_os_str().as_encoded_bytes()).map_err(|e| Error::Link(e.to_string()))
+        CString::new(p.as_os_str().as_encoded_bytes()).map_err(|e| Error::Linker {
+            step: "path",
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+        })
     };
     let out_c = cpath(&out)?;
     // SAFETY: libbpf's linker API takes NUL-terminated paths and owns nothing of
@@ -24,21 +27,24 @@ pub fn link(user: &[u8], runtime: &[u8]) -> Result<Vec<u8>> {
     unsafe {
         let l = libbpf_sys::bpf_linker__new(out_c.as_ptr(), std::ptr::null_mut());
         if l.is_null() {
-            return Err(Error::Link(format!(
-                "cannot create the linker: {}",
-                std::io::Error::last_os_error()
-            )));
+            return Err(Error::Linker {
+                step: "could not start",
+                source: std::io::Error::last_os_error(),
+            });
         }
         let mut err = 0;
-        for (f, what) in files.iter().zip(["the input object", "the probe runtime"]) {
+        for (f, what) in files
+            .iter()
+            .zip(["refused the input object", "refused the probe runtime"])
+        {
             let c = cpath(f)?;
             err = libbpf_sys::bpf_linker__add_file(l, c.as_ptr(), std::ptr::null());
             if err != 0 {
                 libbpf_sys::bpf_linker__free(l);
-                return Err(Error::Link(format!(
-                    "libbpf refused {what}: {} (libbpf's message is above)",
-                    std::io::Error::from_raw_os_error(-err)
-                )));
+                return Err(Error::Linker {
+                    step: what,
+                    source: std::io::Error::from_raw_os_error(-err),
+                });
             }
         }
         if err == 0 {
@@ -46,10 +52,10 @@ pub fn link(user: &[u8], runtime: &[u8]) -> Result<Vec<u8>> {
         }
         libbpf_sys::bpf_linker__free(l);
         if err != 0 {
-            return Err(Error::Link(format!(
-                "finalize: {}",
-                std::io::Error::from_raw_os_error(-err)
-            )));
+            return Err(Error::Linker {
+                step: "failed to finalize",
+                source: std::io::Error::from_raw_os_error(-err),
+            });
         }
     }
     Ok(std::fs::read(&out)?)

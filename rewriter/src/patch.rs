@@ -4,6 +4,9 @@
 //! - `target[i]`: where control arriving at old slot `i` now lands, i.e. the
 //!   start of the code inserted before `i`. Jumps, calls, symbols, func_info
 //!   and line_info use it, so whatever reached `i` runs the probe first.
+//! - `jump[i]`: where a jump to old slot `i` lands: after the code placed
+//!   at a function's entry ([`Place::Entry`]), which runs once per call
+//!   even when the function's code jumps back to its first instruction.
 //! - `pos[i]`: where instruction `i` itself now sits. Relocations and CO-RE
 //!   records, which patch the instruction's own bytes, use it.
 
@@ -33,10 +36,14 @@ impl NewInsn {
     }
 }
 
-/// Where a sequence goes relative to its slot. `After` code runs only on the
-/// fall-through from that instruction: jumps to the next slot skip it.
+/// Where a sequence goes relative to its slot. `Entry` code runs when the
+/// function is entered (calls, the program's start), not when a jump reaches
+/// the slot; `Before` code runs however the slot is reached; `After` code
+/// runs only on the fall-through from that instruction: jumps to the next
+/// slot skip it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Place {
+    Entry,
     Before,
     After,
 }
@@ -46,6 +53,7 @@ pub type Insertions = BTreeMap<usize, Vec<(usize, Place, Vec<NewInsn>)>>;
 
 struct Map {
     target: Vec<usize>,
+    jump: Vec<usize>,
     pos: Vec<usize>,
 }
 
@@ -53,6 +61,7 @@ impl Map {
     fn identity(n: usize) -> Map {
         Map {
             target: (0..=n).collect(),
+            jump: (0..=n).collect(),
             pos: (0..n).collect(),
         }
     }
@@ -60,6 +69,11 @@ impl Map {
         usize::try_from(i)
             .ok()
             .and_then(|i| self.target.get(i).copied())
+    }
+    fn jump(&self, i: i64) -> Option<usize> {
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| self.jump.get(i).copied())
     }
 }
 
@@ -77,11 +91,16 @@ pub fn apply(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
             continue;
         };
         let mut target = Vec::with_capacity(n + 1);
+        let mut jump = Vec::with_capacity(n + 1);
         let mut pos = Vec::with_capacity(n);
         let mut it = list.iter().peekable();
         let mut len = 0;
         for i in 0..n {
             target.push(len);
+            while let Some((_, _, seq)) = it.next_if(|(at, p, _)| *at == i && *p == Place::Entry) {
+                len += seq.len();
+            }
+            jump.push(len);
             while let Some((_, _, seq)) = it.next_if(|(at, p, _)| *at == i && *p == Place::Before) {
                 len += seq.len();
             }
@@ -92,13 +111,14 @@ pub fn apply(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
             }
         }
         if let Some((at, _, _)) = it.next() {
-            return Err(Error::Other(format!(
-                "insertion at slot {at} past the end of {}",
-                s.name
-            )));
+            return Err(Error::InsertionPastEnd {
+                slot: *at,
+                section: s.name.clone(),
+            });
         }
         target.push(len);
-        maps.insert(si, Map { target, pos });
+        jump.push(len);
+        maps.insert(si, Map { target, jump, pos });
     }
 
     // 2. Relocations: move r_offset, note which slots have one.
@@ -220,6 +240,7 @@ pub fn apply(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
                     }
                 }
             };
+            emit_seqs(Place::Entry, &mut out);
             emit_seqs(Place::Before, &mut out);
             let mut x = *x;
             let here = out.len() as i64;
@@ -261,9 +282,13 @@ pub fn apply(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
                 } else {
                     x.branch_off()
                 };
-                let t = map
-                    .target(i as i64 + 1 + off)
-                    .ok_or_else(|| Error::malformed("jump target outside its section", loc()))?;
+                let to = i as i64 + 1 + off;
+                let t = if x.is_pseudo_call() {
+                    map.target(to)
+                } else {
+                    map.jump(to)
+                }
+                .ok_or_else(|| Error::malformed("jump target outside its section", loc()))?;
                 let noff = t as i64 - here - 1;
                 if x.is_pseudo_call() || x.is_long_ja() {
                     x.imm = i32::try_from(noff).map_err(|_| Error::JumpRange {

@@ -5,22 +5,30 @@ use crate::btf_ext::BtfExt;
 use crate::cfg::{self, Func};
 use crate::elf::Elf;
 use crate::error::{Error, Loc, Result};
+use crate::insn::Insn;
+use crate::patch::Place;
 use crate::runtime::{RegionDesc, Site, PREFIX};
 use indexmap::IndexMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
-    /// Counts the run and makes the sampling decision: every program entry.
+    /// Counts the run and makes the sampling decision (or continues the run
+    /// of a tail call): every program entry.
     RunBegin,
     End(u32),
     Start(u32),
+    /// Before a `bpf_tail_call`: the program it enters continues this run.
+    TailMark,
+    /// After a `bpf_tail_call` (it failed): no longer under way.
+    TailClear,
 }
 
-/// A probe inserted before slot `slot` of section `sec`, in function `func`.
+/// A probe at slot `slot` of section `sec`, in function `func`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Point {
     pub sec: usize,
     pub slot: usize,
+    pub place: Place,
     pub func: usize,
     pub kind: Kind,
 }
@@ -141,21 +149,19 @@ pub fn plan(elf: &Elf, src: &Source<'_>, mode: Mode, only: Option<&[String]>) ->
     match mode {
         Mode::Sections => {
             let ms = markers(elf, &funcs, src)?;
-            let mut by_name: IndexMap<&str, Vec<&Marker>> = IndexMap::new();
-            for m in &ms {
-                by_name.entry(&m.name).or_default().push(m);
-            }
+            let by_name = regions_of(elf, &funcs, src, &ms)?;
             let mut analyses: IndexMap<usize, (cfg::Graph, cfg::Walker)> = IndexMap::new();
             for (name, ms) in &by_name {
                 check_region(elf, &funcs, src, name, ms, &mut analyses)?;
             }
-            for (name, ms) in by_name {
-                if only.is_some_and(|o| !o.iter().any(|x| x == name)) {
-                    continue;
-                }
+            for (key, ms) in by_name {
+                let name = key.split('\0').next().unwrap_or_default();
                 let id = regions.len() as u32;
                 let first = ms.iter().find(|m| m.start).unwrap_or(&ms[0]);
                 let f = &funcs[first.func];
+                if only.is_some_and(|o| !o.iter().any(|x| RegionDesc::selected(x, name, &f.name))) {
+                    continue;
+                }
                 regions.push(RegionDesc {
                     id,
                     name: name.to_string(),
@@ -181,6 +187,7 @@ pub fn plan(elf: &Elf, src: &Source<'_>, mode: Mode, only: Option<&[String]>) ->
                     points.push(Point {
                         sec: m.sec,
                         slot: m.slot,
+                        place: Place::Before,
                         func: m.func,
                         kind,
                     });
@@ -198,16 +205,23 @@ pub fn plan(elf: &Elf, src: &Source<'_>, mode: Mode, only: Option<&[String]>) ->
                 let exits: Vec<usize> = (0..a.insns.len())
                     .filter(|&i| a.is_insn[i] && a.insns[i].is_exit())
                     .collect();
+                // Once per call, whatever jumps back to the first instruction.
                 points.push(Point {
                     sec: f.sec,
                     slot: f.start,
+                    place: Place::Entry,
                     func: fi,
                     kind: Kind::Start(id),
                 });
-                for &e in &exits {
+                // A tail call is an exit too: the function's region ends
+                // before it (a failed one then reaches a real exit, where
+                // END finds nothing held).
+                let tails = tail_calls(&a);
+                for &e in exits.iter().chain(&tails) {
                     points.push(Point {
                         sec: f.sec,
                         slot: f.start + e,
+                        place: Place::Before,
                         func: fi,
                         kind: Kind::End(id),
                     });
@@ -218,14 +232,18 @@ pub fn plan(elf: &Elf, src: &Source<'_>, mode: Mode, only: Option<&[String]>) ->
                     function: f.name.clone(),
                     section: elf.sections[f.sec].name.clone(),
                     starts: vec![site(f.sec, f.start)],
-                    ends: exits.iter().map(|&e| site(f.sec, f.start + e)).collect(),
+                    ends: exits
+                        .iter()
+                        .chain(&tails)
+                        .map(|&e| site(f.sec, f.start + e))
+                        .collect(),
                 });
             }
         }
     }
     if let Some(o) = only {
         for want in o {
-            if !regions.iter().any(|r| &r.name == want) {
+            if !regions.iter().any(|r| r.matches(want)) {
                 return Err(Error::NothingToDo(format!(
                     "--only: no region named '{want}' in the object"
                 )));
@@ -235,24 +253,103 @@ pub fn plan(elf: &Elf, src: &Source<'_>, mode: Mode, only: Option<&[String]>) ->
     if regions.len() > crate::runtime::MAX_REGIONS {
         return Err(Error::TooManyRegions(regions.len()));
     }
-    // Every program entry counts the run and decides the sampling.
+    // Every program entry counts the run and decides the sampling; every
+    // tail call marks itself under way around the call.
     for &fi in &user {
         let f = &funcs[fi];
-        if f.is_prog && !regions.is_empty() {
+        if regions.is_empty() {
+            break;
+        }
+        if f.is_prog {
             points.push(Point {
                 sec: f.sec,
                 slot: f.start,
+                place: Place::Entry,
                 func: fi,
                 kind: Kind::RunBegin,
             });
         }
+        for t in tail_calls(&cfg::graph(elf, f)?) {
+            for (place, kind) in [
+                (Place::Before, Kind::TailMark),
+                (Place::After, Kind::TailClear),
+            ] {
+                points.push(Point {
+                    sec: f.sec,
+                    slot: f.start + t,
+                    place,
+                    func: fi,
+                    kind,
+                });
+            }
+        }
     }
-    points.sort_by_key(|p| (p.sec, p.slot, p.kind));
+    points.sort_by_key(|p| (p.sec, p.slot, p.place, p.kind));
     Ok(Plan {
         funcs,
         points,
         regions,
     })
+}
+
+/// The `bpf_tail_call` sites of a function (slots from its start).
+fn tail_calls(g: &cfg::Graph) -> Vec<usize> {
+    (0..g.insns.len())
+        .filter(|&i| g.is_insn[i] && is_tail_call(&g.insns[i]))
+        .collect()
+}
+
+fn is_tail_call(x: &Insn) -> bool {
+    x.is_call() && x.src == 0 && x.imm == crate::runtime::HELPER_TAIL_CALL
+}
+
+/// The markers of each region. A region is a name in a function: the same
+/// name in two functions, each with its START and END, is two regions. A
+/// name whose START and END sit in different functions (a region across a
+/// call) is one region; a name that is both is refused.
+fn regions_of<'m>(
+    elf: &Elf,
+    funcs: &[Func],
+    src: &Source<'_>,
+    ms: &'m [Marker],
+) -> Result<IndexMap<String, Vec<&'m Marker>>> {
+    let mut by_name: IndexMap<&str, Vec<&Marker>> = IndexMap::new();
+    for m in ms {
+        by_name.entry(&m.name).or_default().push(m);
+    }
+    let mut out: IndexMap<String, Vec<&Marker>> = IndexMap::new();
+    for (name, ms) in by_name {
+        let mut per_func: IndexMap<usize, Vec<&Marker>> = IndexMap::new();
+        for m in ms.iter().copied() {
+            per_func.entry(m.func).or_default().push(m);
+        }
+        let whole = |v: &[&Marker]| v.iter().any(|m| m.start) && v.iter().any(|m| !m.start);
+        if per_func.len() == 1 || per_func.values().all(|v| !whole(v)) {
+            out.insert(name.to_string(), ms);
+            continue;
+        }
+        if let Some(v) = per_func.values().find(|v| !whole(v)) {
+            let m = v[0];
+            let other = per_func
+                .iter()
+                .find(|(_, w)| whole(w))
+                .map(|(&f, _)| funcs[f].name.clone())
+                .unwrap_or_default();
+            return Err(Error::AmbiguousRegion {
+                name: name.into(),
+                func: funcs[m.func].name.clone(),
+                other,
+                loc: Loc::at(&elf.sections[m.sec].name, m.slot as u64 * 8)
+                    .with_line(line(src, elf, m.sec, m.slot)),
+            });
+        }
+        // Keyed apart inside the plan; each region keeps its bare name and
+        // its function in the manifest.
+        for (f, v) in per_func {
+            out.insert(format!("{name}\0{f}"), v);
+        }
+    }
+    Ok(out)
 }
 
 fn check_region(
@@ -367,10 +464,9 @@ impl Plan {
             let name = &from.sections[i].name;
             to.section_index(name)
                 .filter(|&j| to.sections[j].data.len() >= from.sections[i].data.len())
-                .ok_or_else(|| {
-                    Error::Link(format!(
-                        "section {name} is missing or shorter after linking"
-                    ))
+                .ok_or_else(|| Error::MovedByLinker {
+                    what: "section",
+                    name: name.clone(),
                 })
         };
         let mut points = Vec::with_capacity(self.points.len());
@@ -380,10 +476,14 @@ impl Plan {
             let func = funcs
                 .iter()
                 .position(|g| g.sec == s && g.start == f.start && g.name == f.name)
-                .ok_or_else(|| Error::Link(format!("function {} moved during linking", f.name)))?;
+                .ok_or_else(|| Error::MovedByLinker {
+                    what: "function",
+                    name: f.name.clone(),
+                })?;
             points.push(Point {
                 sec: s,
                 slot: p.slot,
+                place: p.place,
                 func,
                 kind: p.kind,
             });

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub const ABI: u32 = 2;
+pub const ABI: u32 = 3;
 pub const MAX_REGIONS: usize = 256;
 pub const MAX_EVENTS: usize = 4;
 pub const HIST_BUCKETS: usize = 64;
@@ -13,6 +13,9 @@ pub const FN_START: &str = "__inxpect_start";
 pub const FN_END: &str = "__inxpect_end";
 pub const FN_START_PREP: &str = "__inxpect_start_prep";
 pub const FN_END_VALUE: &str = "__inxpect_end_value";
+pub const FN_TAIL_ENTER: &str = "__inxpect_tail_enter";
+/// Helper id of `bpf_tail_call`.
+pub const HELPER_TAIL_CALL: i32 = 12;
 pub const PREFIX: &str = "__inxpect_";
 /// Deepest stack any runtime function uses (bytes), for the 512-byte budget.
 pub const RUNTIME_STACK: i64 = 64;
@@ -79,7 +82,11 @@ pub fn object(counter: Counter, events: usize) -> &'static [u8] {
 pub mod stats {
     use super::{HIST_BUCKETS, MAX_EVENTS};
     pub const COUNT: usize = 0;
-    pub const SUM: usize = 8;
+    /// Measurements dropped for an invalid read (never in sum/min/max/hist).
+    pub const INVALID: usize = 8;
+    /// Of `COUNT`, the measurements a tail call ended.
+    pub const TAIL_ENDS: usize = 16;
+    pub const SUM: usize = 32;
     pub const MIN: usize = SUM + 8 * MAX_EVENTS;
     pub const MAX: usize = MIN + 8 * MAX_EVENTS;
     pub const HIST: usize = MAX + 8 * MAX_EVENTS;
@@ -91,7 +98,8 @@ pub mod pcpu {
     pub const RUNS: usize = 0;
     pub const SAMPLED: usize = 8;
     pub const CUR: usize = 16;
-    pub const UNORDERED: usize = 24;
+    /// `runs` while a tail call is under way (0 otherwise).
+    pub const TAIL: usize = 24;
     pub const NO_COUNTER: usize = 32;
     /// `held[MAX_REGIONS]`, each `{ run, val[MAX_EVENTS] }`.
     pub const HELD: usize = 64;
@@ -140,6 +148,21 @@ pub struct RegionDesc {
     pub section: String,
     pub starts: Vec<Site>,
     pub ends: Vec<Site>,
+}
+
+impl RegionDesc {
+    /// Whether a selector (`name`, `function:name` or the id) picks it: a
+    /// bare name picks that name in every function.
+    pub fn matches(&self, sel: &str) -> bool {
+        RegionDesc::selected(sel, &self.name, &self.function) || self.id.to_string() == sel
+    }
+    pub fn selected(sel: &str, name: &str, function: &str) -> bool {
+        sel == name || sel.split_once(':') == Some((function, name))
+    }
+    /// `function:name`: unique in an object.
+    pub fn qualified(&self) -> String {
+        format!("{}:{}", self.function, self.name)
+    }
 }
 
 /// A probe site: byte offset in the input object's section, and its source line.

@@ -8,7 +8,7 @@
 #ifndef __INXPECT_RUNTIME_H
 #define __INXPECT_RUNTIME_H
 
-#define INXPECT_ABI 2
+#define INXPECT_ABI 3
 #define INXPECT_MAX_REGIONS 256
 #define INXPECT_MAX_EVENTS 4
 #define INXPECT_HIST_BUCKETS 64
@@ -26,6 +26,11 @@ struct inxpect_config {
 /* Map `inxpect_stats`: PERCPU_ARRAY, key = region id. */
 struct inxpect_stats {
 	__u64 count;                     /* completed measurements */
+	__u64 invalid;                   /* dropped: a read was invalid (bit 63
+					  * set: inactive or moved counter, no
+					  * module) or went backwards */
+	__u64 tail_ends;                 /* of count: ended by a tail call */
+	__u64 pad;
 	__u64 sum[INXPECT_MAX_EVENTS];
 	__u64 min[INXPECT_MAX_EVENTS];
 	__u64 max[INXPECT_MAX_EVENTS];
@@ -44,8 +49,10 @@ struct inxpect_pcpu {
 	__u64 runs;          /* program entries on this CPU */
 	__u64 sampled;       /* runs chosen by sampling */
 	__u64 cur;           /* id of the current run when sampled, else 0 */
-	__u64 unordered;     /* END read a counter lower than START's: dropped */
-	__u64 no_counter;    /* the backend's counter is missing (e.g. no module) */
+	__u64 tail;          /* = runs while a tail call is under way: the
+			      * program it enters continues this run */
+	__u64 no_counter;    /* sampled runs without the backend's counter
+			      * (module absent): nothing was measured */
 	__u64 pad[3];
 	struct inxpect_held held[INXPECT_MAX_REGIONS];
 };

@@ -60,6 +60,13 @@ struct {
 } inxpect_stats SEC(".maps");
 
 /*
+ * A read with bit 63 set is invalid (the module's kfuncs: inactive slot, an
+ * event no longer on its counter; perf: a failed read): the measurement it
+ * belongs to is dropped and counted in `invalid`, never in the statistics.
+ */
+#define INXPECT_INVALID (1ULL << 63)
+
+/*
  * pmc and tsc deltas are taken mod 2^32: the module's `_lo` kfuncs return
  * only the low half (no shift and or after the read, inside the window), and
  * no region runs long enough to wrap 32 bits (over a second).
@@ -102,8 +109,9 @@ static __always_inline __u64 perf_read(void)
 {
 	struct bpf_perf_event_value v;
 
+	/* A failed read is marked invalid (bit 63), never taken as 0. */
 	if (bpf_perf_event_read_value(&inxpect_perf, BPF_F_CURRENT_CPU, &v, sizeof(v)))
-		return 0;
+		return INXPECT_INVALID;
 	return v.counter;
 }
 #define READ_COUNTERS(v) ((v)[0] = perf_read())
@@ -146,10 +154,9 @@ static __always_inline struct inxpect_held *start_hold(__u32 id)
 	p = pcpu();
 	if (!p || !p->cur)
 		return 0;
-	if (!COUNTER_PRESENT()) {
-		p->no_counter++;
+	/* Counted once per run at the program entry (no_counter), not here. */
+	if (!COUNTER_PRESENT())
 		return 0;
-	}
 	h = &p->held[id];
 	h->run = p->cur;
 	return h;
@@ -192,17 +199,15 @@ static __always_inline __u32 bucket(__u64 d)
 	return b < INXPECT_HIST_BUCKETS ? b : INXPECT_HIST_BUCKETS - 1;
 }
 
-static __always_inline int end_record(__u32 id, __u64 *now)
+/* Closes region `id` held by this run with the values `now`; `tail`: the
+ * region ends at a tail call (counted apart too). */
+static __always_inline int end_record(struct inxpect_pcpu *p, __u32 id, __u64 *now, int tail)
 {
 	struct inxpect_stats *s;
-	struct inxpect_pcpu *p;
 	struct inxpect_held *h;
 	int e;
 
 	if (id >= INXPECT_MAX_REGIONS)
-		return 0;
-	p = pcpu();
-	if (!p)
 		return 0;
 	h = &p->held[id];
 	/* Guarded END: only a START of this very run counts (markers may be
@@ -216,8 +221,10 @@ static __always_inline int end_record(__u32 id, __u64 *now)
 	for (e = 0; e < INXPECT_NR_EVENTS; e++) {
 		__u64 d = delta(now[e], h->val[e]);
 
-		if ((__s64)d < 0) {
-			p->unordered++;
+		/* An invalid read at either end, or a 64-bit counter that went
+		 * back: nothing of it enters the statistics. */
+		if ((now[e] | h->val[e]) & INXPECT_INVALID || (__s64)d < 0) {
+			s->invalid++;
 			return 0;
 		}
 	}
@@ -232,6 +239,8 @@ static __always_inline int end_record(__u32 id, __u64 *now)
 		s->hist[e][bucket(d)]++;
 	}
 	s->count++;
+	if (tail)
+		s->tail_ends++;
 	return 0;
 }
 
@@ -241,18 +250,49 @@ __probe int __inxpect_end(__u32 id)
 
 	/* Read first: the probe site calls END only in a sampled run, so the
 	 * checks come after the read instead of between the reads. */
+	struct inxpect_pcpu *p;
+
 	if (!COUNTER_PRESENT())
 		return 0;
 	READ_COUNTERS(now);
-	return end_record(id, now);
+	p = pcpu();
+	if (!p)
+		return 0;
+	return end_record(p, id, now, 0);
+}
+
+/*
+ * A program entered by a tail call of this run (the rewriter's entry probe
+ * found `tail == runs`, in a sampled run): the regions the caller still held
+ * end here, at the callee's entry, with one read for all of them.
+ * `nregions`: how many regions the object has.
+ */
+__probe int __inxpect_tail_enter(__u32 nregions)
+{
+	__u64 now[INXPECT_MAX_EVENTS];
+	struct inxpect_pcpu *p;
+	__u32 id;
+
+	if (!COUNTER_PRESENT())
+		return 0;
+	READ_COUNTERS(now);
+	p = pcpu();
+	if (!p || !p->cur)
+		return 0;
+	for (id = 0; id < INXPECT_MAX_REGIONS && id < nregions; id++)
+		end_record(p, id, now, 1);
+	return 0;
 }
 
 #if INXPECT_NR_EVENTS == 1 && !defined(INXPECT_BACKEND_PERF)
 __probe int __inxpect_end_value(__u32 id, __u64 now0)
 {
 	__u64 now[INXPECT_MAX_EVENTS] = { now0 };
+	struct inxpect_pcpu *p = pcpu();
 
-	return end_record(id, now);
+	if (!p)
+		return 0;
+	return end_record(p, id, now, 0);
 }
 #endif
 

@@ -1,0 +1,87 @@
+//! The counter backend, resolved once from the options and the linked
+//! object: which runtime symbols the probes refer to and how a site reads
+//! the counter itself.
+
+use crate::elf::Elf;
+use crate::error::{Error, Result};
+use crate::runtime::{self, Counter};
+
+/// How a site reads one counter without calling the runtime.
+#[derive(Clone, Copy, Debug)]
+pub enum Read {
+    /// A helper with no argument (`bpf_ktime_get_ns`).
+    Helper(i32),
+    /// A module kfunc with no argument (extern symbol).
+    Kfunc(usize),
+}
+
+/// Symbols of the linked runtime the inserted code uses.
+#[derive(Debug)]
+pub struct Backend {
+    pub counter: Counter,
+    pub events: usize,
+    pub start: usize,
+    pub end: usize,
+    pub tail_enter: usize,
+    pub pcpu: usize,
+    pub zero: usize,
+    pub config: usize,
+    /// `inxpect_kfuncs` (pmc, tsc): 0 where the module is absent, a
+    /// read-only value the verifier folds.
+    pub kfunc_flag: Option<usize>,
+    /// Sites read the counter themselves (one event, not `perf`): the read,
+    /// `__inxpect_start_prep` and `__inxpect_end_value`.
+    pub inline: Option<(Read, usize, usize)>,
+}
+
+fn defined(elf: &Elf, name: &str, func: bool) -> Option<usize> {
+    elf.symbols
+        .iter()
+        .position(|s| s.name == name && s.is_func() == func && s.shndx != 0)
+}
+
+fn required(elf: &Elf, name: &str, func: bool) -> Result<usize> {
+    defined(elf, name, func).ok_or_else(|| Error::RuntimeSymbol(name.to_string()))
+}
+
+impl Backend {
+    pub fn resolve(elf: &Elf, counter: Counter, events: usize) -> Result<Backend> {
+        let ext = |name: &str| {
+            elf.symbols
+                .iter()
+                .position(|y| y.name == name && y.shndx == 0)
+                .ok_or_else(|| Error::RuntimeSymbol(name.to_string()))
+        };
+        let kfunc_flag = match counter {
+            Counter::Pmc | Counter::Tsc => Some(required(elf, "inxpect_kfuncs", false)?),
+            _ => None,
+        };
+        // The `_lo` kfuncs: low 32 bits, no argument (see the runtime).
+        let read = match (counter, events) {
+            (Counter::Ktime, _) => Some(Read::Helper(5)),
+            (Counter::Tsc, _) => Some(Read::Kfunc(ext("inxpect_read_tsc_lo")?)),
+            (Counter::Pmc, 1) => Some(Read::Kfunc(ext("inxpect_read_pmc0_lo")?)),
+            _ => None,
+        };
+        let inline = match read {
+            Some(r) => Some((
+                r,
+                required(elf, runtime::FN_START_PREP, true)?,
+                required(elf, runtime::FN_END_VALUE, true)?,
+            )),
+            None => None,
+        };
+        Ok(Backend {
+            counter,
+            events,
+            start: required(elf, runtime::FN_START, true)?,
+            end: required(elf, runtime::FN_END, true)?,
+            tail_enter: required(elf, runtime::FN_TAIL_ENTER, true)?,
+            pcpu: required(elf, runtime::MAP_PCPU, false)?,
+            zero: required(elf, "inxpect_zero", false)?,
+            config: required(elf, "inxpect_config", false)?,
+            kfunc_flag,
+            inline,
+        })
+    }
+}

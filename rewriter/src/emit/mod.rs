@@ -1,0 +1,232 @@
+//! emit: the probe sequences of every point of the plan, on the linked
+//! object. Per site: save the live caller-saved registers (into dead
+//! callee-saved ones first, then below the function's deepest stack slot),
+//! the probe bodies ([`body`]), restore. Then the stack budget of the
+//! result is checked along every call chain ([`stack`]).
+
+pub mod backend;
+pub mod body;
+pub mod seq;
+pub mod stack;
+
+pub use backend::Backend;
+
+use crate::cfg::{self, Analysis};
+use crate::elf::Elf;
+use crate::error::Result;
+use crate::insn::{Insn, CALLER_SAVED};
+use crate::patch::{Insertions, NewInsn, Place};
+use crate::probe::{Kind, Plan};
+use crate::runtime;
+use seq::{Cond, Seq};
+use std::collections::BTreeMap;
+
+/// Where a caller-saved register waits out a probe.
+enum SaveTo {
+    Reg(u8),
+    Stack(i16),
+}
+
+/// The stack slot (below R10) of a program's sampling word: below
+/// everything the program uses.
+fn word_slot(a: &Analysis) -> (i16, i64) {
+    let base = (a.stack_depth + 7) / 8 * 8;
+    (-(base as i16) - 8, base + 8)
+}
+
+/// Builds every probe sequence for `plan` on the linked object `elf`.
+pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Insertions> {
+    // Sites by (section, slot, place), each with its function and kinds.
+    let mut groups: BTreeMap<(usize, usize, Place), (usize, Vec<Kind>)> = BTreeMap::new();
+    for p in &plan.points {
+        groups
+            .entry((p.sec, p.slot, p.place))
+            .or_insert((p.func, Vec::new()))
+            .1
+            .push(p.kind);
+    }
+    let uses = cfg::call_uses(elf, &plan.funcs)?;
+    let mut analyses: BTreeMap<usize, Analysis> = BTreeMap::new();
+    for (fi, _) in groups.values() {
+        if !analyses.contains_key(fi) {
+            analyses.insert(*fi, cfg::analyse(elf, &plan.funcs[*fi], &uses)?);
+        }
+    }
+    let tail_calls = plan.points.iter().any(|p| matches!(p.kind, Kind::TailMark));
+    let nregions = plan.regions.len() as u32;
+    let mut frames: Vec<stack::Frame> = Vec::with_capacity(plan.funcs.len());
+    for (fi, f) in plan.funcs.iter().enumerate() {
+        let d = match analyses.get(&fi) {
+            Some(a) => a.stack_depth,
+            None => cfg::frame_depth(elf, f)?,
+        };
+        frames.push(stack::Frame {
+            original: d,
+            instrumented: d,
+            calls_runtime: false,
+            tail_call: plan
+                .points
+                .iter()
+                .any(|p| p.func == fi && p.kind == Kind::TailMark),
+        });
+    }
+
+    let mut out = Insertions::new();
+    let zeroed = zero_uninitialised(plan, &groups, &analyses, &mut out);
+    for (&(sec, slot, place), (fi, kinds)) in &groups {
+        let fi = *fi;
+        let f = &plan.funcs[fi];
+        let a = &analyses[&fi];
+        // Code after an instruction sees what is live after it.
+        let i = slot - f.start + usize::from(place == Place::After);
+        let init = a.must_init[i] | zeroed.get(&fi).copied().unwrap_or(0);
+        let keep = a.live_in[i] & init & CALLER_SAVED;
+        let mut free: Vec<u8> = (6..=9).filter(|r| a.live_in[i] & (1 << r) == 0).collect();
+        let (flag, mut depth) = if f.is_prog {
+            let (slot, d) = word_slot(a);
+            (Some(slot), d)
+        } else {
+            (None, a.stack_depth)
+        };
+        let mut saves: Vec<(u8, SaveTo)> = Vec::new();
+        for r in 0..6u8 {
+            if keep & (1 << r) == 0 {
+                continue;
+            }
+            if let Some(c) = (!free.is_empty()).then(|| free.remove(0)) {
+                saves.push((r, SaveTo::Reg(c)));
+            } else {
+                depth = (depth + 7) / 8 * 8 + 8;
+                saves.push((r, SaveTo::Stack(-(depth as i16))));
+            }
+        }
+        let fr = &mut frames[fi];
+        fr.instrumented = fr.instrumented.max(depth);
+        let mut s = Seq::new();
+        for (r, to) in &saves {
+            s.push(match to {
+                SaveTo::Reg(c) => Insn::mov64_reg(*c, *r),
+                SaveTo::Stack(off) => Insn::stx_dw(10, *off, *r),
+            });
+        }
+        // An unsampled run skips the whole site (saves included) after one
+        // load and one branch, when a dead register can take the load.
+        let scratch = (0..=9u8).find(|r| a.live_in[i] & (1 << r) == 0);
+        let all_regions = kinds
+            .iter()
+            .all(|k| matches!(k, Kind::Start(_) | Kind::End(_)));
+        let precheck = match (flag, scratch) {
+            (Some(fl), Some(d)) if all_regions => Some((fl, d)),
+            _ => None,
+        };
+        let site = body::Site {
+            flag,
+            checked: precheck.is_some(),
+            spare: free.first().copied(),
+            nregions,
+            tail_calls,
+        };
+        for &k in kinds {
+            let calls = match k {
+                Kind::End(_) => true,
+                Kind::Start(_) => !(f.is_prog && b.inline.is_some() && site.spare.is_some()),
+                Kind::RunBegin => tail_calls,
+                Kind::TailMark | Kind::TailClear => false,
+            };
+            fr.calls_runtime |= calls;
+            s.append(body::body(k, b, &site));
+        }
+        for (r, from) in &saves {
+            s.push(match from {
+                SaveTo::Reg(c) => Insn::mov64_reg(*r, *c),
+                SaveTo::Stack(off) => Insn::ldx_dw(*r, 10, *off),
+            });
+        }
+        if let Some((fl, d)) = precheck {
+            let mut pre = Seq::new();
+            let skip = pre.label();
+            pre.push(Insn::ldx_dw(d, 10, fl))
+                .jump_to(Cond::EqImm(d, 0), skip)
+                .append(s);
+            pre.bind(skip);
+            s = pre;
+        }
+        out.entry(sec).or_default().push((slot, place, s.finish()));
+    }
+    for list in out.values_mut() {
+        // Stable: the entry zeroing stays ahead of the entry probe at the same slot.
+        list.sort_by_key(|(slot, place, _)| (*slot, *place));
+    }
+
+    let runtime_frame = [
+        runtime::FN_START,
+        runtime::FN_END,
+        runtime::FN_START_PREP,
+        runtime::FN_END_VALUE,
+        runtime::FN_TAIL_ENTER,
+    ]
+    .iter()
+    .filter_map(|n| plan.funcs.iter().find(|f| f.name == *n))
+    .map(|f| cfg::frame_depth(elf, f))
+    .try_fold(0i64, |m, d| d.map(|d| m.max(d)))?;
+    let callees = cfg::callees(elf, &plan.funcs)?;
+    stack::check(&plan.funcs, &callees, &frames, runtime_frame)?;
+    Ok(out)
+}
+
+/// Registers live at a probe but not initialised on every path to it (the
+/// compiler relies on correlated branches the verifier follows): copying
+/// them would be rejected, so each function first gives them a value where
+/// they lose theirs: once at entry, and after each call, where the program
+/// itself can no longer read them. Returns the registers zeroed per function.
+fn zero_uninitialised(
+    plan: &Plan,
+    groups: &BTreeMap<(usize, usize, Place), (usize, Vec<Kind>)>,
+    analyses: &BTreeMap<usize, Analysis>,
+    out: &mut Insertions,
+) -> BTreeMap<usize, u16> {
+    let mut zeroed: BTreeMap<usize, u16> = BTreeMap::new();
+    for (&fi, a) in analyses {
+        let f = &plan.funcs[fi];
+        let mut need = 0u16;
+        for (&(_, slot, place), _) in groups.iter().filter(|(_, (g, _))| *g == fi) {
+            let i = slot - f.start + usize::from(place == Place::After);
+            need |= a.live_in[i] & CALLER_SAVED & !a.must_init[i];
+        }
+        if need == 0 {
+            continue;
+        }
+        zeroed.insert(fi, need);
+        let zero = |from: u8| -> Vec<NewInsn> {
+            (from..6u8)
+                .filter(|r| need & (1 << r) != 0)
+                .map(|r| NewInsn::plain(Insn::mov64_imm(r, 0)))
+                .collect()
+        };
+        // At entry (once per call: a jump back to the first instruction
+        // does not run it again), the registers not yet set there.
+        let entry_init = a.must_init[0];
+        let at_entry: Vec<NewInsn> = zero(0)
+            .into_iter()
+            .filter(|x| entry_init & (1 << x.insn.dst) == 0)
+            .collect();
+        if !at_entry.is_empty() {
+            out.entry(f.sec)
+                .or_default()
+                .push((f.start, Place::Entry, at_entry));
+        }
+        for i in 0..a.g.insns.len() {
+            let x = &a.g.insns[i];
+            if !a.g.is_insn[i] || x.effect().defs != CALLER_SAVED {
+                continue;
+            }
+            let seq = zero(1);
+            if !seq.is_empty() {
+                out.entry(f.sec)
+                    .or_default()
+                    .push((f.start + i, Place::After, seq));
+            }
+        }
+    }
+    zeroed
+}

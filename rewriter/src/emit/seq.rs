@@ -1,0 +1,179 @@
+//! A small builder for inserted sequences: instructions, symbol loads and
+//! calls, and jumps to labels. Jump distances are resolved once, at
+//! [`Seq::finish`], so no offset is ever computed by hand.
+
+use crate::insn::{Insn, CLS_JMP, OP_ADD};
+use crate::patch::NewInsn;
+
+/// A position in a [`Seq`], bound once with [`Seq::bind`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Label(usize);
+
+/// Jump conditions the probes use (64-bit compares).
+#[derive(Clone, Copy, Debug)]
+pub enum Cond {
+    Always,
+    EqImm(u8, i32),
+    NeImm(u8, i32),
+    EqReg(u8, u8),
+    NeReg(u8, u8),
+}
+
+#[derive(Default)]
+pub struct Seq {
+    insns: Vec<NewInsn>,
+    /// (index of the jump in `insns`, label)
+    jumps: Vec<(usize, Label)>,
+    labels: Vec<Option<usize>>,
+}
+
+impl Seq {
+    pub fn new() -> Seq {
+        Seq::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.insns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.insns.is_empty()
+    }
+
+    pub fn label(&mut self) -> Label {
+        self.labels.push(None);
+        Label(self.labels.len() - 1)
+    }
+
+    /// Binds `l` to the next instruction pushed (or the end of the sequence).
+    pub fn bind(&mut self, l: Label) {
+        debug_assert!(self.labels[l.0].is_none(), "label bound twice");
+        self.labels[l.0] = Some(self.insns.len());
+    }
+
+    pub fn push(&mut self, i: Insn) -> &mut Self {
+        self.insns.push(NewInsn::plain(i));
+        self
+    }
+
+    /// `dst = &sym` (a map, or a global's address): an `ld_imm64` libbpf
+    /// resolves through a relocation.
+    pub fn load_symbol(&mut self, dst: u8, sym: usize) -> &mut Self {
+        let [a, b] = Insn::ld_imm64(dst);
+        self.insns.push(NewInsn {
+            insn: a,
+            call: None,
+            load: Some(sym),
+        });
+        self.insns.push(NewInsn::plain(b));
+        self
+    }
+
+    /// A call of `sym`: a bpf-to-bpf call of a runtime function, or a kfunc
+    /// (extern symbol; the patch stage writes the right relocation for each).
+    pub fn call_symbol(&mut self, sym: usize) -> &mut Self {
+        self.insns.push(NewInsn {
+            insn: Insn::pseudo_call(-1),
+            call: Some(sym),
+            load: None,
+        });
+        self
+    }
+
+    pub fn helper(&mut self, id: i32) -> &mut Self {
+        self.push(Insn::helper_call(id))
+    }
+
+    pub fn jump_to(&mut self, c: Cond, l: Label) -> &mut Self {
+        let i = match c {
+            Cond::Always => Insn::ja(0),
+            Cond::EqImm(r, imm) => Insn::jeq_imm(r, imm, 0, false),
+            Cond::NeImm(r, imm) => Insn::jeq_imm(r, imm, 0, true),
+            Cond::EqReg(a, b) => jmp_reg(0x10, a, b),
+            Cond::NeReg(a, b) => jmp_reg(0x50, a, b),
+        };
+        self.jumps.push((self.insns.len(), l));
+        self.insns.push(NewInsn::plain(i));
+        self
+    }
+
+    /// `[base + off] += 1` (64 bits) through `tmp`.
+    pub fn bump(&mut self, base: u8, off: i16, tmp: u8) -> &mut Self {
+        self.push(Insn::ldx_dw(tmp, base, off))
+            .push(Insn::alu64_imm(OP_ADD, tmp, 1))
+            .push(Insn::stx_dw(base, off, tmp))
+    }
+
+    /// Appends `other`, its labels kept apart from ours.
+    pub fn append(&mut self, other: Seq) -> &mut Self {
+        let base = self.insns.len();
+        let lbase = self.labels.len();
+        self.labels
+            .extend(other.labels.iter().map(|p| p.map(|p| p + base)));
+        self.jumps.extend(
+            other
+                .jumps
+                .iter()
+                .map(|&(i, Label(l))| (i + base, Label(l + lbase))),
+        );
+        self.insns.extend(other.insns);
+        self
+    }
+
+    /// The instructions, every jump pointing at its label.
+    pub fn finish(mut self) -> Vec<NewInsn> {
+        for &(i, Label(l)) in &self.jumps {
+            let to = self.labels[l].expect("jump to an unbound label");
+            assert!(to > i, "inserted code jumps forward only");
+            let off = i16::try_from(to - i - 1).expect("inserted sequences are short");
+            self.insns[i].insn.off = off;
+        }
+        self.insns
+    }
+}
+
+fn jmp_reg(op: u8, dst: u8, src: u8) -> Insn {
+    Insn {
+        code: CLS_JMP | op | 0x08,
+        dst,
+        src,
+        off: 0,
+        imm: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jumps_resolve_to_labels() {
+        let mut s = Seq::new();
+        let out = s.label();
+        s.jump_to(Cond::EqImm(1, 0), out);
+        s.load_symbol(2, 7);
+        s.push(Insn::mov64_imm(0, 1));
+        s.bind(out);
+        s.push(Insn::mov64_imm(0, 2));
+        let v = s.finish();
+        assert_eq!(v.len(), 5);
+        // Over the ld_imm64 (two slots) and the mov.
+        assert_eq!(v[0].insn.off, 3);
+        assert_eq!(v[1].load, Some(7));
+    }
+
+    #[test]
+    fn appended_labels_keep_their_targets() {
+        let mut inner = Seq::new();
+        let l = inner.label();
+        inner.jump_to(Cond::Always, l);
+        inner.push(Insn::mov64_imm(0, 0));
+        inner.bind(l);
+        let mut s = Seq::new();
+        s.push(Insn::mov64_imm(1, 1));
+        s.append(inner);
+        s.push(Insn::mov64_imm(2, 2));
+        let v = s.finish();
+        assert_eq!(v[1].insn.off, 1);
+    }
+}
