@@ -220,9 +220,16 @@ pub fn read_manifest(obj: &[u8]) -> Result<Option<Manifest>> {
         })
 }
 
-/// Re-emits an object with no probe: the identity, used to check the writer.
+/// Re-emits an object with no probe through the whole patch stage (code,
+/// relocations, symbols, `.BTF.ext`): the identity, which checks the remap
+/// and the writer.
 pub fn passthrough(input: &[u8]) -> Result<Vec<u8>> {
     let mut elf = Elf::parse(input)?;
-    patch::apply(&mut elf, None, &Insertions::new())?;
+    let ext = parse_ext(&elf)?;
+    patch::remap(
+        &mut elf,
+        ext.as_ref().map(|(i, x)| (*i, x)),
+        &Insertions::new(),
+    )?;
     Ok(elf.write())
 }

@@ -82,6 +82,12 @@ pub fn apply(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
     if ins.values().all(|l| l.is_empty()) {
         return Ok(());
     }
+    remap(elf, ext, ins)
+}
+
+/// [`apply`] without its shortcut: every stage runs even with nothing to
+/// insert, so the identity on zero insertions checks the whole remapping.
+pub fn remap(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> Result<()> {
     // 1. Layout: the maps of every code section.
     let mut maps: HashMap<usize, Map> = HashMap::new();
     for (si, s) in elf.sections.iter().enumerate().filter(|(_, s)| s.is_exec()) {
