@@ -312,6 +312,20 @@ pub fn write_config<M: MapCore>(map: &M, c: &Config) -> Result<()> {
         .context("updating the runtime config")
 }
 
+/// How a region is shown: its name, or `function:name` where the same name
+/// is a region in another function too.
+pub fn display_name_in(
+    m: &Manifest,
+) -> impl Fn(&inxpect_rewriter::runtime::RegionDesc) -> String + '_ {
+    move |r| {
+        if m.regions.iter().filter(|x| x.name == r.name).count() > 1 {
+            r.qualified()
+        } else {
+            r.name.clone()
+        }
+    }
+}
+
 /// Region ids for comma-separated names (or ids), each checked.
 pub fn region_ids(m: &Manifest, list: &str) -> Result<Vec<u32>> {
     let mut out = Vec::new();
@@ -319,12 +333,15 @@ pub fn region_ids(m: &Manifest, list: &str) -> Result<Vec<u32>> {
         let found: Vec<u32> = m
             .regions
             .iter()
-            .filter(|r| r.name == name || r.id.to_string() == name)
+            .filter(|r| r.matches(name))
             .map(|r| r.id)
             .collect();
         if found.is_empty() {
-            let known: Vec<&str> = m.regions.iter().map(|r| r.name.as_str()).collect();
-            bail!("no region {name:?} (regions: {})", known.join(", "));
+            let known: Vec<String> = m.regions.iter().map(display_name_in(m)).collect();
+            bail!(
+                "no region {name:?} (regions: {}; a bare name selects it in every function, function:name one of them)",
+                known.join(", ")
+            );
         }
         out.extend(found);
     }

@@ -139,7 +139,7 @@ pub fn regions(
         .zip(&snap.regions)
         .map(|(r, s)| RegionReport {
             id: r.id,
-            name: r.name.clone(),
+            name: crate::object::display_name_in(m)(r),
             function: r.function.clone(),
             section: r.section.clone(),
             line: r.starts.iter().find_map(|x| x.line.clone()),

@@ -268,7 +268,7 @@ fn interval_table(m: &Manifest, now: &Snapshot, prev: &Snapshot, secs: f64, unit
         let _ = writeln!(
             o,
             "  {:<16} {:>10} {:>10} {:>10.1} {:>10.1} {:>10.1}",
-            r.name,
+            crate::object::display_name_in(m)(r),
             n.count,
             d.count,
             n.mean(0),
@@ -280,11 +280,11 @@ fn interval_table(m: &Manifest, now: &Snapshot, prev: &Snapshot, secs: f64, unit
 }
 
 fn describe(m: &Manifest, c: &Config) -> String {
-    let on: Vec<&str> = m
+    let on: Vec<String> = m
         .regions
         .iter()
         .filter(|r| c.is_enabled(r.id))
-        .map(|r| r.name.as_str())
+        .map(crate::object::display_name_in(m))
         .collect();
     format!(
         "sample 1/{}, enabled: {}",
