@@ -29,7 +29,7 @@ pub const MAP_PCPU: &str = "inxpect_pcpu";
 pub const MAP_PERF: &str = "inxpect_perf";
 
 /// Where the counter values come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Counter {
     /// Hardware counters through the inxpect module's kfunc (rdpmc).
@@ -42,7 +42,19 @@ pub enum Counter {
     Perf,
 }
 
+impl std::str::FromStr for Counter {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Counter, String> {
+        Counter::ALL
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| format!("unknown counter {s:?} (one of pmc, tsc, ktime, perf)"))
+    }
+}
+
 impl Counter {
+    pub const ALL: [Counter; 4] = [Counter::Pmc, Counter::Tsc, Counter::Ktime, Counter::Perf];
+
     pub fn name(self) -> &'static str {
         match self {
             Counter::Pmc => "pmc",

@@ -1,6 +1,7 @@
 //! `inxpect-instrument in.o -o out.o --sections|--functions`
 
 use anyhow::{anyhow, bail, Context, Result};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Parser;
 use inxpect_rewriter::{dump, instrument, list, Counter, Mode, Options};
 use std::io::Write;
@@ -33,8 +34,9 @@ struct Cli {
     /// With --dump: number every instruction slot.
     #[arg(long)]
     offsets: bool,
-    /// Counter backend.
-    #[arg(long, value_enum, default_value = "ktime")]
+    /// Counter backend: pmc (module kfunc, rdpmc), tsc (module kfunc, rdtsc),
+    /// ktime (bpf_ktime_get_ns), perf (bpf_perf_event_read_value).
+    #[arg(long, default_value = "ktime", value_parser = counter_arg())]
     counter: Counter,
     /// PMC slots read per probe (pmc backend), 1..=4.
     #[arg(long, default_value_t = 1)]
@@ -149,4 +151,10 @@ fn main() {
         eprintln!("inxpect-instrument: error: {}", msg.join(": "));
         std::process::exit(1);
     }
+}
+
+/// The library's counters as clap values (the library itself knows no clap).
+fn counter_arg() -> impl TypedValueParser<Value = Counter> {
+    PossibleValuesParser::new(Counter::ALL.map(Counter::name))
+        .map(|s| s.parse().expect("one of the possible values"))
 }
