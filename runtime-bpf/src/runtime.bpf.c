@@ -74,12 +74,17 @@ struct {
 #if defined(INXPECT_BACKEND_PMC)
 extern __u64 inxpect_read_pmc(__u32 slot) __ksym __weak;
 extern __u64 inxpect_read_pmc0_lo(void) __ksym __weak;
+/* END's read: validates after reading (outside the measurement), where
+ * START's validates before. */
+extern __u64 inxpect_read_pmc0_lo_end(void) __ksym __weak;
 #define DELTA_32 1
 #define COUNTER_PRESENT() inxpect_kfuncs
-#define READ_COUNTERS(v)                                    \
+#define READ_COUNTERS(v) READ_COUNTERS_AS(v, inxpect_read_pmc0_lo)
+#define READ_COUNTERS_END(v) READ_COUNTERS_AS(v, inxpect_read_pmc0_lo_end)
+#define READ_COUNTERS_AS(v, lo)                             \
 	do {                                                \
 		(v)[0] = INXPECT_NR_EVENTS == 1 ?           \
-			inxpect_read_pmc0_lo() :            \
+			lo() :                              \
 			inxpect_read_pmc(0);                \
 		if (INXPECT_NR_EVENTS > 1)                  \
 			(v)[1] = inxpect_read_pmc(1);       \
@@ -121,6 +126,9 @@ static __always_inline __u64 perf_read(void)
 
 #ifndef DELTA_32
 #define DELTA_32 0
+#endif
+#ifndef READ_COUNTERS_END
+#define READ_COUNTERS_END(v) READ_COUNTERS(v)
 #endif
 
 /* end - start; negative (a clock that went back) as a large value. */
@@ -254,7 +262,7 @@ __probe int __inxpect_end(__u32 id)
 
 	if (!COUNTER_PRESENT())
 		return 0;
-	READ_COUNTERS(now);
+	READ_COUNTERS_END(now);
 	p = pcpu();
 	if (!p)
 		return 0;
@@ -275,7 +283,7 @@ __probe int __inxpect_tail_enter(__u32 nregions)
 
 	if (!COUNTER_PRESENT())
 		return 0;
-	READ_COUNTERS(now);
+	READ_COUNTERS_END(now);
 	p = pcpu();
 	if (!p || !p->cur)
 		return 0;

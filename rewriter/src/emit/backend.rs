@@ -32,6 +32,9 @@ pub struct Backend {
     /// Sites read the counter themselves (one event, not `perf`): the read,
     /// `__inxpect_start_prep` and `__inxpect_end_value`.
     pub inline: Option<(Read, usize, usize)>,
+    /// END's read where it differs from START's (pmc: the module validates
+    /// after END's read and before START's, outside the measurement).
+    pub end_read: Option<Read>,
 }
 
 fn defined(elf: &Elf, name: &str, func: bool) -> Option<usize> {
@@ -63,6 +66,10 @@ impl Backend {
             (Counter::Pmc, 1) => Some(Read::Kfunc(ext("inxpect_read_pmc0_lo")?)),
             _ => None,
         };
+        let end_read = match (counter, events) {
+            (Counter::Pmc, 1) => Some(Read::Kfunc(ext("inxpect_read_pmc0_lo_end")?)),
+            _ => read,
+        };
         let inline = match read {
             Some(r) => Some((
                 r,
@@ -82,6 +89,7 @@ impl Backend {
             config: required(elf, "inxpect_config", false)?,
             kfunc_flag,
             inline,
+            end_read,
         })
     }
 }

@@ -156,7 +156,7 @@ fn start(s: &mut Seq, b: &Backend, site: &Site, id: u32, done: Label) {
 fn end(s: &mut Seq, b: &Backend, site: &Site, id: u32, done: Label) {
     match b.inline {
         Some((r, _, end_value)) => {
-            read(s, b, r, site, done);
+            read(s, b, b.end_read.unwrap_or(r), site, done);
             s.push(Insn::mov64_reg(2, 0))
                 .push(Insn::mov64_imm(1, id as i32))
                 .call_symbol(end_value);
