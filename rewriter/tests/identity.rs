@@ -21,17 +21,28 @@ fn sections(bytes: &[u8]) -> Vec<(String, u32, u64, Vec<u8>)> {
         .collect()
 }
 
-#[test]
-fn zero_probe_rewrite_is_the_identity_on_every_testdata_object() {
+fn assert_identity(rewrite: fn(&[u8]) -> inxpect_rewriter::Result<Vec<u8>>) {
     for p in common::objects() {
         let input = std::fs::read(&p).expect("read");
-        let out = inxpect_rewriter::passthrough(&input).expect("passthrough");
+        let out = rewrite(&input).expect("rewrite");
         let (a, b) = (sections(&input), sections(&out));
         assert_eq!(a.len(), b.len(), "{}: section count", p.display());
         for (x, y) in a.iter().zip(&b) {
             assert_eq!(x, y, "{}: section {} differs", p.display(), x.0);
         }
     }
+}
+
+#[test]
+fn zero_probe_rewrite_is_the_identity_on_every_testdata_object() {
+    assert_identity(inxpect_rewriter::passthrough);
+}
+
+/// The same through every stage of the patch (code, relocations, symbols,
+/// `.BTF.ext`), which `passthrough` short-cuts.
+#[test]
+fn zero_insertion_remap_is_the_identity_on_every_testdata_object() {
+    assert_identity(inxpect_rewriter::remap_identity);
 }
 
 #[test]
