@@ -9,25 +9,42 @@
  * number; INXPECT_ABI_VERSION changes with any change of meaning.
  *
  * Errors (negative errno from ioctl(2), i.e. errno in user space):
- *   EPERM    caller lacks CAP_PERFMON / CAP_SYS_ADMIN (checked at open)
+ *   EPERM    caller lacks CAP_PERFMON / CAP_SYS_ADMIN (checked at open and
+ *            again on every ioctl: a descriptor passed to an unprivileged
+ *            process is useless there)
  *   ENOTTY   unknown ioctl
  *   EFAULT   bad user pointer
  *   EINVAL   malformed request: reserved field or unknown flag set,
  *            nr_events == 0, event type not a hardware type (software,
  *            tracepoint, breakpoint events cannot be read by rdpmc),
  *            PERF_TYPE_HARDWARE config >= PERF_COUNT_HW_MAX, the PMU does
- *            not know the event, or the event's PMU is not a core PMU;
- *            GET_STATUS with cpu >= nr_cpu_ids
+ *            not know the event, or the event's PMU is not a core PMU (the
+ *            PMU of PERF_TYPE_HARDWARE cycles: IBS, uncore, msr, software
+ *            PMUs have no counter rdpmc can read; the reason goes to the
+ *            kernel log); GET_STATUS with a CPU that is not possible
  *   E2BIG    SET_EVENTS with nr_events > INXPECT_MAX_SLOTS
  *   ENODEV   SET_EVENTS on a machine without a hardware PMU (e.g. a VM
  *            without a virtual PMU); checked after the request is validated
- *   EBUSY    the events were created but the PMU cannot keep all of them on
- *            a counter at once (too many for the free counters, or counter
- *            constraints, e.g. the NMI watchdog or other pinned users)
+ *   EBUSY    SET_EVENTS or CLEAR while another open file holds the
+ *            configuration (GET_OWNER names the holder); or the events were
+ *            created but the PMU cannot keep all of them on a counter at
+ *            once (too many for the free counters, or counter constraints,
+ *            e.g. the NMI watchdog or other pinned users)
  *   other    passed through from perf_event_create_kernel_counter()
  *            (ENOMEM, EACCES, EOPNOTSUPP for unsupported attributes, ...)
  * A failed SET_EVENTS leaves no events configured (the old configuration is
  * released before the new one is created, so they do not compete).
+ *
+ * Ownership (ABI 2): the open file that made the last successful SET_EVENTS
+ * owns the configuration until it sends CLEAR or is closed; closing it (also
+ * by the owner's death, SIGKILL included) releases every counter. Other open
+ * files can read (GET_INFO, GET_STATUS, GET_OWNER) but not configure.
+ *
+ * Reads (ABI 2): every read kfunc returns a value with bit 63 set
+ * (INXPECT_READ_INVALID) when the read is not valid: the slot has no event
+ * on a counter on this CPU, the event left the counter it was on when the
+ * cache was loaded (moved, reprogrammed, error state), or the slot does not
+ * exist. Valid _lo reads are < 2^32, valid full reads < 2^63.
  */
 #ifndef INXPECT_UAPI_H
 #define INXPECT_UAPI_H
@@ -35,10 +52,13 @@
 #include <linux/ioctl.h>
 #include <linux/types.h>
 
-#define INXPECT_ABI_VERSION 1
+#define INXPECT_ABI_VERSION 2
 #define INXPECT_DEVICE "/dev/inxpect"
 /* Event slots: inxpect_read_pmc(slot) takes 0..INXPECT_MAX_SLOTS-1. */
 #define INXPECT_MAX_SLOTS 4
+
+/* Bit 63 of a kfunc's result: drop the measurement. */
+#define INXPECT_READ_INVALID (1ULL << 63)
 
 /* struct inxpect_event.flags */
 #define INXPECT_EV_EXCLUDE_USER (1u << 0)
@@ -64,7 +84,7 @@ struct inxpect_event {
 struct inxpect_info {
 	__u32 abi_version; /* INXPECT_ABI_VERSION */
 	__u32 max_slots; /* INXPECT_MAX_SLOTS */
-	__u32 nr_active; /* slots configured by the last SET_EVENTS */
+	__u32 nr_active; /* configured slots (0 once the owner closed) */
 	__u32 flags; /* INXPECT_INFO_* */
 	__u32 nr_cpu_ids; /* GET_STATUS accepts cpu < nr_cpu_ids */
 	__u32 reserved[3];
@@ -97,10 +117,25 @@ struct inxpect_status {
 	struct inxpect_slot_status slots[INXPECT_MAX_SLOTS];
 }; /* 200 bytes */
 
+/* struct inxpect_owner.flags */
+#define INXPECT_OWNER_SELF (1u << 0) /* the caller's open file is the owner */
+
+/* Who holds the configuration (GET_OWNER); all zero when nobody does. */
+struct inxpect_owner {
+	__s32 pid; /* thread group id of the configurer in the caller's pid
+		    * namespace; 0 when none or not visible there */
+	__u32 uid; /* its uid in the caller's user namespace */
+	char comm[16]; /* its command name at SET_EVENTS */
+	__u32 nr_events; /* configured slots */
+	__u32 flags; /* INXPECT_OWNER_* */
+	struct inxpect_event events[INXPECT_MAX_SLOTS];
+}; /* 160 bytes */
+
 #define INXPECT_IOC_MAGIC 0xB5
 #define INXPECT_IOC_GET_INFO _IOR(INXPECT_IOC_MAGIC, 0, struct inxpect_info)
 #define INXPECT_IOC_SET_EVENTS _IOW(INXPECT_IOC_MAGIC, 1, struct inxpect_config)
 #define INXPECT_IOC_CLEAR _IO(INXPECT_IOC_MAGIC, 2)
 #define INXPECT_IOC_GET_STATUS _IOWR(INXPECT_IOC_MAGIC, 3, struct inxpect_status)
+#define INXPECT_IOC_GET_OWNER _IOR(INXPECT_IOC_MAGIC, 4, struct inxpect_owner)
 
 #endif /* INXPECT_UAPI_H */

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 
-KFUNCS = ["inxpect_read_pmc", "inxpect_read_tsc", "inxpect_read_pmc0_lo", "inxpect_read_tsc_lo"]
+KFUNCS = ["inxpect_read_pmc", "inxpect_read_tsc", "inxpect_read_pmc0_lo", "inxpect_read_pmc0_lo_end", "inxpect_read_tsc_lo"]
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 

@@ -153,7 +153,9 @@ pub struct Backend {
     pub explicit: bool,
     pub pmc: Vec<PerfAttr>,
     pub perf: Option<PerfAttr>,
-    _dev: Option<std::fs::File>,
+    /// Owns the PMC configuration for the run's lifetime; dropped (CLEAR,
+    /// close) when the command returns, SIGINT/SIGTERM included.
+    _dev: Option<module::Pmc>,
 }
 
 impl Backend {

@@ -1,5 +1,5 @@
 //! The inxpect kernel module: load/unload/status, counter backend selection,
-//! and the /dev/inxpect ioctls (mirror of kmod/inxpect_uapi.h, ABI 1).
+//! and the /dev/inxpect ioctls (mirror of kmod/inxpect_uapi.h, ABI 2).
 
 use std::ffi::CString;
 use std::fs::{self, File};
@@ -12,7 +12,7 @@ use inxpect_rewriter::runtime::Counter;
 use crate::events::{self, PerfAttr};
 
 pub const DEVICE: &str = "/dev/inxpect";
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 pub const MAX_SLOTS: usize = 4;
 const INFO_HAS_PMU: u32 = 1;
 
@@ -21,6 +21,9 @@ const fn ioc(dir: u32, nr: u32, size: u32) -> u32 {
 }
 const IOC_GET_INFO: u32 = ioc(2, 0, 32);
 const IOC_SET_EVENTS: u32 = ioc(1, 1, 136);
+const IOC_CLEAR: u32 = ioc(0, 2, 0);
+const IOC_GET_OWNER: u32 = ioc(2, 4, 160);
+const OWNER_SELF: u32 = 1;
 
 #[repr(C)]
 #[derive(Default, Debug, Clone, Copy)]
@@ -51,7 +54,57 @@ struct SetEvents {
     events: [Event; MAX_SLOTS],
 }
 
+/// Who holds the PMC configuration (GET_OWNER); all zero when nobody does.
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+pub struct Owner {
+    pub pid: i32,
+    pub uid: u32,
+    comm: [u8; 16],
+    pub nr_events: u32,
+    pub flags: u32,
+    events: [Event; MAX_SLOTS],
+}
+
+impl Owner {
+    pub fn comm(&self) -> String {
+        let n = self.comm.iter().position(|&b| b == 0).unwrap_or(16);
+        String::from_utf8_lossy(&self.comm[..n]).into_owned()
+    }
+
+    /// Events as `type:config` pairs (names are a user-space matter).
+    pub fn events(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .take(self.nr_events as usize)
+            .map(|e| match (e.type_, e.config) {
+                (0, 0) => "cycles".to_string(),
+                (0, 1) => "instructions".to_string(),
+                (t, c) => format!("type {t} config {c:#x}"),
+            })
+            .collect()
+    }
+
+    pub fn held(&self) -> bool {
+        self.nr_events != 0
+    }
+
+    /// The line `inxpect` prints when another process holds the counters.
+    pub fn busy_message(&self) -> String {
+        let who = if self.pid > 0 {
+            format!("pid {} ({})", self.pid, self.comm())
+        } else {
+            format!("a process outside this pid namespace ({})", self.comm())
+        };
+        format!(
+            "the PMCs are held by {who} with events {}: stop it (its counters are freed when it exits), or measure alongside it with --counter tsc or perf",
+            self.events().join(", ")
+        )
+    }
+}
+
 const _: () = assert!(std::mem::size_of::<Info>() == 32);
+const _: () = assert!(std::mem::size_of::<Owner>() == 160);
 const _: () = assert!(std::mem::size_of::<SetEvents>() == 136);
 
 fn ioctl<T>(f: &File, req: u32, arg: &mut T) -> std::io::Result<()> {
@@ -81,8 +134,40 @@ pub fn info() -> Result<Option<Info>> {
     Ok(Some(i))
 }
 
+/// GET_OWNER on an open device.
+fn owner_of(f: &File) -> std::io::Result<Owner> {
+    let mut o = Owner::default();
+    ioctl(f, IOC_GET_OWNER, &mut o)?;
+    Ok(o)
+}
+
+/// Who holds the counters, if the module is there and anyone does.
+pub fn owner() -> Result<Option<Owner>> {
+    if !Path::new(DEVICE).exists() {
+        return Ok(None);
+    }
+    let f = File::open(DEVICE).with_context(|| format!("opening {DEVICE}"))?;
+    let o = owner_of(&f).context("INXPECT_IOC_GET_OWNER")?;
+    Ok(o.held().then_some(o))
+}
+
+/// The open device that owns the PMC configuration. Dropping it sends
+/// CLEAR; closing alone would do (the module releases the counters when
+/// the owner's file closes, also when `inxpect` is killed), CLEAR just makes
+/// the end explicit.
+pub struct Pmc {
+    f: File,
+}
+
+impl Drop for Pmc {
+    fn drop(&mut self) {
+        let mut none = 0u8;
+        let _ = ioctl(&self.f, IOC_CLEAR, &mut none);
+    }
+}
+
 /// Programs the PMC slots; the events stay configured while the device is open.
-pub fn set_events(evs: &[PerfAttr]) -> Result<File> {
+pub fn set_events(evs: &[PerfAttr]) -> Result<Pmc> {
     if evs.is_empty() || evs.len() > MAX_SLOTS {
         bail!(
             "the pmc counter takes 1 to {MAX_SLOTS} events (-e), got {}",
@@ -104,6 +189,14 @@ pub fn set_events(evs: &[PerfAttr]) -> Result<File> {
         };
     }
     ioctl(&f, IOC_SET_EVENTS, &mut c).map_err(|e| {
+        // EBUSY is also the PMU's "does not fit": the owner tells them apart.
+        if e.raw_os_error() == Some(libc::EBUSY) {
+            if let Ok(o) = owner_of(&f) {
+                if o.held() && o.flags & OWNER_SELF == 0 {
+                    return anyhow::anyhow!("programming the PMCs: {}", o.busy_message());
+                }
+            }
+        }
         let why = match e.raw_os_error() {
             Some(libc::ENODEV) => "no hardware PMU on this machine",
             Some(libc::EBUSY) => "the PMU cannot count all these events at once",
@@ -116,7 +209,7 @@ pub fn set_events(evs: &[PerfAttr]) -> Result<File> {
             if why.is_empty() { "" } else { ": " }
         )
     })?;
-    Ok(f)
+    Ok(Pmc { f })
 }
 
 /// What `--counter auto` picks, and why (one line for stderr).
@@ -237,6 +330,8 @@ pub struct Status {
     pub max_slots: Option<u32>,
     pub active_slots: Option<u32>,
     pub module_has_pmu: Option<bool>,
+    /// `pid (comm)` of the process holding the PMCs, if any.
+    pub pmc_holder: Option<String>,
     pub pmu: bool,
     pub counter_auto: String,
     pub note: String,
@@ -257,6 +352,10 @@ pub fn status() -> Status {
         max_slots: i.map(|i| i.max_slots),
         active_slots: i.map(|i| i.nr_active),
         module_has_pmu: i.map(|i| i.flags & INFO_HAS_PMU != 0),
+        pmc_holder: owner()
+            .ok()
+            .flatten()
+            .map(|o| format!("{} ({}): {}", o.pid, o.comm(), o.events().join(", "))),
         pmu: events::has_pmu(),
         counter_auto: c.name().into(),
         note,
@@ -289,6 +388,9 @@ pub fn print_status(s: &Status) {
             yn(s.module_has_pmu.unwrap_or(false))
         );
     }
+    if let Some(h) = &s.pmc_holder {
+        println!("PMCs held by      pid {h}");
+    }
     println!("hardware PMU      {}", yn(s.pmu));
     println!(
         "counter (auto)    {}{}",
@@ -299,4 +401,31 @@ pub fn print_status(s: &Status) {
             format!("  ({})", s.note)
         }
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_message_names_the_holder() {
+        let mut o = Owner {
+            pid: 4242,
+            nr_events: 2,
+            ..Default::default()
+        };
+        o.comm[..7].copy_from_slice(b"inxpect");
+        o.events[1] = Event {
+            type_: 4,
+            config: 0x3c,
+            ..Default::default()
+        };
+        assert!(o.held());
+        let m = o.busy_message();
+        assert!(
+            m.contains("pid 4242 (inxpect)") && m.contains("cycles, type 4 config 0x3c"),
+            "{m}"
+        );
+        assert!(!Owner::default().held());
+    }
 }

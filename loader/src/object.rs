@@ -158,6 +158,11 @@ pub fn load(prep: &Prepared, want: Option<&str>, perf: Option<&PerfAttr>) -> Res
                 || (prep.manifest.counter == Counter::Perf && log.contains("cannot use helper"))
             {
                 "\n  this kernel refuses bpf_perf_event_read_value in XDP programs (allowed from 6.18 on): use --counter ktime"
+            } else if log.contains("calling kernel function inxpect_")
+                && log.contains("is not allowed")
+            {
+                // The module's kfunc filter (Linux 6.5+).
+                "\n  the inxpect kfuncs read system-wide counters and need CAP_PERFMON (or CAP_SYS_ADMIN) in the initial namespace: run inxpect with it, or use --counter ktime"
             } else {
                 ""
             };

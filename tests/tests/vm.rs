@@ -511,7 +511,20 @@ fn check_common(series: &str, out: &VmOutput) {
         "ioctl: SET_EVENTS hw config 999 -> EINVAL",
         "ioctl: CLEAR",
         "kfunc (rodata guard): tsc strictly increasing",
-        "kfunc (rodata guard): pmc slot 0 inactive reads 0",
+        "kfunc (rodata guard): pmc slot 0 reads invalid (bit 63)",
+        "kfunc (rodata guard): pmc0_lo START/END invalid (bit 63)",
+        "kfunc (rodata guard, software slot 0): pmc slot 0 reads invalid (bit 63)",
+        "ioctl: GET_STATUS cpu 0xffffffff -> EINVAL",
+        "non-core PMU: SET_EVENTS msr/tsc -> EINVAL",
+        "non-core PMU: SET_EVENTS software/cpu-clock -> EINVAL",
+        "owner: second configurer -> EBUSY",
+        "owner: GET_OWNER from another file",
+        "owner: CLEAR from another file -> EBUSY",
+        "owner: close releases the configuration",
+        "owner: SIGKILLed owner's configuration is gone",
+        "rights: ioctl on an inherited descriptor -> EPERM",
+        "rights: open without CAP_PERFMON -> EPERM",
+        "idle: 0 configured slots at the end",
         "kfunc (rodata guard): TC test_run",
         "cpu1 offline/online with the module loaded",
         "reload cycles",
@@ -546,6 +559,11 @@ fn vm_linux_6_1() {
         .ok
         .iter()
         .any(|o| o == "kfunc (bpf_ksym_exists guard): load refused before Linux 6.4"));
+    // No kfunc filter before 6.5: the limitation kmod/README states.
+    assert!(out
+        .ok
+        .iter()
+        .any(|o| o == "rights: no kfunc filter before 6.5, program loads (limitation)"));
     check_extras("6.1", &out);
 }
 
@@ -557,6 +575,10 @@ fn vm_linux_6_12() {
         .ok
         .iter()
         .any(|o| o == "kfunc (bpf_ksym_exists guard): tsc strictly increasing"));
+    assert!(out
+        .ok
+        .iter()
+        .any(|o| o == "rights: verifier refuses the kfuncs without CAP_PERFMON"));
     check_extras("6.12", &out);
 }
 

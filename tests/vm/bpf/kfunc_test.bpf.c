@@ -10,6 +10,7 @@
 extern __u64 inxpect_read_pmc(__u32 slot) __ksym __weak;
 extern __u64 inxpect_read_tsc(void) __ksym __weak;
 extern __u64 inxpect_read_pmc0_lo(void) __ksym __weak;
+extern __u64 inxpect_read_pmc0_lo_end(void) __ksym __weak;
 extern __u64 inxpect_read_tsc_lo(void) __ksym __weak;
 
 struct kfunc_result result;
@@ -28,7 +29,8 @@ const volatile __u32 kt_have_kfuncs;
 #else
 #define HAVE_KFUNCS()                                                              \
 	(bpf_ksym_exists(inxpect_read_tsc) && bpf_ksym_exists(inxpect_read_pmc) && \
-	 bpf_ksym_exists(inxpect_read_tsc_lo) && bpf_ksym_exists(inxpect_read_pmc0_lo))
+	 bpf_ksym_exists(inxpect_read_tsc_lo) && bpf_ksym_exists(inxpect_read_pmc0_lo) && \
+	 bpf_ksym_exists(inxpect_read_pmc0_lo_end))
 #endif
 
 static __always_inline void probe(void)
@@ -51,17 +53,22 @@ static __always_inline void probe(void)
 	result.tsc_lo_delta = (__u32)(b - a);
 	if ((a >> 32) || (b >> 32) || (__u32)(b - a) == 0)
 		result.tsc_lo_bad++;
+	/* A region as the probes make it: START, END. */
 	a = inxpect_read_pmc0_lo();
+	b = inxpect_read_pmc0_lo_end();
 	result.pmc0_lo = a;
-	if (a)
-		result.pmc0_lo_nonzero++;
+	result.pmc0_lo_end = b;
+	if (!(a >> 63) && !(b >> 63))
+		result.pmc0_lo_valid++;
+	if ((a >> 32 && a != KT_INVALID) || (b >> 32 && b != KT_INVALID))
+		result.pmc0_lo_bad++;
 #pragma unroll
 	for (i = 0; i < KT_SLOTS; i++) {
 		__u64 v = inxpect_read_pmc(i);
 
 		result.pmc[i] = v;
-		if (v)
-			result.pmc_nonzero[i]++;
+		if (!(v >> 63))
+			result.pmc_valid[i]++;
 	}
 }
 

@@ -141,6 +141,7 @@ static void read_line(const char *path, char *buf, size_t len)
 /* The period mark first, then the counter-read functions. */
 static const char *const read_syms[] = {
 	"inxpect_read_tsc", "inxpect_read_tsc_lo", "inxpect_read_pmc", "inxpect_read_pmc0_lo",
+	"inxpect_read_pmc0_lo_end",
 	"bpf_ktime_get_ns", "bpf_perf_event_read_value",
 };
 

@@ -36,6 +36,9 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
+#include <sys/wait.h>
+#include <signal.h>
+#include <linux/capability.h>
 #include <unistd.h>
 
 #include <linux/bpf.h>
@@ -43,6 +46,7 @@
 #include <linux/pkt_cls.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <bpf/btf.h>
 
 #include "inxpect_uapi.h"
 #include "kfunc_test.h"
@@ -77,17 +81,22 @@ static int libbpf_print(enum libbpf_print_level level, const char *fmt,
 
 /* ---- module ---------------------------------------------------------- */
 
-static int mod_load(const char *ko)
+static int mod_load_params(const char *ko, const char *params)
 {
 	int fd = open(ko, O_RDONLY | O_CLOEXEC);
 	int ret, err;
 
 	if (fd < 0)
 		return -errno;
-	ret = syscall(SYS_finit_module, fd, "", 0);
+	ret = syscall(SYS_finit_module, fd, params, 0);
 	err = errno;
 	close(fd);
 	return ret ? -err : 0;
+}
+
+static int mod_load(const char *ko)
+{
+	return mod_load_params(ko, "");
 }
 
 static int mod_unload_once(void)
@@ -171,6 +180,50 @@ static int read_result(struct bpf_object *obj, struct kfunc_result *r)
 static int xioctl(int fd, unsigned long cmd, void *arg)
 {
 	return ioctl(fd, cmd, arg) ? -errno : 0;
+}
+
+static bool memchr_nonzero(const unsigned char *p, size_t n);
+
+/* The dynamic type of a PMU, from sysfs; -1 when it has none. */
+static int pmu_type(const char *pmu)
+{
+	char path[128], buf[32];
+	int fd, n;
+
+	snprintf(path, sizeof(path), "/sys/bus/event_source/devices/%s/type", pmu);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	return atoi(buf);
+}
+
+/* PMUs without rdpmc counters are refused, whatever the machine: msr (its
+ * tsc event exists everywhere), and the software PMU by its number. */
+static void non_core_tests(int fd)
+{
+	struct inxpect_config cfg;
+	int type = pmu_type("msr"), ret;
+
+	check(type >= PERF_TYPE_MAX, "non-core PMU: msr PMU present", "type %d", type);
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.nr_events = 1;
+	cfg.events[0].type = type;
+	cfg.events[0].config = 0; /* msr/tsc/ */
+	ret = xioctl(fd, INXPECT_IOC_SET_EVENTS, &cfg);
+	check(type >= PERF_TYPE_MAX && ret == -EINVAL, "non-core PMU: SET_EVENTS msr/tsc -> EINVAL",
+	      "got %d (%s)", ret, strerror(-ret));
+	type = pmu_type("software");
+	cfg.events[0].type = type;
+	cfg.events[0].config = PERF_COUNT_SW_CPU_CLOCK;
+	ret = xioctl(fd, INXPECT_IOC_SET_EVENTS, &cfg);
+	check(type == PERF_TYPE_SOFTWARE && ret == -EINVAL,
+	      "non-core PMU: SET_EVENTS software/cpu-clock -> EINVAL", "type %d got %d (%s)",
+	      type, ret, strerror(-ret));
 }
 
 static void ioctl_tests(bool *has_pmu)
@@ -282,6 +335,21 @@ static void ioctl_tests(bool *has_pmu)
 	ret = xioctl(fd, INXPECT_IOC_GET_STATUS, &st);
 	check(ret == -EINVAL, "ioctl: GET_STATUS cpu out of range -> EINVAL",
 	      "got %d", ret);
+	memset(&st, 0, sizeof(st));
+	st.cpu = 0xffffffffu;
+	ret = xioctl(fd, INXPECT_IOC_GET_STATUS, &st);
+	check(ret == -EINVAL, "ioctl: GET_STATUS cpu 0xffffffff -> EINVAL", "got %d", ret);
+
+	non_core_tests(fd);
+	if (!*has_pmu) {
+		struct inxpect_owner o;
+
+		memset(&o, 0xff, sizeof(o));
+		ret = xioctl(fd, INXPECT_IOC_GET_OWNER, &o);
+		check(!ret && !memchr_nonzero((void *)&o, sizeof(o)),
+		      "ioctl: GET_OWNER without a configuration -> zeros", "ret %d pid %d", ret,
+		      o.pid);
+	}
 	ret = xioctl(fd, _IO(INXPECT_IOC_MAGIC, 99), NULL);
 	check(ret == -ENOTTY, "ioctl: unknown -> ENOTTY", "got %d", ret);
 
@@ -347,7 +415,7 @@ static struct bpf_object *open_load_guarded(const char *path, bool rodata_guard,
 }
 
 static void kfunc_tests(const char *bpfdir, bool rodata_guard, bool module_loaded,
-			bool has_pmu)
+			bool has_pmu, bool sw_slot)
 {
 	char tag[96], name[384], path[256];
 	struct bpf_program *xdp, *tc;
@@ -357,9 +425,9 @@ static void kfunc_tests(const char *bpfdir, bool rodata_guard, bool module_loade
 	const int reps = 1000;
 	int err;
 
-	snprintf(tag, sizeof(tag), "kfunc (%s guard%s)",
+	snprintf(tag, sizeof(tag), "kfunc (%s guard%s%s)",
 		 rodata_guard ? "rodata" : "bpf_ksym_exists",
-		 module_loaded ? "" : ", no module");
+		 module_loaded ? "" : ", no module", sw_slot ? ", software slot 0" : "");
 	snprintf(path, sizeof(path), "%s/%s", bpfdir,
 		 rodata_guard ? "kfunc_test_rodata.o" : "kfunc_test.o");
 	obj = open_load_guarded(path, rodata_guard, module_loaded, &err);
@@ -399,18 +467,20 @@ static void kfunc_tests(const char *bpfdir, bool rodata_guard, bool module_loade
 	snprintf(name, sizeof(name), "%s: tsc_lo 32 bits, advancing", tag);
 	check(r.tsc_lo_bad == 0, name, "%llu of %d runs not; last delta %llu", r.tsc_lo_bad,
 	      reps, r.tsc_lo_delta);
-	snprintf(name, sizeof(name), "%s: pmc0_lo %s", tag,
-		 has_pmu ? "counts" : "inactive reads 0");
-	check(r.pmc0_lo_nonzero == (has_pmu ? (__u64)reps : 0), name,
-	      "nonzero in %llu of %d runs, last %llu", r.pmc0_lo_nonzero, reps, r.pmc0_lo);
+	snprintf(name, sizeof(name), "%s: pmc0_lo START/END %s", tag,
+		 has_pmu ? "valid" : "invalid (bit 63)");
+	check(r.pmc0_lo_bad == 0 && r.pmc0_lo_valid == (has_pmu ? (__u64)reps : 0) &&
+		      (has_pmu || (r.pmc0_lo == KT_INVALID && r.pmc0_lo_end == KT_INVALID)),
+	      name, "valid in %llu of %d runs, bad %llu, last %#llx/%#llx", r.pmc0_lo_valid,
+	      reps, r.pmc0_lo_bad, r.pmc0_lo, r.pmc0_lo_end);
 	for (int s = 0; s < KT_SLOTS; s++) {
 		bool counting = has_pmu && s == 0; /* cycles on slot 0 */
 		__u64 want = counting ? (__u64)reps : 0;
 
 		snprintf(name, sizeof(name), "%s: pmc slot %d %s", tag, s,
-			 counting ? "counts" : "inactive reads 0");
-		check(r.pmc_nonzero[s] == want, name, "nonzero in %llu of %d runs, last %llu",
-		      r.pmc_nonzero[s], reps, r.pmc[s]);
+			 counting ? "counts" : "reads invalid (bit 63)");
+		check(r.pmc_valid[s] == want && (counting || r.pmc[s] == KT_INVALID), name,
+		      "valid in %llu of %d runs, last %#llx", r.pmc_valid[s], reps, r.pmc[s]);
 	}
 
 	err = test_run(bpf_program__fd(tc), default_pkt, sizeof(default_pkt), 10,
@@ -449,6 +519,252 @@ static void hotplug_test(void)
 	      strerror(errno));
 }
 
+/* ---- ownership and rights (module loaded with test_sw_events=1) ------- */
+
+/* A software event: accepted as a slot that never reads, only in the
+ * module's test mode, so ownership is testable without a PMU. */
+static int set_sw(int fd)
+{
+	struct inxpect_config cfg;
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.nr_events = 1;
+	cfg.events[0].type = PERF_TYPE_SOFTWARE;
+	cfg.events[0].config = PERF_COUNT_SW_CPU_CLOCK;
+	return xioctl(fd, INXPECT_IOC_SET_EVENTS, &cfg);
+}
+
+static __u32 nr_active(int fd)
+{
+	struct inxpect_info info = { 0 };
+
+	return xioctl(fd, INXPECT_IOC_GET_INFO, &info) ? 0xffffffffu : info.nr_active;
+}
+
+static void ownership_tests(const char *bpfdir)
+{
+	struct inxpect_owner o;
+	struct inxpect_status st;
+	int a, b, ret, p[2], status = 0;
+	char c = 0;
+	pid_t child;
+
+	a = open(INXPECT_DEVICE, O_RDWR | O_CLOEXEC);
+	b = open(INXPECT_DEVICE, O_RDWR | O_CLOEXEC);
+	check(a >= 0 && b >= 0, "owner: open twice", "%s", strerror(errno));
+	if (a < 0 || b < 0)
+		return;
+	ret = set_sw(a);
+	check(!ret && nr_active(b) == 1, "owner: SET_EVENTS software slot (test mode)",
+	      "ret %d active %u", ret, nr_active(b));
+	memset(&o, 0, sizeof(o));
+	ret = xioctl(a, INXPECT_IOC_GET_OWNER, &o);
+	check(!ret && o.pid == getpid() && (o.flags & INXPECT_OWNER_SELF) && o.uid == 0 &&
+		      !strcmp(o.comm, "inxpect-vm-test") && o.nr_events == 1 &&
+		      o.events[0].type == PERF_TYPE_SOFTWARE &&
+		      o.events[0].config == PERF_COUNT_SW_CPU_CLOCK,
+	      "owner: GET_OWNER from the owner", "ret %d pid %d (want %d) flags %#x comm %.16s n %u",
+	      ret, o.pid, getpid(), o.flags, o.comm, o.nr_events);
+	memset(&o, 0, sizeof(o));
+	ret = xioctl(b, INXPECT_IOC_GET_OWNER, &o);
+	check(!ret && o.pid == getpid() && !(o.flags & INXPECT_OWNER_SELF) && o.nr_events == 1,
+	      "owner: GET_OWNER from another file", "ret %d pid %d flags %#x", ret, o.pid,
+	      o.flags);
+	memset(&st, 0, sizeof(st));
+	ret = xioctl(b, INXPECT_IOC_GET_STATUS, &st);
+	check(!ret && st.nr_slots == 1 && st.slots[0].state == INXPECT_SLOT_INACTIVE &&
+		      st.slots[0].rdpmc_index == -1,
+	      "owner: software slot is inactive (no rdpmc index)", "ret %d state %u index %d",
+	      ret, st.slots[0].state, st.slots[0].rdpmc_index);
+	/* A configured slot without a counter reads invalid. */
+	kfunc_tests(bpfdir, true, true, false, true);
+	ret = set_sw(b);
+	check(ret == -EBUSY && nr_active(a) == 1, "owner: second configurer -> EBUSY",
+	      "got %d (%s)", ret, strerror(-ret));
+	ret = xioctl(b, INXPECT_IOC_CLEAR, NULL);
+	check(ret == -EBUSY && nr_active(a) == 1, "owner: CLEAR from another file -> EBUSY",
+	      "got %d (%s)", ret, strerror(-ret));
+	ret = mod_unload_once();
+	check(ret == -EAGAIN || ret == -EBUSY || ret == -EWOULDBLOCK,
+	      "owner: rmmod refused while configured", "got %d", ret);
+	close(a);
+	check(nr_active(b) == 0, "owner: close releases the configuration", "active %u",
+	      nr_active(b));
+	ret = set_sw(b);
+	check(!ret, "owner: the other file configures after the close", "got %d", ret);
+	ret = xioctl(b, INXPECT_IOC_CLEAR, NULL);
+	check(!ret && nr_active(b) == 0, "owner: CLEAR by the owner", "ret %d active %u", ret,
+	      nr_active(b));
+
+	/* SIGKILL of an owner leaves nothing configured: release runs in its
+	 * exit, before the parent can reap it. */
+	if (pipe(p))
+		return;
+	fflush(stdout);
+	child = fork();
+	if (child == 0) {
+		int fd = open(INXPECT_DEVICE, O_RDWR | O_CLOEXEC);
+
+		c = fd >= 0 && !set_sw(fd) ? 'y' : 'n';
+		if (write(p[1], &c, 1) != 1)
+			_exit(3);
+		for (;;)
+			pause();
+	}
+	close(p[1]);
+	if (read(p[0], &c, 1) != 1)
+		c = 0;
+	close(p[0]);
+	memset(&o, 0, sizeof(o));
+	ret = xioctl(b, INXPECT_IOC_GET_OWNER, &o);
+	check(c == 'y' && !ret && o.pid == child && nr_active(b) == 1,
+	      "owner: child configured, GET_OWNER names it", "child %c pid %d want %d", c, o.pid,
+	      child);
+	ret = set_sw(b);
+	check(ret == -EBUSY, "owner: configuring over a live child -> EBUSY", "got %d", ret);
+	kill(child, SIGKILL);
+	waitpid(child, &status, 0);
+	memset(&o, 0xff, sizeof(o));
+	ret = xioctl(b, INXPECT_IOC_GET_OWNER, &o);
+	check(WIFSIGNALED(status) && nr_active(b) == 0 && !ret && o.pid == 0,
+	      "owner: SIGKILLed owner's configuration is gone", "status %#x active %u pid %d",
+	      status, nr_active(b), o.pid);
+	close(b);
+}
+
+/* Keeps only CAP_BPF and CAP_NET_ADMIN: what loading XDP/TC needs, without
+ * CAP_PERFMON or CAP_SYS_ADMIN. */
+static int drop_to_bpf_net(void)
+{
+	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct d[2];
+	__u64 keep = (1ULL << CAP_BPF) | (1ULL << CAP_NET_ADMIN);
+
+	memset(d, 0, sizeof(d));
+	d[0].effective = d[0].permitted = (__u32)keep;
+	d[1].effective = d[1].permitted = (__u32)(keep >> 32);
+	return syscall(SYS_capset, &h, d) ? -errno : 0;
+}
+
+/* A child without CAP_PERFMON: the device refuses it, a descriptor it
+ * inherited too, and from Linux 6.5 (kfunc filter) the verifier refuses its
+ * program; 6.1 has no filter and accepts it (the documented limitation). */
+struct kfunc_ref {
+	int btf_fd; /* the module's BTF object */
+	int id; /* the kfunc's BTF id in it */
+};
+
+/* Looks the kfunc up in the inxpect module's BTF; needs CAP_SYS_ADMIN. */
+static struct kfunc_ref find_kfunc(const char *name)
+{
+	struct kfunc_ref r = { -1, -1 };
+	struct btf *vmlinux = btf__load_vmlinux_btf(), *mod;
+	__u32 id = 0;
+
+	if (!vmlinux)
+		return r;
+	mod = btf__load_module_btf("inxpect", vmlinux);
+	if (mod) {
+		r.id = btf__find_by_name_kind(mod, name, BTF_KIND_FUNC);
+		btf__free(mod);
+	}
+	btf__free(vmlinux);
+	while (!bpf_btf_get_next_id(id, &id)) {
+		struct bpf_btf_info info;
+		__u32 len = sizeof(info);
+		char bname[64] = "";
+		int fd = bpf_btf_get_fd_by_id(id);
+
+		if (fd < 0)
+			continue;
+		memset(&info, 0, sizeof(info));
+		info.name = (__u64)(unsigned long)bname;
+		info.name_len = sizeof(bname);
+		if (!bpf_obj_get_info_by_fd(fd, &info, &len) && !strcmp(bname, "inxpect")) {
+			r.btf_fd = fd;
+			break;
+		}
+		close(fd);
+	}
+	return r;
+}
+
+/* XDP: call the kfunc, return XDP_PASS. Returns the program fd or -errno. */
+static int kfunc_call_load(int btf_fd, int id, char *log, size_t log_size)
+{
+	int fds[2] = { -1, btf_fd };
+	struct bpf_insn insns[] = {
+		/* call kfunc: src_reg BPF_PSEUDO_KFUNC_CALL, off = fd_array index */
+		{ .code = BPF_JMP | BPF_CALL, .src_reg = BPF_PSEUDO_KFUNC_CALL, .off = 1, .imm = id },
+		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = XDP_PASS },
+		{ .code = BPF_JMP | BPF_EXIT },
+	};
+	LIBBPF_OPTS(bpf_prog_load_opts, opts, .fd_array = fds, .log_buf = log,
+		    .log_size = log_size, .log_level = log ? 1 : 0);
+	int fd;
+
+	if (log)
+		log[0] = 0;
+	fd = bpf_prog_load(BPF_PROG_TYPE_XDP, "kfunc_rights", "Dual BSD/GPL", insns, 3, &opts);
+	return fd < 0 ? -errno : fd;
+}
+
+static void rights_tests(void)
+{
+	int fd = open(INXPECT_DEVICE, O_RDWR | O_CLOEXEC), status = 0, err;
+	pid_t child;
+
+	struct kfunc_ref kf;
+
+	check(fd >= 0, "rights: open as root", "%s", strerror(errno));
+	if (fd < 0)
+		return;
+	kf = find_kfunc("inxpect_read_tsc");
+	check(kf.btf_fd >= 0 && kf.id > 0, "rights: module BTF and kfunc id (as root)",
+	      "fd %d id %d", kf.btf_fd, kf.id);
+	err = kfunc_call_load(kf.btf_fd, kf.id, NULL, 0);
+	check(err >= 0, "rights: raw kfunc call program loads as root", "%d", err);
+	if (err >= 0)
+		close(err);
+	fflush(stdout);
+	child = fork();
+	if (child == 0) {
+		struct inxpect_info info;
+		static char log[4096];
+		bool filter = kernel_at_least(6, 5);
+		int ret, err, fd2;
+
+		ret = drop_to_bpf_net();
+		check(!ret, "rights: drop to CAP_BPF+CAP_NET_ADMIN", "%d", ret);
+		ret = xioctl(fd, INXPECT_IOC_GET_INFO, &info);
+		check(ret == -EPERM, "rights: ioctl on an inherited descriptor -> EPERM",
+		      "got %d", ret);
+		fd2 = open(INXPECT_DEVICE, O_RDWR | O_CLOEXEC);
+		check(fd2 < 0 && errno == EPERM, "rights: open without CAP_PERFMON -> EPERM",
+		      "fd %d errno %d", fd2, errno);
+		/* Raw load with the module BTF fd the root parent opened:
+		 * without CAP_SYS_ADMIN libbpf cannot look module BTF up, so
+		 * it would fail before the verifier is even asked. */
+		err = kfunc_call_load(kf.btf_fd, kf.id, log, sizeof(log));
+		if (filter)
+			check(err == -EACCES && strstr(log, "inxpect_read_tsc is not allowed"),
+			      "rights: verifier refuses the kfuncs without CAP_PERFMON",
+			      "load returned %d, log: %.200s", err, log);
+		else
+			check(err >= 0,
+			      "rights: no kfunc filter before 6.5, program loads (limitation)",
+			      "load returned %d, log: %.200s", err, log);
+		if (err >= 0)
+			close(err);
+		fflush(stdout);
+		_exit(0);
+	}
+	waitpid(child, &status, 0);
+	check(WIFEXITED(status) && !WEXITSTATUS(status), "rights: child exited",
+	      "status %#x", status);
+	close(fd);
+}
+
 static int cmd_kmod(const char *ko, const char *bpfdir, int reloads)
 {
 	bool has_pmu = false;
@@ -456,8 +772,8 @@ static int cmd_kmod(const char *ko, const char *bpfdir, int reloads)
 
 	if (path_exists("/sys/module/inxpect"))
 		mod_unload();
-	kfunc_tests(bpfdir, false, false, false);
-	kfunc_tests(bpfdir, true, false, false);
+	kfunc_tests(bpfdir, false, false, false, false);
+	kfunc_tests(bpfdir, true, false, false, false);
 
 	ret = mod_load(ko);
 	check(!ret, "insmod", "%d (%s)", ret, strerror(-ret));
@@ -468,13 +784,21 @@ static int cmd_kmod(const char *ko, const char *bpfdir, int reloads)
 	check(path_exists(INXPECT_DEVICE), "device node " INXPECT_DEVICE, "missing");
 
 	ioctl_tests(&has_pmu);
-	kfunc_tests(bpfdir, false, true, has_pmu);
-	kfunc_tests(bpfdir, true, true, has_pmu);
+	kfunc_tests(bpfdir, false, true, has_pmu, false);
+	kfunc_tests(bpfdir, true, true, has_pmu, false);
 	clear_events();
+	rights_tests();
 	hotplug_test();
 
 	ret = mod_unload();
 	check(!ret, "rmmod", "%d (%s)", ret, strerror(-ret));
+	ret = mod_load_params(ko, "test_sw_events=1");
+	check(!ret, "insmod test_sw_events=1", "%d (%s)", ret, strerror(-ret));
+	if (!ret) {
+		ownership_tests(bpfdir);
+		ret = mod_unload();
+		check(!ret, "rmmod (test mode)", "%d (%s)", ret, strerror(-ret));
+	}
 	for (int i = 0; i < reloads; i++) {
 		int fd;
 
@@ -684,6 +1008,20 @@ int main(int argc, char **argv)
 		return cmd_kmod(argv[2], argv[3], argc > 4 ? atoi(argv[4]) : 100);
 	if (argc >= 3 && !strcmp(argv[1], "run"))
 		return cmd_run(argc - 2, argv + 2);
+	if (argc == 2 && !strcmp(argv[1], "idle")) {
+		/* After everything else ran (loader included): nobody holds
+		 * the counters. */
+		int fd = open(INXPECT_DEVICE, O_RDWR | O_CLOEXEC);
+		struct inxpect_owner o;
+
+		memset(&o, 0xff, sizeof(o));
+		ret = fd < 0 ? -errno : xioctl(fd, INXPECT_IOC_GET_OWNER, &o);
+		check(!ret && nr_active(fd) == 0 && o.pid == 0, "idle: 0 configured slots at the end",
+		      "ret %d active %u pid %d", ret, nr_active(fd), o.pid);
+		if (fd >= 0)
+			close(fd);
+		return n_fail ? 1 : 0;
+	}
 	if (argc == 2 && !strcmp(argv[1], "rmmod")) {
 		ret = mod_unload();
 		check(!ret, "rmmod", "%d (%s)", ret, strerror(-ret));
