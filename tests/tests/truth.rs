@@ -1,0 +1,849 @@
+//! Ground truth (issue 11): every count inxpect reports must equal what the
+//! program really did.
+//!
+//! The apps in testdata/truth/*.bpf.c bump a witness (`struct truth` in
+//! `.data.truth`, fields found by name in the object's BTF) right before
+//! each END, at each function entry and at each fresh program entry. Running
+//! the ORIGINAL object frame by frame gives, per frame, how often every
+//! region ended after its START, every function was called and the program
+//! was run. The instrumented object (`--sections` and `--functions`, ktime
+//! and perf, sampling 1/1, 1/2, 1/4) must then report exactly those counts,
+//! summed over the sampled frames, plus `runs` and `sampled`, and must
+//! behave as the original: verdict, output bytes and witness after every
+//! frame, all maps at the end. Nothing here is a hard-coded result.
+//!
+//! Sampling: a run is measured when the per-CPU run counter (1 for the
+//! first packet) is a multiple of K (loader/README.md); the test pins itself
+//! to one CPU and loads fresh objects, so frame i (from 0) is sampled iff
+//! (i + 1) % K == 0, and the per-frame witness makes the expectation exact.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{bail, ensure, Context, Result};
+use inxpect_rewriter::{instrument, runtime, Counter, Mode, Options};
+use inxpect_tests::{load_object, test_run, testdata, xlated_insns};
+use libbpf_rs::btf::types::{MemberAttr, Struct};
+use libbpf_rs::btf::Btf;
+use libbpf_rs::{MapCore, MapFlags, MapType, Object, PrintLevel, ProgramMut};
+
+const OPT_LEVELS: [&str; 2] = ["clang-O1", "clang-O2"];
+const MODES: [Mode; 2] = [Mode::Sections, Mode::Functions];
+/// The backends this host has (tsc/pmc need the module: the VM suite).
+const COUNTERS: [Counter; 2] = [Counter::Ktime, Counter::Perf];
+/// Sampling 1 in 2^shift.
+const SHIFTS: [u32; 3] = [0, 1, 2];
+/// A multiple of the frame pattern (12) and of every K.
+const FRAMES: usize = 240;
+const WITNESS_MAP: &str = ".data.truth";
+
+fn truth_dir() -> PathBuf {
+    testdata().join("truth")
+}
+
+fn truth_object(app: &str, opt: &str) -> PathBuf {
+    truth_dir().join("objects").join(format!("{app}.{opt}.o"))
+}
+
+/// Deterministic frames: byte 14 (what the apps branch on) is a
+/// multiplicative hash of the index, so its low bits do not follow the
+/// index's (sampled frames are every K-th); lengths 14/15/20 cut the frame
+/// before bytes 14, 15, 20 and fall on sampled and unsampled frames alike
+/// at every K.
+fn frames() -> Vec<Vec<u8>> {
+    const LEN: [usize; 12] = [64, 64, 64, 14, 14, 64, 64, 15, 15, 64, 20, 20];
+    let mut x: u32 = 0x1234_5678;
+    (0..FRAMES)
+        .map(|i| {
+            let mut f: Vec<u8> = (0..LEN[i % LEN.len()])
+                .map(|_| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                    (x >> 16) as u8
+                })
+                .collect();
+            if f.len() > 14 {
+                f[14] = ((i as u32 + 1).wrapping_mul(0x9e37_79b1) >> 24) as u8;
+            }
+            f
+        })
+        .collect()
+}
+
+fn sampled(i: usize, shift: u32) -> bool {
+    // The runtime's test: (runs & mask) == 0, runs counted from 1.
+    (i + 1) & ((1usize << shift) - 1) == 0
+}
+
+// --- libbpf's log, so a refused load says why ------------------------------
+
+static LOG: Mutex<String> = Mutex::new(String::new());
+/// libbpf's print callback is process-wide: one test at a time under
+/// `cargo test` (nextest runs each in its own process anyway).
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn capture(_: PrintLevel, msg: String) {
+    LOG.lock().unwrap_or_else(|e| e.into_inner()).push_str(&msg);
+}
+
+fn take_log() -> String {
+    std::mem::take(&mut *LOG.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// The verifier's reason, for a failure line: the lines before its
+/// closing `processed N insns` statistics.
+fn log_tail() -> String {
+    let log = take_log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.contains("BPF token"))
+        .collect();
+    let end = lines
+        .iter()
+        .rposition(|l| l.starts_with("processed "))
+        .unwrap_or(lines.len());
+    let mut reason: Vec<&str> = lines[..end]
+        .iter()
+        .rev()
+        .filter(|l| !l.starts_with("verification time"))
+        .take(2)
+        .copied()
+        .collect();
+    reason.reverse();
+    reason.join(" | ")
+}
+
+fn setup() -> std::sync::MutexGuard<'static, ()> {
+    let g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    libbpf_rs::set_print(Some((PrintLevel::Warn, capture)));
+    // test_run runs on the calling CPU; the run counter and the stats are
+    // per CPU, so every frame must land on the same one.
+    // SAFETY: a zeroed cpu_set_t with one bit set, for the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+    g
+}
+
+// --- objects, maps, witness -------------------------------------------------
+
+/// Witness field name -> byte offset in `.data.truth`, from the BTF of
+/// `struct truth` (the only variable of that section).
+fn witness_fields(path: &Path) -> Result<BTreeMap<String, usize>> {
+    let btf = Btf::from_path(path).with_context(|| format!("BTF of {}", path.display()))?;
+    let s: Struct<'_> = btf
+        .type_by_name("truth")
+        .context("no `struct truth` in the object's BTF")?;
+    let mut out = BTreeMap::new();
+    for m in s.iter() {
+        let name = m
+            .name
+            .context("unnamed witness field")?
+            .to_string_lossy()
+            .into_owned();
+        let MemberAttr::Normal { offset } = m.attr else {
+            bail!("witness field {name} is a bitfield");
+        };
+        out.insert(name, offset as usize / 8);
+    }
+    ensure!(out.contains_key("runs"), "struct truth has no `runs`");
+    Ok(out)
+}
+
+fn witness(obj: &Object) -> Result<Vec<u8>> {
+    let m = obj
+        .maps()
+        .find(|m| m.name().to_string_lossy().ends_with(WITNESS_MAP))
+        .context("no .data.truth map")?;
+    m.lookup(&0u32.to_ne_bytes(), MapFlags::ANY)?
+        .context(".data.truth has no value")
+}
+
+fn field(v: &[u8], off: usize) -> u64 {
+    u64::from_ne_bytes(v[off..off + 8].try_into().expect("8 bytes"))
+}
+
+fn program<'o>(obj: &'o Object, name: &str) -> Result<ProgramMut<'o>> {
+    obj.progs_mut()
+        .find(|p| p.name() == name)
+        .with_context(|| format!("no program {name}"))
+}
+
+/// (map name, key, value per CPU or the single value)
+type MapEntry = (String, Vec<u8>, Vec<Vec<u8>>);
+
+/// Every entry of every map the app owns: not inxpect's, not read-only
+/// data, not a PROG_ARRAY (its values are program ids of this load).
+fn app_maps(obj: &Object) -> Result<Vec<MapEntry>> {
+    let mut out = Vec::new();
+    for m in obj.maps() {
+        let name = m.name().to_string_lossy().to_string();
+        if name.contains("inxpect")
+            || name.ends_with(".rodata")
+            || m.map_type() == MapType::ProgArray
+        {
+            continue;
+        }
+        let percpu = matches!(
+            m.map_type(),
+            MapType::PercpuArray | MapType::PercpuHash | MapType::LruPercpuHash
+        );
+        let mut keys: Vec<Vec<u8>> = m.keys().collect();
+        keys.sort();
+        for k in keys {
+            let v = if percpu {
+                m.lookup_percpu(&k, MapFlags::ANY)?.unwrap_or_default()
+            } else {
+                vec![m.lookup(&k, MapFlags::ANY)?.unwrap_or_default()]
+            };
+            out.push((name.clone(), k, v));
+        }
+    }
+    Ok(out)
+}
+
+/// Sum over CPUs of the u64 at byte `off` of `map[key]`.
+fn percpu_u64(obj: &Object, map: &str, key: u32, off: usize) -> Result<u64> {
+    let m = obj
+        .maps()
+        .find(|m| m.name() == map)
+        .with_context(|| format!("map {map}"))?;
+    let vals = m
+        .lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)?
+        .with_context(|| format!("{map}[{key}] missing"))?;
+    Ok(vals
+        .iter()
+        .map(|v| u64::from_ne_bytes(v[off..off + 8].try_into().expect("8 bytes")))
+        .sum())
+}
+
+/// A software cpu-clock perf event per CPU in `inxpect_perf`, as the loader
+/// does for `perf` on a machine without a PMU.
+fn attach_perf_events(obj: &Object) -> Result<Vec<OwnedFd>> {
+    let m = obj
+        .maps()
+        .find(|m| m.name() == runtime::MAP_PERF)
+        .context("inxpect_perf")?;
+    let mut fds = Vec::new();
+    for cpu in 0..libbpf_rs::num_possible_cpus()? {
+        let mut attr = [0u8; 128];
+        attr[0..4].copy_from_slice(&1u32.to_ne_bytes()); // PERF_TYPE_SOFTWARE
+        attr[4..8].copy_from_slice(&128u32.to_ne_bytes()); // size; config 0 = CPU_CLOCK
+                                                           // SAFETY: attr is a zeroed perf_event_attr of the size it declares.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_perf_event_open,
+                attr.as_ptr(),
+                -1,
+                cpu as i32,
+                -1,
+                0,
+            )
+        };
+        if fd < 0 {
+            continue; // offline CPU
+        }
+        // SAFETY: the kernel just returned this descriptor to us.
+        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+        m.update(
+            &(cpu as u32).to_ne_bytes(),
+            &fd.as_fd().as_raw_fd().to_ne_bytes(),
+            MapFlags::ANY,
+        )?;
+        fds.push(fd);
+    }
+    ensure!(!fds.is_empty(), "no perf event could be opened");
+    Ok(fds)
+}
+
+/// Every region enabled, 1 run in 2^shift sampled.
+fn set_sampling(obj: &Object, shift: u32) -> Result<()> {
+    let m = obj
+        .maps()
+        .find(|m| m.name() == runtime::MAP_CONFIG)
+        .context("config map")?;
+    let mut v = vec![0xffu8; runtime::config::SIZE];
+    runtime::config::write_sampling(&mut v, shift);
+    v[runtime::config::ABI..runtime::config::ABI + 4].copy_from_slice(&runtime::ABI.to_ne_bytes());
+    m.update(&0u32.to_ne_bytes(), &v, MapFlags::ANY)?;
+    Ok(())
+}
+
+// --- the original: ground truth -------------------------------------------
+
+struct Truth {
+    fields: BTreeMap<String, usize>,
+    /// Per frame: verdict, output bytes, witness after the frame.
+    runs: Vec<(u32, Vec<u8>, Vec<u8>)>,
+    /// Per frame, per field: what this frame added.
+    delta: Vec<BTreeMap<String, u64>>,
+    maps: Vec<MapEntry>,
+}
+
+impl Truth {
+    /// The witness summed over the frames sampled at 1/2^shift.
+    fn expected(&self, name: &str, shift: u32) -> u64 {
+        self.delta
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| sampled(*i, shift))
+            .map(|(_, d)| d[name])
+            .sum()
+    }
+}
+
+fn ground_truth(path: &Path, prog: &str, frames: &[Vec<u8>]) -> Result<Truth> {
+    let fields = witness_fields(path)?;
+    take_log();
+    let obj = load_object(path).with_context(|| format!("original: {}", log_tail()))?;
+    let p = program(&obj, prog)?;
+    let mut prev = witness(&obj)?;
+    ensure!(
+        prev.len() == 8 * fields.len() && prev.iter().all(|&b| b == 0),
+        "{WITNESS_MAP}: {} bytes, not zero, or not only struct truth",
+        prev.len()
+    );
+    let mut runs = Vec::new();
+    let mut delta = Vec::new();
+    for f in frames {
+        let (verdict, out) = test_run(&p, f)?;
+        let w = witness(&obj)?;
+        delta.push(
+            fields
+                .iter()
+                .map(|(n, &o)| (n.clone(), field(&w, o).wrapping_sub(field(&prev, o))))
+                .collect(),
+        );
+        runs.push((verdict, out, w.clone()));
+        prev = w;
+    }
+    let t = Truth {
+        fields,
+        runs,
+        delta,
+        maps: app_maps(&obj)?,
+    };
+    // The frames must reach every witness, on sampled frames too, or a
+    // wrong count could hide behind a zero.
+    for name in t.fields.keys() {
+        for shift in [0, *SHIFTS.last().expect("shifts")] {
+            ensure!(
+                t.expected(name, shift) > 0,
+                "the frames never reach witness {name} (sampling 1/{})",
+                1 << shift
+            );
+        }
+    }
+    ensure!(
+        t.delta.iter().all(|d| d["runs"] == 1),
+        "the original counts other than one run per frame"
+    );
+    Ok(t)
+}
+
+// --- the instrumented object against the truth -----------------------------
+
+struct Shape {
+    prog: &'static str,
+    /// The stack shape: a one-line refusal naming the stack is a pass.
+    may_refuse_for_stack: bool,
+}
+
+enum Outcome {
+    Pass,
+    Refused(String),
+    Fail(Vec<String>),
+}
+
+fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Sections => "sections",
+        Mode::Functions => "functions",
+    }
+}
+
+fn check(
+    s: &Shape,
+    path: &Path,
+    t: &Truth,
+    frames: &[Vec<u8>],
+    mode: Mode,
+    counter: Counter,
+    shift: u32,
+) -> Result<Outcome> {
+    let input = fs::read(path)?;
+    let opts = Options {
+        mode,
+        counter,
+        ..Options::default()
+    };
+    let r = match instrument(&input, &opts) {
+        Ok(r) => r,
+        Err(e) => {
+            let msg = e.to_string();
+            if s.may_refuse_for_stack && !msg.contains('\n') && msg.contains("stack") {
+                return Ok(Outcome::Refused(msg));
+            }
+            return Ok(Outcome::Fail(vec![format!("instrument refused: {msg}")]));
+        }
+    };
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("out.o");
+    fs::write(&out, &r.object)?;
+    take_log();
+    let inst = match load_object(&out) {
+        Ok(o) => o,
+        Err(e) => {
+            return Ok(Outcome::Fail(vec![format!(
+                "instrumented without error, but the kernel refuses the output: {e:#}: {}",
+                log_tail()
+            )]))
+        }
+    };
+    let _perf = if counter == Counter::Perf {
+        attach_perf_events(&inst)?
+    } else {
+        Vec::new()
+    };
+    set_sampling(&inst, shift)?;
+    let p = program(&inst, s.prog)?;
+    let mut fails = Vec::new();
+    for (i, (f, (verdict, bytes, w))) in frames.iter().zip(&t.runs).enumerate() {
+        let (v2, b2) = test_run(&p, f)?;
+        let w2 = witness(&inst)?;
+        if (v2, &b2, &w2) != (*verdict, bytes, w) {
+            let what = if v2 != *verdict {
+                format!("verdict {v2}, original {verdict}")
+            } else if b2 != *bytes {
+                "output bytes differ".to_string()
+            } else {
+                "witness differs (the program did something else)".to_string()
+            };
+            fails.push(format!("frame {i}: {what}"));
+            break;
+        }
+    }
+    let maps = app_maps(&inst)?;
+    if maps != t.maps {
+        fails.push("app maps differ from the original's after the frames".into());
+    }
+
+    // runs and sampled: one run per packet, ground truth from `runs`.
+    let pcpu = |off| percpu_u64(&inst, runtime::MAP_PCPU, 0, off);
+    for (what, got, want) in [
+        ("runs", pcpu(runtime::pcpu::RUNS)?, t.expected("runs", 0)),
+        (
+            "sampled",
+            pcpu(runtime::pcpu::SAMPLED)?,
+            t.expected("runs", shift),
+        ),
+    ] {
+        if got != want {
+            fails.push(format!("{what} {got}, ground truth {want}"));
+        }
+    }
+
+    // Every region keyed by name and function; every witness has a region.
+    let witness_of = |name: &str, func: &str| match mode {
+        Mode::Sections => format!("r_{name}__{func}"),
+        Mode::Functions => format!("f_{func}"),
+    };
+    let prefix = match mode {
+        Mode::Sections => "r_",
+        Mode::Functions => "f_",
+    };
+    let mut seen = BTreeSet::new();
+    for reg in &r.manifest.regions {
+        let w = witness_of(&reg.name, &reg.function);
+        let key = format!("{}@{}", reg.name, reg.function);
+        if !seen.insert(w.clone()) {
+            fails.push(format!("region {key} reported twice"));
+            continue;
+        }
+        if !t.fields.contains_key(&w) {
+            fails.push(format!("region {key} has no ground truth (no witness {w})"));
+            continue;
+        }
+        let got = percpu_u64(&inst, runtime::MAP_STATS, reg.id, runtime::stats::COUNT)?;
+        let want = t.expected(&w, shift);
+        if got != want {
+            fails.push(format!("region {key}: count {got}, ground truth {want}"));
+        }
+    }
+    for w in t.fields.keys().filter(|w| w.starts_with(prefix)) {
+        if !seen.contains(w) {
+            let regions: Vec<String> = r
+                .manifest
+                .regions
+                .iter()
+                .map(|x| format!("{}@{}", x.name, x.function))
+                .collect();
+            fails.push(format!(
+                "witness {w} has no region in the report (regions: {})",
+                regions.join(", ")
+            ));
+        }
+    }
+    Ok(if fails.is_empty() {
+        Outcome::Pass
+    } else {
+        Outcome::Fail(fails)
+    })
+}
+
+/// Every opt level x mode x backend x sampling of one shape; prints a table
+/// line per case and fails with every failing case.
+fn shape(app: &'static str, prog: &'static str, may_refuse_for_stack: bool) {
+    let _g = setup();
+    let s = Shape {
+        prog,
+        may_refuse_for_stack,
+    };
+    let frames = frames();
+    let mut failures = Vec::new();
+    for opt in OPT_LEVELS {
+        let path = truth_object(app, opt);
+        let t = ground_truth(&path, prog, &frames)
+            .unwrap_or_else(|e| panic!("{app}.{opt}: ground truth: {e:#}"));
+        for mode in MODES {
+            for counter in COUNTERS {
+                for shift in SHIFTS {
+                    let what = format!(
+                        "{app}.{opt} --{} {} 1/{}",
+                        mode_name(mode),
+                        counter.name(),
+                        1 << shift
+                    );
+                    match check(&s, &path, &t, &frames, mode, counter, shift) {
+                        Ok(Outcome::Pass) => eprintln!("truth: {what}: pass"),
+                        Ok(Outcome::Refused(m)) => {
+                            eprintln!("truth: {what}: pass (refused: {m})")
+                        }
+                        Ok(Outcome::Fail(v)) => {
+                            eprintln!("truth: {what}: FAIL");
+                            failures.extend(v.into_iter().map(|l| format!("{what}: {l}")));
+                        }
+                        Err(e) => {
+                            eprintln!("truth: {what}: FAIL");
+                            failures.push(format!("{what}: {e:#}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn truth_early_exits_in_a_region() {
+    shape("early", "early", false);
+}
+
+#[test]
+fn truth_nested_regions() {
+    shape("nest", "nest", false);
+}
+
+#[test]
+fn truth_region_around_a_call() {
+    shape("call", "call", false);
+}
+
+#[test]
+fn truth_region_in_a_static_subprogram() {
+    shape("static_sub", "static_sub", false);
+}
+
+#[test]
+fn truth_region_in_a_global_subprogram() {
+    shape("global_sub", "global_sub", false);
+}
+
+#[test]
+fn truth_region_in_a_bounded_loop() {
+    shape("loop", "loop", false);
+}
+
+#[test]
+fn truth_region_in_a_bpf_loop_callback() {
+    shape("bpfloop", "bpfloop", false);
+}
+
+#[test]
+fn truth_subprogram_looping_to_its_first_insn() {
+    shape("looptop_sub", "looptop_sub", false);
+}
+
+#[test]
+fn truth_program_looping_to_its_first_insn() {
+    shape("looptop_prog", "looptop_prog", false);
+}
+
+#[test]
+fn truth_tail_call_within_the_object() {
+    shape("tailcall", "tc_entry", false);
+}
+
+#[test]
+fn truth_same_region_name_in_caller_and_callee() {
+    shape("samename", "samename", false);
+}
+
+#[test]
+fn truth_near_the_stack_limit() {
+    shape("stack", "stack", true);
+}
+
+/// Smallest `min` of event 0 among the CPUs that measured region `id`.
+fn region_min(obj: &Object, id: u32) -> Result<Option<u64>> {
+    let m = obj
+        .maps()
+        .find(|m| m.name() == runtime::MAP_STATS)
+        .context("stats map")?;
+    let vals = m
+        .lookup_percpu(&id.to_ne_bytes(), MapFlags::ANY)?
+        .context("stats entry")?;
+    let at = |v: &[u8], o: usize| u64::from_ne_bytes(v[o..o + 8].try_into().expect("8 bytes"));
+    Ok(vals
+        .iter()
+        .filter(|v| at(v, runtime::stats::COUNT) > 0)
+        .map(|v| at(v, runtime::stats::MIN))
+        .min())
+}
+
+/// Counts cannot tell whether a function's entry probe ran again at a
+/// back-edge to its first instruction (the region restarts, and still ends
+/// once per call); durations can. Every call of `spin_slow` does the work
+/// of one `slow` call or more before its fast last pass, so its fastest
+/// call cannot be much faster than the fastest `slow` (2x margin for
+/// noise; measuring only the last pass makes it ~64 memory operations
+/// shorter than that).
+#[test]
+fn truth_loop_to_first_insn_measures_the_whole_call() {
+    let _g = setup();
+    let frames = frames();
+    let mut failures = Vec::new();
+    for opt in OPT_LEVELS {
+        let path = truth_object("looptop_sub", opt);
+        let res = (|| -> Result<()> {
+            let opts = Options {
+                mode: Mode::Functions,
+                counter: Counter::Ktime,
+                ..Options::default()
+            };
+            let r = instrument(&fs::read(&path)?, &opts)?;
+            let dir = tempfile::tempdir()?;
+            let out = dir.path().join("out.o");
+            fs::write(&out, &r.object)?;
+            let inst = load_object(&out).with_context(log_tail)?;
+            set_sampling(&inst, 0)?;
+            let p = program(&inst, "looptop_sub")?;
+            for f in &frames {
+                test_run(&p, f)?;
+            }
+            let min = |func: &str| -> Result<u64> {
+                let reg = r
+                    .manifest
+                    .regions
+                    .iter()
+                    .find(|x| x.function == func)
+                    .with_context(|| format!("no region for {func}"))?;
+                region_min(&inst, reg.id)?.with_context(|| format!("{func} never measured"))
+            };
+            let (spin, slow) = (min("spin_slow")?, min("slow")?);
+            ensure!(
+                2 * spin >= slow,
+                "fastest spin_slow call {spin} ns, fastest slow call {slow} ns: only the last pass was measured"
+            );
+            eprintln!("truth: looptop_sub.{opt}: fastest spin_slow {spin} ns, slow {slow} ns");
+            Ok(())
+        })();
+        if let Err(e) = res {
+            failures.push(format!("looptop_sub.{opt}: {e:#}"));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+// --- the committed builds are what the shapes claim ------------------------
+
+/// (name, first instruction slot, instructions) of every function.
+fn functions(bytes: &[u8]) -> Result<Vec<(String, Vec<[u8; 8]>)>> {
+    let elf = goblin::elf::Elf::parse(bytes)?;
+    let mut out = Vec::new();
+    for sym in elf.syms.iter() {
+        if sym.st_type() != goblin::elf::sym::STT_FUNC || sym.st_size == 0 {
+            continue;
+        }
+        let name = elf.strtab.get_at(sym.st_name).unwrap_or("").to_string();
+        let sh = &elf.section_headers[sym.st_shndx];
+        let start = (sh.sh_offset + sym.st_value) as usize;
+        let code = &bytes[start..start + sym.st_size as usize];
+        let insns = code
+            .chunks_exact(8)
+            .map(|c| c.try_into().expect("8 bytes"))
+            .collect();
+        out.push((name, insns));
+    }
+    Ok(out)
+}
+
+/// Whether some jump of the function lands on its first instruction.
+fn jumps_to_first_insn(insns: &[[u8; 8]]) -> bool {
+    insns.iter().enumerate().any(|(pc, i)| {
+        let (class, op) = (i[0] & 7, i[0] & 0xf0);
+        let off = i16::from_le_bytes([i[2], i[3]]) as i64;
+        (class == 5 || class == 6) && op != 0x80 && op != 0x90 && pc as i64 + 1 + off == 0
+    })
+}
+
+/// Deepest stack byte the function addresses: `*(rX)(r10 - n)` or
+/// `rX = r10; rX += -n` (arrays).
+fn frame_depth(insns: &[[u8; 8]]) -> i64 {
+    let mut depth = 0;
+    for (pc, i) in insns.iter().enumerate() {
+        let (dst, src) = (i[1] & 15, i[1] >> 4);
+        let off = i16::from_le_bytes([i[2], i[3]]) as i64;
+        let class = i[0] & 7;
+        if (1..=3).contains(&class) && (dst == 10 || src == 10) {
+            depth = depth.max(-off);
+        }
+        if i[0] == 0xbf && src == 10 {
+            if let Some(n) = insns.get(pc + 1) {
+                let imm = i32::from_le_bytes([n[4], n[5], n[6], n[7]]) as i64;
+                if n[0] == 0x07 && n[1] & 15 == dst {
+                    depth = depth.max(-imm);
+                }
+            }
+        }
+    }
+    depth
+}
+
+/// The committed objects are the sources' build (byte for byte), and
+/// clang really made the shapes the tests are about.
+#[test]
+fn committed_truth_builds_have_their_shapes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let st = std::process::Command::new("bash")
+        .arg(truth_dir().join("build.sh"))
+        .arg(dir.path())
+        .status()
+        .expect("testdata/truth/build.sh");
+    assert!(st.success(), "testdata/truth/build.sh failed");
+    let mut built = 0;
+    for e in fs::read_dir(dir.path()).expect("read") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "o") {
+            let name = p.file_name().expect("name");
+            let committed = truth_dir().join("objects").join(name);
+            assert!(
+                fs::read(&p).expect("built") == fs::read(&committed).unwrap_or_default(),
+                "{}: the committed object is not the build of its source (run testdata/truth/build.sh)",
+                committed.display()
+            );
+            built += 1;
+        }
+    }
+    assert_eq!(built, 24, "12 apps at -O1 and -O2");
+    for opt in OPT_LEVELS {
+        let get = |app: &str| functions(&fs::read(truth_object(app, opt)).expect("object"));
+        for (app, func) in [
+            ("looptop_sub", "spin"),
+            ("looptop_sub", "spin_slow"),
+            ("looptop_prog", "looptop_prog"),
+        ] {
+            let fs = get(app).expect("elf");
+            let (_, insns) = fs
+                .iter()
+                .find(|(n, _)| n == func)
+                .unwrap_or_else(|| panic!("{app}.{opt}: no function {func}"));
+            assert!(
+                jumps_to_first_insn(insns),
+                "{app}.{opt}: no jump back to the first instruction of {func}"
+            );
+        }
+        let fs = get("stack").expect("elf");
+        let depth = |f: &str| frame_depth(&fs.iter().find(|(n, _)| n == f).expect(f).1);
+        let (prog, sub) = (depth("stack"), depth("deep"));
+        assert!(
+            (464..=504).contains(&prog) && sub > 0 && prog + sub <= 512 && prog + sub >= 496,
+            "stack.{opt}: frames {prog} + {sub} are not close to the 512-byte limit"
+        );
+    }
+}
+
+// --- identity through the whole pipeline ----------------------------------
+
+/// A rewrite that selects no region still runs every stage (link, cfg,
+/// emit, patch, write): programs must translate exactly as the input's and
+/// behave the same. (`passthrough` skips all of it: patch::apply returns
+/// early on no insertion.)
+#[test]
+fn zero_probe_instrument_is_the_identity() {
+    let _g = setup();
+    let frames = frames();
+    let mut objects: Vec<PathBuf> = Vec::new();
+    for e in fs::read_dir(truth_dir().join("objects")).expect("objects") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "o") {
+            objects.push(p);
+        }
+    }
+    for (app, variant) in inxpect_tests::all_objects() {
+        objects.push(inxpect_tests::object_path(&app, variant));
+    }
+    objects.sort();
+    let mut failures = Vec::new();
+    for path in &objects {
+        let what = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .to_string();
+        let res = (|| -> Result<()> {
+            let input = fs::read(path)?;
+            let r = instrument(
+                &input,
+                &Options {
+                    only: Some(Vec::new()),
+                    ..Options::default()
+                },
+            )?;
+            ensure!(
+                r.manifest.regions.is_empty(),
+                "{} regions",
+                r.manifest.regions.len()
+            );
+            let dir = tempfile::tempdir()?;
+            let out = dir.path().join("out.o");
+            fs::write(&out, &r.object)?;
+            let a = load_object(path)?;
+            let b = load_object(&out).with_context(|| format!("output: {}", log_tail()))?;
+            for pa in a.progs_mut() {
+                let name = pa.name().to_string_lossy().to_string();
+                let pb = program(&b, &name)?;
+                ensure!(
+                    xlated_insns(&pa)? == xlated_insns(&pb)?,
+                    "program {name}: xlated code differs"
+                );
+                for (i, f) in frames.iter().enumerate().take(24) {
+                    ensure!(
+                        test_run(&pa, f)? == test_run(&pb, f)?,
+                        "program {name}, frame {i}: results differ"
+                    );
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = res {
+            failures.push(format!("{what}: {e:#}"));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
