@@ -145,7 +145,10 @@ pub fn instrument(input: &[u8], opts: &Options) -> Result<Instrumented> {
     };
     // Check everything on the input first: errors name the input's offsets.
     let plan = probe::plan(&elf, &src, opts.mode, opts.only.as_deref())?;
-    if plan.regions.is_empty() {
+    // `only: Some([])` asks for no region at all: the whole pipeline with
+    // zero probes (the identity test of every stage after the plan).
+    let zero_probes = opts.only.as_ref().is_some_and(|o| o.is_empty());
+    if plan.regions.is_empty() && !zero_probes {
         return Err(Error::NothingToDo(match opts.mode {
             Mode::Sections => "no INXPECT_START/INXPECT_END markers found (use --functions to profile every function)".into(),
             Mode::Functions => "no functions found in any code section".into(),
