@@ -251,3 +251,38 @@ fn pre_instrumented_object_is_used_as_is() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The foreign tail-call object (entry tail-calls leaf through a statically
+/// filled PROG_ARRAY): one run per frame, `entry` counted on every frame
+/// (its region ends before the tail call), `leaf` too, and at 1/2 the
+/// tail-called program shares its caller's sampling decision.
+#[test]
+fn tail_calls_count_one_run_per_frame() {
+    let n = corpus_frames();
+    let obj = root()
+        .join("testdata/foreign/tailcall.clang-O2-g.o")
+        .display()
+        .to_string();
+    for (sample, k) in [("1/1", 1), ("1/2", 2), ("1/4", 4)] {
+        let v = json(&[
+            "test-run",
+            &obj,
+            "--prog",
+            "entry",
+            "--functions",
+            "--pcap",
+            &corpus(),
+            "--counter",
+            "ktime",
+            "--sample",
+            sample,
+            "--json",
+        ]);
+        assert_eq!(v["runs"].as_u64(), Some(n), "{sample}: runs are frames");
+        assert_eq!(v["sampled"].as_u64(), Some(n / k), "{sample}");
+        let counts: std::collections::BTreeMap<String, u64> =
+            region_counts(&v).into_iter().collect();
+        assert_eq!(counts.get("entry"), Some(&(n / k)), "{sample}: {counts:?}");
+        assert_eq!(counts.get("leaf"), Some(&(n / k)), "{sample}: {counts:?}");
+    }
+}
