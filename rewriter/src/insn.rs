@@ -8,6 +8,22 @@ use std::fmt;
 
 pub const INSN_SIZE: usize = 8;
 
+/// An instruction slot in a code section (8 bytes each; the second half of
+/// an `ld_imm64` is a slot too). Plans and insertions speak slots; ELF
+/// offsets, `.BTF.ext` and messages speak bytes: [`Slot::bytes`] is the one
+/// conversion.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Slot(pub usize);
+
+impl Slot {
+    pub fn bytes(self) -> u64 {
+        (self.0 * INSN_SIZE) as u64
+    }
+    pub fn of_bytes(off: u64) -> Slot {
+        Slot(off as usize / INSN_SIZE)
+    }
+}
+
 // Instruction classes.
 pub const CLS_LD: u8 = 0x00;
 pub const CLS_LDX: u8 = 0x01;

@@ -13,7 +13,7 @@
 use crate::btf_ext::{BtfExt, Kind as ExtKind};
 use crate::elf::{Elf, Rel, R_BPF_64_32, R_BPF_64_64};
 use crate::error::{Error, Loc, Result};
-use crate::insn::{Insn, PSEUDO_FUNC};
+use crate::insn::{Insn, Slot, PSEUDO_FUNC};
 use std::collections::{BTreeMap, HashMap};
 
 /// An inserted instruction; `call` names the symbol of a callee in `.text`.
@@ -49,7 +49,7 @@ pub enum Place {
 }
 
 /// Per code section: (old slot, place, instructions), sorted by slot then place.
-pub type Insertions = BTreeMap<usize, Vec<(usize, Place, Vec<NewInsn>)>>;
+pub type Insertions = BTreeMap<usize, Vec<(Slot, Place, Vec<NewInsn>)>>;
 
 struct Map {
     target: Vec<usize>,
@@ -103,22 +103,23 @@ pub fn remap(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
         let mut len = 0;
         for i in 0..n {
             target.push(len);
-            while let Some((_, _, seq)) = it.next_if(|(at, p, _)| *at == i && *p == Place::Entry) {
+            while let Some((_, _, seq)) = it.next_if(|(at, p, _)| at.0 == i && *p == Place::Entry) {
                 len += seq.len();
             }
             jump.push(len);
-            while let Some((_, _, seq)) = it.next_if(|(at, p, _)| *at == i && *p == Place::Before) {
+            while let Some((_, _, seq)) = it.next_if(|(at, p, _)| at.0 == i && *p == Place::Before)
+            {
                 len += seq.len();
             }
             pos.push(len);
             len += 1;
-            while let Some((_, _, seq)) = it.next_if(|(at, p, _)| *at == i && *p == Place::After) {
+            while let Some((_, _, seq)) = it.next_if(|(at, p, _)| at.0 == i && *p == Place::After) {
                 len += seq.len();
             }
         }
         if let Some((at, _, _)) = it.next() {
             return Err(Error::InsertionPastEnd {
-                slot: *at,
+                slot: at.0,
                 section: s.name.clone(),
             });
         }
@@ -216,7 +217,7 @@ pub fn remap(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
             let rel_here = rels_here.get(cursor).filter(|r| r.0 == i).map(|r| &r.1);
             let mut emit_seqs = |place: Place, out: &mut Vec<Insn>| {
                 let Some(it) = it.as_mut() else { return };
-                while let Some((_, _, seq)) = it.next_if(|(at, p, _)| *at == i && *p == place) {
+                while let Some((_, _, seq)) = it.next_if(|(at, p, _)| at.0 == i && *p == place) {
                     for n in seq {
                         let mut insn = n.insn;
                         if let Some(sym) = n.call {

@@ -5,7 +5,7 @@ use crate::btf_ext::BtfExt;
 use crate::cfg::{self, Func};
 use crate::elf::Elf;
 use crate::error::{Error, Loc, Result};
-use crate::insn::Insn;
+use crate::insn::{Insn, Slot};
 use crate::patch::Place;
 use crate::runtime::{RegionDesc, Site, PREFIX};
 use indexmap::IndexMap;
@@ -27,7 +27,7 @@ pub enum Kind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Point {
     pub sec: usize,
-    pub slot: usize,
+    pub slot: Slot,
     pub place: Place,
     pub func: usize,
     pub kind: Kind,
@@ -71,7 +71,7 @@ pub struct Source<'a> {
 }
 
 fn line(src: &Source<'_>, elf: &Elf, sec: usize, slot: usize) -> Option<String> {
-    let off = slot as u64 * 8;
+    let off = Slot(slot).bytes();
     src.dwarf
         .as_ref()
         .and_then(|d| d.line_of(sec, off))
@@ -143,7 +143,7 @@ pub fn plan(elf: &Elf, src: &Source<'_>, mode: Mode, only: Option<&[String]>) ->
     let mut points = Vec::new();
     let mut regions: Vec<RegionDesc> = Vec::new();
     let site = |sec: usize, slot: usize| Site {
-        offset: slot as u64 * 8,
+        offset: Slot(slot).bytes(),
         line: line(src, elf, sec, slot),
     };
     match mode {
@@ -186,7 +186,7 @@ pub fn plan(elf: &Elf, src: &Source<'_>, mode: Mode, only: Option<&[String]>) ->
                     };
                     points.push(Point {
                         sec: m.sec,
-                        slot: m.slot,
+                        slot: Slot(m.slot),
                         place: Place::Before,
                         func: m.func,
                         kind,
@@ -208,7 +208,7 @@ pub fn plan(elf: &Elf, src: &Source<'_>, mode: Mode, only: Option<&[String]>) ->
                 // Once per call, whatever jumps back to the first instruction.
                 points.push(Point {
                     sec: f.sec,
-                    slot: f.start,
+                    slot: Slot(f.start),
                     place: Place::Entry,
                     func: fi,
                     kind: Kind::Start(id),
@@ -220,7 +220,7 @@ pub fn plan(elf: &Elf, src: &Source<'_>, mode: Mode, only: Option<&[String]>) ->
                 for &e in exits.iter().chain(&tails) {
                     points.push(Point {
                         sec: f.sec,
-                        slot: f.start + e,
+                        slot: Slot(f.start + e),
                         place: Place::Before,
                         func: fi,
                         kind: Kind::End(id),
@@ -263,7 +263,7 @@ pub fn plan(elf: &Elf, src: &Source<'_>, mode: Mode, only: Option<&[String]>) ->
         if f.is_prog {
             points.push(Point {
                 sec: f.sec,
-                slot: f.start,
+                slot: Slot(f.start),
                 place: Place::Entry,
                 func: fi,
                 kind: Kind::RunBegin,
@@ -276,7 +276,7 @@ pub fn plan(elf: &Elf, src: &Source<'_>, mode: Mode, only: Option<&[String]>) ->
             ] {
                 points.push(Point {
                     sec: f.sec,
-                    slot: f.start + t,
+                    slot: Slot(f.start + t),
                     place,
                     func: fi,
                     kind,
@@ -339,7 +339,7 @@ fn regions_of<'m>(
                 name: name.into(),
                 func: funcs[m.func].name.clone(),
                 other,
-                loc: Loc::at(&elf.sections[m.sec].name, m.slot as u64 * 8)
+                loc: Loc::at(&elf.sections[m.sec].name, Slot(m.slot).bytes())
                     .with_line(line(src, elf, m.sec, m.slot)),
             });
         }
@@ -361,7 +361,7 @@ fn check_region(
     analyses: &mut IndexMap<usize, (cfg::Graph, cfg::Walker)>,
 ) -> Result<()> {
     let loc = |m: &Marker| {
-        Loc::at(&elf.sections[m.sec].name, m.slot as u64 * 8)
+        Loc::at(&elf.sections[m.sec].name, Slot(m.slot).bytes())
             .with_line(line(src, elf, m.sec, m.slot))
     };
     let mut with_both: Vec<usize> = Vec::new();

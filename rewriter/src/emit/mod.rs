@@ -14,7 +14,7 @@ pub use backend::Backend;
 use crate::cfg::{self, Analysis};
 use crate::elf::Elf;
 use crate::error::Result;
-use crate::insn::{Insn, CALLER_SAVED};
+use crate::insn::{Insn, Slot, CALLER_SAVED};
 use crate::patch::{Insertions, NewInsn, Place};
 use crate::probe::{Kind, Plan};
 use crate::runtime;
@@ -37,7 +37,7 @@ fn word_slot(a: &Analysis) -> (i16, i64) {
 /// Builds every probe sequence for `plan` on the linked object `elf`.
 pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Insertions> {
     // Sites by (section, slot, place), each with its function and kinds.
-    let mut groups: BTreeMap<(usize, usize, Place), (usize, Vec<Kind>)> = BTreeMap::new();
+    let mut groups: BTreeMap<(usize, Slot, Place), (usize, Vec<Kind>)> = BTreeMap::new();
     for p in &plan.points {
         groups
             .entry((p.sec, p.slot, p.place))
@@ -78,7 +78,7 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Insertions> {
         let f = &plan.funcs[fi];
         let a = &analyses[&fi];
         // Code after an instruction sees what is live after it.
-        let i = slot - f.start + usize::from(place == Place::After);
+        let i = slot.0 - f.start + usize::from(place == Place::After);
         let init = a.must_init[i] | zeroed.get(&fi).copied().unwrap_or(0);
         let keep = a.live_in[i] & init & CALLER_SAVED;
         let mut free: Vec<u8> = (6..=9).filter(|r| a.live_in[i] & (1 << r) == 0).collect();
@@ -181,7 +181,7 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Insertions> {
 /// itself can no longer read them. Returns the registers zeroed per function.
 fn zero_uninitialised(
     plan: &Plan,
-    groups: &BTreeMap<(usize, usize, Place), (usize, Vec<Kind>)>,
+    groups: &BTreeMap<(usize, Slot, Place), (usize, Vec<Kind>)>,
     analyses: &BTreeMap<usize, Analysis>,
     out: &mut Insertions,
 ) -> BTreeMap<usize, u16> {
@@ -190,7 +190,7 @@ fn zero_uninitialised(
         let f = &plan.funcs[fi];
         let mut need = 0u16;
         for (&(_, slot, place), _) in groups.iter().filter(|(_, (g, _))| *g == fi) {
-            let i = slot - f.start + usize::from(place == Place::After);
+            let i = slot.0 - f.start + usize::from(place == Place::After);
             need |= a.live_in[i] & CALLER_SAVED & !a.must_init[i];
         }
         if need == 0 {
@@ -213,7 +213,7 @@ fn zero_uninitialised(
         if !at_entry.is_empty() {
             out.entry(f.sec)
                 .or_default()
-                .push((f.start, Place::Entry, at_entry));
+                .push((Slot(f.start), Place::Entry, at_entry));
         }
         for i in 0..a.g.insns.len() {
             let x = &a.g.insns[i];
@@ -224,7 +224,7 @@ fn zero_uninitialised(
             if !seq.is_empty() {
                 out.entry(f.sec)
                     .or_default()
-                    .push((f.start + i, Place::After, seq));
+                    .push((Slot(f.start + i), Place::After, seq));
             }
         }
     }
