@@ -384,7 +384,13 @@ fn check(
     let r = match instrument(&input, &opts) {
         Ok(r) => r,
         Err(e) => {
-            let msg = e.to_string();
+            // What inxpect-instrument prints: the chain on one line.
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(c) = src {
+                msg = format!("{msg}: {c}");
+                src = c.source();
+            }
             if s.may_refuse_for_stack && !msg.contains('\n') && msg.contains("stack") {
                 return Ok(Outcome::Refused(msg));
             }
