@@ -14,6 +14,7 @@ pub const FN_END: &str = "__inxpect_end";
 pub const FN_START_PREP: &str = "__inxpect_start_prep";
 pub const FN_END_VALUE: &str = "__inxpect_end_value";
 pub const FN_TAIL_ENTER: &str = "__inxpect_tail_enter";
+pub const FN_TAIL_CLOSE: &str = "__inxpect_tail_close";
 /// Helper id of `bpf_tail_call`.
 pub const HELPER_TAIL_CALL: i32 = 12;
 pub const PREFIX: &str = "__inxpect_";
@@ -116,7 +117,9 @@ pub mod pcpu {
     /// `held[MAX_REGIONS]`, each `{ run, val[MAX_EVENTS] }`.
     pub const HELD: usize = 64;
     pub const HELD_SIZE: usize = 8 + 8 * super::MAX_EVENTS;
-    pub const SIZE: usize = 64 + 40 * super::MAX_REGIONS;
+    /// `tail_now[MAX_EVENTS]`, after `held`.
+    pub const TAIL_NOW: usize = HELD + HELD_SIZE * super::MAX_REGIONS;
+    pub const SIZE: usize = TAIL_NOW + 8 * super::MAX_EVENTS;
 }
 
 /// Byte layout of `struct inxpect_config`.

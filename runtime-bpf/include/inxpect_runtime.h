@@ -55,6 +55,8 @@ struct inxpect_pcpu {
 			      * (module absent): nothing was measured */
 	__u64 pad[3];
 	struct inxpect_held held[INXPECT_MAX_REGIONS];
+	__u64 tail_now[INXPECT_MAX_EVENTS]; /* the read that closes the regions
+					      * a tail call left open */
 };
 
 #endif /* __INXPECT_RUNTIME_H */

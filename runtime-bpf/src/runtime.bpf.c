@@ -269,6 +269,18 @@ __probe int __inxpect_end(__u32 id)
 	return end_record(p, id, now, 0);
 }
 
+/* One region a tail call left open, closed with the values in tail_now.
+ * A global function: verified once, not once per region and path of the
+ * loop below (inlined there, the loop took the verifier ~1M steps). */
+__probe int __inxpect_tail_close(__u32 id)
+{
+	struct inxpect_pcpu *p = pcpu();
+
+	if (!p)
+		return 0;
+	return end_record(p, id, p->tail_now, 1);
+}
+
 /*
  * A program entered by a tail call of this run (the rewriter's entry probe
  * found `tail == runs`, in a sampled run): the regions the caller still held
@@ -280,6 +292,7 @@ __probe int __inxpect_tail_enter(__u32 nregions)
 	__u64 now[INXPECT_MAX_EVENTS];
 	struct inxpect_pcpu *p;
 	__u32 id;
+	int e;
 
 	if (!COUNTER_PRESENT())
 		return 0;
@@ -287,8 +300,11 @@ __probe int __inxpect_tail_enter(__u32 nregions)
 	p = pcpu();
 	if (!p || !p->cur)
 		return 0;
+	for (e = 0; e < INXPECT_NR_EVENTS; e++)
+		p->tail_now[e] = now[e];
 	for (id = 0; id < INXPECT_MAX_REGIONS && id < nregions; id++)
-		end_record(p, id, now, 1);
+		if (p->held[id].run == p->cur)
+			__inxpect_tail_close(id);
 	return 0;
 }
 

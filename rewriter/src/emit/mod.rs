@@ -158,20 +158,40 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Insertions> {
         list.sort_by_key(|(slot, place, _)| (*slot, *place));
     }
 
-    let runtime_frame = [
-        runtime::FN_START,
-        runtime::FN_END,
-        runtime::FN_START_PREP,
-        runtime::FN_END_VALUE,
-        runtime::FN_TAIL_ENTER,
-    ]
-    .iter()
-    .filter_map(|n| plan.funcs.iter().find(|f| f.name == *n))
-    .map(|f| cfg::frame_depth(elf, f))
-    .try_fold(0i64, |m, d| d.map(|d| m.max(d)))?;
     let callees = cfg::callees(elf, &plan.funcs)?;
-    stack::check(&plan.funcs, &callees, &frames, runtime_frame)?;
+    let runtime = runtime_chain(elf, plan, &callees)?;
+    stack::check(&plan.funcs, &callees, &frames, runtime)?;
     Ok(out)
+}
+
+/// The deepest chain of runtime frames a probe's call can start (the
+/// tail-call continuation calls a second global function), as (bytes with
+/// each frame rounded as [`stack`] rounds it, frames).
+fn runtime_chain(elf: &Elf, plan: &Plan, callees: &[Vec<usize>]) -> Result<(i64, usize)> {
+    fn walk(
+        elf: &Elf,
+        plan: &Plan,
+        callees: &[Vec<usize>],
+        f: usize,
+        depth: usize,
+    ) -> Result<(i64, usize)> {
+        let own = stack::round(cfg::frame_depth(elf, &plan.funcs[f])?, 32);
+        let mut worst = (0, 0);
+        if depth < 8 {
+            for &c in &callees[f] {
+                let (b, n) = walk(elf, plan, callees, c, depth + 1)?;
+                worst = worst.max((b, n));
+            }
+        }
+        Ok((own + worst.0, 1 + worst.1))
+    }
+    let mut worst = (0, 0);
+    for (f, func) in plan.funcs.iter().enumerate() {
+        if func.name.starts_with(runtime::PREFIX) && func.name != runtime::FN_TAIL_CLOSE {
+            worst = worst.max(walk(elf, plan, callees, f, 0)?);
+        }
+    }
+    Ok(worst)
 }
 
 /// Registers live at a probe but not initialised on every path to it (the

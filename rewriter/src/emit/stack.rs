@@ -26,7 +26,7 @@ pub struct Frame {
     pub tail_call: bool,
 }
 
-fn round(d: i64, to: i64) -> i64 {
+pub fn round(d: i64, to: i64) -> i64 {
     if to == 32 {
         (d.max(1) + 31) / 32 * 32
     } else {
@@ -38,7 +38,8 @@ struct Walk<'a> {
     funcs: &'a [Func],
     callees: &'a [Vec<usize>],
     frames: &'a [Frame],
-    runtime: i64,
+    /// The runtime's deepest chain: bytes (frames rounded to 32) and frames.
+    runtime: (i64, usize),
     gran: i64,
     instrumented: bool,
 }
@@ -71,20 +72,13 @@ impl Walk<'_> {
             });
         }
         let rt = self.instrumented && fr.calls_runtime;
-        let total = here
-            + if rt {
-                round(self.runtime, self.gran)
-            } else {
-                0
-            };
-        let frames = path.len() + usize::from(rt);
+        let (rt_bytes, rt_frames) = if rt { self.runtime } else { (0, 0) };
+        let total = here + rt_bytes;
+        let frames = path.len() + rt_frames;
         if total > MAX_STACK || frames > MAX_FRAMES {
             let mut chain = self.chain(path, None);
             if rt {
-                chain.push_str(&format!(
-                    " -> inxpect runtime ({} bytes)",
-                    round(self.runtime, self.gran)
-                ));
+                chain.push_str(&format!(" -> inxpect runtime ({rt_bytes} bytes)"));
             }
             return Err(Error::StackBudget {
                 chain,
@@ -114,7 +108,12 @@ impl Walk<'_> {
 
 /// Checks every chain from every program. `runtime`: the deepest frame of
 /// the runtime functions the probes call.
-pub fn check(funcs: &[Func], callees: &[Vec<usize>], frames: &[Frame], runtime: i64) -> Result<()> {
+pub fn check(
+    funcs: &[Func],
+    callees: &[Vec<usize>],
+    frames: &[Frame],
+    runtime: (i64, usize),
+) -> Result<()> {
     let progs: Vec<usize> = (0..funcs.len()).filter(|&f| funcs[f].is_prog).collect();
     let walk = |gran: i64, instrumented: bool| Walk {
         funcs,
@@ -171,7 +170,7 @@ mod tests {
         let funcs = [f("prog", true), f("sub", false)];
         let callees = [vec![1], vec![]];
         let frames = [frame(464, 472, false), frame(8, 8, true)];
-        let e = check(&funcs, &callees, &frames, 40)
+        let e = check(&funcs, &callees, &frames, (64, 1))
             .unwrap_err()
             .to_string();
         assert!(
@@ -186,7 +185,7 @@ mod tests {
         let funcs = [f("prog", true), f("sub", false)];
         let callees = [vec![1], vec![]];
         let frames = [frame(200, 208, true), frame(8, 8, true)];
-        check(&funcs, &callees, &frames, 40).unwrap();
+        check(&funcs, &callees, &frames, (64, 1)).unwrap();
     }
 
     #[test]
@@ -195,7 +194,7 @@ mod tests {
         let callees = [vec![1], vec![]];
         let mut frames = [frame(240, 248, false), frame(8, 8, false)];
         frames[1].tail_call = true;
-        let e = check(&funcs, &callees, &frames, 40)
+        let e = check(&funcs, &callees, &frames, (64, 1))
             .unwrap_err()
             .to_string();
         assert!(e.contains("tail call"), "{e}");
@@ -208,7 +207,7 @@ mod tests {
             .map(|i| if i < 7 { vec![i + 1] } else { vec![] })
             .collect();
         let frames = vec![frame(8, 8, true); 8];
-        let e = check(&funcs, &callees, &frames, 40)
+        let e = check(&funcs, &callees, &frames, (64, 1))
             .unwrap_err()
             .to_string();
         assert!(e.contains("9 frames"), "{e}");
