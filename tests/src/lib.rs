@@ -606,3 +606,109 @@ pub fn ipv4_l4_csum_ok(f: &[u8], off: usize) -> Option<bool> {
     pseudo.extend((seg.len() as u16).to_be_bytes());
     Some(ones_sum(seg, ones_sum(&pseudo, 0)) == 0xffff)
 }
+
+// --- shared by the kernel tests (rewrite_kernel.rs, truth.rs) ---------------
+
+/// (map name, key, value per CPU or the single value)
+pub type MapEntry = (String, Vec<u8>, Vec<Vec<u8>>);
+
+/// Every entry of every map the app owns: not inxpect's, not read-only
+/// data, not a PROG_ARRAY (its values are program ids of this load).
+pub fn app_maps(obj: &Object) -> Result<Vec<MapEntry>> {
+    let mut out = Vec::new();
+    for m in obj.maps() {
+        let name = m.name().to_string_lossy().to_string();
+        if name.contains("inxpect")
+            || name.ends_with(".rodata")
+            || m.map_type() == libbpf_rs::MapType::ProgArray
+        {
+            continue;
+        }
+        let percpu = matches!(
+            m.map_type(),
+            libbpf_rs::MapType::PercpuArray
+                | libbpf_rs::MapType::PercpuHash
+                | libbpf_rs::MapType::LruPercpuHash
+        );
+        let mut keys: Vec<Vec<u8>> = m.keys().collect();
+        keys.sort();
+        for k in keys {
+            let v = if percpu {
+                m.lookup_percpu(&k, MapFlags::ANY)?.unwrap_or_default()
+            } else {
+                vec![m.lookup(&k, MapFlags::ANY)?.unwrap_or_default()]
+            };
+            out.push((name.clone(), k, v));
+        }
+    }
+    Ok(out)
+}
+
+/// Sum over CPUs of the u64 at byte `off` of `map[key]`.
+pub fn percpu_u64(obj: &Object, map: &str, key: u32, off: usize) -> Result<u64> {
+    let m = obj
+        .maps()
+        .find(|m| m.name() == map)
+        .with_context(|| format!("map {map}"))?;
+    let vals = m
+        .lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)?
+        .with_context(|| format!("{map}[{key}] missing"))?;
+    Ok(vals
+        .iter()
+        .map(|v| u64::from_ne_bytes(v[off..off + 8].try_into().expect("8 bytes")))
+        .sum())
+}
+
+/// A software cpu-clock perf event per CPU in `inxpect_perf`, as the loader
+/// does for `perf` on a machine without a PMU.
+pub fn attach_perf_events(obj: &Object) -> Result<Vec<std::os::fd::OwnedFd>> {
+    let m = obj
+        .maps()
+        .find(|m| m.name() == inxpect_rewriter::runtime::MAP_PERF)
+        .context("inxpect_perf")?;
+    let mut fds = Vec::new();
+    for cpu in 0..libbpf_rs::num_possible_cpus()? {
+        let mut attr = [0u8; 128];
+        attr[0..4].copy_from_slice(&1u32.to_ne_bytes()); // PERF_TYPE_SOFTWARE
+        attr[4..8].copy_from_slice(&128u32.to_ne_bytes()); // size; config 0 = CPU_CLOCK
+                                                           // SAFETY: attr is a zeroed perf_event_attr of the size it declares.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_perf_event_open,
+                attr.as_ptr(),
+                -1,
+                cpu as i32,
+                -1,
+                0,
+            )
+        };
+        if fd < 0 {
+            continue; // offline CPU
+        }
+        // SAFETY: the kernel just returned this descriptor to us.
+        let fd =
+            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+        m.update(
+            &(cpu as u32).to_ne_bytes(),
+            &fd.as_fd().as_raw_fd().to_ne_bytes(),
+            MapFlags::ANY,
+        )?;
+        fds.push(fd);
+    }
+    ensure!(!fds.is_empty(), "no perf event could be opened");
+    Ok(fds)
+}
+
+/// Every region enabled, 1 run in 2^shift sampled.
+pub fn set_sampling(obj: &Object, shift: u32) -> Result<()> {
+    let m = obj
+        .maps()
+        .find(|m| m.name() == inxpect_rewriter::runtime::MAP_CONFIG)
+        .context("config map")?;
+    let mut v = vec![0xffu8; inxpect_rewriter::runtime::config::SIZE];
+    inxpect_rewriter::runtime::config::write_sampling(&mut v, shift);
+    v[inxpect_rewriter::runtime::config::ABI..inxpect_rewriter::runtime::config::ABI + 4]
+        .copy_from_slice(&inxpect_rewriter::runtime::ABI.to_ne_bytes());
+    m.update(&0u32.to_ne_bytes(), &v, MapFlags::ANY)?;
+    Ok(())
+}

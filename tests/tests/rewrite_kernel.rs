@@ -6,111 +6,12 @@
 use anyhow::{ensure, Context, Result};
 use inxpect_rewriter::{instrument, runtime, Counter, Manifest, Mode, Options};
 use inxpect_tests::{
-    corpus, load_config, load_object, only_program, populate_app_maps, test_run, testdata,
+    app_maps, attach_perf_events, corpus, load_config, load_object, only_program, percpu_u64,
+    populate_app_maps, set_sampling, test_run, testdata, MapEntry,
 };
-use libbpf_rs::{MapCore, MapFlags, MapType, Object};
-use std::os::fd::{AsFd, AsRawFd};
+use libbpf_rs::Object;
 
 const VARIANTS: [&str; 4] = ["clang-O2-g", "clang-O2", "clang-O1", "gcc-O2"];
-
-/// Sum over CPUs of the u64 at byte `off` of `map[key]`.
-fn percpu_u64(obj: &Object, map: &str, key: u32, off: usize) -> Result<u64> {
-    let m = obj
-        .maps()
-        .find(|m| m.name() == map)
-        .with_context(|| format!("map {map}"))?;
-    let vals = m
-        .lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)?
-        .context("missing key")?;
-    Ok(vals
-        .iter()
-        .map(|v| u64::from_ne_bytes(v[off..off + 8].try_into().expect("8 bytes")))
-        .sum())
-}
-
-/// (map name, key, value per CPU or the single value)
-type MapEntry = (String, Vec<u8>, Vec<Vec<u8>>);
-
-/// Every entry of every map the app owns (not the runtime's), for comparison.
-fn app_maps(obj: &Object) -> Result<Vec<MapEntry>> {
-    let mut out = Vec::new();
-    for m in obj.maps() {
-        let name = m.name().to_string_lossy().to_string();
-        // The runtime's maps, and read-only data nothing can change.
-        if name.contains("inxpect") || name.ends_with(".rodata") {
-            continue;
-        }
-        let percpu = matches!(
-            m.map_type(),
-            MapType::PercpuArray | MapType::PercpuHash | MapType::LruPercpuHash
-        );
-        let mut keys: Vec<Vec<u8>> = m.keys().collect();
-        keys.sort();
-        for k in keys {
-            let v = if percpu {
-                m.lookup_percpu(&k, MapFlags::ANY)?.unwrap_or_default()
-            } else {
-                vec![m.lookup(&k, MapFlags::ANY)?.unwrap_or_default()]
-            };
-            out.push((name.clone(), k, v));
-        }
-    }
-    Ok(out)
-}
-
-/// A per-CPU software cpu-clock perf event in `inxpect_perf`, as the loader
-/// does for the `perf` backend on a machine without a PMU.
-fn attach_perf_events(obj: &Object) -> Result<Vec<std::os::fd::OwnedFd>> {
-    let m = obj
-        .maps()
-        .find(|m| m.name() == runtime::MAP_PERF)
-        .context("inxpect_perf")?;
-    let mut fds = Vec::new();
-    let ncpu = libbpf_rs::num_possible_cpus()?;
-    for cpu in 0..ncpu {
-        let mut attr = [0u8; 128];
-        attr[0..4].copy_from_slice(&1u32.to_ne_bytes()); // PERF_TYPE_SOFTWARE
-        attr[4..8].copy_from_slice(&128u32.to_ne_bytes()); // size
-                                                           // config 0 = PERF_COUNT_SW_CPU_CLOCK; flags 0 = enabled.
-                                                           // SAFETY: attr is a zeroed perf_event_attr of the size it declares.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_perf_event_open,
-                attr.as_ptr(),
-                -1,
-                cpu as i32,
-                -1,
-                0,
-            )
-        };
-        if fd < 0 {
-            continue; // offline CPU
-        }
-        // SAFETY: the kernel just returned this descriptor to us.
-        let fd =
-            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
-        m.update(
-            &(cpu as u32).to_ne_bytes(),
-            &fd.as_fd().as_raw_fd().to_ne_bytes(),
-            MapFlags::ANY,
-        )?;
-        fds.push(fd);
-    }
-    ensure!(!fds.is_empty(), "no perf event could be opened");
-    Ok(fds)
-}
-
-fn set_sampling(obj: &Object, shift: u32) -> Result<()> {
-    let m = obj
-        .maps()
-        .find(|m| m.name() == runtime::MAP_CONFIG)
-        .context("config map")?;
-    let mut v = vec![0xffu8; runtime::config::SIZE];
-    runtime::config::write_sampling(&mut v, shift);
-    v[runtime::config::ABI..runtime::config::ABI + 4].copy_from_slice(&runtime::ABI.to_ne_bytes());
-    m.update(&0u32.to_ne_bytes(), &v, MapFlags::ANY)?;
-    Ok(())
-}
 
 /// test_run runs on the calling CPU: pin it, so per-CPU maps of the two
 /// programs are comparable slot by slot.

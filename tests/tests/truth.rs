@@ -19,16 +19,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use anyhow::{bail, ensure, Context, Result};
 use inxpect_rewriter::{instrument, runtime, Counter, Mode, Options};
-use inxpect_tests::{load_object, test_run, testdata, xlated_insns};
+use inxpect_tests::{
+    app_maps, attach_perf_events, load_object, percpu_u64, set_sampling, test_run, testdata,
+    xlated_insns, MapEntry,
+};
 use libbpf_rs::btf::types::{MemberAttr, Struct};
 use libbpf_rs::btf::Btf;
-use libbpf_rs::{MapCore, MapFlags, MapType, Object, PrintLevel, ProgramMut};
+use libbpf_rs::{MapCore, MapFlags, Object, PrintLevel, ProgramMut};
 
 const OPT_LEVELS: [&str; 2] = ["clang-O1", "clang-O2"];
 const MODES: [Mode; 2] = [Mode::Sections, Mode::Functions];
@@ -171,106 +173,6 @@ fn program<'o>(obj: &'o Object, name: &str) -> Result<ProgramMut<'o>> {
     obj.progs_mut()
         .find(|p| p.name() == name)
         .with_context(|| format!("no program {name}"))
-}
-
-/// (map name, key, value per CPU or the single value)
-type MapEntry = (String, Vec<u8>, Vec<Vec<u8>>);
-
-/// Every entry of every map the app owns: not inxpect's, not read-only
-/// data, not a PROG_ARRAY (its values are program ids of this load).
-fn app_maps(obj: &Object) -> Result<Vec<MapEntry>> {
-    let mut out = Vec::new();
-    for m in obj.maps() {
-        let name = m.name().to_string_lossy().to_string();
-        if name.contains("inxpect")
-            || name.ends_with(".rodata")
-            || m.map_type() == MapType::ProgArray
-        {
-            continue;
-        }
-        let percpu = matches!(
-            m.map_type(),
-            MapType::PercpuArray | MapType::PercpuHash | MapType::LruPercpuHash
-        );
-        let mut keys: Vec<Vec<u8>> = m.keys().collect();
-        keys.sort();
-        for k in keys {
-            let v = if percpu {
-                m.lookup_percpu(&k, MapFlags::ANY)?.unwrap_or_default()
-            } else {
-                vec![m.lookup(&k, MapFlags::ANY)?.unwrap_or_default()]
-            };
-            out.push((name.clone(), k, v));
-        }
-    }
-    Ok(out)
-}
-
-/// Sum over CPUs of the u64 at byte `off` of `map[key]`.
-fn percpu_u64(obj: &Object, map: &str, key: u32, off: usize) -> Result<u64> {
-    let m = obj
-        .maps()
-        .find(|m| m.name() == map)
-        .with_context(|| format!("map {map}"))?;
-    let vals = m
-        .lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)?
-        .with_context(|| format!("{map}[{key}] missing"))?;
-    Ok(vals
-        .iter()
-        .map(|v| u64::from_ne_bytes(v[off..off + 8].try_into().expect("8 bytes")))
-        .sum())
-}
-
-/// A software cpu-clock perf event per CPU in `inxpect_perf`, as the loader
-/// does for `perf` on a machine without a PMU.
-fn attach_perf_events(obj: &Object) -> Result<Vec<OwnedFd>> {
-    let m = obj
-        .maps()
-        .find(|m| m.name() == runtime::MAP_PERF)
-        .context("inxpect_perf")?;
-    let mut fds = Vec::new();
-    for cpu in 0..libbpf_rs::num_possible_cpus()? {
-        let mut attr = [0u8; 128];
-        attr[0..4].copy_from_slice(&1u32.to_ne_bytes()); // PERF_TYPE_SOFTWARE
-        attr[4..8].copy_from_slice(&128u32.to_ne_bytes()); // size; config 0 = CPU_CLOCK
-                                                           // SAFETY: attr is a zeroed perf_event_attr of the size it declares.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_perf_event_open,
-                attr.as_ptr(),
-                -1,
-                cpu as i32,
-                -1,
-                0,
-            )
-        };
-        if fd < 0 {
-            continue; // offline CPU
-        }
-        // SAFETY: the kernel just returned this descriptor to us.
-        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
-        m.update(
-            &(cpu as u32).to_ne_bytes(),
-            &fd.as_fd().as_raw_fd().to_ne_bytes(),
-            MapFlags::ANY,
-        )?;
-        fds.push(fd);
-    }
-    ensure!(!fds.is_empty(), "no perf event could be opened");
-    Ok(fds)
-}
-
-/// Every region enabled, 1 run in 2^shift sampled.
-fn set_sampling(obj: &Object, shift: u32) -> Result<()> {
-    let m = obj
-        .maps()
-        .find(|m| m.name() == runtime::MAP_CONFIG)
-        .context("config map")?;
-    let mut v = vec![0xffu8; runtime::config::SIZE];
-    runtime::config::write_sampling(&mut v, shift);
-    v[runtime::config::ABI..runtime::config::ABI + 4].copy_from_slice(&runtime::ABI.to_ne_bytes());
-    m.update(&0u32.to_ne_bytes(), &v, MapFlags::ANY)?;
-    Ok(())
 }
 
 // --- the original: ground truth -------------------------------------------
