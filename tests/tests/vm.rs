@@ -197,6 +197,18 @@ fn extras(series: &str) -> (tempfile::TempDir, Vec<(PathBuf, String)>) {
     for (app, variant) in apps(series) {
         let input = inxpect_tests::object_path(app, variant);
         let bytes = std::fs::read(&input).unwrap_or_else(|e| panic!("{}: {e}", input.display()));
+        // The original too, its maps dumped like the instrumented ones'
+        // (check_extras compares verdicts and map contents).
+        let dumps: String = app_map_names(&input)
+            .iter()
+            .map(|m| format!(" --dump {m}"))
+            .collect();
+        let orig = dir.path().join(format!("{app}-orig.o"));
+        std::fs::copy(&input, &orig).expect("copy the original");
+        out.push((
+            orig,
+            format!("run /objs/{app}-orig.o --repeat {FRAMES}{dumps}"),
+        ));
         for (counter, tag) in [(Counter::Tsc, "tsc"), (Counter::Pmc, "pmc")] {
             let opts = Options {
                 mode: Mode::Sections,
@@ -209,7 +221,7 @@ fn extras(series: &str) -> (tempfile::TempDir, Vec<(PathBuf, String)>) {
             let name = format!("{app}-{tag}.o");
             let path = dir.path().join(&name);
             std::fs::write(&path, &r.object).expect("write instrumented object");
-            let cmd = format!("run /objs/{name} --repeat {FRAMES} --dump inxpect_stats");
+            let cmd = format!("run /objs/{name} --repeat {FRAMES} --dump inxpect_stats{dumps}");
             out.push((path, cmd));
         }
     }
@@ -336,16 +348,58 @@ fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
 
 /// Assertions on what the extras printed (the guest already checked that
 /// each object loaded and each test_run succeeded).
+/// The maps an app owns (not inxpect's, not read-only data), by name.
+fn app_map_names(obj: &Path) -> Vec<String> {
+    let o = libbpf_rs::ObjectBuilder::default()
+        .open_file(obj)
+        .unwrap_or_else(|e| panic!("opening {}: {e}", obj.display()));
+    o.maps()
+        .map(|m| m.name().to_string_lossy().to_string())
+        .filter(|n| !n.contains("inxpect") && !n.ends_with(".rodata"))
+        .collect()
+}
+
+/// An object's verdicts and app map entries in the guest, the CPU left out
+/// (the two objects may run on different CPUs).
+/// (program, verdict) and (map, key, value), sorted.
+type Behaviour = (Vec<(String, u32)>, Vec<(String, Vec<u8>, Vec<u8>)>);
+
+fn behaviour(out: &VmOutput, obj: &str) -> Behaviour {
+    let mut runs: Vec<(String, u32)> = out
+        .runs
+        .iter()
+        .filter(|r| r.obj == obj)
+        .map(|r| (r.prog.clone(), r.retval))
+        .collect();
+    runs.sort();
+    let mut maps: Vec<(String, Vec<u8>, Vec<u8>)> = out
+        .maps
+        .iter()
+        .filter(|m| m.obj == obj && !m.map.contains("inxpect"))
+        .map(|m| (m.map.clone(), m.key.clone(), m.value.clone()))
+        .collect();
+    maps.sort();
+    (runs, maps)
+}
+
 fn check_extras(series: &str, out: &VmOutput) {
     if !RUNTIME_KERNELS.contains(&series) {
         return;
     }
     for (app, _) in apps(series) {
+        let orig = behaviour(out, &format!("{app}-orig.o"));
+        assert!(!orig.0.is_empty(), "{app}-orig.o did not run in the guest");
         for tag in ["tsc", "pmc"] {
             let obj = format!("{app}-{tag}.o");
             let runs: Vec<_> = out.runs.iter().filter(|r| r.obj == obj).collect();
             assert!(!runs.is_empty(), "{obj} did not run in the guest");
             assert!(runs.iter().all(|r| r.repeat == FRAMES), "{obj}: {runs:?}");
+            // Same verdicts, same app map contents as the original.
+            assert_eq!(
+                behaviour(out, &obj),
+                orig,
+                "{obj} behaves unlike the original"
+            );
         }
     }
     // Some region of some app is on the default frame's path: its tsc stats
