@@ -76,8 +76,13 @@ fn parse_ext(e: &Elf) -> Result<Option<(usize, BtfExt)>> {
     Ok(Some((ei, x)))
 }
 
-/// Parses an object and finds its regions without changing anything (`--list`).
+/// Parses an object and finds its regions without changing anything
+/// (`--list`). An instrumented object answers with its manifest: the
+/// regions it was made with, at the offsets of the object it was made from.
 pub fn list(input: &[u8], opts: &Options) -> Result<Manifest> {
+    if let Some(m) = read_manifest(input)? {
+        return Ok(m);
+    }
     let elf = Elf::parse(input)?;
     let ext = parse_ext(&elf)?;
     let src = probe::Source {

@@ -177,3 +177,13 @@ fn a_malformed_btf_ext_is_an_error_naming_the_section() {
     let err = err.to_string();
     assert!(err.contains(".BTF.ext"), "{err}");
 }
+
+#[test]
+fn list_on_an_instrumented_object_gives_its_regions() {
+    let input =
+        std::fs::read(common::root().join("testdata/objects/cms.clang-O2-g.o")).expect("read");
+    let before = list(&input, &opts(Mode::Sections)).expect("list input");
+    let out = instrument(&input, &opts(Mode::Sections)).expect("instrument");
+    let after = list(&out.object, &opts(Mode::Sections)).expect("list output");
+    assert_eq!(after.regions, before.regions);
+}

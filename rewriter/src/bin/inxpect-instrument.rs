@@ -85,21 +85,29 @@ fn run(cli: Cli) -> Result<()> {
     }
     if cli.list {
         let m = list(&input, &opts).with_context(|| name.clone())?;
+        if inxpect_rewriter::read_manifest(&input)?.is_some() && !cli.json {
+            println!(
+                "{name} is already instrumented ({} counter): its regions, at offsets in the object it was made from",
+                m.counter.name()
+            );
+        }
         if cli.json {
             println!("{}", serde_json::to_string_pretty(&m)?);
             return Ok(());
         }
+        // Offsets as --dump --offsets numbers them: instruction slots.
         println!(
-            "{:<4} {:<24} {:<24} {:<10} {:<14} SOURCE",
-            "ID", "REGION", "FUNCTION", "SECTION", "OFFSETS"
+            "{:<4} {:<24} {:<24} {:<10} {:<20} SOURCE",
+            "ID", "REGION", "FUNCTION", "SECTION", "START/END AT INSN"
         );
         for r in &m.regions {
-            let offs: Vec<String> = r
-                .starts
-                .iter()
-                .map(|s| format!("+{:#x}", s.offset))
-                .chain(r.ends.iter().map(|s| format!("-{:#x}", s.offset)))
-                .collect();
+            let slots = |v: &[inxpect_rewriter::runtime::Site]| -> String {
+                v.iter()
+                    .map(|s| (s.offset / 8).to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let offs = format!("{}/{}", slots(&r.starts), slots(&r.ends));
             let line = r
                 .starts
                 .iter()
@@ -107,13 +115,8 @@ fn run(cli: Cli) -> Result<()> {
                 .find_map(|s| s.line.clone())
                 .unwrap_or_else(|| "-".into());
             println!(
-                "{:<4} {:<24} {:<24} {:<10} {:<14} {}",
-                r.id,
-                r.name,
-                r.function,
-                r.section,
-                offs.join(","),
-                line
+                "{:<4} {:<24} {:<24} {:<10} {:<20} {}",
+                r.id, r.name, r.function, r.section, offs, line
             );
         }
         return Ok(());
