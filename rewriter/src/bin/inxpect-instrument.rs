@@ -38,9 +38,10 @@ struct Cli {
     /// ktime (bpf_ktime_get_ns), perf (bpf_perf_event_read_value).
     #[arg(long, default_value = "ktime", value_parser = counter_arg())]
     counter: Counter,
-    /// PMC slots read per probe (pmc backend), 1..=4.
-    #[arg(long, default_value_t = 1)]
-    events: usize,
+    /// PMC slots read per probe (pmc backend), 1..=4: a count, or the event
+    /// names `inxpect -e` will program (only their number matters here).
+    #[arg(long)]
+    events: Option<String>,
     /// Print the manifest as JSON with --list.
     #[arg(long)]
     json: bool,
@@ -73,7 +74,16 @@ fn run(cli: Cli) -> Result<()> {
             Mode::Sections
         },
         counter: cli.counter,
-        events: cli.events,
+        events: match (&cli.events, cli.counter) {
+            (None, _) => 1,
+            (Some(e), Counter::Pmc) => e
+                .parse()
+                .unwrap_or_else(|_| e.split(',').filter(|x| !x.is_empty()).count()),
+            (Some(_), c) => bail!(
+                "--events is for --counter pmc (the {} counter reads one value)",
+                c.name()
+            ),
+        },
         only: cli.only.clone(),
     };
     if cli.dump && cli.output.is_none() {
