@@ -219,3 +219,15 @@ fn refuses_to_instrument_twice_and_to_overwrite_the_input() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("refusing to overwrite the input"));
 }
+
+#[test]
+fn events_with_a_counter_that_reads_one_value_is_refused() {
+    let d = tempfile::tempdir().expect("tmp");
+    let p = d.path().join("drop.o");
+    std::fs::copy(root().join("testdata/objects/drop.clang-O2-g.o"), &p).expect("copy");
+    expect_error(
+        &p,
+        &["--counter", "ktime", "--events", "2"],
+        &["--events is for --counter pmc"],
+    );
+}

@@ -80,7 +80,7 @@ fn run(cli: Cli) -> Result<()> {
                 .parse()
                 .unwrap_or_else(|_| e.split(',').filter(|x| !x.is_empty()).count()),
             (Some(_), c) => bail!(
-                "--events is for --counter pmc (the {} counter reads one value)",
+                "{name}: --events is for --counter pmc (the {} counter reads one value)",
                 c.name()
             ),
         },
