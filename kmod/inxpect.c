@@ -44,11 +44,8 @@
 #include <linux/version.h>
 #include <linux/workqueue.h>
 
+#include "inxpect_arch.h"
 #include "inxpect_uapi.h"
-
-#ifndef CONFIG_X86_64
-#error "inxpect reads counters with rdpmc/rdtsc: x86-64 only"
-#endif
 
 #if LINUX_VERSION_CODE < KERNEL_VERSION(6, 1, 0)
 #error "inxpect needs Linux >= 6.1 (BTF_SET8 kfunc sets for modules)"
@@ -148,8 +145,8 @@ static __always_inline bool inxpect_cached(unsigned int slot, int idx)
 	struct perf_event *e = this_cpu_read(inxpect_fast.event[slot]);
 
 	return READ_ONCE(e->state) == PERF_EVENT_STATE_ACTIVE &&
-	       READ_ONCE(e->hw.event_base_rdpmc) == idx &&
-	       READ_ONCE(e->hw.last_tag) == this_cpu_read(inxpect_fast.tag[slot]);
+	       inxpect_arch_counter_is(e, idx) &&
+	       inxpect_arch_tag(e) == this_cpu_read(inxpect_fast.tag[slot]);
 }
 
 /* Off the fast path: have this CPU's cache reloaded from process context,
@@ -164,13 +161,12 @@ static noinline __cold u64 inxpect_stale(void)
 
 /*
  * notrace: no __fentry__ call, one instruction less and no ftrace hook inside
- * a measurement. lfence: rdpmc/rdtsc are not ordered with earlier
- * instructions; without it the read may happen before the measured code ends.
- * Both checks: the caller may use it for START or END.
+ * a measurement. The reads and their barriers (lfence, isb) are in
+ * inxpect_arch.h. Both checks: the caller may use it for START or END.
  */
 __bpf_kfunc notrace __u64 inxpect_read_pmc(__u32 slot)
 {
-	u64 lo, hi; /* rdpmc clears bits 63:32 of rax and rdx */
+	u64 v;
 	int idx;
 
 	if (unlikely(slot >= INXPECT_MAX_SLOTS))
@@ -180,19 +176,16 @@ __bpf_kfunc notrace __u64 inxpect_read_pmc(__u32 slot)
 		return INXPECT_READ_INVALID;
 	if (unlikely(!inxpect_cached(slot, idx)))
 		return inxpect_stale();
-	/* memory: the check below reloads after the read. */
-	asm volatile("lfence; rdpmc" : "=a"(lo), "=d"(hi) : "c"(idx) : "memory");
+	/* The read is a compiler barrier: the check below reloads after it. */
+	v = inxpect_arch_read_pmc(idx);
 	if (unlikely(!inxpect_cached(slot, idx)))
 		return inxpect_stale();
-	return (hi << 32) | lo;
+	return v;
 }
 
 __bpf_kfunc notrace __u64 inxpect_read_tsc(void)
 {
-	u64 lo, hi;
-
-	asm volatile("lfence; rdtsc" : "=a"(lo), "=d"(hi));
-	return (hi << 32) | lo;
+	return inxpect_arch_read_tsc();
 }
 
 /*
@@ -208,15 +201,13 @@ __bpf_kfunc notrace __u64 inxpect_read_tsc(void)
  */
 __bpf_kfunc notrace __inxpect_direct __u64 inxpect_read_pmc0_lo(void)
 {
-	u64 lo;
 	int idx = this_cpu_read(inxpect_fast.rdpmc[0]);
 
 	if (unlikely(idx < 0))
 		return INXPECT_READ_INVALID;
 	if (unlikely(!inxpect_cached(0, idx)))
 		return inxpect_stale();
-	asm volatile("lfence; rdpmc" : "=a"(lo) : "c"(idx) : "rdx");
-	return lo;
+	return inxpect_arch_read_pmc_lo(idx);
 }
 
 __bpf_kfunc notrace __inxpect_direct __u64 inxpect_read_pmc0_lo_end(void)
@@ -226,8 +217,8 @@ __bpf_kfunc notrace __inxpect_direct __u64 inxpect_read_pmc0_lo_end(void)
 
 	if (unlikely(idx < 0))
 		return INXPECT_READ_INVALID;
-	/* memory: keeps the check's loads after the read. */
-	asm volatile("lfence; rdpmc" : "=a"(lo) : "c"(idx) : "rdx", "memory");
+	/* ordered: keeps the check's loads after the read. */
+	lo = inxpect_arch_read_pmc_lo_ordered(idx);
 	if (unlikely(!inxpect_cached(0, idx)))
 		return inxpect_stale();
 	return lo;
@@ -235,10 +226,7 @@ __bpf_kfunc notrace __inxpect_direct __u64 inxpect_read_pmc0_lo_end(void)
 
 __bpf_kfunc notrace __inxpect_direct __u64 inxpect_read_tsc_lo(void)
 {
-	u64 lo;
-
-	asm volatile("lfence; rdtsc" : "=a"(lo) : : "rdx");
-	return lo;
+	return inxpect_arch_read_tsc_lo();
 }
 
 /* BTF_KFUNCS_START (6.9+) marks the set as kfuncs; 6.9+ refuses a plain
@@ -302,8 +290,8 @@ static void inxpect_fast_reload(void)
 
 		if (e && READ_ONCE(e->state) == PERF_EVENT_STATE_ACTIVE &&
 		    e->hw.idx >= 0) {
-			idx = e->hw.event_base_rdpmc;
-			tag = e->hw.last_tag;
+			idx = inxpect_arch_counter(e);
+			tag = inxpect_arch_tag(e);
 		}
 		/* Index last: a read that sees it sees the rest. */
 		f->tag[slot] = tag;

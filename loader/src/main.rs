@@ -5,9 +5,7 @@ mod events;
 mod maps;
 mod module;
 mod object;
-mod report;
 mod run;
-mod stats;
 mod testrun;
 
 use std::path::{Path, PathBuf};
@@ -18,7 +16,7 @@ use inxpect_rewriter::runtime::Counter;
 use inxpect_rewriter::Mode;
 
 use events::PerfAttr;
-use inxpect_loader::pcap;
+use inxpect_loader::{pcap, report};
 use report::{Format, Report, TestRunInfo};
 
 #[derive(Parser)]
@@ -316,7 +314,7 @@ fn test_run(a: TestRunArgs) -> Result<()> {
     testrun::pin_to_current_cpu()?;
     let (l, cfg) = load_for(c, &b, bytes)?;
     let verdicts = testrun::run_all(&l, &frames, a.repeat)?;
-    let snap = stats::snapshot(&l)?;
+    let snap = object::snapshot(&l)?;
     let cal = if c.no_calibrate {
         None
     } else {
@@ -340,7 +338,13 @@ fn test_run(a: TestRunArgs) -> Result<()> {
             verdicts,
         }),
         live: None,
-        regions: report::regions(&l.manifest, &snap, &cfg, &names, cal.as_ref()),
+        regions: report::regions(
+            &l.manifest,
+            &snap,
+            |id| cfg.is_enabled(id),
+            &names,
+            cal.as_ref(),
+        ),
         calibration: cal,
     };
     report::print(&r, c.format())

@@ -12,6 +12,7 @@ use inxpect_rewriter::{Mode, Options};
 use libbpf_rs::{MapCore, MapFlags, Object, ObjectBuilder, PrintLevel, ProgramType};
 
 use crate::events::PerfAttr;
+use inxpect_loader::stats::{self, Snapshot};
 
 /// An object ready to load: instrumented bytes and their self-description.
 pub struct Prepared {
@@ -317,19 +318,7 @@ pub fn write_config<M: MapCore>(map: &M, c: &Config) -> Result<()> {
         .context("updating the runtime config")
 }
 
-/// How a region is shown: its name, or `function:name` where the same name
-/// is a region in another function too.
-pub fn display_name_in(
-    m: &Manifest,
-) -> impl Fn(&inxpect_rewriter::runtime::RegionDesc) -> String + '_ {
-    move |r| {
-        if m.regions.iter().filter(|x| x.name == r.name).count() > 1 {
-            r.qualified()
-        } else {
-            r.name.clone()
-        }
-    }
-}
+pub use inxpect_loader::report::display_name_in;
 
 /// Region ids for comma-separated names (or ids), each checked.
 pub fn region_ids(m: &Manifest, list: &str) -> Result<Vec<u32>> {
@@ -367,6 +356,20 @@ pub fn configure(l: &Loaded, sample_shift: u32, only: Option<&str>) -> Result<Co
     }
     write_config(&map, &c)?;
     Ok(c)
+}
+
+/// Everything measured so far for the manifest's regions.
+pub fn snapshot(l: &Loaded) -> Result<Snapshot> {
+    let smap = l.map(runtime::MAP_STATS)?;
+    let pmap = l.map(runtime::MAP_PCPU)?;
+    let mut regions = Vec::new();
+    for r in &l.manifest.regions {
+        regions.push(stats::read_region(&smap, r.id)?);
+    }
+    Ok(Snapshot {
+        runs: stats::read_runs(&pmap)?,
+        regions,
+    })
 }
 
 /// Messages for the user that are not errors.

@@ -8,7 +8,6 @@ use std::fmt::Write as _;
 use inxpect_rewriter::runtime::Manifest;
 use serde::Serialize;
 
-use crate::object::Config;
 use crate::stats::{RegionStats, Runs, Snapshot};
 
 pub const SCHEMA: &str = "inxpect-report/2";
@@ -126,11 +125,26 @@ impl Summary {
     }
 }
 
-/// Builds the region part of a report.
+/// How a region is shown: its name, or `function:name` where the same name
+/// is a region in another function too.
+pub fn display_name_in(
+    m: &Manifest,
+) -> impl Fn(&inxpect_rewriter::runtime::RegionDesc) -> String + '_ {
+    move |r| {
+        if m.regions.iter().filter(|x| x.name == r.name).count() > 1 {
+            r.qualified()
+        } else {
+            r.name.clone()
+        }
+    }
+}
+
+/// Builds the region part of a report; `enabled` says whether a region id
+/// is enabled in the runtime config.
 pub fn regions(
     m: &Manifest,
     snap: &Snapshot,
-    cfg: &Config,
+    enabled: impl Fn(u32) -> bool,
     event_names: &[String],
     cal: Option<&Calibration>,
 ) -> Vec<RegionReport> {
@@ -139,11 +153,11 @@ pub fn regions(
         .zip(&snap.regions)
         .map(|(r, s)| RegionReport {
             id: r.id,
-            name: crate::object::display_name_in(m)(r),
+            name: display_name_in(m)(r),
             function: r.function.clone(),
             section: r.section.clone(),
             line: r.starts.iter().find_map(|x| x.line.clone()),
-            enabled: cfg.is_enabled(r.id),
+            enabled: enabled(r.id),
             count: s.count,
             invalid: s.invalid,
             tail_ends: s.tail_ends,

@@ -15,9 +15,9 @@ use inxpect_rewriter::runtime::{self, Manifest};
 use std::os::fd::AsFd;
 
 use crate::object::{self, log::note, Config};
-use crate::report::{self, Format, LiveInfo, Report};
-use crate::stats::{self, Snapshot};
 use crate::{backend, load_for, testrun, Common};
+use inxpect_loader::report::{self, Format, LiveInfo, Report};
+use inxpect_loader::stats::Snapshot;
 
 pub const PIN_ROOT: &str = "/sys/fs/bpf/inxpect";
 pub const STATE_ROOT: &str = "/run/inxpect";
@@ -357,7 +357,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     let live_to_stdout = c.format() == Format::Table;
     let unit = crate::unit(&b);
     let start = Instant::now();
-    let mut prev = stats::snapshot(&l)?;
+    let mut prev = object::snapshot(&l)?;
     let mut last = Instant::now();
     let mut cfg_prev = cfg0.clone();
     let cmap = l.config_map()?;
@@ -369,7 +369,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         if last.elapsed() < interval {
             continue;
         }
-        let now = stats::snapshot(&l)?;
+        let now = object::snapshot(&l)?;
         let cfg = object::read_config(&cmap)?;
         let mut text = String::new();
         if cfg != cfg_prev {
@@ -396,7 +396,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         last = Instant::now();
     }
     let secs = start.elapsed().as_secs_f64();
-    let snap = stats::snapshot(&l)?;
+    let snap = object::snapshot(&l)?;
     let cfg = object::read_config(&cmap)?;
     att.detach()?;
     note(&format!("detached from {}", a.dev));
@@ -417,7 +417,13 @@ pub fn run(a: RunArgs) -> Result<()> {
             mode: format!("{:?}", a.mode).to_lowercase(),
             seconds: secs,
         }),
-        regions: report::regions(&l.manifest, &snap, &cfg, &names, cal.as_ref()),
+        regions: report::regions(
+            &l.manifest,
+            &snap,
+            |id| cfg.is_enabled(id),
+            &names,
+            cal.as_ref(),
+        ),
         calibration: cal,
     };
     report::print(&r, c.format())

@@ -1,7 +1,7 @@
 //! Reading the per-CPU statistics maps and summarising them.
 
 use anyhow::{bail, Context, Result};
-use inxpect_rewriter::runtime::{self, pcpu, stats, HIST_BUCKETS, MAX_EVENTS};
+use inxpect_rewriter::runtime::{pcpu, stats, HIST_BUCKETS, MAX_EVENTS};
 use libbpf_rs::{MapCore, MapFlags};
 
 /// One region's statistics, summed over CPUs.
@@ -167,16 +167,23 @@ pub fn read_runs<M: MapCore>(map: &M) -> Result<Runs> {
         .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
         .context("reading inxpect_pcpu")?
         .context("inxpect_pcpu[0] missing")?;
-    let mut r = Runs::default();
-    for v in vals {
-        if v.len() < pcpu::NO_COUNTER + 8 {
-            bail!("inxpect_pcpu value of {} bytes", v.len());
+    Runs::from_percpu(&vals)
+}
+
+impl Runs {
+    /// Sums the per-CPU values of `inxpect_pcpu[0]`.
+    pub fn from_percpu(vals: &[Vec<u8>]) -> Result<Runs> {
+        let mut r = Runs::default();
+        for v in vals {
+            if v.len() < pcpu::NO_COUNTER + 8 {
+                bail!("inxpect_pcpu value of {} bytes", v.len());
+            }
+            r.runs += u64at(v, pcpu::RUNS);
+            r.sampled += u64at(v, pcpu::SAMPLED);
+            r.no_counter += u64at(v, pcpu::NO_COUNTER);
         }
-        r.runs += u64at(&v, pcpu::RUNS);
-        r.sampled += u64at(&v, pcpu::SAMPLED);
-        r.no_counter += u64at(&v, pcpu::NO_COUNTER);
+        Ok(r)
     }
-    Ok(r)
 }
 
 /// Everything measured so far for the manifest's regions.
@@ -184,19 +191,6 @@ pub fn read_runs<M: MapCore>(map: &M) -> Result<Runs> {
 pub struct Snapshot {
     pub runs: Runs,
     pub regions: Vec<RegionStats>,
-}
-
-pub fn snapshot(l: &crate::object::Loaded) -> Result<Snapshot> {
-    let smap = l.map(runtime::MAP_STATS)?;
-    let pmap = l.map(runtime::MAP_PCPU)?;
-    let mut regions = Vec::new();
-    for r in &l.manifest.regions {
-        regions.push(read_region(&smap, r.id)?);
-    }
-    Ok(Snapshot {
-        runs: read_runs(&pmap)?,
-        regions,
-    })
 }
 
 #[cfg(test)]

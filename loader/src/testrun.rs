@@ -10,9 +10,8 @@ use inxpect_rewriter::Mode;
 use libbpf_rs::ProgramInput;
 
 use crate::object::{self, Loaded};
-use crate::report::Calibration;
-use crate::stats;
 use crate::Backend;
+use inxpect_loader::report::Calibration;
 
 /// The committed calibration program (loader/calib/empty.bpf.c).
 const EMPTY: &[u8] = include_bytes!("../calib/empty.bpf.o");
@@ -123,7 +122,7 @@ pub fn calibrate(b: &Backend) -> Result<Calibration> {
     // A minimal Ethernet frame: the empty program never looks at it.
     let frame = [0u8; 64];
     run_frame(&l, &frame, CALIBRATION_RUNS).context("calibration run")?;
-    let s = stats::snapshot(&l)?;
+    let s = object::snapshot(&l)?;
     let r = s
         .regions
         .first()

@@ -2,6 +2,13 @@
 //! each kernel under qemu (TCG) and run the module, ioctl and kfunc checks in
 //! the guest (`tests/vm/run.sh`; the guest side is `tests/vm/guest/`).
 //!
+//! The same for the arm64 cloud kernels under qemu-system-aarch64 with
+//! `-icount shift=0`, where the guest has a PMU (QEMU's PMUv3, driven by the
+//! kernel's armv8_pmuv3 driver) whose instruction counts are exact: there the
+//! `pmc` backend reads real counters and [`check_arm64_pmu`] asserts exact
+//! instruction counts of regions of known length, computed from the guest's
+//! raw per-CPU maps by the loader's own report code.
+//!
 //! Needs root, network to the Debian mirrors (first run; packages are cached
 //! in `tests/vm/cache/`), and the packages from `.ci/install`. Nothing here is
 //! skipped: a missing tool or a guest that does not boot fails the test.
@@ -191,6 +198,10 @@ const RUNTIME_KERNELS: [&str; 2] = ["6.1", "6.12"];
 fn extras(series: &str) -> (tempfile::TempDir, Vec<(PathBuf, String)>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut out = Vec::new();
+    if let Some(kseries) = series.strip_prefix("arm64-") {
+        arm64_extras(kseries, dir.path(), &mut out);
+        return (dir, out);
+    }
     if !RUNTIME_KERNELS.contains(&series) {
         return (dir, out);
     }
@@ -544,9 +555,16 @@ fn run_vm(series: &str) -> VmOutput {
 /// Checks made here again, independently of the script's own.
 fn check_common(series: &str, out: &VmOutput) {
     let booted = out.booted.as_deref().expect("guest never reported booting");
+    let arm64 = series.starts_with("arm64-");
+    let kseries = series.trim_start_matches("arm64-");
     assert!(
-        booted.starts_with(&format!("{series}.")),
-        "booted {booted}, wanted Linux {series}"
+        booted.starts_with(&format!("{kseries}.")),
+        "booted {booted}, wanted Linux {kseries}"
+    );
+    assert_eq!(
+        booted.ends_with("-arm64"),
+        arm64,
+        "booted {booted} for {series}"
     );
     let (pass, fail) = out.result.expect("no INXPECT-VM-RESULT line");
     assert_eq!(fail, 0, "guest failures: {:#?}", out.failed);
@@ -565,8 +583,6 @@ fn check_common(series: &str, out: &VmOutput) {
         "ioctl: SET_EVENTS hw config 999 -> EINVAL",
         "ioctl: CLEAR",
         "kfunc (rodata guard): tsc strictly increasing",
-        "kfunc (rodata guard): pmc slot 0 reads invalid (bit 63)",
-        "kfunc (rodata guard): pmc0_lo START/END invalid (bit 63)",
         "kfunc (rodata guard, software slot 0): pmc slot 0 reads invalid (bit 63)",
         "ioctl: GET_STATUS cpu 0xffffffff -> EINVAL",
         "non-core PMU: SET_EVENTS msr/tsc -> EINVAL",
@@ -583,7 +599,22 @@ fn check_common(series: &str, out: &VmOutput) {
         "cpu1 offline/online with the module loaded",
         "reload cycles",
         "rmmod",
-    ] {
+    ]
+    .into_iter()
+    .chain(if arm64 {
+        // A PMU: cycles are accepted and slot 0 (cycles) counts.
+        [
+            "ioctl: SET_EVENTS cycles (PMU)",
+            "kfunc (rodata guard): pmc slot 0 counts",
+            "kfunc (rodata guard): pmc0_lo START/END valid",
+        ]
+    } else {
+        [
+            "ioctl: SET_EVENTS cycles without PMU -> ENODEV",
+            "kfunc (rodata guard): pmc slot 0 reads invalid (bit 63)",
+            "kfunc (rodata guard): pmc0_lo START/END invalid (bit 63)",
+        ]
+    }) {
         assert!(
             out.ok.iter().any(|o| o == needed),
             "check `{needed}` did not pass; passed: {:#?}",
@@ -634,6 +665,314 @@ fn vm_linux_6_12() {
         .iter()
         .any(|o| o == "rights: verifier refuses the kfuncs without CAP_PERFMON"));
     check_extras("6.12", &out);
+}
+
+// ---- arm64: a real PMU ----------------------------------------------------
+
+/// Region kN of tests/vm/instr/kinsns.bpf.c holds N BPF instructions, one
+/// arm64 instruction each after the JIT.
+const KINSNS: [(&str, u64); 4] = [("k0", 0), ("k1", 1), ("k10", 10), ("k100", 100)];
+/// test_run repeats of the k-instructions program and of the calibration
+/// program (as many as `inxpect test-run` calibrates with).
+const K_RUNS: u32 = 1000;
+const CAL_RUNS: u32 = 20_000;
+/// Events per probe -> what the guest configures (instructions and cycles
+/// alternate; with -icount shift=0 a cycle is an instruction).
+const EVENT_SETS: [(usize, &[&str]); 3] = [
+    (1, &["instructions"]),
+    (2, &["instructions", "cycles"]),
+    (4, &["instructions", "cycles", "instructions", "cycles"]),
+];
+/// The event sets a kernel runs. 6.1's verifier refuses the 4-event probe
+/// body ("back-edge from insn N to N+1": its check_cfg takes no loop closed
+/// by a fall-through edge), so 4 slots are checked on 6.12 only.
+fn event_sets(kseries: &str) -> impl Iterator<Item = (usize, &'static [&'static str])> + '_ {
+    EVENT_SETS
+        .into_iter()
+        .filter(move |(n, _)| !(kseries == "6.1" && *n == 4))
+}
+
+/// QEMU's PMUv3 (-cpu max): 6 event counters and the cycle counter.
+const ARM64_EVENT_COUNTERS: usize = 6;
+
+fn compile_kinsns(dir: &Path) -> PathBuf {
+    let root = repo_root();
+    let out = dir.join("kinsns.bpf.o");
+    let st = Command::new(std::env::var("CLANG").unwrap_or_else(|_| "clang".into()))
+        .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
+        .arg("-I")
+        .arg(root.join("runtime-bpf/include"))
+        .args(["-I", "/usr/include/x86_64-linux-gnu", "-c"])
+        .arg(root.join("tests/vm/instr/kinsns.bpf.c"))
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .expect("clang runs");
+    assert!(st.success(), "building kinsns.bpf.o failed");
+    out
+}
+
+fn instrument_pmc(input: &Path, events: usize, out: &Path) -> inxpect_rewriter::runtime::Manifest {
+    let bytes = std::fs::read(input).unwrap_or_else(|e| panic!("{}: {e}", input.display()));
+    let opts = Options {
+        mode: Mode::Sections,
+        counter: Counter::Pmc,
+        events,
+        only: None,
+    };
+    let r = instrument(&bytes, &opts)
+        .unwrap_or_else(|e| panic!("instrumenting {} (pmc x{events}): {e}", input.display()));
+    std::fs::write(out, &r.object).expect("write instrumented object");
+    r.manifest
+}
+
+fn arm64_extras(kseries: &str, dir: &Path, out: &mut Vec<(PathBuf, String)>) {
+    let kinsns = compile_kinsns(dir);
+    let calib = repo_root().join("loader/calib/empty.bpf.o");
+    // The module keeps a configuration while its owner's descriptor is
+    // open: each run configures its events itself (--events).
+    let run = |obj: &str, n: u32, events: &str, extra: &str| {
+        format!(
+            "run /objs/{obj} --events {events} --kfuncs --cpu 0 --repeat {n}{extra} --dump inxpect_stats --dump inxpect_pcpu"
+        )
+    };
+    for (n, names) in event_sets(kseries) {
+        for (src, name, reps) in [(&kinsns, "kinsns", K_RUNS), (&calib, "calib", CAL_RUNS)] {
+            let file = format!("{name}-pmc{n}.o");
+            instrument_pmc(src, n, &dir.join(&file));
+            out.push((dir.join(&file), run(&file, reps, &names.join(","), "")));
+        }
+    }
+    // The apps with slot 0 = instructions: every run has its counter.
+    for (app, variant) in apps(kseries) {
+        let file = format!("{app}-pmc.o");
+        instrument_pmc(
+            &inxpect_tests::object_path(app, variant),
+            1,
+            &dir.join(&file),
+        );
+        out.push((dir.join(&file), run(&file, FRAMES, "instructions", "")));
+    }
+    // Another perf user keeps adding and removing events on CPU 0 while the
+    // k-instructions program runs there.
+    let churn = "kinsns-churn.o";
+    std::fs::copy(dir.join("kinsns-pmc1.o"), dir.join(churn)).expect("copy");
+    out.push((
+        dir.join(churn),
+        run(churn, K_RUNS, "instructions", " --churn 5"),
+    ));
+    // More events than free counters: 4 of ours per CPU hold 4 of the 6
+    // event counters; 3 instruction events (which cannot use the cycle
+    // counter) do not fit.
+    out.push((
+        PathBuf::new(),
+        format!(
+            "events --others {} --expect EBUSY instructions instructions instructions",
+            ARM64_EVENT_COUNTERS - 2
+        ),
+    ));
+    out.push((PathBuf::new(), "hotplug-events".into()));
+}
+
+/// The guest's raw maps of `obj` as the loader's snapshot of `manifest`.
+fn vm_snapshot(
+    out: &VmOutput,
+    obj: &str,
+    m: &inxpect_rewriter::runtime::Manifest,
+) -> inxpect_loader::stats::Snapshot {
+    use inxpect_loader::stats::{RegionStats, Runs, Snapshot};
+    let percpu = |map: &str, key: u32| -> Vec<Vec<u8>> {
+        out.maps
+            .iter()
+            .filter(|l| l.obj == obj && l.map == map && l.key == key.to_ne_bytes())
+            .map(|l| l.value.clone())
+            .collect()
+    };
+    let runs = Runs::from_percpu(&percpu(inxpect_rewriter::runtime::MAP_PCPU, 0))
+        .expect("inxpect_pcpu values");
+    let regions = m
+        .regions
+        .iter()
+        .map(|r| {
+            RegionStats::from_percpu(&percpu(inxpect_rewriter::runtime::MAP_STATS, r.id))
+                .expect("inxpect_stats values")
+        })
+        .collect();
+    Snapshot { runs, regions }
+}
+
+/// The report `inxpect test-run` would print for `obj`, calibrated by `cal`.
+fn vm_report(
+    out: &VmOutput,
+    obj: &str,
+    m: &inxpect_rewriter::runtime::Manifest,
+    names: &[&str],
+    cal: Option<&inxpect_loader::report::Calibration>,
+) -> inxpect_loader::report::Report {
+    use inxpect_loader::report::{self, Report};
+    let snap = vm_snapshot(out, obj, m);
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    Report {
+        schema: report::SCHEMA,
+        command: "vm test_run".into(),
+        object: obj.into(),
+        program: m.programs.first().cloned().unwrap_or_default(),
+        counter: "pmc".into(),
+        unit: "events".into(),
+        events: names.clone(),
+        sample: 1,
+        runs: snap.runs,
+        test_run: None,
+        live: None,
+        calibration: cal.cloned(),
+        regions: report::regions(m, &snap, |_| true, &names, cal),
+    }
+}
+
+fn check_arm64_pmu(kseries: &str, out: &VmOutput) {
+    use inxpect_loader::report::Calibration;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kinsns = compile_kinsns(dir.path());
+    let calib = repo_root().join("loader/calib/empty.bpf.o");
+    for (n, names) in event_sets(kseries) {
+        let km = instrument_pmc(&kinsns, n, &dir.path().join("k.o"));
+        let cm = instrument_pmc(&calib, n, &dir.path().join("c.o"));
+        let c = vm_report(out, &format!("calib-pmc{n}.o"), &cm, names, None);
+        let empty = &c.regions[0];
+        assert_eq!(empty.count, u64::from(CAL_RUNS), "calibration x{n}: {c:?}");
+        assert_eq!(c.runs.no_counter, 0, "calibration x{n}: {:?}", c.runs);
+        let cal = Calibration {
+            offset: empty.events.iter().map(|e| e.raw.mean).collect(),
+            samples: empty.count,
+        };
+        let r = vm_report(out, &format!("kinsns-pmc{n}.o"), &km, names, Some(&cal));
+        println!("{}", inxpect_loader::report::table(&r));
+        assert_eq!(r.runs.runs, u64::from(K_RUNS), "x{n}: {:?}", r.runs);
+        assert_eq!(r.runs.no_counter, 0, "x{n}: {:?}", r.runs);
+        let region = |name: &str| {
+            r.regions
+                .iter()
+                .find(|g| g.name == name)
+                .unwrap_or_else(|| panic!("no region {name}"))
+        };
+        let k0 = region("k0");
+        for (name, k) in KINSNS {
+            let g = region(name);
+            assert_eq!(g.count, u64::from(K_RUNS), "x{n} {name}: every run");
+            assert_eq!(g.invalid, 0, "x{n} {name}: no invalid read");
+            for (e, ev) in g.events.iter().enumerate() {
+                let base = &k0.events[e];
+                let what = format!(
+                    "Linux {kseries}, {n} event(s), {name}, event {e} ({})",
+                    ev.event
+                );
+                // Exact: the fewest instructions a run took (a timer tick
+                // inside a region can only add), raw and calibrated.
+                assert_eq!(ev.raw.min - base.raw.min, k as f64, "{what}: raw min");
+                let (cv, cb) = (
+                    ev.calibrated.expect("calibrated"),
+                    base.calibrated.expect("calibrated"),
+                );
+                assert_eq!(cv.min - cb.min, k as f64, "{what}: calibrated min");
+                // Runs no interrupt reached are all the same: then the mean
+                // is exact too.
+                if ev.raw.max == ev.raw.min && base.raw.max == base.raw.min {
+                    assert_eq!(ev.raw.mean - base.raw.mean, k as f64, "{what}: raw mean");
+                    assert_eq!(cv.mean - cb.mean, k as f64, "{what}: calibrated mean");
+                }
+                println!(
+                    "INXPECT-ARM64 kinsns linux={kseries} events={n} slot={e} event={} region={name} k={k} raw_min={} raw_mean={} cal_min={} cal_mean={} empty_min={} cal_offset={}",
+                    ev.event, ev.raw.min, ev.raw.mean, cv.min, cv.mean, empty.events[e].raw.min, cal.offset[e]
+                );
+            }
+        }
+        // The empty region of the calibration program and k0 are the same
+        // probes around nothing: the same count.
+        for (e, ev) in empty.events.iter().enumerate() {
+            assert_eq!(
+                ev.raw.min, k0.events[e].raw.min,
+                "x{n} event {e}: calibration vs k0"
+            );
+        }
+    }
+    // The apps: every frame measured with a counter.
+    for (app, _) in apps(kseries) {
+        let obj = format!("{app}-pmc.o");
+        let run: Vec<_> = out.runs.iter().filter(|r| r.obj == obj).collect();
+        assert!(!run.is_empty(), "{obj} did not run");
+        let runs = vm_snapshot(
+            out,
+            &obj,
+            &instrument_pmc(
+                &inxpect_tests::object_path(app, apps(kseries).find(|a| a.0 == app).unwrap().1),
+                1,
+                &dir.path().join("a.o"),
+            ),
+        )
+        .runs;
+        assert_eq!(
+            runs.runs,
+            u64::from(FRAMES) * run.len() as u64,
+            "{obj}: {runs:?}"
+        );
+        assert_eq!(runs.no_counter, 0, "{obj}: {runs:?}");
+    }
+    // Contention: every measurement that was recorded is right (the same
+    // count as without the other perf user), or it was not recorded.
+    let km = instrument_pmc(&kinsns, 1, &dir.path().join("k.o"));
+    let quiet = vm_snapshot(out, "kinsns-pmc1.o", &km);
+    let busy = vm_snapshot(out, "kinsns-churn.o", &km);
+    for (i, (q, b)) in quiet.regions.iter().zip(&busy.regions).enumerate() {
+        let name = &km.regions[i].name;
+        assert!(
+            b.count > 0,
+            "churn {name}: nothing recorded: {:?}",
+            busy.runs
+        );
+        assert_eq!(
+            b.count + b.invalid,
+            u64::from(K_RUNS),
+            "churn {name}: recorded + invalid = runs"
+        );
+        println!(
+            "INXPECT-ARM64 churn region={name} recorded={} invalid={} min={} max={}",
+            b.count, b.invalid, b.min[0], b.max[0]
+        );
+        assert_eq!(b.min[0], q.min[0], "churn {name}: min");
+        // A tick can lengthen a run, a wrong counter would be far off.
+        assert!(
+            b.max[0] < q.min[0] + 20_000,
+            "churn {name}: max {} (quiet min {})",
+            b.max[0],
+            q.min[0]
+        );
+    }
+    for needed in [
+        "events instructions",
+        "events instructions,cycles",
+        "events instructions,instructions,instructions with 4 other events per CPU -> EBUSY",
+        "hotplug with events: cpu1 offline -> OFFLINE, online -> ACTIVE",
+    ] {
+        assert!(
+            out.ok.iter().any(|o| o == needed),
+            "check `{needed}` did not pass; failed: {:#?}",
+            out.failed
+        );
+    }
+}
+
+#[test]
+fn vm_linux_arm64_6_1() {
+    let out = run_vm("arm64-6.1");
+    check_common("arm64-6.1", &out);
+    check_arm64_pmu("6.1", &out);
+}
+
+#[test]
+fn vm_linux_arm64_6_12() {
+    let out = run_vm("arm64-6.12");
+    check_common("arm64-6.12", &out);
+    check_arm64_pmu("6.12", &out);
 }
 
 #[test]

@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # Fetches and prepares a Debian cloud kernel for the VM tests.
 #
-#   tests/vm/kernel.sh 6.1|6.12
+#   tests/vm/kernel.sh 6.1|6.12|arm64-6.1|arm64-6.12
 #
-# Downloads (apt-get download) the newest bookworm cloud-amd64 image, headers,
-# headers-common and linux-kbuild packages of the series, unpacks them (dpkg -x)
+# Downloads (apt-get download) the newest bookworm cloud-amd64 (or, with the
+# arm64- prefix, cloud-arm64) image, headers, headers-common and linux-kbuild
+# packages of the series, unpacks them (dpkg -x)
 # under tests/vm/cache/<kernel-release>/root and makes the headers usable for
 # out-of-tree module builds. Prints shell assignments for the caller to eval:
 #   KREL=...  KDIR=<headers>  VMLINUZ=...  RESOLVE_BTFIDS=<path or empty>
-# Set INXPECT_VM_KREL_6_1 / INXPECT_VM_KREL_6_12 (e.g. 6.1.0-56-cloud-amd64)
-# to pin a release instead of taking the newest.
+# Set INXPECT_VM_KREL_6_1 / INXPECT_VM_KREL_6_12 (e.g. 6.1.0-56-cloud-amd64),
+# INXPECT_VM_KREL_ARM64_6_1 / _ARM64_6_12 to pin a release instead of taking
+# the newest. arm64: the image and headers are :arm64 packages, linux-kbuild
+# stays :amd64 (its tools run on the build host; the headers' .kernelvariables
+# set ARCH=arm64 and CROSS_COMPILE=aarch64-linux-gnu-).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${INXPECT_VM_CACHE:-$here/cache}
-series=${1:?usage: kernel.sh 6.1|6.12}
+series=${1:?usage: kernel.sh 6.1|6.12|arm64-6.1|arm64-6.12}
 
 log() { echo "kernel.sh: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -22,11 +26,17 @@ die() { log "error: $*"; exit 1; }
 case $series in
 6.1) pattern='^linux-image-6\.1\.0-[0-9]+-cloud-amd64$'; pin=${INXPECT_VM_KREL_6_1:-} ;;
 6.12) pattern='^linux-image-6\.12\.[0-9]+\+deb12-cloud-amd64$'; pin=${INXPECT_VM_KREL_6_12:-} ;;
-*) die "unknown series '$series' (want 6.1 or 6.12)" ;;
+arm64-6.1) pattern='^linux-image-6\.1\.0-[0-9]+-cloud-arm64$'; pin=${INXPECT_VM_KREL_ARM64_6_1:-} ;;
+arm64-6.12) pattern='^linux-image-6\.12\.[0-9]+\+deb12-cloud-arm64$'; pin=${INXPECT_VM_KREL_ARM64_6_12:-} ;;
+*) die "unknown series '$series' (want 6.1, 6.12, arm64-6.1 or arm64-6.12)" ;;
+esac
+case $series in
+arm64-*) arch=arm64; kseries=${series#arm64-} ;;
+*) arch=amd64; kseries=$series ;;
 esac
 
 newest_available() {
-  apt-cache pkgnames linux-image-"$series". 2>/dev/null | grep -E "$pattern" | sort -V | tail -n1 |
+  apt-cache pkgnames linux-image-"$kseries". 2>/dev/null | grep -E "$pattern" | sort -V | tail -n1 |
     sed 's/^linux-image-//'
 }
 
@@ -79,22 +89,51 @@ extract_vmlinux() {
   die "could not decompress $img (need lz4/gzip/xz/zstd)"
 }
 
+# Debian's arm64 vmlinuz is a raw Image, not an ELF file: what pahole
+# (--btf_base) and resolve_btfids (-b) need from it is the kernel's BTF, which
+# the Image carries verbatim between __start_BTF and __stop_BTF. Both read raw
+# BTF as well as ELF, so the blob alone serves as the headers' vmlinux. Found
+# by its header: magic 0xeb9f, version 1, flags 0, hdr_len 24 (little endian),
+# sized by hdr_len + str_off + str_len.
+extract_btf() {
+  local img=$1 out=$2 off
+  [ "$(head -c2 "$img" | od -An -tx1 | tr -d ' ')" = 1f8b ] && {
+    gzip -dc "$img" >"$out.img"
+    img=$out.img
+  }
+  for off in $(LC_ALL=C grep -obUaP '\x9f\xeb\x01\x00\x18\x00\x00\x00' "$img" | cut -d: -f1 | head -n5); do
+    local hdr str_off str_len size
+    hdr=$(tail -c +$((off + 1)) "$img" | head -c 24 | od -An -tu4 -v | tr "\n" " ")
+    read -r _ _ _ _ str_off str_len <<<"$hdr"
+    size=$((24 + str_off + str_len))
+    tail -c +$((off + 1)) "$img" | head -c "$size" >"$out.tmp"
+    # The type section of vmlinux BTF is large; a stray match is not.
+    if [ "$size" -gt 1000000 ] && bpftool btf dump file "$out.tmp" 2>/dev/null | grep "STRUCT 'task_struct' " >/dev/null; then
+      mv "$out.tmp" "$out"
+      rm -f "$out.img"
+      return 0
+    fi
+  done
+  rm -f "$out.tmp" "$out.img"
+  die "no BTF found in $img"
+}
+
 prepare() {
   local krel=$1 abi kbuild_pkg hver h
   local dir=$cache/$krel
-  abi=${krel%-cloud-amd64}
+  abi=${krel%-cloud-"$arch"}
   [ -f "$dir/.ready" ] && return 0
   rm -rf "$dir"
   mkdir -p "$dir/debs" "$dir/root"
   log "fetching $krel"
-  case $series in
+  case $kseries in
   6.1)
     # linux-kbuild-6.1 is shared by all 6.1 ABIs: take the headers' version.
-    hver=$(apt-cache show "linux-headers-$krel" 2>/dev/null | sed -n 's/^Version: //p' | head -n1)
-    kbuild_pkg="linux-kbuild-6.1${hver:+=$hver}" ;;
-  6.12) kbuild_pkg="linux-kbuild-$abi" ;;
+    hver=$(apt-cache show "linux-headers-$krel:$arch" 2>/dev/null | sed -n 's/^Version: //p' | head -n1)
+    kbuild_pkg="linux-kbuild-6.1:amd64${hver:+=$hver}" ;;
+  6.12) kbuild_pkg="linux-kbuild-$abi:amd64" ;;
   esac
-  download "$dir/debs" "linux-image-$krel" "linux-headers-$krel" \
+  download "$dir/debs" "linux-image-$krel:$arch" "linux-headers-$krel:$arch" \
     "linux-headers-$abi-common" "$kbuild_pkg" || return 1
   for deb in "$dir"/debs/*.deb; do dpkg -x "$deb" "$dir/root" || return 1; done
 
@@ -104,7 +143,10 @@ prepare() {
   sed -i "s|/usr/src/|$dir/root/usr/src/|" "$h/Makefile"
   if [ ! -f "$h/vmlinux" ]; then
     log "extracting vmlinux for module BTF"
-    extract_vmlinux "$dir/root/boot/vmlinuz-$krel" "$h/vmlinux"
+    case $arch in
+    amd64) extract_vmlinux "$dir/root/boot/vmlinuz-$krel" "$h/vmlinux" ;;
+    arm64) extract_btf "$dir/root/boot/vmlinuz-$krel" "$h/vmlinux" ;;
+    esac
   fi
   touch "$dir/.ready"
 }
@@ -124,8 +166,8 @@ btfids=$kdir/tools/bpf/resolve_btfids/resolve_btfids
 if [ ! -x "$btfids" ]; then
   # 6.1's linux-kbuild lacks resolve_btfids; without it the kfunc set keeps
   # zero ids and the verifier refuses the calls. The 6.12 one handles 6.1.
-  [ "$series" = 6.12 ] && die "$btfids missing"
-  eval "$("$0" 6.12)"
+  [ "$kseries" = 6.12 ] && die "$btfids missing"
+  eval "$("$0" "${series%6.1}6.12")"
   btfids=$RESOLVE_BTFIDS
   [ -x "$btfids" ] || die "no resolve_btfids in the 6.12 kbuild either"
 fi

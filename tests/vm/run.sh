@@ -2,7 +2,14 @@
 # Builds inxpect.ko for a Debian kernel, boots that kernel under qemu (TCG)
 # with a busybox initramfs and runs the module and BPF tests inside.
 #
-#   tests/vm/run.sh 6.1|6.12 [--obj FILE]... [--cmd 'GUEST ARGS']...
+#   tests/vm/run.sh 6.1|6.12|arm64-6.1|arm64-6.12 [--obj FILE]... [--cmd 'GUEST ARGS']...
+#
+# arm64-*: Debian's cloud-arm64 kernel under qemu-system-aarch64 -M virt
+# -cpu max -icount shift=0 (TCG): the guest has a PMUv3 that the kernel's
+# armv8_pmuv3 driver programs, and with precise icount its instruction
+# counts are exact (cycles = instructions). The module and the guest
+# programs are cross-built (aarch64-linux-gnu-gcc; libbpf/libelf/zlib/zstd
+# and busybox from tests/vm/sysroot.sh). INXPECT_VM_CPU picks -cpu (max).
 #
 # --obj FILE   copy FILE into the guest as /objs/<basename> (BPF objects,
 #              packet files); env INXPECT_VM_OBJS adds more (space-separated)
@@ -32,10 +39,14 @@ cache=${INXPECT_VM_CACHE:-$here/cache}
 export INXPECT_VM_CACHE=$cache
 
 series=${1:-}
-[ "$series" = 6.1 ] || [ "$series" = 6.12 ] || {
+case $series in
+6.1 | 6.12) arch=x86_64 ;;
+arm64-6.1 | arm64-6.12) arch=arm64 ;;
+*)
   sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
   exit 2
-}
+  ;;
+esac
 shift
 objs=()
 cmds=()
@@ -61,7 +72,12 @@ verdict() {
   exit $?
 }
 need() { command -v "$1" >/dev/null || verdict FAIL "missing tool $1 (${2:-see .ci/install})"; }
-for t in qemu-system-x86_64 gcc make cpio gzip flock "${CLANG:-clang}" apt-get dpkg; do need "$t"; done
+if [ $arch = arm64 ]; then
+  tools=(qemu-system-aarch64 aarch64-linux-gnu-gcc bpftool)
+else
+  tools=(qemu-system-x86_64 gcc)
+fi
+for t in "${tools[@]}" make cpio gzip flock "${CLANG:-clang}" apt-get dpkg; do need "$t"; done
 [ -x /bin/busybox ] || verdict FAIL "missing /bin/busybox (package busybox-static)"
 
 start=$(date +%s)
@@ -69,6 +85,22 @@ mkdir -p "$cache"
 # One kernel preparation at a time: the 6.1 build also needs the 6.12 kbuild.
 kvars=$(flock "$cache/.lock" "$here/kernel.sh" "$series") || verdict FAIL "kernel download/unpack failed"
 eval "$kvars"
+if [ $arch = arm64 ]; then
+  svars=$(flock "$cache/.lock" "$here/sysroot.sh" arm64) || verdict FAIL "arm64 sysroot download/unpack failed"
+  eval "$svars"
+  # 6.1's headers leave CROSS_COMPILE to Debian's build variables; 6.12's
+  # set it themselves (the same value).
+  kmake=(CROSS_COMPILE=aarch64-linux-gnu-)
+  cc=(aarch64-linux-gnu-gcc -I"$SYSROOT/usr/include")
+  libs=(-L"$SYSROOT/usr/lib/aarch64-linux-gnu" -lbpf -lelf -lz -lzstd)
+  uapi=/usr/aarch64-linux-gnu/include
+else
+  BUSYBOX=/bin/busybox
+  kmake=()
+  cc=(gcc)
+  libs=(-lbpf -lelf -lz)
+  uapi=/usr/include/x86_64-linux-gnu
+fi
 
 build=${INXPECT_VM_BUILD:-$cache/$KREL/build}
 rm -rf "$build"
@@ -76,9 +108,9 @@ mkdir -p "$build/kmod" "$build/bpf" "$build/initramfs"
 
 # Module: built in a copy so concurrent kernels and the source tree stay
 # clean. W=1 and any warning fails: the module must build silently.
-cp "$repo"/kmod/{Kbuild,Makefile,inxpect.c,inxpect_uapi.h} "$build/kmod/"
+cp "$repo"/kmod/{Kbuild,Makefile,inxpect.c,inxpect_arch.h,inxpect_uapi.h} "$build/kmod/"
 log "building inxpect.ko for $KREL"
-if ! make -C "$build/kmod" KDIR="$KDIR" ${RESOLVE_BTFIDS:+RESOLVE_BTFIDS="$RESOLVE_BTFIDS"} W=1 \
+if ! make -C "$build/kmod" KDIR="$KDIR" ${RESOLVE_BTFIDS:+RESOLVE_BTFIDS="$RESOLVE_BTFIDS"} ${kmake[@]+"${kmake[@]}"} W=1 \
   >"$build/kmod/build.log" 2>&1; then
   cat "$build/kmod/build.log" >&2
   verdict FAIL "module build failed"
@@ -89,7 +121,7 @@ if grep -qiE 'warning|skipping btf' "$build/kmod/build.log"; then
 fi
 
 log "building guest program and BPF objects"
-bpf_cflags=(-O2 -g -target bpf -Wall -Werror -I/usr/include/x86_64-linux-gnu -I"$here/bpf")
+bpf_cflags=(-O2 -g -target bpf -Wall -Werror -I"$uapi" -I"$here/bpf")
 for src in "$here"/bpf/*.bpf.c; do
   "${CLANG:-clang}" "${bpf_cflags[@]}" -c "$src" -o "$build/bpf/$(basename "${src%.bpf.c}").o" ||
     verdict FAIL "BPF build of $src failed"
@@ -98,18 +130,20 @@ done
   -o "$build/bpf/kfunc_test_rodata.o" || verdict FAIL "BPF build of kfunc_test_rodata.o failed"
 # libbpf static: Debian's libbpf-dev ships libbpf.a; libelf.a and libz.a come
 # from libelf-dev and zlib1g-dev.
-gcc -static -O2 -Wall -Wextra -Werror -I"$repo/kmod" -I"$here/bpf" \
-  -o "$build/inxpect-vm-test" "$here/guest/inxpect-vm-test.c" -lbpf -lelf -lz ||
+"${cc[@]}" -static -O2 -Wall -Wextra -Werror -I"$repo/kmod" -I"$here/bpf" \
+  -o "$build/inxpect-vm-test" "$here/guest/inxpect-vm-test.c" "${libs[@]}" ||
   verdict FAIL "guest program build failed (needs static libbpf, libelf, zlib)"
 # The benchmark driver (`inxpect-bench vm`), same flags.
-gcc -static -O2 -Wall -Wextra -Werror -I"$repo/kmod" -I"$here/bpf" \
-  -o "$build/inxpect-vm-bench" "$here/guest/inxpect-vm-bench.c" -lbpf -lelf -lz ||
+"${cc[@]}" -static -O2 -Wall -Wextra -Werror -I"$repo/kmod" -I"$here/bpf" \
+  -o "$build/inxpect-vm-bench" "$here/guest/inxpect-vm-bench.c" "${libs[@]}" ||
   verdict FAIL "guest bench program build failed"
 
 # Initramfs: busybox, the module, the test program, BPF objects, extras.
 ir=$build/initramfs
 mkdir -p "$ir"/{bin,proc,sys,dev,tmp,bpf,objs}
-cp /bin/busybox "$ir/bin/"
+cp "$BUSYBOX" "$ir/bin/busybox"
+# The applet list of the host's busybox-static (same Debian version as the
+# arm64 one, which cannot run here).
 for app in $(/bin/busybox --list); do [ "$app" = busybox ] || ln -sf busybox "$ir/bin/$app"; done
 cp "$here/guest/init" "$ir/init"
 chmod +x "$ir/init"
@@ -128,10 +162,19 @@ log "booting $KREL (TCG; timeout ${INXPECT_VM_TIMEOUT:-300}s)"
 set +e
 # TCG on purpose: -accel kvm hangs on these machines. -smp 2 exercises the
 # per-CPU paths and CPU hotplug.
+# arm64: -icount shift=0 makes INST_RETIRED exist (QEMU advertises it only
+# with precise icount) and exact; 1 instruction = 1 ns of guest time.
+if [ $arch = arm64 ]; then
+  qemu=(qemu-system-aarch64 -M virt -cpu "${INXPECT_VM_CPU:-max}" -icount shift=0 -m 1024)
+  console_dev=ttyAMA0
+else
+  qemu=(qemu-system-x86_64 -m 512 -accel tcg)
+  console_dev=ttyS0
+fi
 timeout --foreground -k 10 "${INXPECT_VM_TIMEOUT:-300}" \
-  qemu-system-x86_64 -nographic -no-reboot -m 512 -smp 2 -accel tcg \
+  "${qemu[@]}" -nographic -no-reboot -smp 2 \
   -kernel "$VMLINUZ" -initrd "$build/initramfs.cpio.gz" \
-  -append "console=ttyS0 panic=-1 quiet" ${INXPECT_VM_QEMU_ARGS:-} </dev/null 2>&1 | tr -d '\r' | tee "$console"
+  -append "console=$console_dev panic=-1 quiet" ${INXPECT_VM_QEMU_ARGS:-} </dev/null 2>&1 | tr -d '\r' | tee "$console"
 qrc=${PIPESTATUS[0]}
 set -e
 took=$(($(date +%s) - start))

@@ -25,8 +25,11 @@
  * Exit status: 0 when nothing failed.
  */
 #define _GNU_SOURCE
+#define _GNU_SOURCE /* sched_setaffinity */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -37,7 +40,6 @@
 #include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
-#include <signal.h>
 #include <linux/capability.h>
 #include <unistd.h>
 
@@ -150,13 +152,28 @@ static int test_run(int prog_fd, const void *pkt, size_t len, int repeat,
 	return ret ? -errno : 0;
 }
 
-static struct bpf_object *open_load(const char *path, int *err)
+/* kfuncs: set the runtime's `inxpect_kfuncs` flag (the first u32 of
+ * `.rodata.inxpect`) before loading, as the loader does where the module is
+ * loaded (inxpect_loader::sys::set_kfuncs_flag). */
+static struct bpf_object *open_load_flag(const char *path, bool kfuncs, int *err)
 {
 	struct bpf_object *obj = bpf_object__open_file(path, NULL);
+	struct bpf_map *m;
 
 	*err = libbpf_get_error(obj);
 	if (*err)
 		return NULL;
+	bpf_object__for_each_map(m, obj) {
+		const char *n = bpf_map__name(m);
+		size_t nl = strlen(n), sl = strlen(".rodata.inxpect"), sz = 0;
+		__u32 *flag;
+
+		if (!kfuncs || nl < sl || strcmp(n + nl - sl, ".rodata.inxpect"))
+			continue;
+		flag = bpf_map__initial_value(m, &sz);
+		if (flag && sz >= sizeof(*flag))
+			*flag = 1;
+	}
 	*err = bpf_object__load(obj);
 	if (*err) {
 		bpf_object__close(obj);
@@ -784,8 +801,28 @@ static int cmd_kmod(const char *ko, const char *bpfdir, int reloads)
 	check(path_exists(INXPECT_DEVICE), "device node " INXPECT_DEVICE, "missing");
 
 	ioctl_tests(&has_pmu);
-	kfunc_tests(bpfdir, false, true, has_pmu, false);
-	kfunc_tests(bpfdir, true, true, has_pmu, false);
+	{
+		/* With a PMU the kfuncs read cycles on slot 0 (exclude user, as
+		 * ioctl_tests set it); the configuration lives while its owner
+		 * keeps the device open. */
+		int hold = -1;
+
+		if (has_pmu) {
+			struct inxpect_config cfg = { .nr_events = 1 };
+
+			cfg.events[0].type = PERF_TYPE_HARDWARE;
+			cfg.events[0].config = PERF_COUNT_HW_CPU_CYCLES;
+			cfg.events[0].flags = INXPECT_EV_EXCLUDE_USER;
+			hold = open(INXPECT_DEVICE, O_RDWR | O_CLOEXEC);
+			check(hold >= 0 && !xioctl(hold, INXPECT_IOC_SET_EVENTS, &cfg),
+			      "ioctl: SET_EVENTS cycles held for the kfunc tests", "%s",
+			      strerror(errno));
+		}
+		kfunc_tests(bpfdir, false, true, has_pmu, false);
+		kfunc_tests(bpfdir, true, true, has_pmu, false);
+		if (hold >= 0)
+			close(hold);
+	}
 	clear_events();
 	rights_tests();
 	hotplug_test();
@@ -910,6 +947,223 @@ static int dump_map(const char *oname, struct bpf_object *obj, const char *mname
 	return 0;
 }
 
+static int pin_cpu(int cpu)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	return sched_setaffinity(0, sizeof(set), &set);
+}
+
+static int perf_open(__u32 type, __u64 config, int cpu, bool pinned)
+{
+	struct perf_event_attr a = {
+		.type = type,
+		.size = sizeof(a),
+		.config = config,
+		.pinned = pinned,
+	};
+
+	return syscall(SYS_perf_event_open, &a, -1, cpu, -1, PERF_FLAG_FD_CLOEXEC);
+}
+
+static volatile sig_atomic_t churn_stop;
+static void churn_term(int sig)
+{
+	(void)sig;
+	churn_stop = 1;
+}
+
+/* Another perf user while a run goes on: a child on another CPU that keeps
+ * opening and closing `n` counting events on `cpu` (pinned and flexible
+ * alternately), each time making perf reschedule that CPU's events. It
+ * exits with the number of rounds (mod 256). */
+static pid_t start_churn(int cpu, int n)
+{
+	pid_t pid = fork();
+
+	if (pid)
+		return pid;
+	signal(SIGTERM, churn_term);
+	pin_cpu(cpu ? 0 : 1);
+	int rounds = 0, fds[16];
+
+	while (!churn_stop) {
+		for (int i = 0; i < n && i < 16; i++)
+			fds[i] = perf_open(PERF_TYPE_HARDWARE,
+					   i % 2 ? PERF_COUNT_HW_CPU_CYCLES
+						 : PERF_COUNT_HW_INSTRUCTIONS,
+					   cpu, rounds % 2);
+		for (int i = 0; i < n && i < 16; i++)
+			if (fds[i] >= 0)
+				close(fds[i]);
+		rounds++;
+	}
+	_exit(rounds & 0xff);
+}
+
+/* Adds EVENT (instructions, cycles, or hw:N) to cfg's next slot. */
+static int add_event(struct inxpect_config *cfg, const char *a)
+{
+	struct inxpect_event *ev;
+
+	if (cfg->nr_events >= INXPECT_MAX_SLOTS)
+		return -E2BIG;
+	ev = &cfg->events[cfg->nr_events];
+	ev->type = PERF_TYPE_HARDWARE;
+	if (!strcmp(a, "instructions"))
+		ev->config = PERF_COUNT_HW_INSTRUCTIONS;
+	else if (!strcmp(a, "cycles"))
+		ev->config = PERF_COUNT_HW_CPU_CYCLES;
+	else if (!strncmp(a, "hw:", 3))
+		ev->config = strtoull(a + 3, NULL, 0);
+	else
+		return -EINVAL;
+	cfg->nr_events++;
+	return 0;
+}
+
+/* Opens the device and configures the comma-separated events; the
+ * configuration lives as long as the returned descriptor (the module
+ * releases it when its owner closes). */
+static int hold_events(const char *list)
+{
+	struct inxpect_config cfg;
+	char buf[256], *tok, *save = NULL;
+	int fd, ret = 0;
+
+	memset(&cfg, 0, sizeof(cfg));
+	snprintf(buf, sizeof(buf), "%s", list);
+	for (tok = strtok_r(buf, ",", &save); tok && !ret; tok = strtok_r(NULL, ",", &save))
+		ret = add_event(&cfg, tok);
+	fd = open(INXPECT_DEVICE, O_RDWR | O_CLOEXEC);
+	if (!ret)
+		ret = fd < 0 ? -errno : xioctl(fd, INXPECT_IOC_SET_EVENTS, &cfg);
+	snprintf(buf, sizeof(buf), "events %s", list);
+	check(!ret, buf, "%d (%s)", ret, strerror(-ret));
+	if (ret && fd >= 0) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
+/* `events [--others N] [--expect ERRNO] EVENT...`: SET_EVENTS with EVENT
+ * (instructions, cycles, or hw:N) in slots 0.. (released again when this
+ * command ends). --others first opens N pinned instruction events of our
+ * own on every CPU (another perf user holding counters); --expect names the
+ * errno SET_EVENTS must return (EBUSY), checked instead of success. */
+static int cmd_events(int argc, char **argv)
+{
+	struct inxpect_config cfg;
+	struct inxpect_info info = { 0 };
+	int others = 0, expect = 0, fd, ret, held[64], nheld = 0;
+	char name[256], list[128] = "";
+
+	memset(&cfg, 0, sizeof(cfg));
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (!strcmp(a, "--others") && i + 1 < argc) {
+			others = atoi(argv[++i]);
+			continue;
+		}
+		if (!strcmp(a, "--expect") && i + 1 < argc) {
+			expect = !strcmp(argv[++i], "EBUSY") ? -EBUSY : -EINVAL;
+			continue;
+		}
+		if (add_event(&cfg, a)) {
+			check(false, "events: arguments", "bad or too many events: %s", a);
+			return 1;
+		}
+		snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s",
+			 *list ? "," : "", a);
+	}
+	for (int c = 0; c < libbpf_num_possible_cpus(); c++)
+		for (int i = 0; i < others && nheld < 64; i++) {
+			int e = perf_open(PERF_TYPE_HARDWARE, PERF_COUNT_HW_INSTRUCTIONS, c, true);
+
+			if (e >= 0)
+				held[nheld++] = e;
+		}
+	fd = open(INXPECT_DEVICE, O_RDWR | O_CLOEXEC);
+	ret = fd < 0 ? -errno : xioctl(fd, INXPECT_IOC_SET_EVENTS, &cfg);
+	if (!ret && fd >= 0)
+		ret = xioctl(fd, INXPECT_IOC_GET_INFO, &info);
+	if (expect) {
+		snprintf(name, sizeof(name), "events %s with %d other events per CPU -> %s",
+			 list, others, expect == -EBUSY ? "EBUSY" : "EINVAL");
+		check(ret == expect, name, "got %d (%s), %d others open", ret,
+		      strerror(-ret), nheld);
+	} else {
+		snprintf(name, sizeof(name), "events %s", list);
+		check(!ret && info.nr_active == cfg.nr_events, name,
+		      "ret %d (%s) active %u", ret, strerror(-ret), info.nr_active);
+	}
+	for (int c = 0; fd >= 0 && !ret && c < (int)info.nr_cpu_ids; c++) {
+		struct inxpect_status st = { .cpu = c };
+
+		if (xioctl(fd, INXPECT_IOC_GET_STATUS, &st))
+			continue;
+		for (__u32 sl = 0; sl < st.nr_slots; sl++)
+			printf("INXPECT-VM-INFO events cpu=%d slot=%u state=%u index=%d\n", c,
+			       sl, st.slots[sl].state, st.slots[sl].rdpmc_index);
+	}
+	while (nheld)
+		close(held[--nheld]);
+	if (fd >= 0)
+		close(fd);
+	return n_fail ? 1 : 0;
+}
+
+static int slot_state(int fd, int cpu, int slot, int *index)
+{
+	struct inxpect_status st = { .cpu = cpu };
+	int ret = xioctl(fd, INXPECT_IOC_GET_STATUS, &st);
+
+	if (ret)
+		return ret;
+	*index = st.slots[slot].rdpmc_index;
+	return st.slots[slot].state;
+}
+
+static int write_online(int cpu, const char *v)
+{
+	char p[64];
+	int fd, ok;
+
+	snprintf(p, sizeof(p), "/sys/devices/system/cpu/cpu%d/online", cpu);
+	fd = open(p, O_WRONLY | O_CLOEXEC);
+	ok = fd >= 0 && write(fd, v, 1) == 1;
+	if (fd >= 0)
+		close(fd);
+	return ok ? 0 : -errno;
+}
+
+/* `hotplug-events`: with instructions and cycles configured, cpu1
+ * goes offline (its slots report OFFLINE) and comes back (its events are
+ * created again: ACTIVE with a counter). */
+static int cmd_hotplug_events(void)
+{
+	int fd = hold_events("instructions,cycles"), idx = -1, s0, s1, s2, e1, e2;
+
+	if (fd < 0)
+		return 1;
+	s0 = slot_state(fd, 1, 0, &idx);
+	e1 = write_online(1, "0");
+	s1 = slot_state(fd, 1, 0, &idx);
+	e2 = write_online(1, "1");
+	s2 = slot_state(fd, 1, 0, &idx);
+	check(s0 == INXPECT_SLOT_ACTIVE && !e1 && s1 == INXPECT_SLOT_OFFLINE && !e2 &&
+		      s2 == INXPECT_SLOT_ACTIVE && idx >= 0,
+	      "hotplug with events: cpu1 offline -> OFFLINE, online -> ACTIVE",
+	      "before %d, offline %d (write %d), online %d (write %d) index %d", s0, s1,
+	      e1, s2, e2, idx);
+	close(fd);
+	return n_fail ? 1 : 0;
+}
+
 static int cmd_run(int argc, char **argv)
 {
 	const char *path = argv[0], *only = NULL, *oname = base_name(argv[0]);
@@ -917,7 +1171,9 @@ static int cmd_run(int argc, char **argv)
 	size_t pkt_len = sizeof(default_pkt);
 	long want_retval = -1;
 	const char *dumps[32];
-	int ndump = 0, repeat = 1, err, ran = 0;
+	int ndump = 0, repeat = 1, err, ran = 0, cpu = -1, churn = 0, evfd = -1;
+	bool kfuncs = false;
+	pid_t churner = -1;
 	struct bpf_program *prog;
 	struct bpf_object *obj;
 	char name[256];
@@ -925,6 +1181,10 @@ static int cmd_run(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 
+		if (!strcmp(a, "--kfuncs")) {
+			kfuncs = true;
+			continue;
+		}
 		if (!v) {
 			fprintf(stdout, "INXPECT-VM: FAIL run %s: option %s needs a value\n",
 				oname, a);
@@ -936,6 +1196,15 @@ static int cmd_run(int argc, char **argv)
 			repeat = atoi(v);
 		else if (!strcmp(a, "--retval"))
 			want_retval = atol(v);
+		else if (!strcmp(a, "--cpu"))
+			cpu = atoi(v);
+		else if (!strcmp(a, "--churn"))
+			churn = atoi(v);
+		else if (!strcmp(a, "--events")) {
+			evfd = hold_events(v);
+			if (evfd < 0)
+				return 1;
+		}
 		else if (!strcmp(a, "--dump") && ndump < 32)
 			dumps[ndump++] = v;
 		else if (!strcmp(a, "--packet")) {
@@ -951,7 +1220,11 @@ static int cmd_run(int argc, char **argv)
 		i++;
 	}
 
-	obj = open_load(path, &err);
+	if (cpu >= 0 && pin_cpu(cpu)) {
+		check(false, "run: pin", "cpu %d: %s", cpu, strerror(errno));
+		return 1;
+	}
+	obj = open_load_flag(path, kfuncs, &err);
 	snprintf(name, sizeof(name), "run %s: load", oname);
 	check(obj != NULL, name, "%d (%s)", err, strerror(-err));
 	if (!obj)
@@ -968,8 +1241,19 @@ static int cmd_run(int argc, char **argv)
 		ran++;
 		if (!repeat)
 			continue;
+		if (churn && cpu >= 0)
+			churner = start_churn(cpu, churn);
 		err = test_run(bpf_program__fd(prog), pkt, pkt_len, repeat, &retval,
 			       &dur);
+		if (churner > 0) {
+			int st = 0;
+
+			kill(churner, SIGTERM);
+			waitpid(churner, &st, 0);
+			churner = -1;
+			printf("INXPECT-VM-INFO churn obj=%s rounds=%d\n", oname,
+			       WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+		}
 		snprintf(name, sizeof(name), "run %s/%s", oname, pname);
 		check(!err && (want_retval < 0 || retval == want_retval), name,
 		      "err %d (%s) retval %u want %ld", err, strerror(-err), retval,
@@ -986,6 +1270,8 @@ static int cmd_run(int argc, char **argv)
 		check(!err, name, "%d (%s)", err, strerror(-err));
 	}
 	bpf_object__close(obj);
+	if (evfd >= 0)
+		close(evfd);
 	return n_fail ? 1 : 0;
 }
 
@@ -993,7 +1279,10 @@ static int usage(void)
 {
 	fprintf(stderr, "usage: inxpect-vm-test kmod KO BPFDIR [RELOADS]\n"
 			"       inxpect-vm-test run OBJ [--prog NAME] [--repeat N] "
-			"[--retval N] [--packet FILE] [--dump MAP]...\n"
+			"[--retval N] [--packet FILE] [--dump MAP]... [--kfuncs] [--cpu C]\n"
+			"           [--churn N] [--events EV,EV...]\n"
+			"       inxpect-vm-test events [--others N] [--expect EBUSY] EVENT...\n"
+			"       inxpect-vm-test hotplug-events\n"
 			"       inxpect-vm-test rmmod\n");
 	return 2;
 }
@@ -1006,6 +1295,10 @@ int main(int argc, char **argv)
 	libbpf_set_print(libbpf_print);
 	if (argc >= 4 && !strcmp(argv[1], "kmod"))
 		return cmd_kmod(argv[2], argv[3], argc > 4 ? atoi(argv[4]) : 100);
+	if (argc >= 2 && !strcmp(argv[1], "events"))
+		return cmd_events(argc - 2, argv + 2);
+	if (argc == 2 && !strcmp(argv[1], "hotplug-events"))
+		return cmd_hotplug_events();
 	if (argc >= 3 && !strcmp(argv[1], "run"))
 		return cmd_run(argc - 2, argv + 2);
 	if (argc == 2 && !strcmp(argv[1], "idle")) {
