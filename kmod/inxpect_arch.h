@@ -103,7 +103,12 @@ static __always_inline u64 inxpect_arch_read_tsc_lo(void)
  * numbering: bits 7:0 are 0..30 for PMEVCNTR<n>_EL0, 31 for PMCCNTR_EL0 (the
  * cycle counter), 32 for PMICNTR_EL0 (FEAT_PMUv3_ICNTR's instruction
  * counter); INXPECT_ARM64_CHAINED says the event is a chained pair whose
- * high half is in the next counter up.
+ * high half is in the next counter up; INXPECT_ARM64_WIDE that it is a
+ * 64-bit event (ARMPMU_EVT_64BIT). Every other event is 32 bits wide, and
+ * its register may hold more: on PMUv3p5 and on the cycle counter the driver
+ * biases a 32-bit event by 0xffffffff00000000 (so that its overflow
+ * interrupt comes at 2^32), which the read masks off, also because bit 63
+ * of a read is inxpect's "invalid".
  *
  * event->hw.idx is the driver's index, and its meaning changed with the
  * "remove event index to counter remapping" rework (Linux 6.11), which also
@@ -147,6 +152,7 @@ static __always_inline u64 inxpect_arch_read_tsc_lo(void)
 #define INXPECT_ARM64_PMICNTR 32
 #define INXPECT_ARM64_COUNTER_MASK 0xff
 #define INXPECT_ARM64_CHAINED 0x100
+#define INXPECT_ARM64_WIDE 0x200
 #define INXPECT_ARM64_PMUVER_V3P5 6 /* ID_AA64DFR0_EL1.PMUVer, Armv8.5 */
 
 /* The handle of e if the driver has it at index idx. */
@@ -172,9 +178,9 @@ static __always_inline int inxpect_arm64_counter_at(struct perf_event *e, int id
 	    (pmu->pmuver < INXPECT_ARM64_PMUVER_V3P5 || pmu->pmuver == 0xf)) {
 		if (c == 0)
 			return -1; /* cannot happen: the high half is odd */
-		return (c - 1) | INXPECT_ARM64_CHAINED;
+		return (c - 1) | INXPECT_ARM64_CHAINED | INXPECT_ARM64_WIDE;
 	}
-	return c;
+	return (e->hw.flags & ARMPMU_EVT_64BIT) ? c | INXPECT_ARM64_WIDE : c;
 }
 
 static inline int inxpect_arch_counter(struct perf_event *e)
@@ -245,7 +251,9 @@ static __always_inline u64 inxpect_arch_read_pmc(int h)
 	unsigned int c = h & INXPECT_ARM64_COUNTER_MASK;
 	u64 hi, lo, hi2;
 
-	if (likely(!(h & INXPECT_ARM64_CHAINED)))
+	if (likely(!(h & INXPECT_ARM64_WIDE)))
+		return (u32)inxpect_arm64_read_counter(c);
+	if (!(h & INXPECT_ARM64_CHAINED))
 		return inxpect_arm64_read_counter(c);
 	/* Chained: high, low, high again, so a carry between the two reads
 	 * is not taken for a wrap of 2^32 counts. */

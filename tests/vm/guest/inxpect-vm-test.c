@@ -224,16 +224,21 @@ static int pmu_type(const char *pmu)
 static void non_core_tests(int fd)
 {
 	struct inxpect_config cfg;
-	int type = pmu_type("msr"), ret;
+	int type, ret;
 
-	check(type >= PERF_TYPE_MAX, "non-core PMU: msr PMU present", "type %d", type);
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.nr_events = 1;
+#ifdef __x86_64__
+	/* x86's msr PMU: dynamic type, not a core PMU. The arm64 guest (QEMU
+	 * virt) has no uncore PMU to try. */
+	type = pmu_type("msr");
+	check(type >= PERF_TYPE_MAX, "non-core PMU: msr PMU present", "type %d", type);
 	cfg.events[0].type = type;
 	cfg.events[0].config = 0; /* msr/tsc/ */
 	ret = xioctl(fd, INXPECT_IOC_SET_EVENTS, &cfg);
 	check(type >= PERF_TYPE_MAX && ret == -EINVAL, "non-core PMU: SET_EVENTS msr/tsc -> EINVAL",
 	      "got %d (%s)", ret, strerror(-ret));
+#endif
 	type = pmu_type("software");
 	cfg.events[0].type = type;
 	cfg.events[0].config = PERF_COUNT_SW_CPU_CLOCK;
