@@ -140,6 +140,18 @@ pub fn plan(elf: &Elf, src: &Source<'_>, mode: Mode, only: Option<&[String]>) ->
     let user: Vec<usize> = (0..funcs.len())
         .filter(|&i| !funcs[i].name.starts_with(PREFIX))
         .collect();
+    // Per function, from one CFG: its exits and its tail calls (slots from
+    // its start), for the function probes and the tail-call marks.
+    let mut exits_tails: Vec<(Vec<usize>, Vec<usize>)> = vec![Default::default(); funcs.len()];
+    for &fi in &user {
+        let g = cfg::graph(elf, &funcs[fi])?;
+        let at = |want: fn(&Insn) -> bool| -> Vec<usize> {
+            (0..g.insns.len())
+                .filter(|&i| g.is_insn[i] && want(&g.insns[i]))
+                .collect()
+        };
+        exits_tails[fi] = (at(Insn::is_exit), at(is_tail_call));
+    }
     let mut points = Vec::new();
     let mut regions: Vec<RegionDesc> = Vec::new();
     let site = |sec: usize, slot: usize| Site {
@@ -200,11 +212,8 @@ pub fn plan(elf: &Elf, src: &Source<'_>, mode: Mode, only: Option<&[String]>) ->
                 if only.is_some_and(|o| !o.contains(&f.name)) {
                     continue;
                 }
-                let a = cfg::graph(elf, f)?;
                 let id = regions.len() as u32;
-                let exits: Vec<usize> = (0..a.insns.len())
-                    .filter(|&i| a.is_insn[i] && a.insns[i].is_exit())
-                    .collect();
+                let (exits, tails) = &exits_tails[fi];
                 // Once per call, whatever jumps back to the first instruction.
                 points.push(Point {
                     sec: f.sec,
@@ -216,8 +225,7 @@ pub fn plan(elf: &Elf, src: &Source<'_>, mode: Mode, only: Option<&[String]>) ->
                 // A tail call is an exit too: the function's region ends
                 // before it (a failed one then reaches a real exit, where
                 // END finds nothing held).
-                let tails = tail_calls(&a);
-                for &e in exits.iter().chain(&tails) {
+                for &e in exits.iter().chain(tails) {
                     points.push(Point {
                         sec: f.sec,
                         slot: Slot(f.start + e),
@@ -234,7 +242,7 @@ pub fn plan(elf: &Elf, src: &Source<'_>, mode: Mode, only: Option<&[String]>) ->
                     starts: vec![site(f.sec, f.start)],
                     ends: exits
                         .iter()
-                        .chain(&tails)
+                        .chain(tails)
                         .map(|&e| site(f.sec, f.start + e))
                         .collect(),
                 });
@@ -269,7 +277,7 @@ pub fn plan(elf: &Elf, src: &Source<'_>, mode: Mode, only: Option<&[String]>) ->
                 kind: Kind::RunBegin,
             });
         }
-        for t in tail_calls(&cfg::graph(elf, f)?) {
+        for &t in &exits_tails[fi].1 {
             for (place, kind) in [
                 (Place::Before, Kind::TailMark),
                 (Place::After, Kind::TailClear),
@@ -290,13 +298,6 @@ pub fn plan(elf: &Elf, src: &Source<'_>, mode: Mode, only: Option<&[String]>) ->
         points,
         regions,
     })
-}
-
-/// The `bpf_tail_call` sites of a function (slots from its start).
-fn tail_calls(g: &cfg::Graph) -> Vec<usize> {
-    (0..g.insns.len())
-        .filter(|&i| g.is_insn[i] && is_tail_call(&g.insns[i]))
-        .collect()
 }
 
 fn is_tail_call(x: &Insn) -> bool {

@@ -48,6 +48,15 @@ fn required(elf: &Elf, name: &str, func: bool) -> Result<usize> {
 }
 
 impl Backend {
+    /// A function of the runtime (a bpf-to-bpf call, with a frame of its
+    /// own), not a kfunc.
+    pub fn is_runtime_fn(&self, sym: usize) -> bool {
+        [self.start, self.end, self.tail_enter].contains(&sym)
+            || self
+                .inline
+                .is_some_and(|(_, prep, end_value)| sym == prep || sym == end_value)
+    }
+
     pub fn resolve(elf: &Elf, counter: Counter, events: usize) -> Result<Backend> {
         let ext = |name: &str| {
             elf.symbols

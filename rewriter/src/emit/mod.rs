@@ -52,7 +52,13 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Insertions> {
             analyses.insert(*fi, cfg::analyse(elf, &plan.funcs[*fi], &uses)?);
         }
     }
-    let tail_calls = plan.points.iter().any(|p| matches!(p.kind, Kind::TailMark));
+    let tail_callers: std::collections::BTreeSet<usize> = plan
+        .points
+        .iter()
+        .filter(|p| p.kind == Kind::TailMark)
+        .map(|p| p.func)
+        .collect();
+    let tail_calls = !tail_callers.is_empty();
     let nregions = plan.regions.len() as u32;
     let mut frames: Vec<stack::Frame> = Vec::with_capacity(plan.funcs.len());
     for (fi, f) in plan.funcs.iter().enumerate() {
@@ -64,10 +70,7 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Insertions> {
             original: d,
             instrumented: d,
             calls_runtime: false,
-            tail_call: plan
-                .points
-                .iter()
-                .any(|p| p.func == fi && p.kind == Kind::TailMark),
+            tail_call: tail_callers.contains(&fi),
         });
     }
 
@@ -127,15 +130,10 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Insertions> {
             tail_calls,
         };
         for &k in kinds {
-            let calls = match k {
-                Kind::End(_) => true,
-                Kind::Start(_) => !(f.is_prog && b.inline.is_some() && site.spare.is_some()),
-                Kind::RunBegin => tail_calls,
-                Kind::TailMark | Kind::TailClear => false,
-            };
-            fr.calls_runtime |= calls;
             s.append(body::body(k, b, &site));
         }
+        // A call of a runtime function puts its frame on the stack.
+        fr.calls_runtime |= s.calls_any(|sym| b.is_runtime_fn(sym));
         for (r, from) in &saves {
             s.push(match from {
                 SaveTo::Reg(c) => Insn::mov64_reg(*r, *c),

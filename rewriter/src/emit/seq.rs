@@ -104,6 +104,11 @@ impl Seq {
             .push(Insn::stx_dw(base, off, tmp))
     }
 
+    /// Whether some call in the sequence calls a symbol `which` accepts.
+    pub fn calls_any(&self, which: impl Fn(usize) -> bool) -> bool {
+        self.insns.iter().filter_map(|n| n.call).any(which)
+    }
+
     /// Appends `other`, its labels kept apart from ours.
     pub fn append(&mut self, other: Seq) -> &mut Self {
         let base = self.insns.len();
