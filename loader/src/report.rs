@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::stats::{RegionStats, Runs, Snapshot};
 
-pub const SCHEMA: &str = "inxpect-report/2";
+pub const SCHEMA: &str = "inxpect-report/3";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -101,7 +101,10 @@ pub struct Summary {
     pub min: f64,
     pub max: f64,
     pub p50: f64,
+    pub p90: f64,
     pub p99: f64,
+    /// p99.9
+    pub p999: f64,
 }
 
 impl Summary {
@@ -111,7 +114,9 @@ impl Summary {
             min: s.min[e] as f64,
             max: s.max[e] as f64,
             p50: s.quantile(e, 0.5),
+            p90: s.quantile(e, 0.9),
             p99: s.quantile(e, 0.99),
+            p999: s.quantile(e, 0.999),
         }
     }
     fn minus(self, off: f64) -> Summary {
@@ -120,7 +125,9 @@ impl Summary {
             min: self.min - off,
             max: self.max - off,
             p50: self.p50 - off,
+            p90: self.p90 - off,
             p99: self.p99 - off,
+            p999: self.p999 - off,
         }
     }
 }
@@ -219,7 +226,7 @@ pub fn table(r: &Report) -> String {
     }
     let _ = writeln!(
         o,
-        "{:>3} {:<16} {:<18} {:<22} {:<12} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}",
+        "{:>3} {:<16} {:<18} {:<22} {:<12} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}",
         "ID",
         "REGION",
         "FUNCTION",
@@ -231,7 +238,9 @@ pub fn table(r: &Report) -> String {
         "MIN",
         "MAX",
         "P50",
+        "P90",
         "P99",
+        "P99.9",
         "CAL.MEAN",
         "CAL.P50",
         "CAL.P99"
@@ -246,7 +255,7 @@ pub fn table(r: &Report) -> String {
             };
             let _ = writeln!(
                 o,
-                "{:>3} {:<16} {:<18} {:<22} {:<12} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}",
+                "{:>3} {:<16} {:<18} {:<22} {:<12} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}",
                 reg.id,
                 format!("{}{}", reg.name, if reg.enabled { "" } else { " (off)" }),
                 reg.function,
@@ -262,7 +271,9 @@ pub fn table(r: &Report) -> String {
                 num(ev.raw.min),
                 num(ev.raw.max),
                 num(ev.raw.p50),
+                num(ev.raw.p90),
                 num(ev.raw.p99),
+                num(ev.raw.p999),
                 cal(|c| c.mean),
                 cal(|c| c.p50),
                 cal(|c| c.p99),
@@ -286,7 +297,7 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-pub const CSV_HEADER: &str = "region_id,region,function,section,line,enabled,event,count,invalid,tail_ends,sum,mean,min,max,p50,p99,cal_mean,cal_min,cal_max,cal_p50,cal_p99";
+pub const CSV_HEADER: &str = "region_id,region,function,section,line,enabled,event,count,invalid,tail_ends,sum,mean,min,max,p50,p90,p99,p999,cal_mean,cal_min,cal_max,cal_p50,cal_p90,cal_p99,cal_p999";
 
 /// One row per region per event; empty calibrated columns when uncalibrated.
 pub fn csv(r: &Report) -> String {
@@ -297,11 +308,16 @@ pub fn csv(r: &Report) -> String {
             let s = &ev.raw;
             let c = ev
                 .calibrated
-                .map(|c| format!("{},{},{},{},{}", c.mean, c.min, c.max, c.p50, c.p99))
-                .unwrap_or_else(|| ",,,,".into());
+                .map(|c| {
+                    format!(
+                        "{},{},{},{},{},{},{}",
+                        c.mean, c.min, c.max, c.p50, c.p90, c.p99, c.p999
+                    )
+                })
+                .unwrap_or_else(|| ",,,,,,".into());
             let _ = writeln!(
                 o,
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 reg.id,
                 csv_field(&reg.name),
                 csv_field(&reg.function),
@@ -317,7 +333,9 @@ pub fn csv(r: &Report) -> String {
                 s.min,
                 s.max,
                 s.p50,
+                s.p90,
                 s.p99,
+                s.p999,
                 c
             );
         }

@@ -1,7 +1,7 @@
 //! Reading the per-CPU statistics maps and summarising them.
 
 use anyhow::{bail, Context, Result};
-use inxpect_rewriter::runtime::{pcpu, stats, HIST_BUCKETS, MAX_EVENTS};
+use inxpect_rewriter::runtime::{hist, pcpu, stats, HIST_BUCKETS, MAX_EVENTS};
 use libbpf_rs::{MapCore, MapFlags};
 
 /// One region's statistics, summed over CPUs.
@@ -94,51 +94,48 @@ impl RegionStats {
         }
     }
 
-    /// The `q` quantile (0..=1) from the log2 histogram.
+    /// The `q` quantile (0..=1, taken in millionths) from the histogram:
+    /// the value of rank ceil(q·n) (nearest rank, at least 1) among the n
+    /// measurements, estimated as the middle of the bucket that holds that
+    /// rank, clamped to the measured [min, max].
     ///
-    /// Bucket 0 holds 0; bucket b >= 1 holds [2^(b-1), 2^b - 1] (the runtime's
-    /// `64 - clz(d)`). The rank `q * n` is placed linearly inside its bucket,
-    /// as if the bucket's values were spread evenly, then clamped to the
-    /// measured min/max: exact for one-value buckets, within a factor 2 at
-    /// worst.
+    /// The bucket is found exactly (counts are exact), so the estimate is
+    /// off by at most half the bucket's width: exact below 32, within
+    /// 1/32 (3.1%) of the true value below 2^32 (see
+    /// [`inxpect_rewriter::runtime::hist`]). Above 2^32 (one last bucket)
+    /// it is only known to lie in [2^32, max].
     pub fn quantile(&self, e: usize, q: f64) -> f64 {
         let h = &self.hist[e];
         let n: u64 = h.iter().sum();
         if n == 0 {
             return 0.0;
         }
-        let rank = (q * n as f64).clamp(0.0, n as f64);
+        let rank = nearest_rank(n, q);
+        let (mn, mx) = (self.min[e], self.max[e]);
         let mut below = 0u64;
         for (b, &c) in h.iter().enumerate() {
-            if c == 0 {
-                continue;
-            }
-            if (below + c) as f64 >= rank {
-                let (lo, hi) = bucket_range(b);
-                let frac = ((rank - below as f64) / c as f64).clamp(0.0, 1.0);
-                let v = lo + (hi - lo) * frac;
-                let (mn, mx) = (self.min[e] as f64, self.max[e] as f64);
-                return if mx >= mn && self.count > 0 {
-                    v.clamp(mn, mx)
-                } else {
-                    v
-                };
-            }
             below += c;
+            if below >= rank {
+                let (mut lo, mut hi) = hist::range(b);
+                if b == HIST_BUCKETS - 1 {
+                    hi = mx.max(lo);
+                }
+                if mx >= mn {
+                    (lo, hi) = (lo.clamp(mn, mx), hi.clamp(mn, mx));
+                }
+                return (lo as f64 + hi as f64) / 2.0;
+            }
         }
-        self.max[e] as f64
+        mx as f64
     }
 }
 
-/// The value range of a bucket: bucket b >= 1 covers
-/// the integers 2^(b-1) ..= 2^b - 1.
-fn bucket_range(b: usize) -> (f64, f64) {
-    if b == 0 {
-        (0.0, 0.0)
-    } else {
-        let lo = 2f64.powi(b as i32 - 1);
-        (lo, 2.0 * lo - 1.0)
-    }
+/// The 1-based rank of the `q` quantile among `n` values: ceil(q·n) with q
+/// rounded to millionths (so 0.999 is exactly 999/1000), at least 1.
+pub fn nearest_rank(n: u64, q: f64) -> u64 {
+    let ppm = (q.clamp(0.0, 1.0) * 1e6).round() as u128;
+    let r = (n as u128 * ppm).div_ceil(1_000_000) as u64;
+    r.clamp(1, n.max(1))
 }
 
 /// Reads region `id` of `inxpect_stats`.
@@ -197,33 +194,51 @@ pub struct Snapshot {
 mod tests {
     use super::*;
 
-    #[test]
-    fn quantile_inside_one_bucket() {
-        // 100 values of 5 (bucket 3 = [4, 7]).
+    fn with(values: &[u64]) -> RegionStats {
         let mut s = RegionStats {
-            count: 100,
+            count: values.len() as u64,
             ..Default::default()
         };
-        s.sum[0] = 500;
-        s.min[0] = 5;
-        s.max[0] = 5;
-        s.hist[0][3] = 100;
-        assert_eq!(s.quantile(0, 0.5), 5.0);
-        assert_eq!(s.mean(0), 5.0);
+        s.min[0] = *values.iter().min().unwrap();
+        s.max[0] = *values.iter().max().unwrap();
+        for &v in values {
+            s.sum[0] += v;
+            s.hist[0][hist::bucket(v)] += 1;
+        }
+        s
     }
 
     #[test]
-    fn quantile_interpolates() {
-        let mut s = RegionStats {
-            count: 100,
-            ..Default::default()
-        };
-        s.min[0] = 1;
-        s.max[0] = 1000;
-        s.hist[0][1] = 50; // value 1
-        s.hist[0][10] = 50; // 512..1023
+    fn quantile_of_one_value_is_exact() {
+        let s = with(&[35; 100]);
+        assert_eq!(s.quantile(0, 0.5), 35.0);
+        assert_eq!(s.quantile(0, 0.999), 35.0);
+        assert_eq!(s.mean(0), 35.0);
+    }
+
+    #[test]
+    fn quantile_is_the_nearest_rank_within_half_a_bucket() {
+        // 50 ones and 50 values 1000 (bucket 992..=1023 clamped to max 1000).
+        let mut v = vec![1u64; 50];
+        v.extend([1000; 50]);
+        let s = with(&v);
         assert_eq!(s.quantile(0, 0.5), 1.0);
-        let p99 = s.quantile(0, 0.99);
-        assert!((990.0..=1000.0).contains(&p99), "{p99}");
+        assert_eq!(s.quantile(0, 0.51), 996.0);
+        // A tight distribution (issue 17: min 32, max 80, mostly 32-35).
+        let mut v: Vec<u64> = (0..97).map(|i| 32 + i % 4).collect();
+        v.extend([60, 70, 80]);
+        let s = with(&v);
+        // Rank 50 is a 34 (25 of 32, 24 of 33 below it): bucket 34..=35.
+        assert_eq!(s.quantile(0, 0.5), 34.5);
+        assert_eq!(s.quantile(0, 0.99), 69.5); // 70 in 68..=71
+    }
+
+    #[test]
+    fn ranks() {
+        assert_eq!(nearest_rank(1000, 0.999), 999);
+        assert_eq!(nearest_rank(1000, 0.5), 500);
+        assert_eq!(nearest_rank(1001, 0.5), 501);
+        assert_eq!(nearest_rank(7, 0.0), 1);
+        assert_eq!(nearest_rank(7, 1.0), 7);
     }
 }

@@ -4,10 +4,13 @@
 
 use serde::{Deserialize, Serialize};
 
-pub const ABI: u32 = 3;
+pub const ABI: u32 = 4;
 pub const MAX_REGIONS: usize = 256;
 pub const MAX_EVENTS: usize = 4;
-pub const HIST_BUCKETS: usize = 64;
+/// Log-linear histogram (see [`hist`]): 2^HIST_SUB_BITS buckets per power of two.
+pub const HIST_SUB_BITS: u32 = 4;
+pub const HIST_SUB: usize = 1 << HIST_SUB_BITS;
+pub const HIST_BUCKETS: usize = (32 - HIST_SUB_BITS as usize + 1) * HIST_SUB + 1;
 
 pub const FN_START: &str = "__inxpect_start";
 pub const FN_END: &str = "__inxpect_end";
@@ -88,6 +91,65 @@ pub fn object(counter: Counter, events: usize) -> &'static [u8] {
         (Counter::Pmc, 2) => include_bytes!("../../runtime-bpf/obj/runtime-pmc2.o"),
         (Counter::Pmc, 3) => include_bytes!("../../runtime-bpf/obj/runtime-pmc3.o"),
         (Counter::Pmc, _) => include_bytes!("../../runtime-bpf/obj/runtime-pmc4.o"),
+    }
+}
+
+/// The runtime's histogram buckets (`bucket()` in runtime.bpf.c): a value
+/// below 2^SUB_BITS has its own bucket; a value v < 2^32 with
+/// k = floor(log2 v) is in bucket (k - SUB_BITS + 1) * SUB + the SUB_BITS
+/// bits of v below its top bit; 2^32 and more share the last bucket.
+pub mod hist {
+    use super::{HIST_BUCKETS, HIST_SUB, HIST_SUB_BITS};
+
+    /// The bucket of value `v` (as the runtime computes it).
+    pub fn bucket(v: u64) -> usize {
+        if v >> 32 != 0 {
+            return HIST_BUCKETS - 1;
+        }
+        if v < HIST_SUB as u64 {
+            return v as usize;
+        }
+        let k = 63 - v.leading_zeros();
+        (k - HIST_SUB_BITS + 1) as usize * HIST_SUB
+            + ((v >> (k - HIST_SUB_BITS)) as usize & (HIST_SUB - 1))
+    }
+
+    /// The integers bucket `b` holds, `lo..=hi`; the last bucket has no
+    /// upper bound (`u64::MAX`).
+    pub fn range(b: usize) -> (u64, u64) {
+        if b < HIST_SUB {
+            return (b as u64, b as u64);
+        }
+        if b >= HIST_BUCKETS - 1 {
+            return (1 << 32, u64::MAX);
+        }
+        let k = (b / HIST_SUB) as u32 + HIST_SUB_BITS - 1;
+        let w = 1u64 << (k - HIST_SUB_BITS);
+        let lo = (1u64 << k) + (b % HIST_SUB) as u64 * w;
+        (lo, lo + w - 1)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn buckets_tile_the_values_in_order() {
+            let mut next = 0u64;
+            for b in 0..HIST_BUCKETS - 1 {
+                let (lo, hi) = range(b);
+                assert_eq!(lo, next, "bucket {b}");
+                assert!(hi >= lo);
+                assert_eq!(bucket(lo), b);
+                assert_eq!(bucket(hi), b);
+                // Width at most 1/16 of the smallest value in it.
+                assert!((hi - lo) * HIST_SUB as u64 <= lo.max(1), "bucket {b}");
+                next = hi + 1;
+            }
+            assert_eq!(next, 1 << 32);
+            assert_eq!(bucket(1 << 32), HIST_BUCKETS - 1);
+            assert_eq!(bucket(u64::MAX), HIST_BUCKETS - 1);
+        }
     }
 }
 

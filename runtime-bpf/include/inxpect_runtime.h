@@ -8,10 +8,16 @@
 #ifndef __INXPECT_RUNTIME_H
 #define __INXPECT_RUNTIME_H
 
-#define INXPECT_ABI 3
+#define INXPECT_ABI 4
 #define INXPECT_MAX_REGIONS 256
 #define INXPECT_MAX_EVENTS 4
-#define INXPECT_HIST_BUCKETS 64
+/* Log-linear histogram: deltas below 2^SUB_BITS have a bucket each; above,
+ * every power of two [2^k, 2^(k+1)) is cut into 2^SUB_BITS equal buckets
+ * (width 2^(k-SUB_BITS), at most 1/16 of the values in it); deltas of 2^32
+ * and more share the last bucket. */
+#define INXPECT_HIST_SUB_BITS 4
+#define INXPECT_HIST_SUB (1 << INXPECT_HIST_SUB_BITS)
+#define INXPECT_HIST_BUCKETS ((32 - INXPECT_HIST_SUB_BITS + 1) * INXPECT_HIST_SUB + 1)
 
 /* Map `.data.inxpect` (a global variable section): changed by the loader
  * while the program runs, read by the probes with a direct load. */
@@ -34,8 +40,8 @@ struct inxpect_stats {
 	__u64 sum[INXPECT_MAX_EVENTS];
 	__u64 min[INXPECT_MAX_EVENTS];
 	__u64 max[INXPECT_MAX_EVENTS];
-	/* bucket b counts deltas d with 64 - clz(d) == b (b = 0 for d = 0),
-	 * clamped to the last bucket. */
+	/* bucket b: d < 16: b = d; d < 2^32 with k = floor(log2 d):
+	 * b = (k - 3) * 16 + ((d >> (k - 4)) & 15); else the last one. */
 	__u64 hist[INXPECT_MAX_EVENTS][INXPECT_HIST_BUCKETS];
 };
 

@@ -195,16 +195,22 @@ __probe int __inxpect_start_prep(__u32 id)
 
 static __always_inline __u32 bucket(__u64 d)
 {
-	__u32 b = 0;
+	__u32 x = d, y = d, k = 0, b;
 
-	if (d >> 32) { d >>= 32; b += 32; }
-	if (d >> 16) { d >>= 16; b += 16; }
-	if (d >> 8) { d >>= 8; b += 8; }
-	if (d >> 4) { d >>= 4; b += 4; }
-	if (d >> 2) { d >>= 2; b += 2; }
-	if (d >> 1) { d >>= 1; b += 1; }
-	b += d;
-	return b < INXPECT_HIST_BUCKETS ? b : INXPECT_HIST_BUCKETS - 1;
+	if (d >> 32)
+		return INXPECT_HIST_BUCKETS - 1;
+	if (x < INXPECT_HIST_SUB)
+		return x;
+	/* k = floor(log2 x) >= SUB_BITS */
+	if (y >> 16) { y >>= 16; k += 16; }
+	if (y >> 8) { y >>= 8; k += 8; }
+	if (y >> 4) { y >>= 4; k += 4; }
+	if (y >> 2) { y >>= 2; k += 2; }
+	if (y >> 1)
+		k += 1;
+	b = (k - INXPECT_HIST_SUB_BITS + 1) * INXPECT_HIST_SUB +
+	    ((x >> (k - INXPECT_HIST_SUB_BITS)) & (INXPECT_HIST_SUB - 1));
+	return b < INXPECT_HIST_BUCKETS - 1 ? b : INXPECT_HIST_BUCKETS - 1;
 }
 
 /* Closes region `id` held by this run with the values `now`; `tail`: the

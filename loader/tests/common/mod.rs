@@ -67,7 +67,7 @@ pub fn report(what: &str, o: &Output) -> serde_json::Value {
     );
     let v: serde_json::Value = serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)));
-    assert_eq!(v["schema"], "inxpect-report/2");
+    assert_eq!(v["schema"], "inxpect-report/3");
     v
 }
 
