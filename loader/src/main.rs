@@ -305,15 +305,15 @@ fn test_run(a: TestRunArgs) -> Result<()> {
     if a.repeat == 0 {
         bail!("--repeat must be at least 1");
     }
-    let frames = pcap::read(&a.pcap)?;
-    if frames.is_empty() {
+    let mut cap = pcap::read(&a.pcap)?;
+    if cap.frames.is_empty() {
         bail!("{}: no frames", a.pcap.display());
     }
     let bytes = read_obj(&c.obj)?;
     let b = backend(c, &bytes)?;
     testrun::pin_to_current_cpu()?;
     let (l, cfg) = load_for(c, &b, bytes)?;
-    let verdicts = testrun::run_all(&l, &frames, a.repeat)?;
+    let ran = testrun::run_all(&l, &mut cap, a.repeat)?;
     let snap = object::snapshot(&l)?;
     let cal = if c.no_calibrate {
         None
@@ -333,9 +333,11 @@ fn test_run(a: TestRunArgs) -> Result<()> {
         runs: snap.runs,
         test_run: Some(TestRunInfo {
             pcap: a.pcap.display().to_string(),
-            frames: frames.len() as u64,
+            frames: cap.frames.len() as u64,
             repeat: a.repeat,
-            verdicts,
+            verdicts: ran.verdicts,
+            skipped: ran.skipped.len() as u64,
+            skipped_frames: ran.skipped,
         }),
         live: None,
         regions: report::regions(

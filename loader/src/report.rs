@@ -45,10 +45,15 @@ pub struct Report {
 #[derive(Serialize, Debug, Clone)]
 pub struct TestRunInfo {
     pub pcap: String,
+    /// Frames run (the file's frames less `skipped`).
     pub frames: u64,
     pub repeat: u32,
     /// Verdict name -> frames (counted once per frame, not per repeat).
     pub verdicts: BTreeMap<String, u64>,
+    /// Frames of the file the kernel cannot run (too short, too long).
+    pub skipped: u64,
+    /// Each of them: frame number (from 1), size and reason.
+    pub skipped_frames: Vec<crate::pcap::Skipped>,
 }
 
 #[derive(Serialize, Debug, Clone)]

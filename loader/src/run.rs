@@ -568,6 +568,31 @@ pub fn set(a: SetArgs) -> Result<()> {
     Ok(())
 }
 
+/// Why the device refused a frame as too large: its MTU (SIOCGIFMTU on
+/// `sock`, in the device's namespace) against the frame's size.
+fn mtu_reason(sock: i32, dev: &str) -> String {
+    // SAFETY: a zeroed ifreq with a NUL-terminated name; SIOCGIFMTU only
+    // writes ifr_mtu.
+    let mtu = unsafe {
+        let mut r: libc::ifreq = std::mem::zeroed();
+        for (d, s) in r
+            .ifr_name
+            .iter_mut()
+            .zip(dev.bytes().take(libc::IFNAMSIZ - 1))
+        {
+            *d = s as libc::c_char;
+        }
+        (libc::ioctl(sock, libc::SIOCGIFMTU, &mut r) == 0).then_some(r.ifr_ifru.ifru_mtu)
+    };
+    match mtu {
+        Some(m) => format!(
+            "larger than {dev}'s MTU {m} + 14-byte Ethernet header ({} bytes)",
+            m + 14
+        ),
+        None => format!("larger than {dev} sends (EMSGSIZE: above its MTU)"),
+    }
+}
+
 /// A broadcast UDP/IPv4 frame (60 bytes): every XDP program sees it.
 fn default_frame() -> Vec<u8> {
     let mut f = vec![0xff; 6];
@@ -586,9 +611,15 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
         enter_netns(ns)?;
     }
     let idx = ifindex(&a.dev)?;
-    let frames = match &a.pcap {
-        Some(p) => inxpect_loader::pcap::read(p)?,
-        None => vec![default_frame()],
+    let (path, frames) = match &a.pcap {
+        Some(p) => (p.clone(), inxpect_loader::pcap::read(p)?.frames),
+        None => (
+            PathBuf::from("default frame"),
+            vec![inxpect_loader::pcap::Frame {
+                number: 1,
+                data: default_frame(),
+            }],
+        ),
     };
     if frames.is_empty() {
         bail!("no frames to send");
@@ -609,8 +640,16 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
     sa.sll_ifindex = idx as i32;
     sa.sll_halen = 6;
     let mut sent = 0u64;
+    // Frames the device refuses as larger than its MTU (EMSGSIZE): skipped
+    // once, never retried when --count cycles through them again.
+    let mut refused = vec![false; frames.len()];
+    let mut skipped = Vec::new();
     for i in 0..count {
-        let f = &frames[(i % frames.len() as u64) as usize];
+        let k = (i % frames.len() as u64) as usize;
+        if refused[k] {
+            continue;
+        }
+        let f = &frames[k].data;
         // SAFETY: f and sa are valid for the lengths given.
         let rc = unsafe {
             libc::sendto(
@@ -623,10 +662,42 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
             )
         };
         if rc < 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("sending frame {i} on {}", a.dev));
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EMSGSIZE) {
+                refused[k] = true;
+                skipped.push(inxpect_loader::pcap::Skipped {
+                    frame: frames[k].number,
+                    bytes: f.len(),
+                    reason: mtu_reason(sock.as_raw_fd(), &a.dev),
+                });
+                continue;
+            }
+            return Err(e).with_context(|| {
+                format!(
+                    "sending frame {} ({} bytes) of {} on {}",
+                    frames[k].number,
+                    f.len(),
+                    path.display(),
+                    a.dev
+                )
+            });
         }
         sent += 1;
+    }
+    skipped.sort_by_key(|s| s.frame);
+    for line in inxpect_loader::pcap::skipped_lines(&path, &skipped, frames.len(), 10, "") {
+        object::log::note(&line);
+    }
+    if let Some(max) = skipped.iter().map(|s| s.bytes).max() {
+        object::log::note(&format!(
+            "`ip link set dev {} mtu {}`{} would send every frame",
+            a.dev,
+            max - 14,
+            a.netns
+                .as_ref()
+                .map(|n| format!(" (in netns {n})"))
+                .unwrap_or_default()
+        ));
     }
     println!("inxpect: sent {sent} frames on {}", a.dev);
     Ok(())

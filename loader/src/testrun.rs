@@ -11,6 +11,7 @@ use libbpf_rs::ProgramInput;
 
 use crate::object::{self, Loaded};
 use crate::Backend;
+use inxpect_loader::pcap;
 use inxpect_loader::report::Calibration;
 
 /// The committed calibration program (loader/calib/empty.bpf.c).
@@ -75,12 +76,47 @@ pub fn verdict_name(v: u32) -> String {
     }
 }
 
-/// Runs all frames; returns verdict counts (per frame, not per repeat).
-pub fn run_all(l: &Loaded, frames: &[Vec<u8>], repeat: u32) -> Result<BTreeMap<String, u64>> {
-    let total = frames.len() as u64 * u64::from(repeat);
+/// What a test run did with a capture's frames.
+pub struct RunAll {
+    /// Verdict name -> frames (per frame, not per repeat).
+    pub verdicts: BTreeMap<String, u64>,
+    /// Frames the kernel cannot run, in file order.
+    pub skipped: Vec<pcap::Skipped>,
+}
+
+/// XDP's Ethernet minimum: BPF_PROG_TEST_RUN refuses shorter input (EINVAL).
+const ETH_HLEN: usize = 14;
+
+/// Why BPF_PROG_TEST_RUN cannot run a frame of `len` bytes as the program
+/// would see it on a device, if it cannot. `linear` is the kernel's
+/// single-buffer size ([`linear_max`]): a program without frags support is
+/// only handed that much of a longer frame, which no device would give it.
+pub fn unrunnable(len: usize, linear: usize, frags: bool) -> Option<String> {
+    if len < ETH_HLEN {
+        Some(format!(
+            "shorter than the {ETH_HLEN}-byte Ethernet header BPF_PROG_TEST_RUN requires"
+        ))
+    } else if !frags && len > linear {
+        Some(format!(
+            "longer than the {linear} bytes this kernel runs in one buffer; the program \
+             has no frags support (section \"xdp.frags\"), so it would see only the first {linear}"
+        ))
+    } else {
+        None
+    }
+}
+
+/// Runs every frame of `cap` that the kernel can run; the others are
+/// removed from `cap`, told on stderr and returned.
+pub fn run_all(l: &Loaded, cap: &mut pcap::Capture, repeat: u32) -> Result<RunAll> {
+    let total = cap.frames.len();
+    let frags = has_frags(&prog(l)?);
+    let linear = linear_max()?;
+    let mut skipped = cap.skip(|f| unrunnable(f.len(), linear, frags));
+    let work = cap.frames.len() as u64 * u64::from(repeat);
     // A bar only where someone watches, and only when it takes a while.
-    let bar = (std::io::stderr().is_terminal() && total >= 200_000).then(|| {
-        let b = indicatif::ProgressBar::new(frames.len() as u64);
+    let bar = (std::io::stderr().is_terminal() && work >= 200_000).then(|| {
+        let b = indicatif::ProgressBar::new(cap.frames.len() as u64);
         b.set_style(
             indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} frames {elapsed}/{eta}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -88,22 +124,142 @@ pub fn run_all(l: &Loaded, frames: &[Vec<u8>], repeat: u32) -> Result<BTreeMap<S
         b
     });
     let mut verdicts = BTreeMap::new();
-    for (i, f) in frames.iter().enumerate() {
+    let mut too_long = Vec::new();
+    for (i, f) in cap.frames.iter().enumerate() {
         let v = if repeat >= KERNEL_REPEAT_MIN {
-            run_frame(l, f, repeat)
+            run_frame(l, &f.data, repeat)
         } else {
-            (0..repeat).try_fold(0, |_, _| run_frame(l, f, 1))
-        }
-        .with_context(|| format!("frame {i}"))?;
-        *verdicts.entry(verdict_name(v)).or_insert(0) += 1;
+            (0..repeat).try_fold(0, |_, _| run_frame(l, &f.data, 1))
+        };
         if let Some(b) = &bar {
             b.inc(1);
         }
+        let v = match v {
+            Ok(v) => v,
+            // A frags program's frame past the kernel's fragment limit
+            // (MAX_SKB_FRAGS pages): refused before the program runs.
+            Err(e) if frags && f.data.len() > linear && errno(&e) == Some(libc::ENOMEM) => {
+                too_long.push(i);
+                continue;
+            }
+            Err(e) => {
+                return Err(e.context(format!(
+                    "{}: frame {} ({} bytes)",
+                    cap.path.display(),
+                    f.number,
+                    f.data.len()
+                )))
+            }
+        };
+        *verdicts.entry(verdict_name(v)).or_insert(0) += 1;
     }
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    Ok(verdicts)
+    for i in too_long.into_iter().rev() {
+        let f = cap.frames.remove(i);
+        skipped.push(pcap::Skipped {
+            frame: f.number,
+            bytes: f.data.len(),
+            reason: "longer than BPF_PROG_TEST_RUN takes on this kernel (ENOMEM: more \
+                     fragments than MAX_SKB_FRAGS)"
+                .into(),
+        });
+    }
+    skipped.sort_by_key(|s| s.frame);
+    for line in pcap::skipped_lines(&cap.path, &skipped, total, 10, " (--json lists every one)") {
+        object::log::note(&line);
+    }
+    Ok(RunAll { verdicts, skipped })
+}
+
+/// libbpf loads `xdp.frags` sections with BPF_F_XDP_HAS_FRAGS but keeps
+/// that out of the program's own flags.
+fn has_frags(p: &libbpf_rs::ProgramMut) -> bool {
+    let sec = p.section().to_string_lossy();
+    sec == "xdp.frags"
+        || sec.starts_with("xdp.frags/")
+        || p.flags() & libbpf_sys::BPF_F_XDP_HAS_FRAGS != 0
+}
+
+fn errno(e: &anyhow::Error) -> Option<i32> {
+    e.chain().find_map(|c| {
+        c.downcast_ref::<libbpf_rs::Error>()
+            .and_then(|e| match e.kind() {
+                libbpf_rs::ErrorKind::OutOfMemory => Some(libc::ENOMEM),
+                _ => None,
+            })
+            .or_else(|| {
+                c.downcast_ref::<std::io::Error>()
+                    .and_then(std::io::Error::raw_os_error)
+            })
+    })
+}
+
+/// The bytes of a frame BPF_PROG_TEST_RUN puts in an XDP program's one
+/// buffer on this kernel (a page less headroom and skb_shared_info: 3520 on
+/// x86-64 6.x), measured: a 5-instruction program returns `data_end - data`
+/// for an 8 KiB frame. Measured once per process.
+pub fn linear_max() -> Result<usize> {
+    static LINEAR: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    if let Some(v) = LINEAR.get() {
+        return Ok(*v);
+    }
+    let v = measure_linear()?;
+    Ok(*LINEAR.get_or_init(|| v))
+}
+
+fn measure_linear() -> Result<usize> {
+    // BPF instruction words (little-endian layout: code, dst | src << 4,
+    // off, imm). Subtracting packet pointers needs CAP_PERFMON, which a
+    // test run (CAP_BPF + CAP_SYS_ADMIN here) has.
+    const fn insn(code: u8, dst: u8, src: u8, off: i16) -> u64 {
+        code as u64 | ((dst | (src << 4)) as u64) << 8 | (off as u16 as u64) << 16
+    }
+    let prog: [u64; 5] = [
+        insn(0x61, 2, 1, 4), // r2 = *(u32 *)(r1 + 4): data_end
+        insn(0x61, 3, 1, 0), // r3 = *(u32 *)(r1 + 0): data
+        insn(0xbf, 0, 2, 0), // r0 = r2
+        insn(0x1f, 0, 3, 0), // r0 -= r3
+        insn(0x95, 0, 0, 0), // exit
+    ];
+    #[cfg(target_endian = "big")]
+    compile_error!("measure_linear encodes little-endian BPF instructions");
+    // SAFETY: a valid program of 5 instructions, no options.
+    let fd = unsafe {
+        libbpf_sys::bpf_prog_load(
+            libbpf_sys::BPF_PROG_TYPE_XDP,
+            c"inxpect_linear".as_ptr(),
+            c"GPL".as_ptr(),
+            prog.as_ptr().cast(),
+            prog.len() as _,
+            std::ptr::null_mut(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::from_raw_os_error(-fd))
+            .context("loading the 5-instruction program that measures test_run's buffer");
+    }
+    // SAFETY: a new descriptor we own.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let frame = vec![0u8; 8192];
+    let mut out = vec![0u8; frame.len()];
+    // SAFETY: zeroed options with their size, buffers valid for their lengths.
+    let mut o: libbpf_sys::bpf_test_run_opts = unsafe { std::mem::zeroed() };
+    o.sz = std::mem::size_of_val(&o) as _;
+    o.data_in = frame.as_ptr().cast();
+    o.data_size_in = frame.len() as u32;
+    o.data_out = out.as_mut_ptr().cast();
+    o.data_size_out = out.len() as u32;
+    o.repeat = 1;
+    // SAFETY: as above; the fd is a loaded XDP program.
+    let rc =
+        unsafe { libbpf_sys::bpf_prog_test_run_opts(std::os::fd::AsRawFd::as_raw_fd(&fd), &mut o) };
+    if rc < 0 {
+        return Err(std::io::Error::from_raw_os_error(-rc))
+            .context("measuring test_run's buffer with an 8 KiB frame");
+    }
+    Ok(o.retval as usize)
 }
 
 /// Measures an empty region with the same backend: the mean per event is

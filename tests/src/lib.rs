@@ -90,10 +90,10 @@ pub fn build_objects(out: &Path, no_markers: bool) -> Result<()> {
 
 // --- pcap ------------------------------------------------------------------
 
-/// Reads a classic little- or big-endian pcap file (any link type) and
-/// returns the captured bytes of every record (the loader's reader).
+/// Reads a pcap or pcapng capture of Ethernet frames and returns the
+/// captured bytes of every frame (the loader's reader).
 pub fn read_pcap(path: &Path) -> Result<Vec<Vec<u8>>> {
-    Ok(inxpect_loader::pcap::read(path)?)
+    Ok(inxpect_loader::pcap::read(path)?.into_data())
 }
 
 /// The committed test corpus.
