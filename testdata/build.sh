@@ -5,7 +5,8 @@
 #
 # Objects are named <app>.<variant>.o, <app> in drop cms nat router tunnel and
 # their bpf-to-bpf/loop twins <app>_sub; <variant> in clang-O2-g clang-O2
-# clang-O1 gcc-O2. --no-markers compiles the region markers away (the
+# clang-O1 gcc-O2, and without BTF clang-O2-nobtf gcc-O2-nobtf gcc-O2-g
+# (DWARF only). --no-markers compiles the region markers away (the
 # zero-cost test's baseline). Output is deterministic: sources are passed by
 # paths relative to the repo root and the build directory is mapped to `.`,
 # so a rebuild anywhere gives the same bytes with the same compilers.
@@ -34,6 +35,7 @@ clang_common=(-target bpf -Wall -Werror -fdebug-prefix-map="$root"=. "${incs[@]}
 # because induction-variable rewriting turns counted loops into pointer loops
 # whose exit the verifier cannot bound (cms_sub, tunnel_sub would not load).
 gcc_common=(-Wall -Werror -gbtf -mco-re -fno-ivopts -fdebug-prefix-map="$root"=. "${incs[@]}" -I/usr/include "${markers[@]}")
+gcc_nobtf=(-Wall -Werror -fno-ivopts -fdebug-prefix-map="$root"=. "${incs[@]}" -I/usr/include "${markers[@]}")
 
 build() { # app suffix extra-flags...
   local app=$1 sfx=$2; shift 2
@@ -49,6 +51,13 @@ build() { # app suffix extra-flags...
   # orders BTF VARs by pointer hash: /proc/self/cwd is the same directory
   # on every machine, and setarch -R turns address randomisation off.
   PWD=/proc/self/cwd setarch -R "$BPF_GCC" "${gcc_common[@]}" "$@" -O2 -c "$src" -o "$out/$name.gcc-O2.o"
+  # Without BTF (issue 15): what a user gets without -g / -gbtf. Only apps
+  # without BTF-defined maps load like this (libbpf needs BTF to read
+  # .maps); the rest are kept to check the rewriter's refusal.
+  "$CLANG" "${clang_common[@]}" "$@" -O2 -c "$src" -o "$out/$name.clang-O2-nobtf.o"
+  PWD=/proc/self/cwd setarch -R "$BPF_GCC" "${gcc_nobtf[@]}" "$@" -O2 -c "$src" -o "$out/$name.gcc-O2-nobtf.o"
+  # DWARF only: gcc 12's -g for BPF emits no BTF.
+  PWD=/proc/self/cwd setarch -R "$BPF_GCC" "${gcc_nobtf[@]}" "$@" -O2 -g -c "$src" -o "$out/$name.gcc-O2-g.o"
 }
 
 for app in "${apps[@]}"; do

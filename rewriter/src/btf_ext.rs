@@ -164,12 +164,12 @@ impl BtfExt {
     }
 }
 
-/// Marks the FUNC records named in `names` global (linkage 1), in place.
-/// gcc 12 emits every function as static in BTF; libbpf's linker needs the
-/// global ones to say so. Returns how many records changed.
-pub fn btf_globalize_funcs(
+/// Sets the linkage (0 static, 1 global) of the FUNC records named in
+/// `names`, in place. Returns how many records changed.
+pub fn btf_set_func_linkage(
     btf: &mut [u8],
     names: &std::collections::HashSet<String>,
+    linkage: u32,
 ) -> Result<usize> {
     let strings = btf_strings(btf)?;
     let hdr_len = rd32(btf, 4)? as usize;
@@ -181,10 +181,10 @@ pub fn btf_globalize_funcs(
         let (name_off, info) = (rd32(btf, p)?, rd32(btf, p + 4)?);
         let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
         if kind == 12
-            && vlen == 0
+            && vlen as u32 != linkage
             && names.contains(&cstr(&strings, name_off as usize).unwrap_or_default())
         {
-            btf[p + 4..p + 8].copy_from_slice(&(info | 1).to_le_bytes());
+            btf[p + 4..p + 8].copy_from_slice(&((info & !0xffff) | linkage).to_le_bytes());
             changed += 1;
         }
         p += 12 + type_extra(kind, vlen, p)?;

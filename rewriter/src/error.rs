@@ -117,8 +117,10 @@ pub enum Error {
     TooManyRegions(usize),
     #[error("the object is already instrumented (it has an .inxpect section)")]
     AlreadyInstrumented,
-    #[error("the object has no .BTF: libbpf's linker needs BTF to merge the probe runtime (build with clang -g, or gcc -gbtf)")]
-    NoBtf,
+    #[error("{loc}: map '{map}' is a BTF-defined map but the object has no .BTF: libbpf cannot load the object as it is either (build with clang -g, or gcc -gbtf)")]
+    NoBtfMap { map: String, loc: Loc },
+    #[error("extern '{0}' without BTF: libbpf cannot load the object as it is either (build with clang -g, or gcc -gbtf)")]
+    NoBtfExtern(String),
     #[error("global function '{0}' has no BTF FUNC record, which libbpf's linker needs to merge the probe runtime")]
     NoBtfFunc(String),
     #[error("libbpf's linker {step}: {source} (libbpf's message is above)")]

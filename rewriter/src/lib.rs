@@ -11,6 +11,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod btf_ext;
+pub mod btf_gen;
 pub mod cfg;
 pub mod dump;
 pub mod dwarf;
@@ -168,9 +169,15 @@ pub fn instrument(input: &[u8], opts: &Options) -> Result<Instrumented> {
     }
     let m = manifest(&plan, opts);
 
-    let linkable = linkable_input(input, &elf)?;
+    let (linkable, restore) = linkable_input(input, &elf, &plan)?;
     let linked = link::link(&linkable, runtime::object(opts.counter, opts.events))?;
     let mut out = Elf::parse(&linked)?;
+    if !restore.is_empty() {
+        let b = out
+            .section_index(".BTF")
+            .ok_or_else(|| Error::Layout("the linker wrote no .BTF".into()))?;
+        btf_ext::btf_set_func_linkage(&mut out.sections[b].data, &restore, 0)?;
+    }
     let lext = parse_ext(&out)?;
     let lplan = plan.rebase(&elf, &out)?;
     let backend = emit::Backend::resolve(&out, opts.counter, m.events)?;
@@ -185,13 +192,37 @@ pub fn instrument(input: &[u8], opts: &Options) -> Result<Instrumented> {
     })
 }
 
-/// The input as libbpf's linker will take it. The linker needs a global BTF
-/// FUNC record for every global function; gcc 12 marks them all static, so
-/// a copy of the object gets those records' linkage set (nothing else
-/// changes, and the input file is never touched).
-fn linkable_input(input: &[u8], elf: &Elf) -> Result<Vec<u8>> {
+/// The input as libbpf's linker will take it, and the functions whose BTF
+/// linkage must be made static again after the link. The linker needs a
+/// non-static BTF FUNC for every global function: an object without `.BTF`
+/// gets one synthesised ([`btf_gen`]); gcc 12 marks every function static,
+/// so a copy gets those records' linkage set. Either way the input file is
+/// never touched, and what the loader verified inline (a function whose BTF
+/// said static, or every function of an object without BTF) is made static
+/// again in the output, programs excepted.
+fn linkable_input(
+    input: &[u8],
+    elf: &Elf,
+    plan: &Plan,
+) -> Result<(Vec<u8>, std::collections::HashSet<String>)> {
+    let progs: std::collections::HashSet<&str> = plan
+        .funcs
+        .iter()
+        .filter(|f| f.is_prog)
+        .map(|f| f.name.as_str())
+        .collect();
     let Some(b) = elf.section_index(".BTF") else {
-        return Err(Error::NoBtf);
+        let (btf, ext) = btf_gen::synthesize(elf)?;
+        let mut copy = elf.clone();
+        copy.add_note_section(".BTF", btf)?;
+        copy.add_note_section(".BTF.ext", ext)?;
+        let restore = elf
+            .symbols
+            .iter()
+            .filter(|y| y.is_func() && !progs.contains(y.name.as_str()))
+            .map(|y| y.name.clone())
+            .collect();
+        return Ok((copy.write(), restore));
     };
     let globals: std::collections::HashSet<String> = elf
         .symbols
@@ -200,16 +231,25 @@ fn linkable_input(input: &[u8], elf: &Elf) -> Result<Vec<u8>> {
         .map(|y| y.name.clone())
         .collect();
     let have = btf_ext::btf_func_names(&elf.sections[b].data)?;
-    if globals.iter().all(|g| have.contains(g)) {
-        return Ok(input.to_vec());
+    let missing: std::collections::HashSet<String> = globals
+        .iter()
+        .filter(|g| !have.contains(*g))
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        return Ok((input.to_vec(), Default::default()));
     }
     let mut copy = elf.clone();
-    btf_ext::btf_globalize_funcs(&mut copy.sections[b].data, &globals)?;
+    btf_ext::btf_set_func_linkage(&mut copy.sections[b].data, &missing, 1)?;
     let fixed = btf_ext::btf_func_names(&copy.sections[b].data)?;
-    if let Some(missing) = globals.iter().find(|g| !fixed.contains(*g)) {
-        return Err(Error::NoBtfFunc(missing.clone()));
+    if let Some(m) = globals.iter().find(|g| !fixed.contains(*g)) {
+        return Err(Error::NoBtfFunc(m.clone()));
     }
-    Ok(copy.write())
+    let restore = missing
+        .into_iter()
+        .filter(|n| !progs.contains(n.as_str()))
+        .collect();
+    Ok((copy.write(), restore))
 }
 
 /// Reads the manifest of an instrumented object, if it has one.

@@ -42,6 +42,11 @@ cc clang legacy_maps.clang-O2-g legacy_maps -O2 -g
 # gcc 12 with BTF (as testdata/build.sh does); same determinism tricks.
 gcc_flags=(-Wall -Werror -gbtf -mco-re -fno-ivopts -fdebug-prefix-map="$root"=. "${incs[@]}" -I/usr/include)
 PWD=/proc/self/cwd setarch -R bpf-gcc "${gcc_flags[@]}" -O2 -c $src/nomap.bpf.c -o "$out/nomap.gcc-O2.o"
+# No BTF at all (issue 15): state in global data, which loads without BTF.
+cc clang globals.clang-nobtf globals -O2
+gcc_nobtf=(-Wall -Werror -fno-ivopts -fdebug-prefix-map="$root"=. "${incs[@]}" -I/usr/include)
+PWD=/proc/self/cwd setarch -R bpf-gcc "${gcc_nobtf[@]}" -O2 -c $src/globals.bpf.c -o "$out/globals.gcc-nobtf.o"
+PWD=/proc/self/cwd setarch -R bpf-gcc "${gcc_nobtf[@]}" -O2 -g -c $src/globals.bpf.c -o "$out/globals.gcc-O2-g.o"
 {
   echo "clang: $(clang --version | head -n1)"
   echo "clang-13: $(clang-13 --version | head -n1)"

@@ -23,6 +23,10 @@ use serde::Deserialize;
 pub const APPS: [&str; 5] = ["drop", "cms", "nat", "router", "tunnel"];
 /// Build variants of every app (`<app>.<variant>.o`).
 pub const VARIANTS: [&str; 4] = ["clang-O2-g", "clang-O2", "clang-O1", "gcc-O2"];
+/// Builds without BTF (`clang -O2`, `bpf-gcc -O2`, `bpf-gcc -O2 -g`: DWARF
+/// only). Only the apps without BTF-defined maps load as they are, so they
+/// are not in [`all_objects`].
+pub const NOBTF_VARIANTS: [&str; 3] = ["clang-O2-nobtf", "gcc-O2-nobtf", "gcc-O2-g"];
 
 /// XDP verdicts.
 pub const XDP_ABORTED: u32 = 0;

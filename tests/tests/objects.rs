@@ -59,6 +59,20 @@ fn rebuild_from_source_loads_and_matches_committed_bytes() {
             ));
         }
     }
+    for app in APPS {
+        for name in [app.to_string(), format!("{app}_sub")] {
+            for variant in NOBTF_VARIANTS {
+                let name = format!("{name}.{variant}.o");
+                if same_compilers
+                    && fs::read(tmp.path().join(&name)).ok() != fs::read(committed.join(&name)).ok()
+                {
+                    failed.push(format!(
+                        "{name}: rebuilt bytes differ from the committed object"
+                    ));
+                }
+            }
+        }
+    }
     assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
 

@@ -170,6 +170,51 @@ fn tunnel_equivalent() {
     all("tunnel_sub");
 }
 
+/// Builds without BTF (clang without -g, gcc without -gbtf, gcc -g with
+/// DWARF only): the ones that load as they are (`drop`: no map) are
+/// rewritten and equivalent over the whole corpus in both modes and both
+/// backends; every other app has BTF-defined maps, which libbpf cannot
+/// load without BTF: the original is refused, and the rewriter refuses
+/// naming the map.
+#[test]
+fn builds_without_btf_equivalent_or_refused() {
+    let mut failed = Vec::new();
+    for app in inxpect_tests::APPS {
+        for name in [app.to_string(), format!("{app}_sub")] {
+            for variant in inxpect_tests::NOBTF_VARIANTS {
+                let path = testdata().join(format!("objects/{name}.{variant}.o"));
+                let loads = load_object(&path).is_ok();
+                // Pinned: a change in either direction is a failure.
+                if loads != (name == "drop") {
+                    failed.push(format!("{name}.{variant}: the original loads: {loads}"));
+                    continue;
+                }
+                if loads {
+                    for mode in [Mode::Sections, Mode::Functions] {
+                        for counter in [Counter::Ktime, Counter::Perf] {
+                            if let Err(e) = check(&name, variant, mode, counter, 0) {
+                                failed.push(format!("{e:#}"));
+                            }
+                        }
+                    }
+                    continue;
+                }
+                let input = std::fs::read(&path).expect("object");
+                match instrument(&input, &Options::default()) {
+                    Ok(_) => failed.push(format!("{name}.{variant}: rewritten, want a refusal")),
+                    Err(e) => {
+                        let msg = e.to_string();
+                        if !msg.contains("is a BTF-defined map but the object has no .BTF") {
+                            failed.push(format!("{name}.{variant}: refused with {msg}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
 /// Without the module (this host cannot load one), a `tsc`/`pmc` object
 /// loads once the loader clears `inxpect_kfuncs`: the verifier drops the
 /// kfunc calls, the program behaves as before, and every sampled START is
