@@ -5,6 +5,8 @@
 //! (`stats::RegionStats::from_percpu`, `stats::Runs::from_percpu`,
 //! `report::regions`) that `inxpect test-run` prints.
 
+pub mod jsonl;
+pub mod metrics;
 pub mod pcap;
 pub mod report;
 pub mod stats;

@@ -2,9 +2,11 @@
 //! or attached to a device) and reports per-region counter statistics.
 
 mod events;
+mod live;
 mod maps;
 mod module;
 mod object;
+mod outputs;
 mod run;
 mod testrun;
 
@@ -16,6 +18,7 @@ use inxpect_rewriter::runtime::Counter;
 use inxpect_rewriter::Mode;
 
 use events::PerfAttr;
+use inxpect_loader::stats::Snapshot;
 use inxpect_loader::{pcap, report};
 use report::{Format, Report, TestRunInfo};
 
@@ -103,13 +106,16 @@ pub struct Common {
     /// The app whose section of --config to apply (drop, cms, nat, router, tunnel).
     #[arg(long, requires = "config")]
     pub app: Option<String>,
-    /// Skip the calibration run.
+    /// Skip the calibration run (CAL.* columns: raw minus the mean of an
+    /// empty region measured the same way, i.e. without the probes' own cost).
     #[arg(long)]
     pub no_calibrate: bool,
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
     #[arg(long)]
     pub csv: bool,
+    #[command(flatten)]
+    pub out: outputs::OutArgs,
 }
 
 impl Common {
@@ -142,6 +148,9 @@ struct TestRunArgs {
     /// Runs per frame (BPF_PROG_TEST_RUN's repeat).
     #[arg(long, default_value_t = 1)]
     repeat: u32,
+    /// With --jsonl: one line per this period (e.g. 1s, 200ms).
+    #[arg(long, default_value = "1s", requires = "jsonl")]
+    interval: String,
 }
 
 /// The counter backend, resolved: which counter, which events, and the
@@ -313,21 +322,56 @@ fn test_run(a: TestRunArgs) -> Result<()> {
     let b = backend(c, &bytes)?;
     testrun::pin_to_current_cpu()?;
     let (l, cfg) = load_for(c, &b, bytes)?;
-    let ran = testrun::run_all(&l, &mut cap, a.repeat)?;
-    let snap = object::snapshot(&l)?;
+    let out = outputs::Final::new(c)?;
     let cal = if c.no_calibrate {
         None
     } else {
         Some(testrun::calibrate(&b)?)
     };
+    let interval = run::parse_duration(&a.interval)?;
+    let unit = unit(&b);
     let names = b.event_names();
+    let mut stream = inxpect_loader::jsonl::Stream::new(
+        "test-run",
+        &l.prog,
+        &unit,
+        &names,
+        &l.manifest,
+        cal.as_ref(),
+    );
+    let t0 = std::time::Instant::now();
+    let mut last = t0;
+    let mut prev = object::snapshot(&l)?;
+    let mut line = |now: Snapshot, last: &mut std::time::Instant| -> Result<()> {
+        inxpect_loader::jsonl::emit(&stream.line(
+            &now,
+            &prev,
+            t0.elapsed().as_secs_f64(),
+            last.elapsed().as_secs_f64(),
+            1u64 << cfg.sample_shift,
+            |id| cfg.is_enabled(id),
+        ))?;
+        prev = now;
+        *last = std::time::Instant::now();
+        Ok(())
+    };
+    let ran = testrun::run_all(&l, &mut cap, a.repeat, || {
+        if c.out.jsonl && last.elapsed() >= interval {
+            line(object::snapshot(&l)?, &mut last)?;
+        }
+        Ok(())
+    })?;
+    let snap = object::snapshot(&l)?;
+    if c.out.jsonl {
+        line(snap.clone(), &mut last)?;
+    }
     let r = Report {
         schema: report::SCHEMA,
         command: "test-run".into(),
         object: c.obj.display().to_string(),
         program: l.prog.clone(),
         counter: b.counter.name().into(),
-        unit: unit(&b),
+        unit,
         events: names.clone(),
         sample: 1u64 << cfg.sample_shift,
         runs: snap.runs,
@@ -349,7 +393,7 @@ fn test_run(a: TestRunArgs) -> Result<()> {
         ),
         calibration: cal,
     };
-    report::print(&r, c.format())
+    out.print(&r, &l.manifest)
 }
 
 pub fn unit(b: &Backend) -> String {

@@ -204,18 +204,45 @@ fn num(v: f64) -> String {
 /// A fixed-width table, one row per region and event.
 pub fn table(r: &Report) -> String {
     let mut o = String::new();
+    let u = &r.unit;
     let _ = writeln!(
         o,
-        "{} {}  counter {} ({})  sample 1/{}  runs {}  sampled {}{}",
-        r.object,
-        r.program,
-        r.counter,
-        r.unit,
-        r.sample,
+        "{} {}  counter {} (values in {u})  sample 1/{}",
+        r.object, r.program, r.counter, r.sample,
+    );
+    if let Some(t) = &r.test_run {
+        let v: Vec<String> = t.verdicts.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let _ = writeln!(
+            o,
+            "test-run {}: {} frames x {} repeat{}; verdicts (frames): {}",
+            t.pcap,
+            t.frames,
+            t.repeat,
+            if t.skipped > 0 {
+                format!(" ({} frames skipped)", t.skipped)
+            } else {
+                String::new()
+            },
+            v.join(", ")
+        );
+    }
+    if let Some(l) = &r.live {
+        let _ = writeln!(
+            o,
+            "run on {} ({} mode) for {:.1} s",
+            l.device, l.mode, l.seconds
+        );
+    }
+    let _ = writeln!(
+        o,
+        "runs {} (packets), sampled {}{}",
         r.runs.runs,
         r.runs.sampled,
         if r.runs.no_counter > 0 {
-            format!("  NO COUNTER {}", r.runs.no_counter)
+            format!(
+                ", NO COUNTER in {} sampled runs (nothing measured)",
+                r.runs.no_counter
+            )
         } else {
             String::new()
         },
@@ -224,7 +251,7 @@ pub fn table(r: &Report) -> String {
         let offs: Vec<String> = c.offset.iter().map(|v| num(*v)).collect();
         let _ = writeln!(
             o,
-            "calibration offset {} (empty region, {} samples)",
+            "calibration offset {} {u} (mean of an empty region, {} samples): CAL.* = raw - offset",
             offs.join("/"),
             c.samples
         );
@@ -249,6 +276,12 @@ pub fn table(r: &Report) -> String {
         "CAL.MEAN",
         "CAL.P50",
         "CAL.P99"
+    );
+    // The unit of every number column, under its header.
+    let _ = writeln!(
+        o,
+        "{:>3} {:<16} {:<18} {:<22} {:<12} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}",
+        "", "", "", "", "", "meas.", "meas.", u, u, u, u, u, u, u, u, u, u
     );
     for reg in &r.regions {
         for ev in &reg.events {
@@ -284,6 +317,19 @@ pub fn table(r: &Report) -> String {
                 cal(|c| c.p99),
             );
         }
+    }
+    let off: Vec<&str> = r
+        .regions
+        .iter()
+        .filter(|g| !g.enabled)
+        .map(|g| g.name.as_str())
+        .collect();
+    if !off.is_empty() {
+        let _ = writeln!(
+            o,
+            "off (disabled at the end, not measured while off): {}",
+            off.join(", ")
+        );
     }
     if r.regions.iter().any(|g| g.tail_ends > 0) {
         let _ = writeln!(

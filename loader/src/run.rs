@@ -16,6 +16,7 @@ use std::os::fd::AsFd;
 
 use crate::object::{self, log::note, Config};
 use crate::{backend, load_for, testrun, Common};
+use inxpect_loader::jsonl;
 use inxpect_loader::report::{self, Format, LiveInfo, Report};
 use inxpect_loader::stats::Snapshot;
 
@@ -49,6 +50,8 @@ pub struct RunArgs {
     /// Where to pin the config and stats maps (default /sys/fs/bpf/inxpect/<dev>).
     #[arg(long)]
     pin_dir: Option<PathBuf>,
+    #[command(flatten)]
+    live: crate::live::LiveArgs,
 }
 
 #[derive(Args)]
@@ -247,33 +250,48 @@ fn is_bpffs(p: &Path) -> bool {
     }
 }
 
-fn interval_table(m: &Manifest, now: &Snapshot, prev: &Snapshot, secs: f64, unit: &str) -> String {
+fn interval_table(
+    m: &Manifest,
+    now: &Snapshot,
+    prev: &Snapshot,
+    elapsed: f64,
+    secs: f64,
+    unit: &str,
+    enabled: impl Fn(u32) -> bool,
+) -> String {
     use std::fmt::Write as _;
     let mut o = String::new();
     let runs = now.runs.runs.saturating_sub(prev.runs.runs);
     let _ = writeln!(
         o,
-        "[{secs:7.1}s] runs {} (+{runs}, {:.0}/s)  sampled {}",
+        "[{elapsed:7.1}s] runs {} (+{runs} in {secs:.1}s, {:.0}/s)  sampled {}",
         now.runs.runs,
         runs as f64 / secs.max(1e-9),
         now.runs.sampled
     );
+    let u = |h: &str| format!("{h}[{unit}]");
     let _ = writeln!(
         o,
-        "  {:<16} {:>10} {:>10} {:>10} {:>10} {:>10}   ({unit})",
-        "REGION", "COUNT", "+COUNT", "MEAN", "+MEAN", "+P99"
+        "  {:<16} {:>10} {:>10} {:>12} {:>12} {:>12}",
+        "REGION",
+        "COUNT",
+        "+COUNT",
+        u("MEAN"),
+        u("+MEAN"),
+        u("+P99")
     );
     for ((r, n), p) in m.regions.iter().zip(&now.regions).zip(&prev.regions) {
         let d = n.since(p);
         let _ = writeln!(
             o,
-            "  {:<16} {:>10} {:>10} {:>10.1} {:>10.1} {:>10.1}",
+            "  {:<16} {:>10} {:>10} {:>12.1} {:>12.1} {:>12.1}{}",
             crate::object::display_name_in(m)(r),
             n.count,
             d.count,
             n.mean(0),
             d.mean(0),
-            d.quantile(0, 0.99)
+            d.quantile(0, 0.99),
+            if enabled(r.id) { "" } else { "  off" }
         );
     }
     o
@@ -301,6 +319,9 @@ pub fn run(a: RunArgs) -> Result<()> {
     let c = &a.common;
     let interval = parse_duration(&a.interval)?;
     let duration = a.duration.as_deref().map(parse_duration).transpose()?;
+    // Bound before entering --netns: scrapers reach it from the caller's
+    // namespace.
+    let endpoint = crate::live::Endpoint::start(&a.live)?;
     if let Some(ns) = &a.netns {
         enter_netns(ns)?;
     }
@@ -354,18 +375,54 @@ pub fn run(a: RunArgs) -> Result<()> {
         describe(&l.manifest, &cfg0)
     ));
 
-    let live_to_stdout = c.format() == Format::Table;
+    let out = crate::outputs::Final::new(c)?;
+    let live_to_stdout = c.format() == Format::Table && !c.out.jsonl;
     let unit = crate::unit(&b);
+    let names = b.event_names();
+    let mode = format!("{:?}", a.mode).to_lowercase();
+    let report_of = |snap: &Snapshot, cfg: &Config, secs: f64| Report {
+        schema: report::SCHEMA,
+        command: "run".into(),
+        object: c.obj.display().to_string(),
+        program: l.prog.clone(),
+        counter: b.counter.name().into(),
+        unit: unit.clone(),
+        events: names.clone(),
+        sample: 1u64 << cfg.sample_shift,
+        runs: snap.runs,
+        test_run: None,
+        live: Some(LiveInfo {
+            device: a.dev.clone(),
+            mode: mode.clone(),
+            seconds: secs,
+        }),
+        regions: report::regions(
+            &l.manifest,
+            snap,
+            |id| cfg.is_enabled(id),
+            &names,
+            cal.as_ref(),
+        ),
+        calibration: cal.clone(),
+    };
+    let cmap = l.config_map()?;
     let start = Instant::now();
+    let mut stream = jsonl::Stream::new("run", &l.prog, &unit, &names, &l.manifest, cal.as_ref());
     let mut prev = object::snapshot(&l)?;
     let mut last = Instant::now();
     let mut cfg_prev = cfg0.clone();
-    let cmap = l.config_map()?;
     while !STOP.load(Ordering::SeqCst) {
         if duration.is_some_and(|d| start.elapsed() >= d) {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
+        if let Some(e) = &endpoint {
+            e.answer(|| {
+                let snap = object::snapshot(&l)?;
+                let cfg = object::read_config(&cmap)?;
+                Ok((report_of(&snap, &cfg, start.elapsed().as_secs_f64()), snap))
+            })?;
+        }
         if last.elapsed() < interval {
             continue;
         }
@@ -377,20 +434,33 @@ pub fn run(a: RunArgs) -> Result<()> {
                 "inxpect: config changed: {}\n",
                 describe(&l.manifest, &cfg)
             ));
-            cfg_prev = cfg;
+            cfg_prev = cfg.clone();
         }
+        let secs = last.elapsed().as_secs_f64();
         text.push_str(&interval_table(
             &l.manifest,
             &now,
             &prev,
-            last.elapsed().as_secs_f64(),
+            start.elapsed().as_secs_f64(),
+            secs,
             &unit,
+            |id| cfg.is_enabled(id),
         ));
         if live_to_stdout {
             print!("{text}");
             let _ = std::io::stdout().flush();
         } else {
             eprint!("{text}");
+        }
+        if c.out.jsonl {
+            jsonl::emit(&stream.line(
+                &now,
+                &prev,
+                start.elapsed().as_secs_f64(),
+                secs,
+                1u64 << cfg.sample_shift,
+                |id| cfg.is_enabled(id),
+            ))?;
         }
         prev = now;
         last = Instant::now();
@@ -400,33 +470,19 @@ pub fn run(a: RunArgs) -> Result<()> {
     let cfg = object::read_config(&cmap)?;
     att.detach()?;
     note(&format!("detached from {}", a.dev));
-    let names = b.event_names();
-    let r = Report {
-        schema: report::SCHEMA,
-        command: "run".into(),
-        object: c.obj.display().to_string(),
-        program: l.prog.clone(),
-        counter: b.counter.name().into(),
-        unit,
-        events: names.clone(),
-        sample: 1u64 << cfg.sample_shift,
-        runs: snap.runs,
-        test_run: None,
-        live: Some(LiveInfo {
-            device: a.dev.clone(),
-            mode: format!("{:?}", a.mode).to_lowercase(),
-            seconds: secs,
-        }),
-        regions: report::regions(
-            &l.manifest,
+    if c.out.jsonl {
+        // The last window, so that the lines add up to the report.
+        jsonl::emit(&stream.line(
             &snap,
+            &prev,
+            secs,
+            last.elapsed().as_secs_f64(),
+            1u64 << cfg.sample_shift,
             |id| cfg.is_enabled(id),
-            &names,
-            cal.as_ref(),
-        ),
-        calibration: cal,
-    };
-    report::print(&r, c.format())
+        ))?;
+    }
+    let r = report_of(&snap, &cfg, secs);
+    out.print(&r, &l.manifest)
 }
 
 /// Removes the state files of earlier runs killed with SIGKILL: each holds

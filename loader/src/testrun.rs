@@ -107,8 +107,14 @@ pub fn unrunnable(len: usize, linear: usize, frags: bool) -> Option<String> {
 }
 
 /// Runs every frame of `cap` that the kernel can run; the others are
-/// removed from `cap`, told on stderr and returned.
-pub fn run_all(l: &Loaded, cap: &mut pcap::Capture, repeat: u32) -> Result<RunAll> {
+/// removed from `cap`, told on stderr and returned. `after` runs after each
+/// frame (the `--jsonl` stream's clock).
+pub fn run_all(
+    l: &Loaded,
+    cap: &mut pcap::Capture,
+    repeat: u32,
+    mut after: impl FnMut() -> Result<()>,
+) -> Result<RunAll> {
     let total = cap.frames.len();
     let frags = has_frags(&prog(l)?);
     let linear = linear_max()?;
@@ -152,6 +158,7 @@ pub fn run_all(l: &Loaded, cap: &mut pcap::Capture, repeat: u32) -> Result<RunAl
             }
         };
         *verdicts.entry(verdict_name(v)).or_insert(0) += 1;
+        after()?;
     }
     if let Some(b) = bar {
         b.finish_and_clear();
