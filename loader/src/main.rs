@@ -5,9 +5,11 @@ mod events;
 mod live;
 mod maps;
 mod module;
+mod netdev;
 mod object;
 mod outputs;
 mod run;
+mod state;
 mod testrun;
 
 use std::path::{Path, PathBuf};
@@ -22,24 +24,61 @@ use inxpect_loader::stats::Snapshot;
 use inxpect_loader::{pcap, report};
 use report::{Format, Report, TestRunInfo};
 
+const EXAMPLES: &str = "\
+Examples:
+  # Offline: every frame of a pcap through the program (BPF_PROG_TEST_RUN)
+  inxpect test-run testdata/objects/cms.clang-O2-g.o --pcap testdata/packets/corpus.pcap
+
+  # Live: attach to eth0, print a table every second, stop with Ctrl-C
+  inxpect run app.o --dev eth0 -e cycles,instructions --sample 1/64
+
+  # While `run` runs: measure 1 packet in 8, stop measuring one region
+  inxpect set --dev eth0 --sample 1/8 --disable rewrite
+
+  # The kernel module behind the pmc and tsc counters
+  inxpect module load && inxpect module status
+
+Run `inxpect help SUBCOMMAND` for a subcommand's options and examples.";
+
 #[derive(Parser)]
 #[command(
     name = "inxpect",
     version,
-    about = "Per-region profiling of XDP programs"
+    about = "Per-region profiling of XDP programs",
+    after_help = EXAMPLES,
+    subcommand_required = false,
+    arg_required_else_help = true
 )]
 struct Cli {
     #[command(subcommand)]
-    cmd: Cmd,
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    gen: inxpect_clidoc::Generate,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
     /// Run every frame of a pcap through the program with BPF_PROG_TEST_RUN.
+    #[command(after_help = "\
+Examples:
+  inxpect test-run app.o --pcap traffic.pcap
+  inxpect test-run app.o --pcap traffic.pcap -j > report.json
+  inxpect test-run app.o --pcap traffic.pcap --functions --regions parse,lookup --repeat 100
+  inxpect test-run router.o --pcap traffic.pcap --config testdata/packets/config.json --app router")]
     TestRun(TestRunArgs),
     /// Attach the program to a device and report live.
+    #[command(after_help = "\
+Examples:
+  inxpect run app.o --dev eth0
+  inxpect run app.o --dev veth1 --netns blue --mode generic --duration 30s -j > report.json
+  inxpect run app.o --dev eth0 --counter pmc -e cycles,instructions --sample 1/64 --interval 5s")]
     Run(run::RunArgs),
     /// Change sampling and enabled regions of a running `inxpect run`.
+    #[command(after_help = "\
+Examples:
+  inxpect set --sample 1/8                 # the only run
+  inxpect set --dev eth0 --disable parse   # the run on eth0
+  inxpect set --dev veth1 --netns blue --enable parse,lookup")]
     Set(run::SetArgs),
     /// Load, unload or describe the inxpect kernel module.
     Module {
@@ -47,28 +86,43 @@ enum Cmd {
         op: ModuleOp,
     },
     /// Send frames out of a device through an AF_PACKET socket.
+    #[command(after_help = "\
+Examples:
+  inxpect replay --dev veth0                        # one UDP/IPv4 broadcast frame
+  inxpect replay --dev veth0 --pcap traffic.pcap --count 100000")]
     Replay(run::ReplayArgs),
 }
 
 #[derive(Subcommand)]
 enum ModuleOp {
+    /// Load inxpect.ko (the kfuncs behind the pmc and tsc counters).
     Load {
-        #[arg(long, default_value = "kmod/inxpect.ko")]
-        path: PathBuf,
-    },
-    Unload,
-    Status {
+        /// The module file [default: inxpect.ko next to this binary, the
+        /// workspace's kmod/inxpect.ko, or the installed module of this kernel].
         #[arg(long)]
+        path: Option<PathBuf>,
+    },
+    /// Unload the module (fails while a run holds its counters).
+    Unload,
+    /// Whether the module is loaded, what it offers, and who holds its counters.
+    Status {
+        /// Print the status as JSON.
+        #[arg(short = 'j', long)]
         json: bool,
     },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum CounterArg {
+    /// pmc with the module and a PMU, tsc with the module alone, else ktime.
     Auto,
+    /// bpf_ktime_get_ns (ns; no module).
     Ktime,
+    /// bpf_perf_event_read_value (perf's own read; events, or ns for cpu-clock).
     Perf,
+    /// The module's rdtsc kfunc (TSC cycles).
     Tsc,
+    /// The module's rdpmc kfunc (events of -e).
     Pmc,
 }
 
@@ -110,8 +164,10 @@ pub struct Common {
     /// empty region measured the same way, i.e. without the probes' own cost).
     #[arg(long)]
     pub no_calibrate: bool,
-    #[arg(long, conflicts_with = "csv")]
+    /// Print the report as JSON (schema inxpect-report/2, loader/README.md).
+    #[arg(short = 'j', long, conflicts_with = "csv")]
     pub json: bool,
+    /// Print the report as CSV, one row per region and event.
     #[arg(long)]
     pub csv: bool,
     #[command(flatten)]
@@ -216,7 +272,8 @@ pub fn backend(c: &Common, bytes: &[u8]) -> Result<Backend> {
             counter.name()
         );
     }
-    module::require_module(counter)?;
+    let obj = c.obj.display().to_string();
+    module::require_module(counter, (built == Some(counter)).then_some(obj.as_str()))?;
     let mut b = Backend {
         counter,
         explicit,
@@ -305,8 +362,22 @@ pub fn load_for(
     Ok((l, cfg))
 }
 
-fn read_obj(p: &Path) -> Result<Vec<u8>> {
+pub fn read_obj(p: &Path) -> Result<Vec<u8>> {
+    if inxpect_loader::sys::is_bpffs(p) {
+        bail!(
+            "{} is on the BPF filesystem (a pinned program or map), not an ELF object: give the .o file it was loaded from",
+            p.display()
+        );
+    }
     std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+}
+
+/// Before any bpf() call: what to do when the process may not make them.
+fn require_bpf_caps(what: &str) -> Result<()> {
+    if !inxpect_loader::sys::has_bpf_caps() {
+        bail!("`inxpect {what}` needs root or CAP_BPF (loading BPF programs): run it with sudo, or grant the binary CAP_BPF,CAP_NET_ADMIN,CAP_PERFMON");
+    }
+    Ok(())
 }
 
 fn test_run(a: TestRunArgs) -> Result<()> {
@@ -406,16 +477,29 @@ pub fn unit(b: &Backend) -> String {
 
 fn main() {
     let cli = Cli::parse();
+    match cli.gen.run(<Cli as clap::CommandFactory>::command()) {
+        Ok(true) => return,
+        Ok(false) => {}
+        Err(e) => {
+            eprintln!("inxpect: error: {e}");
+            std::process::exit(1);
+        }
+    }
+    let Some(cmd) = cli.cmd else {
+        // arg_required_else_help covers a bare `inxpect`; this is `inxpect --man` and such.
+        let _ = <Cli as clap::CommandFactory>::command().print_help();
+        std::process::exit(2);
+    };
     object::capture_libbpf_log();
-    let res = match cli.cmd {
-        Cmd::TestRun(a) => test_run(a),
-        Cmd::Run(a) => run::run(a),
-        Cmd::Set(a) => run::set(a),
+    let res = match cmd {
+        Cmd::TestRun(a) => require_bpf_caps("test-run").and_then(|_| test_run(a)),
+        Cmd::Run(a) => require_bpf_caps("run").and_then(|_| run::run(a)),
+        Cmd::Set(a) => require_bpf_caps("set").and_then(|_| run::set(a)),
         Cmd::Replay(a) => run::replay(a),
         Cmd::Module { op } => match op {
-            ModuleOp::Load { path } => {
-                module::load(&path).map(|_| println!("inxpect: module loaded"))
-            }
+            ModuleOp::Load { path } => module::module_path(path.as_deref()).and_then(|p| {
+                module::load(&p).map(|_| println!("inxpect: module loaded from {}", p.display()))
+            }),
             ModuleOp::Unload => module::unload().map(|_| println!("inxpect: module unloaded")),
             ModuleOp::Status { json } => {
                 let s = module::status();

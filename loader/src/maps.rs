@@ -52,8 +52,53 @@ fn update(l: &Loaded, map: &str, key: &[u8], val: &[u8]) -> Result<()> {
         .with_context(|| format!("updating map {map}"))
 }
 
+/// The maps each app's section fills.
+const APP_MAPS: [(&str, &[&str]); 5] = [
+    ("drop", &[]),
+    ("cms", &[]),
+    ("nat", &["nat_config"]),
+    ("router", &["routes_v4", "routes_v6"]),
+    ("tunnel", &["tunnel_config"]),
+];
+
+/// Refuses an `--app` whose maps the object does not have, naming the app
+/// that would fit (the usual mistake: the section of another app).
+fn check_fits(l: &Loaded, app: &str) -> Result<()> {
+    let Some((_, want)) = APP_MAPS.iter().find(|(a, _)| *a == app) else {
+        bail!("--app {app:?}: known apps are drop, cms, nat, router, tunnel");
+    };
+    let has: Vec<String> = l
+        .obj
+        .maps()
+        .map(|m| m.name().to_string_lossy().into_owned())
+        .collect();
+    let missing: Vec<&str> = want
+        .iter()
+        .copied()
+        .filter(|m| !has.iter().any(|h| h == m))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let fits: Vec<&str> = APP_MAPS
+        .iter()
+        .filter(|(_, ms)| !ms.is_empty() && ms.iter().all(|m| has.iter().any(|h| h == m)))
+        .map(|(a, _)| *a)
+        .collect();
+    bail!(
+        "--app {app} does not fit this object: it fills {} {}, which the object does not have{}",
+        if missing.len() == 1 { "map" } else { "maps" },
+        missing.join(", "),
+        match fits.as_slice() {
+            [] => String::new(),
+            f => format!(" (its maps are those of --app {})", f.join(" or --app ")),
+        }
+    );
+}
+
 /// Applies section `app` (the `_sub` suffix is ignored) of the file.
 pub fn populate(l: &Loaded, file: &Path, app: &str) -> Result<()> {
+    check_fits(l, app.strip_suffix("_sub").unwrap_or(app))?;
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let root: Value =

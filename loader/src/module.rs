@@ -4,7 +4,7 @@
 use std::ffi::CString;
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use inxpect_rewriter::runtime::Counter;
@@ -232,17 +232,29 @@ pub fn auto_counter() -> (Counter, String) {
 }
 
 /// Checks that a module-backed counter can work before loading anything.
-pub fn require_module(c: Counter) -> Result<()> {
+/// `instrumented` names an object already built for `c`: switching
+/// counters then means instrumenting its original again, so the hint says
+/// that rather than `--counter` (which such an object refuses).
+pub fn require_module(c: Counter, instrumented: Option<&str>) -> Result<()> {
     if !matches!(c, Counter::Tsc | Counter::Pmc) {
         return Ok(());
     }
+    let what = match instrumented {
+        Some(obj) => format!("{obj} is instrumented for the {} counter, which", c.name()),
+        None => format!("the {} counter", c.name()),
+    };
+    let switch = |to: &str| match instrumented {
+        Some(_) => format!("give inxpect the original (uninstrumented) object with --counter {to}"),
+        None => format!("use --counter {to}"),
+    };
     match info()? {
         None => bail!(
-            "the {} counter needs the inxpect kernel module ({DEVICE} missing: `inxpect module load`, or use --counter ktime)",
-            c.name()
+            "{what} needs the inxpect kernel module ({DEVICE} missing): `inxpect module load`, or {}",
+            switch("ktime")
         ),
         Some(i) if c == Counter::Pmc && i.flags & INFO_HAS_PMU == 0 => bail!(
-            "the pmc counter needs a hardware PMU and the inxpect module reports none (use --counter tsc or ktime)"
+            "{what} needs a hardware PMU and the inxpect module reports none: {}",
+            switch("tsc")
         ),
         Some(_) => Ok(()),
     }
@@ -263,6 +275,47 @@ fn release() -> String {
     fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "?".into())
+}
+
+/// Where `module load` looks without --path, in order: next to the binary
+/// (an install), the workspace's kmod/ beside cargo's target/<profile>/ (a
+/// build tree), then the running kernel's installed module (dkms or
+/// `make modules_install`). Absolute, whatever the current directory.
+pub fn default_paths() -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.canonicalize().ok())
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        v.push(dir.join("inxpect.ko"));
+        if let Some(ws) = dir.parent().and_then(Path::parent) {
+            v.push(ws.join("kmod/inxpect.ko"));
+        }
+    }
+    let lib = Path::new("/lib/modules").join(release());
+    v.push(lib.join("updates/dkms/inxpect.ko"));
+    v.push(lib.join("extra/inxpect.ko"));
+    v
+}
+
+/// The module file to load: `path`, or the first of [`default_paths`] that exists.
+pub fn module_path(path: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = path {
+        return Ok(p.to_path_buf());
+    }
+    let tried = default_paths();
+    match tried.iter().find(|p| p.is_file()) {
+        Some(p) => Ok(p.clone()),
+        None => bail!(
+            "no inxpect.ko found (looked at {}): build it (`make -C kmod`, kmod/README.md) or give --path",
+            tried
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 pub fn load(path: &Path) -> Result<()> {

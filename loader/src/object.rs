@@ -322,6 +322,10 @@ pub use inxpect_loader::report::display_name_in;
 
 /// Region ids for comma-separated names (or ids), each checked.
 pub fn region_ids(m: &Manifest, list: &str) -> Result<Vec<u32>> {
+    if list.split(',').all(|s| s.trim().is_empty()) {
+        // An empty list would silently measure nothing.
+        bail!("an empty region list ({list:?}): give names or ids, comma-separated");
+    }
     let mut out = Vec::new();
     for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let found: Vec<u32> = m

@@ -100,6 +100,8 @@ pub struct EventStats {
     pub calibrated: Option<Summary>,
 }
 
+/// NaN (null in the JSON, `-` in the table, empty in the CSV) for a region
+/// with no measurement: a mean or min of nothing is not 0.
 #[derive(Serialize, Debug, Clone, Copy, PartialEq)]
 pub struct Summary {
     pub mean: f64,
@@ -114,6 +116,17 @@ pub struct Summary {
 
 impl Summary {
     fn of(s: &RegionStats, e: usize) -> Summary {
+        if s.count == 0 {
+            return Summary {
+                mean: f64::NAN,
+                min: f64::NAN,
+                max: f64::NAN,
+                p50: f64::NAN,
+                p90: f64::NAN,
+                p99: f64::NAN,
+                p999: f64::NAN,
+            };
+        }
         Summary {
             mean: s.mean(e),
             min: s.min[e] as f64,
@@ -193,15 +206,22 @@ pub fn regions(
         .collect()
 }
 
-fn num(v: f64) -> String {
-    if v.abs() >= 100.0 || v == v.trunc() {
+/// A table cell: `-` for no value (a region without measurements).
+pub fn num(v: f64) -> String {
+    if !v.is_finite() {
+        "-".into()
+    } else if v.abs() >= 100.0 || v == v.trunc() {
         format!("{v:.0}")
     } else {
         format!("{v:.1}")
     }
 }
 
-/// A fixed-width table, one row per region and event.
+fn region_cell(g: &RegionReport) -> String {
+    format!("{}{}", g.name, if g.enabled { "" } else { " (off)" })
+}
+
+/// A table, one row per region and event.
 pub fn table(r: &Report) -> String {
     let mut o = String::new();
     let u = &r.unit;
@@ -256,9 +276,23 @@ pub fn table(r: &Report) -> String {
             c.samples
         );
     }
+    // Columns as wide as their longest cell: long names must not shift the rest.
+    let width = |min: usize, f: &dyn Fn(&RegionReport) -> Vec<String>| {
+        r.regions
+            .iter()
+            .flat_map(f)
+            .map(|c| c.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(min)
+    };
+    let wr = width(16, &|g| vec![region_cell(g)]);
+    let wf = width(18, &|g| vec![g.function.clone()]);
+    let ws = width(22, &|g| vec![g.line.clone().unwrap_or_default()]);
+    let we = width(12, &|g| g.events.iter().map(|e| e.event.clone()).collect());
     let _ = writeln!(
         o,
-        "{:>3} {:<16} {:<18} {:<22} {:<12} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}",
+        "{:>3} {:<wr$} {:<wf$} {:<ws$} {:<we$} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}",
         "ID",
         "REGION",
         "FUNCTION",
@@ -293,9 +327,9 @@ pub fn table(r: &Report) -> String {
             };
             let _ = writeln!(
                 o,
-                "{:>3} {:<16} {:<18} {:<22} {:<12} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}",
+                "{:>3} {:<wr$} {:<wf$} {:<ws$} {:<we$} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}",
                 reg.id,
-                format!("{}{}", reg.name, if reg.enabled { "" } else { " (off)" }),
+                region_cell(reg),
                 reg.function,
                 reg.line.as_deref().unwrap_or("-"),
                 ev.event,
@@ -340,6 +374,15 @@ pub fn table(r: &Report) -> String {
     o
 }
 
+/// A CSV number: empty for no value, as the calibrated columns are.
+fn csv_num(v: f64) -> String {
+    if v.is_finite() {
+        v.to_string()
+    } else {
+        String::new()
+    }
+}
+
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) {
         format!("\"{}\"", s.replace('"', "\"\""))
@@ -360,10 +403,9 @@ pub fn csv(r: &Report) -> String {
             let c = ev
                 .calibrated
                 .map(|c| {
-                    format!(
-                        "{},{},{},{},{},{},{}",
-                        c.mean, c.min, c.max, c.p50, c.p90, c.p99, c.p999
-                    )
+                    [c.mean, c.min, c.max, c.p50, c.p90, c.p99, c.p999]
+                        .map(csv_num)
+                        .join(",")
                 })
                 .unwrap_or_else(|| ",,,,,,".into());
             let _ = writeln!(
@@ -380,13 +422,13 @@ pub fn csv(r: &Report) -> String {
                 reg.invalid,
                 reg.tail_ends,
                 ev.sum,
-                s.mean,
-                s.min,
-                s.max,
-                s.p50,
-                s.p90,
-                s.p99,
-                s.p999,
+                csv_num(s.mean),
+                csv_num(s.min),
+                csv_num(s.max),
+                csv_num(s.p50),
+                csv_num(s.p90),
+                csv_num(s.p99),
+                csv_num(s.p999),
                 c
             );
         }

@@ -15,17 +15,17 @@ use inxpect_rewriter::runtime::{self, Manifest};
 use std::os::fd::AsFd;
 
 use crate::object::{self, log::note, Config};
-use crate::{backend, load_for, testrun, Common};
+use crate::state::{self, key, PIN_ROOT};
+use crate::{backend, load_for, netdev, testrun, Common};
 use inxpect_loader::jsonl;
 use inxpect_loader::report::{self, Format, LiveInfo, Report};
 use inxpect_loader::stats::Snapshot;
 
-pub const PIN_ROOT: &str = "/sys/fs/bpf/inxpect";
-pub const STATE_ROOT: &str = "/run/inxpect";
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum XdpMode {
+    /// In the driver (XDP_FLAGS_DRV_MODE): the mode that is measured in production.
     Native,
+    /// In the kernel's generic path (XDP_FLAGS_SKB_MODE): any device, slower.
     Generic,
 }
 
@@ -39,6 +39,7 @@ pub struct RunArgs {
     /// Network namespace (a name under /run/netns) holding the device.
     #[arg(long)]
     netns: Option<String>,
+    /// XDP attach mode.
     #[arg(long, value_enum, default_value = "native")]
     mode: XdpMode,
     /// Live table period (e.g. 1s, 500ms).
@@ -59,11 +60,14 @@ pub struct SetArgs {
     /// The device `inxpect run` is attached to (optional when only one runs).
     #[arg(long)]
     dev: Option<String>,
+    /// The network namespace given to that `inxpect run` (needed only when
+    /// runs in two namespaces use the same device name).
     #[arg(long)]
     netns: Option<String>,
-    /// The directory holding the pinned `config` map.
+    /// The directory holding the pinned `config` map (the run's --pin-dir).
     #[arg(long)]
     pin_dir: Option<PathBuf>,
+    /// Measure one run in K from now on (K a power of two), as `1/K` or `K`.
     #[arg(long)]
     sample: Option<String>,
     /// Regions to enable (names or ids).
@@ -76,8 +80,10 @@ pub struct SetArgs {
 
 #[derive(Args)]
 pub struct ReplayArgs {
+    /// The network device to send the frames out of (its peer receives them).
     #[arg(long)]
     dev: String,
+    /// Network namespace (a name under /run/netns) holding the device.
     #[arg(long)]
     netns: Option<String>,
     /// Frames to send (cycled with --count); default: one UDP/IPv4 frame.
@@ -86,13 +92,6 @@ pub struct ReplayArgs {
     /// Frames to send in all (default: each pcap frame once, or 1).
     #[arg(long)]
     count: Option<u64>,
-}
-
-fn key(dev: &str, netns: Option<&str>) -> String {
-    match netns {
-        Some(n) => format!("{n}-{dev}"),
-        None => dev.to_string(),
-    }
 }
 
 /// `10s`, `500ms`, `2m`, or plain seconds.
@@ -129,16 +128,6 @@ pub fn enter_netns(name: &str) -> Result<()> {
             .with_context(|| format!("entering netns {name}"));
     }
     Ok(())
-}
-
-pub fn ifindex(dev: &str) -> Result<u32> {
-    let c = CString::new(dev).context("device name with NUL")?;
-    // SAFETY: a NUL-terminated name.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if i == 0 {
-        bail!("no network device {dev:?}");
-    }
-    Ok(i)
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -195,6 +184,10 @@ impl Attached {
         for d in self.dirs.drain(..).rev() {
             let _ = fs::remove_dir(&d);
         }
+        if !netdev::exists(self.ifindex) {
+            // Deleted with our program on it: nothing is left to check.
+            return Ok(());
+        }
         let left = xdp_prog_on(self.ifindex)?;
         if left != 0 {
             bail!("an XDP program (id {left}) is still attached after detaching");
@@ -230,24 +223,18 @@ fn attach(prog_fd: i32, ifindex: u32, mode: XdpMode, dev: &str) -> Result<OwnedF
         let e = std::io::Error::from_raw_os_error(-fd);
         let hint = match -fd {
             libc::EOPNOTSUPP => format!(": {dev} has no native XDP support; try --mode generic"),
-            libc::EBUSY | libc::EEXIST => format!(": {dev} already has an XDP program"),
+            libc::EBUSY | libc::EEXIST => {
+                format!(
+                    ": {}",
+                    netdev::busy_hint(dev, xdp_prog_on(ifindex).unwrap_or(0))
+                )
+            }
             _ => String::new(),
         };
         bail!("attaching to {dev}: {e}{hint}");
     }
     // SAFETY: a new link fd we own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn is_bpffs(p: &Path) -> bool {
-    let Ok(c) = CString::new(p.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: zeroed statfs and a NUL-terminated path.
-    unsafe {
-        let mut s: libc::statfs = std::mem::zeroed();
-        libc::statfs(c.as_ptr(), &mut s) == 0 && s.f_type as u64 == 0xcafe_4a11
-    }
 }
 
 fn interval_table(
@@ -269,10 +256,22 @@ fn interval_table(
         runs as f64 / secs.max(1e-9),
         now.runs.sampled
     );
+    // As wide as the longest name: a long one must not shift the columns.
+    let names: Vec<String> = m
+        .regions
+        .iter()
+        .map(crate::object::display_name_in(m))
+        .collect();
+    let w = names
+        .iter()
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(16);
     let u = |h: &str| format!("{h}[{unit}]");
     let _ = writeln!(
         o,
-        "  {:<16} {:>10} {:>10} {:>12} {:>12} {:>12}",
+        "  {:<w$} {:>10} {:>10} {:>12} {:>12} {:>12}",
         "REGION",
         "COUNT",
         "+COUNT",
@@ -280,17 +279,31 @@ fn interval_table(
         u("+MEAN"),
         u("+P99")
     );
-    for ((r, n), p) in m.regions.iter().zip(&now.regions).zip(&prev.regions) {
+    // No measurement: no mean (`-`), not 0.
+    let cell = |count: u64, v: f64| {
+        if count == 0 {
+            "-".to_string()
+        } else {
+            format!("{v:.1}")
+        }
+    };
+    for (((r, name), n), p) in m
+        .regions
+        .iter()
+        .zip(&names)
+        .zip(&now.regions)
+        .zip(&prev.regions)
+    {
         let d = n.since(p);
         let _ = writeln!(
             o,
-            "  {:<16} {:>10} {:>10} {:>12.1} {:>12.1} {:>12.1}{}",
-            crate::object::display_name_in(m)(r),
+            "  {:<w$} {:>10} {:>10} {:>12} {:>12} {:>12}{}",
+            name,
             n.count,
             d.count,
-            n.mean(0),
-            d.mean(0),
-            d.quantile(0, 0.99),
+            cell(n.count, n.mean(0)),
+            cell(d.count, d.mean(0)),
+            cell(d.count, d.quantile(0, 0.99)),
             if enabled(r.id) { "" } else { "  off" }
         );
     }
@@ -325,8 +338,27 @@ pub fn run(a: RunArgs) -> Result<()> {
     if let Some(ns) = &a.netns {
         enter_netns(ns)?;
     }
-    let ifindex = ifindex(&a.dev)?;
-    let bytes = std::fs::read(&c.obj).with_context(|| format!("reading {}", c.obj.display()))?;
+    let ifindex = netdev::ifindex(&a.dev, a.netns.as_deref())?;
+    let k = key(&a.dev, a.netns.as_deref());
+    let pin_dir = a
+        .pin_dir
+        .clone()
+        .unwrap_or_else(|| Path::new(PIN_ROOT).join(&k));
+    let pinning = match &a.pin_dir {
+        Some(d) => {
+            let at = inxpect_loader::sys::existing_ancestor(d);
+            if !inxpect_loader::sys::is_bpffs(&at) {
+                bail!(
+                    "--pin-dir {}: {} is not on a BPF filesystem, where maps can be pinned: pick a directory under /sys/fs/bpf (or mount one: `mount -t bpf bpf DIR`)",
+                    d.display(),
+                    at.display()
+                );
+            }
+            true
+        }
+        None => inxpect_loader::sys::is_bpffs(Path::new("/sys/fs/bpf")),
+    };
+    let bytes = crate::read_obj(&c.obj)?;
     let b = backend(c, &bytes)?;
     let cal = if c.no_calibrate {
         None
@@ -344,26 +376,16 @@ pub fn run(a: RunArgs) -> Result<()> {
     };
     att.link = Some(attach(fd, ifindex, a.mode, &a.dev)?);
 
-    let k = key(&a.dev, a.netns.as_deref());
-    let pin_dir = a
-        .pin_dir
-        .clone()
-        .unwrap_or_else(|| Path::new(PIN_ROOT).join(&k));
-    let bpffs_root = pin_dir.parent().map(Path::to_path_buf).unwrap_or_default();
-    let root_is_bpf = is_bpffs(&bpffs_root) || is_bpffs(Path::new("/sys/fs/bpf"));
-    if root_is_bpf {
-        pin_maps(&l, &pin_dir, &mut att)?;
-        let state = Path::new(STATE_ROOT).join(format!("{k}.json"));
-        sweep_stale_state();
-        if fs::create_dir_all(STATE_ROOT).is_ok() {
-            // The manifest for `inxpect set`, and our pid, so that a later run
-            // can tell a leftover of a killed run from a live one.
-            let mut v = serde_json::to_value(&l.manifest)?;
-            v["pid"] = std::process::id().into();
-            let text = serde_json::to_string_pretty(&v)?;
-            fs::write(&state, text).with_context(|| format!("writing {}", state.display()))?;
-            att.pins.push(state);
+    if pinning {
+        state::sweep();
+        // The state before the pins: a run starting meanwhile sees ours live.
+        match state::write(&k, &l.manifest, &a.dev, a.netns.as_deref(), &pin_dir) {
+            Ok(p) => att.pins.push(p),
+            Err(e) => note(&format!(
+                "{e:#}: `inxpect set` will not know the region names"
+            )),
         }
+        pin_maps(&l, &pin_dir, &mut att)?;
     } else {
         note("no bpf filesystem at /sys/fs/bpf: maps not pinned, `inxpect set` unavailable");
     }
@@ -411,6 +433,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     let mut prev = object::snapshot(&l)?;
     let mut last = Instant::now();
     let mut cfg_prev = cfg0.clone();
+    let mut gone = false;
     while !STOP.load(Ordering::SeqCst) {
         if duration.is_some_and(|d| start.elapsed() >= d) {
             break;
@@ -429,6 +452,14 @@ pub fn run(a: RunArgs) -> Result<()> {
         let now = object::snapshot(&l)?;
         let cfg = object::read_config(&cmap)?;
         let mut text = String::new();
+        if !gone && !netdev::exists(ifindex) {
+            // The kernel detached our link with the device; counts stop.
+            gone = true;
+            text.push_str(&format!(
+                "inxpect: warning: device {} (ifindex {ifindex}) is gone: the program was detached with it, nothing more is measured (SIGINT/SIGTERM ends with the report)\n",
+                a.dev
+            ));
+        }
         if cfg != cfg_prev {
             text.push_str(&format!(
                 "inxpect: config changed: {}\n",
@@ -469,7 +500,11 @@ pub fn run(a: RunArgs) -> Result<()> {
     let snap = object::snapshot(&l)?;
     let cfg = object::read_config(&cmap)?;
     att.detach()?;
-    note(&format!("detached from {}", a.dev));
+    if gone {
+        note(&format!("{} was deleted during the run", a.dev));
+    } else {
+        note(&format!("detached from {}", a.dev));
+    }
     if c.out.jsonl {
         // The last window, so that the lines add up to the report.
         jsonl::emit(&stream.line(
@@ -485,32 +520,10 @@ pub fn run(a: RunArgs) -> Result<()> {
     out.print(&r, &l.manifest)
 }
 
-/// Removes the state files of earlier runs killed with SIGKILL: each holds
-/// the pid of its run; a file whose process is gone is a leftover.
-fn sweep_stale_state() {
-    let Ok(entries) = fs::read_dir(STATE_ROOT) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        let pid = fs::read_to_string(&p)
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| v["pid"].as_u64());
-        let alive = |pid: u64| Path::new(&format!("/proc/{pid}")).exists();
-        if p.extension().is_some_and(|x| x == "json") && pid.is_none_or(|pid| !alive(pid)) {
-            let _ = fs::remove_file(&p);
-        }
-    }
-}
-
 fn pin_maps(l: &object::Loaded, dir: &Path, att: &mut Attached) -> Result<()> {
-    // A previous run killed with SIGKILL leaves its pins: the device is free
-    // again (its link died with it), so they are stale.
-    if dir.exists() {
-        for n in ["config", "stats"] {
-            let _ = fs::remove_file(dir.join(n));
-        }
+    // Pins of a killed run were swept (state::sweep); ours replace any left.
+    for n in state::PINS {
+        let _ = fs::remove_file(dir.join(n));
     }
     let mut missing = Vec::new();
     let mut d = dir.to_path_buf();
@@ -548,37 +561,78 @@ fn pin(m: &libbpf_rs::Map<'_>, p: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn set(a: SetArgs) -> Result<()> {
-    let root = Path::new(PIN_ROOT);
-    let (dir, k) = match (&a.pin_dir, &a.dev) {
-        (Some(d), _) => (
-            d.clone(),
-            d.file_name()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+/// The run `set` talks to: by --pin-dir, or by --dev (and --netns), or
+/// the only one.
+fn pick_run(a: &SetArgs) -> Result<(PathBuf, String, Option<Manifest>)> {
+    let runs = state::list();
+    if let Some(d) = &a.pin_dir {
+        let same = |p: &Path| p.canonicalize().ok() == d.canonicalize().ok();
+        let st = runs.into_iter().find(|s| same(&s.pin_dir));
+        if let Some(s) = &st {
+            check_live(s)?;
+        }
+        let k = d.display().to_string();
+        return Ok((d.clone(), k, st.and_then(|s| s.manifest)));
+    }
+    let chosen: Vec<state::RunState> = runs
+        .into_iter()
+        .filter(|s| a.dev.as_ref().is_none_or(|d| s.dev.as_ref() == Some(d)))
+        .filter(|s| a.netns.is_none() || s.netns == a.netns)
+        .collect();
+    let names = |v: &[state::RunState]| v.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ");
+    let s = match (chosen.len(), &a.dev) {
+        (1, _) => chosen.into_iter().next().expect("one"),
+        (0, None) => bail!(
+            "no `inxpect run` is running (no state under {})",
+            state::STATE_ROOT
         ),
-        (None, Some(dev)) => {
-            let k = key(dev, a.netns.as_deref());
-            (root.join(&k), k)
+        (0, Some(d)) => {
+            let others = state::list();
+            bail!(
+                "no `inxpect run` on {d}{}{}",
+                a.netns
+                    .as_ref()
+                    .map(|n| format!(" in netns {n}"))
+                    .unwrap_or_default(),
+                if others.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (runs: {})", names(&others))
+                }
+            )
         }
-        (None, None) => {
-            let running: Vec<String> = fs::read_dir(root)
-                .map(|r| {
-                    r.filter_map(|e| e.ok())
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .collect()
-                })
-                .unwrap_or_default();
-            match running.as_slice() {
-                [one] => (root.join(one), one.clone()),
-                [] => bail!("no `inxpect run` is running (nothing under {PIN_ROOT})"),
-                many => bail!(
-                    "several `inxpect run`s ({}): pick one with --dev",
-                    many.join(", ")
-                ),
-            }
-        }
+        (_, None) => bail!(
+            "several `inxpect run`s ({}): pick one with --dev (and --netns)",
+            names(&chosen)
+        ),
+        (_, Some(d)) => bail!(
+            "several `inxpect run`s on {d} ({}): pick one with --netns",
+            names(&chosen)
+        ),
     };
+    check_live(&s)?;
+    let n = s.name();
+    Ok((s.pin_dir, n, s.manifest))
+}
+
+/// Refuses the leftovers of a killed run: its maps still exist (pinned),
+/// but no program uses them any more.
+fn check_live(s: &state::RunState) -> Result<()> {
+    if s.is_live() {
+        return Ok(());
+    }
+    bail!(
+        "the `inxpect run` on {} is gone ({}), killed without cleaning up: its pins under {} are stale (the next `inxpect run` removes them); nothing changed",
+        s.name(),
+        s.pid
+            .map(|p| format!("pid {p} is no `inxpect run`"))
+            .unwrap_or_else(|| "no pid recorded".into()),
+        s.pin_dir.display()
+    )
+}
+
+pub fn set(a: SetArgs) -> Result<()> {
+    let (dir, k, manifest) = pick_run(&a)?;
     let cfg_pin = dir.join("config");
     if !cfg_pin.exists() {
         bail!("no running `inxpect run` pinned {}", cfg_pin.display());
@@ -586,10 +640,6 @@ pub fn set(a: SetArgs) -> Result<()> {
     let map = libbpf_rs::MapHandle::from_pinned_path(&cfg_pin)
         .with_context(|| format!("opening {}", cfg_pin.display()))?;
     let mut c = object::read_config(&map)?;
-    let manifest: Option<Manifest> =
-        fs::read_to_string(Path::new(STATE_ROOT).join(format!("{k}.json")))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok());
     let ids = |list: &str| -> Result<Vec<u32>> {
         match &manifest {
             Some(m) => object::region_ids(m, list),
@@ -666,7 +716,7 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
     if let Some(ns) = &a.netns {
         enter_netns(ns)?;
     }
-    let idx = ifindex(&a.dev)?;
+    let idx = netdev::ifindex(&a.dev, a.netns.as_deref())?;
     let (path, frames) = match &a.pcap {
         Some(p) => (p.clone(), inxpect_loader::pcap::read(p)?.frames),
         None => (

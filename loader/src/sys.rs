@@ -77,3 +77,44 @@ pub fn set_kfuncs_flag(open: &mut OpenObject, on: bool) -> bool {
     }
     found
 }
+
+/// Whether `p` is on a BPF filesystem (statfs magic BPF_FS_MAGIC).
+pub fn is_bpffs(p: &std::path::Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: zeroed statfs and a NUL-terminated path.
+    unsafe {
+        let mut s: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut s) == 0 && s.f_type as u64 == 0xcafe_4a11
+    }
+}
+
+/// The nearest existing directory at or above `p` (what a `create_dir_all`
+/// of `p` would create the rest under).
+pub fn existing_ancestor(p: &std::path::Path) -> std::path::PathBuf {
+    let mut d = p.to_path_buf();
+    while !d.exists() && d.pop() {}
+    d
+}
+
+/// Root, or a process with CAP_BPF or CAP_SYS_ADMIN: without either, every
+/// bpf() call the commands make fails (libbpf then hints RLIMIT_MEMLOCK,
+/// which is not the cause).
+pub fn has_bpf_caps() -> bool {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    let Ok(st) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    let eff = st
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .unwrap_or(0);
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_BPF: u32 = 39;
+    eff & (1 << CAP_BPF | 1 << CAP_SYS_ADMIN) != 0
+}

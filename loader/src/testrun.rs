@@ -119,16 +119,24 @@ pub fn run_all(
     let frags = has_frags(&prog(l)?);
     let linear = linear_max()?;
     let mut skipped = cap.skip(|f| unrunnable(f.len(), linear, frags));
-    let work = cap.frames.len() as u64 * u64::from(repeat);
-    // A bar only where someone watches, and only when it takes a while.
-    let bar = (std::io::stderr().is_terminal() && work >= 200_000).then(|| {
-        let b = indicatif::ProgressBar::new(cap.frames.len() as u64);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} frames {elapsed}/{eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    // A bar only where someone watches (stderr a terminal: never inside the
+    // report on stdout), and only once the run has taken a second.
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::with_draw_target(
+            Some(cap.frames.len() as u64),
+            indicatif::ProgressDrawTarget::hidden(),
         );
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} frames x {msg} runs, {elapsed} elapsed, {eta} left",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b.set_message(repeat.to_string());
         b
     });
+    let t0 = std::time::Instant::now();
+    let mut shown = false;
     let mut verdicts = BTreeMap::new();
     let mut too_long = Vec::new();
     for (i, f) in cap.frames.iter().enumerate() {
@@ -139,6 +147,10 @@ pub fn run_all(
         };
         if let Some(b) = &bar {
             b.inc(1);
+            if !shown && t0.elapsed() >= std::time::Duration::from_secs(1) {
+                b.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                shown = true;
+            }
         }
         let v = match v {
             Ok(v) => v,

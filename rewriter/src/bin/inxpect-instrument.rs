@@ -5,16 +5,28 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Parser;
 use inxpect_rewriter::{dump, instrument, list, Counter, Mode, Options};
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+const EXAMPLES: &str = "\
+Examples:
+  inxpect-instrument app.o -o app.prof.o                    # regions between markers, ktime
+  inxpect-instrument app.o -o app.prof.o --functions        # every program and subprogram
+  inxpect-instrument app.o --list                           # regions, slots, source lines
+  inxpect-instrument app.o -o app.prof.o --counter pmc --events cycles,instructions --only parse,2
+  inxpect-instrument app.prof.o --dump --offsets | less     # disassembly, numbered slots
+  inxpect-instrument app.o -o - | ssh host 'cat > app.prof.o'";
 
 /// Inserts inxpect profiling probes into a compiled BPF object.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about = None, after_help = EXAMPLES)]
 struct Cli {
     /// The BPF ELF object to instrument (never modified).
-    input: PathBuf,
-    /// Where to write the instrumented object (written atomically).
-    #[arg(short, long, required_unless_present_any = ["list", "dump"])]
+    #[arg(required_unless_present_any = ["completions", "man"])]
+    input: Option<PathBuf>,
+    /// Where to write the instrumented object (written atomically, mode
+    /// 0666 less the umask; `-` writes it to stdout).
+    #[arg(short, long, required_unless_present_any = ["list", "dump", "offsets", "completions", "man"])]
     output: Option<PathBuf>,
     /// Probe the regions between INXPECT_START/INXPECT_END markers (default).
     #[arg(long, conflicts_with = "functions")]
@@ -22,7 +34,8 @@ struct Cli {
     /// Probe the entry and every exit of each program and subprogram.
     #[arg(long)]
     functions: bool,
-    /// Only these regions (comma-separated names).
+    /// Only these regions (comma-separated names, `function:name`, or the
+    /// ids `--list` shows).
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
     /// Print the regions found and exit without writing anything.
@@ -32,7 +45,7 @@ struct Cli {
     #[arg(long)]
     dump: bool,
     /// With --dump: number every instruction slot.
-    #[arg(long)]
+    #[arg(long, requires = "dump")]
     offsets: bool,
     /// Counter backend: pmc (module kfunc, rdpmc), tsc (module kfunc, rdtsc),
     /// ktime (bpf_ktime_get_ns), perf (bpf_perf_event_read_value).
@@ -43,11 +56,18 @@ struct Cli {
     #[arg(long)]
     events: Option<String>,
     /// Print the manifest as JSON with --list.
-    #[arg(long)]
+    #[arg(short = 'j', long, requires = "list")]
     json: bool,
+    #[command(flatten)]
+    gen: inxpect_clidoc::Generate,
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if path == Path::new("-") {
+        let mut out = std::io::stdout().lock();
+        out.write_all(bytes).context("writing to stdout")?;
+        return out.flush().context("writing to stdout");
+    }
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -58,15 +78,76 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
     tmp.write_all(bytes)?;
+    // A temporary file is 0600; the output is an ordinary file, so it gets
+    // what open(2) would give it: 0666 less the umask.
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o666 & !umask()))?;
     tmp.as_file().sync_all()?;
     tmp.persist(path)
         .map_err(|e| anyhow!("cannot write {}: {}", path.display(), e.error))?;
     Ok(())
 }
 
+/// The process umask (read by setting it, then set back).
+fn umask() -> u32 {
+    // SAFETY: umask cannot fail; the old value is restored at once.
+    unsafe {
+        let m = libc::umask(0o022);
+        libc::umask(m);
+        m as u32
+    }
+}
+
+/// `--only` as the library takes it: the ids `--list` shows become the
+/// region's `function:name` (one region, even when the name repeats).
+fn only_names(input: &[u8], opts: &Options) -> Result<Option<Vec<String>>> {
+    let Some(only) = &opts.only else {
+        return Ok(None);
+    };
+    if only.iter().all(|s| s.trim().is_empty()) {
+        bail!("--only with an empty list: give region names or ids, or leave --only out for all");
+    }
+    if !only.iter().any(|s| s.trim().parse::<u32>().is_ok()) {
+        return Ok(Some(only.clone()));
+    }
+    let all = list(
+        input,
+        &Options {
+            only: None,
+            ..opts.clone()
+        },
+    )?;
+    only.iter()
+        .map(|s| match s.trim().parse::<u32>() {
+            Ok(id) => all
+                .regions
+                .iter()
+                .find(|r| r.id == id)
+                .map(|r| r.qualified())
+                .with_context(|| {
+                    format!(
+                        "--only {id}: no region id {id} (the object has {} region(s); `--list` shows their ids)",
+                        all.regions.len()
+                    )
+                }),
+            Err(_) => Ok(s.clone()),
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
+}
+
 fn run(cli: Cli) -> Result<()> {
-    let name = cli.input.display().to_string();
-    let input = std::fs::read(&cli.input).with_context(|| format!("cannot read {name}"))?;
+    let path = cli.input.clone().expect("clap requires the input");
+    let name = path.display().to_string();
+    let input = std::fs::read(&path).map_err(|e| {
+        // A pinned program on bpffs reads as EIO: say what it is instead.
+        let hint = if e.raw_os_error() == Some(libc::EIO) {
+            ": a pinned BPF program or map? inxpect-instrument reads the ELF .o file"
+        } else {
+            ""
+        };
+        anyhow!("cannot read {name}: {e}{hint}")
+    })?;
     let opts = Options {
         mode: if cli.functions {
             Mode::Functions
@@ -85,6 +166,10 @@ fn run(cli: Cli) -> Result<()> {
             ),
         },
         only: cli.only.clone(),
+    };
+    let opts = Options {
+        only: only_names(&input, &opts).with_context(|| name.clone())?,
+        ..opts
     };
     if cli.dump && cli.output.is_none() {
         print!(
@@ -135,7 +220,7 @@ fn run(cli: Cli) -> Result<()> {
     if out
         .canonicalize()
         .ok()
-        .is_some_and(|o| cli.input.canonicalize().ok() == Some(o))
+        .is_some_and(|o| path.canonicalize().ok() == Some(o))
     {
         bail!("{name}: refusing to overwrite the input; choose another -o");
     }
@@ -144,20 +229,32 @@ fn run(cli: Cli) -> Result<()> {
         eprintln!("inxpect-instrument: warning: {name}: {w}");
     }
     write_atomic(out, &r.object)?;
-    if cli.dump {
+    if cli.dump && out != Path::new("-") {
         print!("{}", dump::dump(&r.object, cli.offsets)?);
     }
     eprintln!(
         "inxpect-instrument: {} region(s), counter {}, written to {}",
         r.manifest.regions.len(),
         r.manifest.counter.name(),
-        out.display()
+        if out == Path::new("-") {
+            "stdout".into()
+        } else {
+            out.display().to_string()
+        }
     );
     Ok(())
 }
 
 fn main() {
     let cli = Cli::parse();
+    match cli.gen.run(<Cli as clap::CommandFactory>::command()) {
+        Ok(true) => return,
+        Ok(false) => {}
+        Err(e) => {
+            eprintln!("inxpect-instrument: error: {e}");
+            std::process::exit(1);
+        }
+    }
     if let Err(e) = run(cli) {
         // One line: the chain joined, most general first.
         let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();

@@ -1,0 +1,77 @@
+//! `--man DIR` and `--completions SHELL`, shared by every inxpect binary:
+//! the pages and scripts come from the binary's own clap definition, so
+//! they cannot drift from `--help`. `dist/install.sh` installs them.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Command};
+pub use clap_complete::Shell;
+
+/// The generation flags; flatten into a binary's top-level arguments.
+#[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Documentation")]
+pub struct Generate {
+    /// Print the completion script for SHELL (bash, zsh, fish, elvish, powershell) and exit.
+    #[arg(long, value_name = "SHELL", exclusive = true)]
+    pub completions: Option<Shell>,
+    /// Write the man pages (section 1: the binary's and one per subcommand) into DIR and exit.
+    #[arg(long, value_name = "DIR", exclusive = true)]
+    pub man: Option<PathBuf>,
+}
+
+impl Generate {
+    /// Does what was asked; `Ok(true)` when the binary should exit now.
+    pub fn run(&self, cmd: Command) -> std::io::Result<bool> {
+        if let Some(sh) = self.completions {
+            completions(cmd, sh, &mut std::io::stdout())?;
+            return Ok(true);
+        }
+        if let Some(dir) = &self.man {
+            for p in man(cmd, dir)? {
+                println!("{}", p.display());
+            }
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+/// The completion script for `shell`.
+pub fn completions(mut cmd: Command, shell: Shell, out: &mut dyn Write) -> std::io::Result<()> {
+    let name = cmd.get_name().to_string();
+    clap_complete::generate(shell, &mut cmd, name, out);
+    Ok(())
+}
+
+/// Writes `NAME.1` and `NAME-SUB.1` for every subcommand into `dir`
+/// (created); returns the files written.
+pub fn man(cmd: Command, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let mut cmd = cmd;
+    cmd.build();
+    let mut out = Vec::new();
+    page(&cmd, cmd.get_name(), dir, &mut out)?;
+    Ok(out)
+}
+
+fn page(cmd: &Command, name: &str, dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    // clap_mangen titles a page with the command's name: give a subcommand
+    // its full `inxpect-run` name so `man inxpect-run` finds it.
+    let named = cmd
+        .clone()
+        .name(name.to_string())
+        .bin_name(name.replace('-', " "));
+    let p = dir.join(format!("{name}.1"));
+    let mut buf = Vec::new();
+    clap_mangen::Man::new(named).render(&mut buf)?;
+    std::fs::write(&p, buf)?;
+    out.push(p);
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        if sub.get_name() == "help" {
+            continue;
+        }
+        page(sub, &format!("{name}-{}", sub.get_name()), dir, out)?;
+    }
+    Ok(())
+}
