@@ -214,6 +214,7 @@ fn run(cli: Cli) -> Result<()> {
                 r.id, r.name, r.function, r.section, offs, line
             );
         }
+        println!("(START/END AT INSN: instruction slots in the section, an ld_imm64 taking two, as `--dump --offsets` numbers them)");
         return Ok(());
     }
     let out = cli.output.as_ref().expect("clap requires -o");
