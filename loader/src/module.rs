@@ -320,7 +320,7 @@ pub fn module_path(path: Option<&Path>) -> Result<PathBuf> {
 
 pub fn load(path: &Path) -> Result<()> {
     if !modules_supported() {
-        bail!("this kernel ({}) has loadable modules disabled (no /proc/modules: CONFIG_MODULES off); use --counter ktime or perf", release());
+        bail!("cannot load {}: this kernel ({}) has loadable modules disabled (no /proc/modules: CONFIG_MODULES off); use --counter ktime or perf", path.display(), release());
     }
     let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let params = CString::default();

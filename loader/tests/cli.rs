@@ -7,6 +7,9 @@
 #[test]
 fn cli_cases() {
     trycmd::TestCases::new()
-        .register_bin("inxpect", std::path::Path::new(env!("CARGO_BIN_EXE_inxpect")))
+        .register_bin(
+            "inxpect",
+            std::path::Path::new(env!("CARGO_BIN_EXE_inxpect")),
+        )
         .case("tests/cli/*.toml");
 }
