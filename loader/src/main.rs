@@ -164,7 +164,7 @@ pub struct Common {
     /// empty region measured the same way, i.e. without the probes' own cost).
     #[arg(long)]
     pub no_calibrate: bool,
-    /// Print the report as JSON (schema inxpect-report/2, loader/README.md).
+    /// Print the report as JSON (its schema: loader/README.md).
     #[arg(short = 'j', long, conflicts_with = "csv")]
     pub json: bool,
     /// Print the report as CSV, one row per region and event.
@@ -518,5 +518,38 @@ fn main() {
         // One line for the cause chain; libbpf's log, if any, follows indented.
         eprintln!("inxpect: error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every subcommand and every argument says what it is for (issue #16:
+    /// --json, --csv, --mode, set --sample... had no help), and clap's own
+    /// consistency checks pass.
+    #[test]
+    fn every_flag_and_subcommand_has_help() {
+        fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in c.get_arguments() {
+                let builtin = matches!(a.get_id().as_str(), "help" | "version");
+                if !builtin && a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {}", a.get_id()));
+                }
+            }
+            for s in c.get_subcommands() {
+                let p = format!("{path} {}", s.get_name());
+                if s.get_about().is_none() {
+                    missing.push(p.clone());
+                }
+                walk(s, &p, missing);
+            }
+        }
+        let mut c = super::Cli::command();
+        c.build();
+        c.clone().debug_assert();
+        let mut missing = Vec::new();
+        walk(&c, "inxpect", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
     }
 }

@@ -314,7 +314,7 @@ pub fn table(r: &Report) -> String {
     // The unit of every number column, under its header.
     let _ = writeln!(
         o,
-        "{:>3} {:<16} {:<18} {:<22} {:<12} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}",
+        "{:>3} {:<wr$} {:<wf$} {:<ws$} {:<we$} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}",
         "", "", "", "", "", "meas.", "meas.", u, u, u, u, u, u, u, u, u, u
     );
     for reg in &r.regions {
@@ -443,4 +443,80 @@ pub fn print(r: &Report, f: Format) -> anyhow::Result<()> {
         Format::Csv => print!("{}", csv(r)),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(id: u32, name: &str, function: &str, count: u64) -> RegionReport {
+        let v = if count == 0 { f64::NAN } else { 40.0 };
+        RegionReport {
+            id,
+            name: name.into(),
+            function: function.into(),
+            section: "xdp".into(),
+            line: Some("app.bpf.c:12".into()),
+            enabled: true,
+            count,
+            invalid: 0,
+            tail_ends: 0,
+            events: vec![EventStats {
+                event: "ktime".into(),
+                sum: count * 40,
+                raw: Summary {
+                    mean: v,
+                    min: v,
+                    max: v,
+                    p50: v,
+                    p90: v,
+                    p99: v,
+                    p999: v,
+                },
+                calibrated: None,
+            }],
+        }
+    }
+
+    /// Issue #16: a long region or function name widens its column instead
+    /// of pushing its row's numbers out of line; no measurement prints `-`.
+    #[test]
+    fn long_names_keep_the_columns_aligned() {
+        let r = Report {
+            schema: SCHEMA,
+            command: "test-run".into(),
+            object: "app.o".into(),
+            program: "xdp_app".into(),
+            counter: "ktime".into(),
+            unit: "ns".into(),
+            events: vec!["ktime".into()],
+            sample: 1,
+            runs: Runs {
+                runs: 10,
+                sampled: 10,
+                no_counter: 0,
+            },
+            test_run: None,
+            live: None,
+            calibration: None,
+            regions: vec![
+                region(0, "parse", "xdp_app", 10),
+                region(
+                    1,
+                    "a_region_name_much_longer_than_sixteen_columns",
+                    "a_function_name_longer_than_eighteen",
+                    10,
+                ),
+                region(2, "never", "xdp_app", 0),
+            ],
+        };
+        let t = table(&r);
+        let bars: Vec<usize> = t.lines().filter_map(|l| l.find(" | ")).collect();
+        assert_eq!(bars.len(), 5, "header, units and 3 rows:\n{t}");
+        assert!(bars.iter().all(|&b| b == bars[0]), "columns moved:\n{t}");
+        let never = t.lines().find(|l| l.contains("never")).expect("row");
+        // 7 raw statistics and 3 calibrated ones.
+        let dashes = never.split_whitespace().filter(|c| *c == "-").count();
+        assert_eq!(dashes, 10, "{never}");
+    }
 }

@@ -269,3 +269,22 @@ fn counter_arg() -> impl TypedValueParser<Value = Counter> {
     PossibleValuesParser::new(Counter::ALL.map(Counter::name))
         .map(|s| s.parse().expect("one of the possible values"))
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every argument says what it is for, and clap's checks pass.
+    #[test]
+    fn every_flag_has_help() {
+        let c = super::Cli::command();
+        c.clone().debug_assert();
+        let missing: Vec<&str> = c
+            .get_arguments()
+            .filter(|a| !matches!(a.get_id().as_str(), "help" | "version"))
+            .filter(|a| a.get_help().is_none())
+            .map(|a| a.get_id().as_str())
+            .collect();
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
+}
