@@ -119,7 +119,7 @@ static DEFINE_PER_CPU(struct inxpect_work, inxpect_cmd_work);
 
 /* Prototypes keep W=1 (-Wmissing-prototypes) quiet on every kernel; newer
  * ones offer __bpf_kfunc_start_defs() for the same purpose. */
-__u64 inxpect_read_pmc(__u32 slot);
+__inxpect_leaf __u64 inxpect_read_pmc(__u32 slot);
 __u64 inxpect_read_tsc(void);
 
 /*
@@ -133,8 +133,8 @@ __u64 inxpect_read_tsc(void);
 #else
 #define __inxpect_direct
 #endif
-__inxpect_direct __u64 inxpect_read_pmc0_lo(void);
-__inxpect_direct __u64 inxpect_read_pmc0_lo_end(void);
+__inxpect_direct __inxpect_leaf __u64 inxpect_read_pmc0_lo(void);
+__inxpect_direct __inxpect_leaf __u64 inxpect_read_pmc0_lo_end(void);
 __inxpect_direct __u64 inxpect_read_tsc_lo(void);
 
 /* Is the slot's event still on the counter the cache says, with the same
@@ -150,8 +150,9 @@ static __always_inline bool inxpect_cached(unsigned int slot, int idx)
 }
 
 /* Off the fast path: have this CPU's cache reloaded from process context,
- * where no region can be open, and drop this read. */
-static noinline __cold u64 inxpect_stale(void)
+ * where no region can be open, and drop this read. __used: arm64 reaches it
+ * by a branch in inline asm (INXPECT_ARCH_TAIL). */
+static noinline __cold __used u64 inxpect_stale(void)
 {
 	struct inxpect_work *w = this_cpu_ptr(&inxpect_heal_work);
 
@@ -159,12 +160,22 @@ static noinline __cold u64 inxpect_stale(void)
 	return INXPECT_READ_INVALID;
 }
 
+/* `return inxpect_stale();` from the probes' reads. Where the arch has a
+ * tail branch (arm64: the kernel's frame pointers turn sibling calls off, so
+ * a call would give the read a stack frame, whose set-up and tear-down fall
+ * inside the measurement), the read stays a leaf without a frame. */
+#ifdef INXPECT_ARCH_TAIL
+#define INXPECT_RETURN_STALE() INXPECT_ARCH_TAIL(inxpect_stale)
+#else
+#define INXPECT_RETURN_STALE() return inxpect_stale()
+#endif
+
 /*
  * notrace: no __fentry__ call, one instruction less and no ftrace hook inside
  * a measurement. The reads and their barriers (lfence, isb) are in
  * inxpect_arch.h. Both checks: the caller may use it for START or END.
  */
-__bpf_kfunc notrace __u64 inxpect_read_pmc(__u32 slot)
+__bpf_kfunc notrace __inxpect_leaf __u64 inxpect_read_pmc(__u32 slot)
 {
 	u64 v;
 	int idx;
@@ -175,11 +186,11 @@ __bpf_kfunc notrace __u64 inxpect_read_pmc(__u32 slot)
 	if (unlikely(idx < 0))
 		return INXPECT_READ_INVALID;
 	if (unlikely(!inxpect_cached(slot, idx)))
-		return inxpect_stale();
+		INXPECT_RETURN_STALE();
 	/* The read is a compiler barrier: the check below reloads after it. */
 	v = inxpect_arch_read_pmc(idx);
 	if (unlikely(!inxpect_cached(slot, idx)))
-		return inxpect_stale();
+		INXPECT_RETURN_STALE();
 	return v;
 }
 
@@ -199,28 +210,47 @@ __bpf_kfunc notrace __u64 inxpect_read_tsc(void)
  * of a region this leaves: `ret` after START's read, `mov/test/js/lfence`
  * before END's.
  */
-__bpf_kfunc notrace __inxpect_direct __u64 inxpect_read_pmc0_lo(void)
+__bpf_kfunc notrace __inxpect_direct __inxpect_leaf __u64 inxpect_read_pmc0_lo(void)
 {
 	int idx = this_cpu_read(inxpect_fast.rdpmc[0]);
 
 	if (unlikely(idx < 0))
 		return INXPECT_READ_INVALID;
 	if (unlikely(!inxpect_cached(0, idx)))
-		return inxpect_stale();
+		INXPECT_RETURN_STALE();
 	return inxpect_arch_read_pmc_lo(idx);
 }
 
-__bpf_kfunc notrace __inxpect_direct __u64 inxpect_read_pmc0_lo_end(void)
+/*
+ * INXPECT_ARCH_PMC0_GUESS (arm64): the handle slot 0 almost always has (the
+ * driver puts the first event that is not cycles on the first event
+ * counter). END reads that counter first, before the per-CPU load of the
+ * handle, so only the barrier is left in front of its read; when the handle
+ * is another one, it reads again (a later, still valid value: noise on that
+ * rare path only). Either way the checks follow the read.
+ */
+__bpf_kfunc notrace __inxpect_direct __inxpect_leaf __u64 inxpect_read_pmc0_lo_end(void)
 {
 	u64 lo;
-	int idx = this_cpu_read(inxpect_fast.rdpmc[0]);
+	int idx;
 
+#ifdef INXPECT_ARCH_PMC0_GUESS
+	lo = inxpect_arch_read_pmc_lo_ordered(INXPECT_ARCH_PMC0_GUESS);
+	idx = this_cpu_read(inxpect_fast.rdpmc[0]);
+	if (unlikely(idx != INXPECT_ARCH_PMC0_GUESS)) {
+		if (idx < 0)
+			return INXPECT_READ_INVALID;
+		lo = inxpect_arch_read_pmc_lo_ordered(idx);
+	}
+#else
+	idx = this_cpu_read(inxpect_fast.rdpmc[0]);
 	if (unlikely(idx < 0))
 		return INXPECT_READ_INVALID;
 	/* ordered: keeps the check's loads after the read. */
 	lo = inxpect_arch_read_pmc_lo_ordered(idx);
+#endif
 	if (unlikely(!inxpect_cached(0, idx)))
-		return inxpect_stale();
+		INXPECT_RETURN_STALE();
 	return lo;
 }
 
@@ -519,6 +549,7 @@ static void inxpect_find_core_pmus(void)
 			continue;
 		}
 		if (e->pmu->task_ctx_nr == perf_hw_context &&
+		    inxpect_arch_pmu_usable(e->pmu) &&
 		    !inxpect_is_core_pmu(e->pmu) &&
 		    inxpect_nr_core_pmus < INXPECT_MAX_CORE_PMUS)
 			inxpect_core_pmus[inxpect_nr_core_pmus++] = e->pmu;

@@ -17,6 +17,12 @@
  *                                 barrier, for checks that follow the read)
  *   inxpect_arch_read_tsc()       the free-running time counter
  *   inxpect_arch_read_tsc_lo()    its low 32 bits
+ *   inxpect_arch_pmu_usable(pmu)  at load: can the reads use this core PMU?
+ *
+ * __inxpect_leaf marks the reads (arm64: no return-address signing).
+ * Optional: INXPECT_ARCH_TAIL(fn) returns fn()'s value by a tail branch
+ * (the caller must be a leaf without a frame); INXPECT_ARCH_PMC0_GUESS is
+ * the handle slot 0 nearly always has, read before the handle is loaded.
  *
  * The reads only read: which slots are valid, and how an invalid read is
  * reported, is inxpect.c's business. Every instruction in them is
@@ -93,6 +99,13 @@ static __always_inline u64 inxpect_arch_read_tsc_lo(void)
 	asm volatile("lfence; rdtsc" : "=a"(lo) : : "rdx");
 	return lo;
 }
+
+static inline bool inxpect_arch_pmu_usable(struct pmu *pmu)
+{
+	return true;
+}
+
+#define __inxpect_leaf
 
 #elif defined(CONFIG_ARM64)
 
@@ -282,6 +295,57 @@ static __always_inline u64 inxpect_arch_read_pmc_lo(int h)
 static __always_inline u64 inxpect_arch_read_pmc_lo_ordered(int h)
 {
 	return inxpect_arch_read_pmc_lo(h);
+}
+
+/*
+ * The probes' reads as frameless leaves. With CONFIG_FRAME_POINTER (always
+ * on arm64) the kernel builds with -fno-optimize-sibling-calls, so a
+ * `return inxpect_stale();` makes the read a non-leaf: paciasp, stp x29/x30,
+ * mov x29 before the read and ldp/autiasp after it, inside the region (5 of
+ * the 17 kernel instructions an empty region counted). A leaf needs no
+ * frame; this branch is the sibling call the compiler would emit: fn
+ * returns to our caller, with our sp and x30 untouched (tests/vm/run.sh
+ * checks the built module: no frame in the two reads).
+ */
+/*
+ * Return-address signing is off in these leaves: 6.1 builds with
+ * -mbranch-protection=pac-ret+leaf, which signs x30 in every function, also
+ * in front of the read (one instruction more in the region) and before the
+ * tail branch (inxpect_stale would return to the signed address). A leaf
+ * never stores x30, so signing protects nothing there. BTI landing pads stay
+ * where the kernel uses them (the JIT calls kfuncs with blr).
+ */
+#ifdef CONFIG_ARM64_BTI_KERNEL
+#define __inxpect_leaf __attribute__((target("branch-protection=bti")))
+#else
+#define __inxpect_leaf __attribute__((target("branch-protection=none")))
+#endif
+
+#define INXPECT_ARCH_TAIL(fn)                          \
+	do {                                           \
+		asm volatile("b " #fn ::: "memory");   \
+		__builtin_unreachable();               \
+	} while (0)
+
+/* PMEVCNTR0_EL0, 32-bit event: where the driver puts slot 0's instructions
+ * event (its first event that is not cycles). */
+#define INXPECT_ARCH_PMC0_GUESS 0
+
+/*
+ * END reads PMEVCNTR0_EL0 before it knows the handle
+ * (INXPECT_ARCH_PMC0_GUESS): that register must exist, i.e. the PMU must
+ * have at least one event counter (PMCR_EL0.N >= 1; with N = 0 only the
+ * cycle counter exists and the read is UNDEFINED). Read on the loading CPU;
+ * a PMU without event counters is not used (SET_EVENTS: ENODEV).
+ */
+static inline bool inxpect_arch_pmu_usable(struct pmu *pmu)
+{
+	u64 n = (read_sysreg(pmcr_el0) >> 11) & 0x1f;
+
+	if (!n)
+		pr_info("%s: no PMU event counters (PMCR_EL0.N = 0): pmc unavailable\n",
+			pmu->name);
+	return n != 0;
 }
 
 static __always_inline u64 inxpect_arch_read_tsc(void)

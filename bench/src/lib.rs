@@ -18,6 +18,7 @@
 pub mod jit;
 pub mod report;
 pub mod vm;
+pub mod vm_arm64;
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -72,7 +73,7 @@ pub struct Loaded {
     _perf: Vec<OwnedFd>,
 }
 
-fn prog_name(bytes: &[u8]) -> Result<String> {
+pub(crate) fn prog_name(bytes: &[u8]) -> Result<String> {
     let open = ObjectBuilder::default().open_memory(bytes)?;
     let names: Vec<String> = open
         .progs()

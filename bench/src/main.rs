@@ -6,12 +6,13 @@
 //!         --out /tmp/B.md --plots /tmp/plots --no-rewrite --no-vm   # the smoke setting
 //!     sudo cargo run --release -p inxpect-bench -- vm     # section 5 alone, spliced in
 //!     inxpect-bench vm --apps drop --reps 20,220 --trials 1 --out /tmp/V.md  # its smoke setting
+//!     sudo cargo run --release -p inxpect-bench -- vm-arm64   # section 6 alone (arm64 guest, real PMU)
 
 use anyhow::{bail, Context, Result};
 use inxpect_bench::report::{self, Group};
 use inxpect_bench::{
-    machine, noise, overhead, pin_to_cpu, verifier, vm, Method, NoiseRow, OverheadCfg, OverheadRow,
-    Variant,
+    machine, noise, overhead, pin_to_cpu, verifier, vm, vm_arm64, Method, NoiseRow, OverheadCfg,
+    OverheadRow, Variant,
 };
 use inxpect_rewriter::Counter;
 use std::fmt::Write as _;
@@ -32,9 +33,16 @@ struct VmArgs {
     plots: PathBuf,
 }
 
+struct Arm64Args {
+    cfg: vm_arm64::Arm64Cfg,
+    out: PathBuf,
+    plots: PathBuf,
+}
+
 enum Cmd {
     All(Args),
     Vm(VmArgs),
+    VmArm64(Arm64Args),
 }
 
 enum Rewrite {
@@ -50,7 +58,7 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
-const USAGE: &str = "usage: inxpect-bench all [--apps a,b] [--repeat N] [--single-calls N] [--rounds N] [--out FILE] [--plots DIR] [--no-rewrite | --rewrite-table FILE] [--no-vm]\n       inxpect-bench vm [--apps a,b] [--reps N1,N2] [--trials N] [--out FILE] [--plots DIR]";
+const USAGE: &str = "usage: inxpect-bench all [--apps a,b] [--repeat N] [--single-calls N] [--rounds N] [--out FILE] [--plots DIR] [--no-rewrite | --rewrite-table FILE] [--no-vm]\n       inxpect-bench vm [--apps a,b] [--reps N1,N2] [--trials N] [--out FILE] [--plots DIR]\n       inxpect-bench vm-arm64 [--apps a,b] [--calls N] [--k-runs N] [--out FILE] [--plots DIR]";
 
 fn parse() -> Result<Cmd> {
     let mut a = std::env::args().skip(1);
@@ -78,6 +86,25 @@ fn parse() -> Result<Cmd> {
             }
         }
         return Ok(Cmd::Vm(v));
+    }
+    if cmd == "vm-arm64" {
+        let mut v = Arm64Args {
+            cfg: vm_arm64::Arm64Cfg::default(),
+            out: root().join("BENCHMARKS.md"),
+            plots: root().join("bench/plots"),
+        };
+        while let Some(o) = a.next() {
+            let mut val = || a.next().with_context(|| format!("{o} needs a value"));
+            match o.as_str() {
+                "--apps" => v.cfg.apps = val()?.split(',').map(str::to_string).collect(),
+                "--calls" => v.cfg.calls = val()?.parse()?,
+                "--k-runs" => v.cfg.k_runs = val()?.parse()?,
+                "--out" => v.out = val()?.into(),
+                "--plots" => v.plots = val()?.into(),
+                other => bail!("unknown option {other}\n{USAGE}"),
+            }
+        }
+        return Ok(Cmd::VmArm64(v));
     }
     if cmd != "all" {
         bail!("{USAGE}");
@@ -119,6 +146,32 @@ fn vm_only(v: &VmArgs) -> Result<()> {
     std::fs::write(&v.out, vm::splice(&old, vm::HEADING, &body))?;
     eprintln!("inxpect-bench: wrote section 5 into {}", v.out.display());
     Ok(())
+}
+
+/// Section 6 alone: runs the arm64 guest and splices the section into `out`.
+fn vm_arm64_only(v: &Arm64Args) -> Result<()> {
+    if let Err(why) = vm_arm64::available() {
+        bail!("the arm64 section cannot run here: {why}");
+    }
+    let r = vm_arm64::run(&v.cfg, |s| eprintln!("inxpect-bench: {s}"))?;
+    let img = write_arm64_plot(&r, &v.plots, &v.out)?;
+    let body = vm_arm64::section(&r, include_str!("../notes/vm_arm64.md"), Some(&img));
+    let old = std::fs::read_to_string(&v.out).unwrap_or_default();
+    std::fs::write(
+        &v.out,
+        vm::splice_section(&old, "6", vm_arm64::HEADING, &body),
+    )?;
+    eprintln!("inxpect-bench: wrote section 6 into {}", v.out.display());
+    Ok(())
+}
+
+/// Writes `arm64_added.svg` into `plots`; returns its path relative to
+/// `out`'s directory.
+fn write_arm64_plot(r: &vm_arm64::Arm64Result, plots: &Path, out: &Path) -> Result<String> {
+    std::fs::create_dir_all(plots)?;
+    std::fs::write(plots.join("arm64_added.svg"), vm_arm64::plot(r))?;
+    let rel = pathdiff(plots, out.parent().unwrap_or(Path::new(".")));
+    Ok(format!("{rel}/arm64_added.svg"))
 }
 
 fn rewrite_table(how: &Rewrite) -> Result<Option<String>> {
@@ -468,6 +521,7 @@ fn main() -> Result<()> {
     let args = match parse()? {
         Cmd::All(a) => a,
         Cmd::Vm(v) => return vm_only(&v),
+        Cmd::VmArm64(v) => return vm_arm64_only(&v),
     };
     pin_to_cpu(0)?;
     let mach = machine();
@@ -521,6 +575,7 @@ fn main() -> Result<()> {
          ```\n\
          sudo cargo run --release -p inxpect-bench -- all    # everything below, ~3 min + the VM\n\
          sudo cargo run --release -p inxpect-bench -- vm     # section 5 alone (qemu), spliced in\n\
+         sudo cargo run --release -p inxpect-bench -- vm-arm64   # section 6 alone (arm64 guest, real PMU), spliced in\n\
          cargo bench -p inxpect-rewriter --bench rewrite       # section 4 alone\n\
          cargo test -p inxpect-bench                           # smoke tests (tiny settings, one VM boot)\n\
          ```\n\n\
@@ -588,6 +643,39 @@ fn main() -> Result<()> {
             let _ = writeln!(
                 d,
                 "({why}. `sudo cargo run --release -p inxpect-bench -- vm` needs root, qemu and the tools of `.ci/install`.)"
+            );
+        }
+    }
+    let _ = writeln!(d, "\n{}\n", vm_arm64::HEADING);
+    let arm64 = if !args.vm {
+        Err("skipped in this run (`--no-vm`)".to_string())
+    } else {
+        vm_arm64::available()
+            .map_err(|why| format!("not run: {why}"))
+            .and_then(|()| {
+                vm_arm64::run(&vm_arm64::Arm64Cfg::default(), progress).map_err(|e| {
+                    eprintln!("inxpect-bench: arm64 section failed: {e:#}");
+                    format!(
+                        "the arm64 VM run failed: {}",
+                        e.to_string().lines().next().unwrap_or("")
+                    )
+                })
+            })
+    };
+    match &arm64 {
+        Ok(r) => {
+            let img = write_arm64_plot(r, &args.plots, &args.out)?;
+            plot_files.push("arm64_added.svg".into());
+            d.push_str(&vm_arm64::section(
+                r,
+                include_str!("../notes/vm_arm64.md"),
+                Some(&img),
+            ));
+        }
+        Err(why) => {
+            let _ = writeln!(
+                d,
+                "({why}. `sudo cargo run --release -p inxpect-bench -- vm-arm64` needs root, qemu-system-aarch64 and the tools of `.ci/install`.)"
             );
         }
     }

@@ -186,14 +186,14 @@ impl VmResult {
     }
 }
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("bench/ has a parent")
         .to_path_buf()
 }
 
-fn have(tool: &str) -> bool {
+pub(crate) fn have(tool: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
         .stdout(Stdio::null())
@@ -246,7 +246,7 @@ pub fn build_plugin() -> Result<PathBuf> {
 
 /// `MAP KEYHEX VALUEHEX` lines of the maps `populate_app_maps` fills, read
 /// back from the uninstrumented object loaded on the host.
-fn map_lines(input: &[u8], app: &str) -> Result<String> {
+pub(crate) fn map_lines(input: &[u8], app: &str) -> Result<String> {
     let config = t::load_config()?;
     let mut open = ObjectBuilder::default().open_memory(input)?;
     for mut p in open.progs_mut() {
@@ -409,7 +409,7 @@ pub fn run(cfg: &VmCfg, mut progress: impl FnMut(&str)) -> Result<VmResult> {
 }
 
 /// `k=v` fields of a line.
-fn fields(line: &str) -> BTreeMap<&str, &str> {
+pub(crate) fn fields(line: &str) -> BTreeMap<&str, &str> {
     line.split_whitespace()
         .filter_map(|f| f.split_once('='))
         .collect()
@@ -427,6 +427,28 @@ fn parse_hist(s: &str) -> (u64, Hist) {
         }
     }
     (h.parse().unwrap_or(0), m)
+}
+
+/// The guest's `exec NAME` blocks: NAME -> (exit status, output lines).
+pub(crate) fn exec_blocks(stdout: &str) -> BTreeMap<String, (i32, Vec<String>)> {
+    let mut execs = BTreeMap::new();
+    let mut cur: Option<(String, Vec<String>)> = None;
+    for l in stdout.lines() {
+        if let Some(n) = l.strip_prefix("INXPECT-VM-EXEC-BEGIN ") {
+            cur = Some((n.to_string(), Vec::new()));
+        } else if let Some(r) = l.strip_prefix("INXPECT-VM-EXEC-END ") {
+            let rc = r
+                .rsplit_once("rc=")
+                .and_then(|(_, n)| n.trim().parse().ok())
+                .unwrap_or(-1);
+            if let Some((n, lines)) = cur.take() {
+                execs.insert(n, (rc, lines));
+            }
+        } else if let Some((_, lines)) = cur.as_mut() {
+            lines.push(l.to_string());
+        }
+    }
+    execs
 }
 
 struct Window {
@@ -471,25 +493,10 @@ fn parse(stdout: &str, plugin_log: &str, plan: &[Planned], cfg: &VmCfg) -> Resul
         !plugin.is_empty(),
         "the TCG plugin did not load (no INXPECT-TCG-LOADED in its log)"
     );
-    // exec blocks
-    let mut execs: BTreeMap<String, (i32, Vec<String>)> = BTreeMap::new();
-    let mut cur: Option<(String, Vec<String>)> = None;
+    let execs = exec_blocks(stdout);
     let (mut kernel, mut clocksource, mut available) =
         (String::new(), String::new(), String::new());
     for l in stdout.lines() {
-        if let Some(n) = l.strip_prefix("INXPECT-VM-EXEC-BEGIN ") {
-            cur = Some((n.to_string(), Vec::new()));
-        } else if let Some(r) = l.strip_prefix("INXPECT-VM-EXEC-END ") {
-            let rc = r
-                .rsplit_once("rc=")
-                .and_then(|(_, n)| n.trim().parse().ok())
-                .unwrap_or(-1);
-            if let Some((n, lines)) = cur.take() {
-                execs.insert(n, (rc, lines));
-            }
-        } else if let Some((_, lines)) = cur.as_mut() {
-            lines.push(l.to_string());
-        }
         if let Some(r) = l.strip_prefix("INXPECT-BENCH-INFO kernel=") {
             let f = fields(l);
             kernel = r.split_whitespace().next().unwrap_or("").to_string();
@@ -781,8 +788,14 @@ pub fn section(r: &VmResult, notes: &str, img: Option<&str>) -> String {
 
 /// Replaces (or inserts) section 5 of `md` with `body` under `heading`.
 pub fn splice(md: &str, heading: &str, body: &str) -> String {
+    splice_section(md, "5", heading, body)
+}
+
+/// Replaces (or inserts, before the `Plots:` line) section `number` of `md`
+/// with `body` under `heading`.
+pub fn splice_section(md: &str, number: &str, heading: &str, body: &str) -> String {
     let new = format!("{heading}\n\n{body}\n");
-    if let Some(a) = md.find("\n## 5. ") {
+    if let Some(a) = md.find(&format!("\n## {number}. ")) {
         let after = &md[a + 1..];
         let end = after[3..]
             .find("\n## ")

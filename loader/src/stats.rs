@@ -190,6 +190,29 @@ pub struct Snapshot {
     pub regions: Vec<RegionStats>,
 }
 
+impl Snapshot {
+    /// From raw per-CPU map values obtained elsewhere (a VM guest's dump):
+    /// `percpu(map, key)` gives the per-CPU values of `map[key]`, absent
+    /// CPUs meaning zeros.
+    pub fn from_percpu_maps(
+        m: &inxpect_rewriter::runtime::Manifest,
+        percpu: impl Fn(&str, u32) -> Vec<Vec<u8>>,
+    ) -> Result<Snapshot> {
+        use inxpect_rewriter::runtime::{MAP_PCPU, MAP_STATS};
+        let mut pc = percpu(MAP_PCPU, 0);
+        if pc.is_empty() {
+            pc.push(vec![0; pcpu::NO_COUNTER + 8]);
+        }
+        let runs = Runs::from_percpu(&pc)?;
+        let regions = m
+            .regions
+            .iter()
+            .map(|r| RegionStats::from_percpu(&percpu(MAP_STATS, r.id)))
+            .collect::<Result<_>>()?;
+        Ok(Snapshot { runs, regions })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

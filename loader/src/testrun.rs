@@ -281,7 +281,7 @@ fn measure_linear() -> Result<usize> {
     Ok(o.retval as usize)
 }
 
-/// Measures an empty region with the same backend: the mean per event is
+/// Measures an empty region with the same backend: its minimum per event is
 /// what the probes themselves add, subtracted in the calibrated columns.
 pub fn calibrate(b: &Backend) -> Result<Calibration> {
     let prep = object::prepare_bytes(
@@ -302,8 +302,5 @@ pub fn calibrate(b: &Backend) -> Result<Calibration> {
         .regions
         .first()
         .context("calibration object lost its region")?;
-    Ok(Calibration {
-        offset: (0..b.nr_events()).map(|e| r.mean(e)).collect(),
-        samples: r.count,
-    })
+    Ok(Calibration::from_empty(r, b.nr_events()))
 }

@@ -780,25 +780,14 @@ fn vm_snapshot(
     obj: &str,
     m: &inxpect_rewriter::runtime::Manifest,
 ) -> inxpect_loader::stats::Snapshot {
-    use inxpect_loader::stats::{RegionStats, Runs, Snapshot};
-    let percpu = |map: &str, key: u32| -> Vec<Vec<u8>> {
+    inxpect_loader::stats::Snapshot::from_percpu_maps(m, |map, key| {
         out.maps
             .iter()
             .filter(|l| l.obj == obj && l.map == map && l.key == key.to_ne_bytes())
             .map(|l| l.value.clone())
             .collect()
-    };
-    let runs = Runs::from_percpu(&percpu(inxpect_rewriter::runtime::MAP_PCPU, 0))
-        .expect("inxpect_pcpu values");
-    let regions = m
-        .regions
-        .iter()
-        .map(|r| {
-            RegionStats::from_percpu(&percpu(inxpect_rewriter::runtime::MAP_STATS, r.id))
-                .expect("inxpect_stats values")
-        })
-        .collect();
-    Snapshot { runs, regions }
+    })
+    .expect("inxpect_stats / inxpect_pcpu values")
 }
 
 /// The report `inxpect test-run` would print for `obj`, calibrated by `cal`.
@@ -841,10 +830,10 @@ fn check_arm64_pmu(kseries: &str, out: &VmOutput) {
         let empty = &c.regions[0];
         assert_eq!(empty.count, u64::from(CAL_RUNS), "calibration x{n}: {c:?}");
         assert_eq!(c.runs.no_counter, 0, "calibration x{n}: {:?}", c.runs);
-        let cal = Calibration {
-            offset: empty.events.iter().map(|e| e.raw.mean).collect(),
-            samples: empty.count,
-        };
+        let cal = Calibration::from_empty(
+            &vm_snapshot(out, &format!("calib-pmc{n}.o"), &cm).regions[0],
+            n,
+        );
         let r = vm_report(out, &format!("kinsns-pmc{n}.o"), &km, names, Some(&cal));
         println!("{}", inxpect_loader::report::table(&r));
         assert_eq!(r.runs.runs, u64::from(K_RUNS), "x{n}: {:?}", r.runs);
@@ -874,6 +863,12 @@ fn check_arm64_pmu(kseries: &str, out: &VmOutput) {
                     base.calibrated.expect("calibrated"),
                 );
                 assert_eq!(cv.min - cb.min, k as f64, "{what}: calibrated min");
+                // The calibration (the empty region's minimum in its own
+                // program) takes the probes out exactly: kN reads k.
+                assert_eq!(cv.min, k as f64, "{what}: calibrated min is k");
+                if ev.raw.max == ev.raw.min {
+                    assert_eq!(cv.mean, k as f64, "{what}: calibrated mean is k");
+                }
                 // Runs no interrupt reached are all the same: then the mean
                 // is exact too.
                 if ev.raw.max == ev.raw.min && base.raw.max == base.raw.min {

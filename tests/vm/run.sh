@@ -24,7 +24,8 @@
 #      '-plugin bench/tcg/inxpect-count.so -d plugin -D /tmp/tcg.log' for
 #      `inxpect-bench vm`; default none), INXPECT_VM_BUILD (build directory,
 #      default cache/<release>/build; emptied first: give concurrent runs of
-#      one kernel their own).
+#      one kernel their own), INXPECT_VM_APPEND (more kernel arguments, e.g.
+#      randomize_kstack_offset=off for exact kernel instruction counts).
 #
 # Prints the guest console, then one line
 #   vm-harness: PASS|FAIL <series> <release>: <reason>
@@ -73,7 +74,7 @@ verdict() {
 }
 need() { command -v "$1" >/dev/null || verdict FAIL "missing tool $1 (${2:-see .ci/install})"; }
 if [ $arch = arm64 ]; then
-  tools=(qemu-system-aarch64 aarch64-linux-gnu-gcc bpftool)
+  tools=(qemu-system-aarch64 aarch64-linux-gnu-gcc aarch64-linux-gnu-objdump bpftool)
 else
   tools=(qemu-system-x86_64 gcc)
 fi
@@ -118,6 +119,17 @@ fi
 if grep -qiE 'warning|skipping btf' "$build/kmod/build.log"; then
   cat "$build/kmod/build.log" >&2
   verdict FAIL "module build printed warnings"
+fi
+if [ $arch = arm64 ]; then
+  # The reads branch to inxpect_stale as a tail call (INXPECT_ARCH_TAIL in
+  # kmod/inxpect_arch.h): that is only right in a function without a frame.
+  for f in inxpect_read_pmc inxpect_read_pmc0_lo inxpect_read_pmc0_lo_end; do
+    body=$(aarch64-linux-gnu-objdump -d "$build/kmod/inxpect.ko" | sed -n "/^[0-9a-f]* <$f>:\$/,/^\$/p")
+    [ -n "$body" ] || verdict FAIL "module: no function $f"
+    if grep -qE 'paciasp|stp[[:space:]]+x29, x30|[[:space:]]bl[[:space:]]' <<<"$body"; then
+      verdict FAIL "module: $f has a stack frame or a call (its tail branch needs a frameless leaf)"
+    fi
+  done
 fi
 
 log "building guest program and BPF objects"
@@ -174,7 +186,7 @@ fi
 timeout --foreground -k 10 "${INXPECT_VM_TIMEOUT:-300}" \
   "${qemu[@]}" -nographic -no-reboot -smp 2 \
   -kernel "$VMLINUZ" -initrd "$build/initramfs.cpio.gz" \
-  -append "console=$console_dev panic=-1 quiet" ${INXPECT_VM_QEMU_ARGS:-} </dev/null 2>&1 | tr -d '\r' | tee "$console"
+  -append "console=$console_dev panic=-1 quiet${INXPECT_VM_APPEND:+ $INXPECT_VM_APPEND}" ${INXPECT_VM_QEMU_ARGS:-} </dev/null 2>&1 | tr -d '\r' | tee "$console"
 qrc=${PIPESTATUS[0]}
 set -e
 took=$(($(date +%s) - start))

@@ -7,9 +7,10 @@
  * `bpftool prog profile` and `perf stat -b` do. fentry keeps the reading,
  * fexit reads again and accumulates the difference.
  *
- * `events` holds one perf event per CPU (a software cpu-clock in the TCG
- * guest, which has no PMU); `readings` the accumulated deltas, `counts` the
- * number of fexit runs.
+ * `events` holds one perf event per CPU (a software cpu-clock in the x86
+ * TCG guest, which has no PMU; hardware instructions in the arm64 guest);
+ * `readings` the accumulated deltas, `counts` the number of fexit runs,
+ * `lowest` the smallest delta of one run (0 until one ran).
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -42,6 +43,13 @@ struct {
 	__uint(max_entries, 1);
 } counts SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1);
+} lowest SEC(".maps");
+
 SEC("fentry/xdp")
 int inxpect_prof_entry(void *ctx)
 {
@@ -63,7 +71,7 @@ int inxpect_prof_exit(void *ctx)
 {
 	struct bpf_perf_event_value now, *e, *acc;
 	__u32 zero = 0, cpu = bpf_get_smp_processor_id();
-	__u64 *n;
+	__u64 *n, *low, d;
 
 	(void)ctx;
 	if (bpf_perf_event_read_value(&events, cpu, &now, sizeof(now)))
@@ -71,9 +79,13 @@ int inxpect_prof_exit(void *ctx)
 	e = bpf_map_lookup_elem(&at_entry, &zero);
 	acc = bpf_map_lookup_elem(&readings, &zero);
 	n = bpf_map_lookup_elem(&counts, &zero);
-	if (!e || !acc || !n || !e->enabled)
+	low = bpf_map_lookup_elem(&lowest, &zero);
+	if (!e || !acc || !n || !low || !e->enabled)
 		return 0;
-	acc->counter += now.counter - e->counter;
+	d = now.counter - e->counter;
+	if (!*low || d < *low)
+		*low = d;
+	acc->counter += d;
 	acc->enabled += now.enabled - e->enabled;
 	acc->running += now.running - e->running;
 	e->enabled = 0;

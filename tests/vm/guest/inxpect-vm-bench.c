@@ -9,7 +9,8 @@
  *       prints the clocksource and the kernel addresses used as marks.
  *   inxpect-vm-bench run NAME OBJ [--packet FILE] [--maps FILE] [--fentry PROFILE.o]
  *                        [--perf-map MAP] [--reps N,N,...] [--trials T] [--cpu C]
- *                        [--id-base ID]
+ *                        [--id-base ID] [--events EV,EV] [--count-insns]
+ *                        [--fentry-event instructions|cpu-clock] [--dump MAP]...
  *       loads OBJ (XDP), fills maps from FILE (lines `MAP KEYHEX VALUEHEX`),
  *       puts a per-CPU software cpu-clock perf event into MAP (the `perf`
  *       backend's inxpect_perf), optionally attaches PROFILE.o's fentry and
@@ -17,11 +18,18 @@
  *       trial and each repeat N: one counted test_run window, after one
  *       warm-up window. Windows are numbered from ID (default 1; the warm-up
  *       takes ID), the number the plugin prints with its count.
+ *       With a PMU (the arm64 guest): --events configures the module's slots
+ *       for the run and sets the runtime's kfunc flag; --count-insns counts
+ *       the kernel instructions of each window with a perf event of this
+ *       task (exact under -icount shift=0), printed as insns=N;
+ *       --fentry-event puts that event (default cpu-clock) in the profile's
+ *       `events`; --dump prints MAP's entries after the windows.
  *
  * Output (one line each):
  *   INXPECT-BENCH-INFO key=value...
- *   INXPECT-BENCH name=NAME id=ID repeat=N trial=T retval=R duration_ns=D
- *   INXPECT-BENCH-PROFILE name=NAME runs=N counter_delta=D     (fentry/fexit)
+ *   INXPECT-BENCH name=NAME id=ID repeat=N trial=T retval=R duration_ns=D [insns=I]
+ *   INXPECT-BENCH-PROFILE name=NAME runs=N counter_delta=D min=M   (fentry/fexit)
+ *   INXPECT-VM-MAP obj=NAME map=M key=HEX [cpu=C] value=HEX       (--dump)
  *   INXPECT-BENCH-ERROR name=NAME what=... err=...
  * Exit status 0 when every window ran.
  */
@@ -234,23 +242,48 @@ static int fill_maps(struct bpf_object *obj, const char *path)
 	return 0;
 }
 
-/* Software cpu-clock on `cpu`, all tasks: what perf reads with where there
- * is no PMU. */
-static int cpu_clock(int cpu)
+/* A counting event on `cpu`, all tasks: software cpu-clock (what perf reads
+ * with where there is no PMU) or hardware instructions. */
+static int cpu_event(int cpu, bool insns)
 {
 	struct perf_event_attr a = {
-		.type = PERF_TYPE_SOFTWARE,
+		.type = insns ? PERF_TYPE_HARDWARE : PERF_TYPE_SOFTWARE,
 		.size = sizeof(a),
-		.config = PERF_COUNT_SW_CPU_CLOCK,
+		.config = insns ? PERF_COUNT_HW_INSTRUCTIONS : PERF_COUNT_SW_CPU_CLOCK,
 	};
 
 	return (int)syscall(SYS_perf_event_open, &a, -1, cpu, -1, PERF_FLAG_FD_CLOEXEC);
 }
 
-static int fill_perf_map(struct bpf_map *m, int ncpu)
+/* This task's kernel instructions (the test_run syscall's), pinned so that
+ * it is never multiplexed away. */
+static int task_kernel_insns(void)
+{
+	struct perf_event_attr a = {
+		.type = PERF_TYPE_HARDWARE,
+		.size = sizeof(a),
+		.config = PERF_COUNT_HW_INSTRUCTIONS,
+		.exclude_user = 1,
+		.exclude_hv = 1,
+		.pinned = 1,
+	};
+
+	return (int)syscall(SYS_perf_event_open, &a, 0, -1, -1, PERF_FLAG_FD_CLOEXEC);
+}
+
+static uint64_t read_count(int fd)
+{
+	uint64_t v = 0;
+
+	if (read(fd, &v, sizeof(v)) != sizeof(v))
+		return 0;
+	return v;
+}
+
+static int fill_perf_map(struct bpf_map *m, int ncpu, bool insns)
 {
 	for (int c = 0; c < ncpu; c++) {
-		int fd = cpu_clock(c);
+		int fd = cpu_event(c, insns);
 		__u32 key = c, val;
 
 		if (fd < 0)
@@ -270,18 +303,25 @@ static unsigned char default_pkt[64] = {
 	0x00, 0x35, 0x00, 0x1e, 0x00, 0x00,
 };
 
+/* One counted test_run; `insns_fd` (or -1) counts its kernel instructions
+ * into *insns. */
 static int window(int fd, const void *pkt, size_t len, int repeat, uint64_t id, __u32 *retval,
-		  __u32 *duration)
+		  __u32 *duration, int insns_fd, uint64_t *insns)
 {
 	unsigned char out[4096];
 	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = pkt, .data_size_in = len,
 		    .data_out = out, .data_size_out = sizeof(out), .repeat = repeat);
+	uint64_t before = 0;
 	int ret;
 
 	tcg_id(id);
+	if (insns_fd >= 0)
+		before = read_count(insns_fd);
 	MAGIC(0xdb); /* start */
 	ret = bpf_prog_test_run_opts(fd, &opts);
 	MAGIC(0xc9); /* stop */
+	if (insns_fd >= 0)
+		*insns = read_count(insns_fd) - before;
 	*retval = opts.retval;
 	*duration = opts.duration;
 	return ret ? -errno : 0;
@@ -290,10 +330,12 @@ static int window(int fd, const void *pkt, size_t len, int repeat, uint64_t id, 
 static int cmd_run(int argc, char **argv)
 {
 	const char *name = argv[0], *path = argv[1], *maps = NULL, *fentry = NULL,
-		   *perf_map = NULL;
+		   *perf_map = NULL, *events = NULL, *dumps[8];
 	unsigned char *pkt = default_pkt;
 	size_t pkt_len = sizeof(default_pkt);
 	int reps[16] = { 100, 1100 }, nreps = 2, trials = 3, cpu = 1, err, fd, failed = 0;
+	int ndump = 0, evfd = -1, insns_fd = -1;
+	bool count_insns = false, fentry_insns = false;
 	int ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
 	struct bpf_object *obj, *prof = NULL;
 	struct bpf_link *links[2] = { NULL, NULL };
@@ -301,9 +343,18 @@ static int cmd_run(int argc, char **argv)
 	uint64_t next_id = 1;
 	cpu_set_t set;
 
-	for (int i = 2; i + 1 < argc; i += 2) {
-		const char *a = argv[i], *v = argv[i + 1];
+	for (int i = 2; i < argc; i += 2) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 
+		if (!strcmp(a, "--count-insns")) {
+			count_insns = true;
+			i--;
+			continue;
+		}
+		if (!v) {
+			bench_error(name, "usage", EINVAL);
+			return 2;
+		}
 		if (!strcmp(a, "--packet")) {
 			err = read_file(v, &pkt, &pkt_len);
 			if (err) {
@@ -316,6 +367,16 @@ static int cmd_run(int argc, char **argv)
 			fentry = v;
 		} else if (!strcmp(a, "--perf-map")) {
 			perf_map = v;
+		} else if (!strcmp(a, "--events")) {
+			events = v;
+		} else if (!strcmp(a, "--dump") && ndump < 8) {
+			dumps[ndump++] = v;
+		} else if (!strcmp(a, "--fentry-event")) {
+			if (strcmp(v, "instructions") && strcmp(v, "cpu-clock")) {
+				bench_error(name, "usage", EINVAL);
+				return 2;
+			}
+			fentry_insns = !strcmp(v, "instructions");
 		} else if (!strcmp(a, "--id-base")) {
 			next_id = strtoull(v, NULL, 0);
 		} else if (!strcmp(a, "--trials")) {
@@ -344,20 +405,23 @@ static int cmd_run(int argc, char **argv)
 		return 1;
 	}
 
-	obj = bpf_object__open_file(path, NULL);
-	err = libbpf_get_error(obj);
-	if (err) {
-		bench_error(name, "open", err);
-		return 1;
+	if (events) {
+		evfd = configure_events(events);
+		if (evfd < 0) {
+			bench_error(name, "events", evfd);
+			return 1;
+		}
 	}
-	bpf_object__for_each_program(prog, obj) {
-		if (bpf_program__type(prog) == BPF_PROG_TYPE_UNSPEC)
-			bpf_program__set_type(prog, BPF_PROG_TYPE_XDP);
+	if (count_insns) {
+		insns_fd = task_kernel_insns();
+		if (insns_fd < 0) {
+			bench_error(name, "perf_event_open instructions", errno);
+			return 1;
+		}
 	}
-	err = bpf_object__load(obj);
-	if (err) {
+	obj = open_load_flag(path, events != NULL, &err);
+	if (!obj) {
 		bench_error(name, "load", err);
-		bpf_object__close(obj);
 		return 1;
 	}
 	bpf_object__for_each_program(prog, obj) {
@@ -379,7 +443,7 @@ static int cmd_run(int argc, char **argv)
 	if (perf_map) {
 		struct bpf_map *m = bpf_object__find_map_by_name(obj, perf_map);
 
-		err = m ? fill_perf_map(m, ncpu) : -ENOENT;
+		err = m ? fill_perf_map(m, ncpu, false) : -ENOENT;
 		if (err) {
 			bench_error(name, "perf map", err);
 			goto out;
@@ -409,7 +473,7 @@ static int cmd_run(int argc, char **argv)
 			goto out;
 		}
 		ev = bpf_object__find_map_by_name(prof, "events");
-		err = ev ? fill_perf_map(ev, ncpu) : -ENOENT;
+		err = ev ? fill_perf_map(ev, ncpu, fentry_insns) : -ENOENT;
 		if (err) {
 			bench_error(name, "profile events", err);
 			goto out;
@@ -431,27 +495,35 @@ static int cmd_run(int argc, char **argv)
 	{
 		__u32 r, d;
 
-		window(fd, pkt, pkt_len, reps[0], next_id++, &r, &d);
+		uint64_t n;
+
+		window(fd, pkt, pkt_len, reps[0], next_id++, &r, &d, insns_fd, &n);
 	}
 	for (int t = 0; t < trials; t++) {
 		for (int k = 0; k < nreps; k++) {
 			__u32 retval = 0, dur = 0;
-			uint64_t id = next_id++;
+			uint64_t id = next_id++, insns = 0;
+			char extra[40] = "";
 
-			err = window(fd, pkt, pkt_len, reps[k], id, &retval, &dur);
+			err = window(fd, pkt, pkt_len, reps[k], id, &retval, &dur, insns_fd,
+				     &insns);
 			if (err) {
 				bench_error(name, "test_run", err);
 				failed++;
 				continue;
 			}
-			printf("INXPECT-BENCH name=%s id=%llu repeat=%d trial=%d retval=%u duration_ns=%u\n",
-			       name, (unsigned long long)id, reps[k], t, retval, dur);
+			if (insns_fd >= 0)
+				snprintf(extra, sizeof(extra), " insns=%llu",
+					 (unsigned long long)insns);
+			printf("INXPECT-BENCH name=%s id=%llu repeat=%d trial=%d retval=%u duration_ns=%u%s\n",
+			       name, (unsigned long long)id, reps[k], t, retval, dur, extra);
 		}
 	}
 	if (prof) {
 		struct bpf_map *acc = bpf_object__find_map_by_name(prof, "readings");
 		struct bpf_map *runs = bpf_object__find_map_by_name(prof, "counts");
-		__u64 vals[64 * 3] = { 0 }, sum = 0, nruns = 0;
+		struct bpf_map *low = bpf_object__find_map_by_name(prof, "lowest");
+		__u64 vals[64 * 3] = { 0 }, sum = 0, nruns = 0, min = 0;
 		__u32 zero = 0;
 
 		if (acc && ncpu <= 64 && !bpf_map_lookup_elem(bpf_map__fd(acc), &zero, vals))
@@ -460,14 +532,31 @@ static int cmd_run(int argc, char **argv)
 		if (runs && ncpu <= 64 && !bpf_map_lookup_elem(bpf_map__fd(runs), &zero, vals))
 			for (int c = 0; c < ncpu; c++)
 				nruns += vals[c];
-		printf("INXPECT-BENCH-PROFILE name=%s runs=%llu counter_delta=%llu\n", name,
-		       (unsigned long long)nruns, (unsigned long long)sum);
+		/* Per CPU: the fewest counts one run took (0: none ran there). */
+		if (low && ncpu <= 64 && !bpf_map_lookup_elem(bpf_map__fd(low), &zero, vals))
+			for (int c = 0; c < ncpu; c++)
+				if (vals[c] && (!min || vals[c] < min))
+					min = vals[c];
+		printf("INXPECT-BENCH-PROFILE name=%s runs=%llu counter_delta=%llu min=%llu\n", name,
+		       (unsigned long long)nruns, (unsigned long long)sum,
+		       (unsigned long long)min);
+	}
+	for (int i = 0; i < ndump; i++) {
+		err = dump_map(name, obj, dumps[i]);
+		if (err) {
+			bench_error(name, "dump", err);
+			failed++;
+		}
 	}
 out:
 	for (int i = 0; i < 2; i++)
 		bpf_link__destroy(links[i]);
 	bpf_object__close(prof);
 	bpf_object__close(obj);
+	if (insns_fd >= 0)
+		close(insns_fd);
+	if (evfd >= 0)
+		close(evfd);
 	return failed || !xdp ? 1 : 0;
 }
 
@@ -482,6 +571,7 @@ int main(int argc, char **argv)
 	fprintf(stderr, "usage: inxpect-vm-bench info\n"
 			"       inxpect-vm-bench run NAME OBJ [--packet F] [--maps F] "
 			"[--fentry PROFILE.o] [--perf-map MAP] [--reps N,N] [--trials T] [--cpu C] "
-			"[--id-base ID]\n");
+			"[--id-base ID] [--events EV,EV] [--count-insns] "
+			"[--fentry-event instructions|cpu-clock] [--dump MAP]...\n");
 	return 2;
 }

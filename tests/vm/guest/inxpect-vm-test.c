@@ -152,36 +152,6 @@ static int test_run(int prog_fd, const void *pkt, size_t len, int repeat,
 	return ret ? -errno : 0;
 }
 
-/* kfuncs: set the runtime's `inxpect_kfuncs` flag (the first u32 of
- * `.rodata.inxpect`) before loading, as the loader does where the module is
- * loaded (inxpect_loader::sys::set_kfuncs_flag). */
-static struct bpf_object *open_load_flag(const char *path, bool kfuncs, int *err)
-{
-	struct bpf_object *obj = bpf_object__open_file(path, NULL);
-	struct bpf_map *m;
-
-	*err = libbpf_get_error(obj);
-	if (*err)
-		return NULL;
-	bpf_object__for_each_map(m, obj) {
-		const char *n = bpf_map__name(m);
-		size_t nl = strlen(n), sl = strlen(".rodata.inxpect"), sz = 0;
-		__u32 *flag;
-
-		if (!kfuncs || nl < sl || strcmp(n + nl - sl, ".rodata.inxpect"))
-			continue;
-		flag = bpf_map__initial_value(m, &sz);
-		if (flag && sz >= sizeof(*flag))
-			*flag = 1;
-	}
-	*err = bpf_object__load(obj);
-	if (*err) {
-		bpf_object__close(obj);
-		return NULL;
-	}
-	return obj;
-}
-
 static int read_result(struct bpf_object *obj, struct kfunc_result *r)
 {
 	struct bpf_map *m = bpf_object__find_map_by_name(obj, ".bss");
@@ -199,7 +169,6 @@ static int xioctl(int fd, unsigned long cmd, void *arg)
 	return ioctl(fd, cmd, arg) ? -errno : 0;
 }
 
-static bool memchr_nonzero(const unsigned char *p, size_t n);
 
 /* The dynamic type of a PMU, from sysfs; -1 when it has none. */
 static int pmu_type(const char *pmu)
@@ -877,79 +846,11 @@ static int cmd_kmod(const char *ko, const char *bpfdir, int reloads)
 
 /* ---- run: an arbitrary object ---------------------------------------------- */
 
-static void print_hex(const void *p, size_t n)
-{
-	const unsigned char *b = p;
-
-	for (size_t i = 0; i < n; i++)
-		printf("%02x", b[i]);
-}
-
 static const char *base_name(const char *p)
 {
 	const char *s = strrchr(p, '/');
 
 	return s ? s + 1 : p;
-}
-
-static bool memchr_nonzero(const unsigned char *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (p[i])
-			return true;
-	return false;
-}
-
-static int dump_map(const char *oname, struct bpf_object *obj, const char *mname)
-{
-	struct bpf_map *m = bpf_object__find_map_by_name(obj, mname);
-	unsigned char key[512], next[512], *val;
-	size_t ksz, vsz, ncpu = 1, stride;
-	bool first = true, percpu;
-	int fd;
-
-	if (!m)
-		return -ENOENT;
-	fd = bpf_map__fd(m);
-	ksz = bpf_map__key_size(m);
-	vsz = bpf_map__value_size(m);
-	switch (bpf_map__type(m)) {
-	case BPF_MAP_TYPE_PERCPU_ARRAY:
-	case BPF_MAP_TYPE_PERCPU_HASH:
-	case BPF_MAP_TYPE_LRU_PERCPU_HASH:
-		percpu = true;
-		ncpu = libbpf_num_possible_cpus();
-		break;
-	default:
-		percpu = false;
-	}
-	if (ksz > sizeof(key))
-		return -E2BIG;
-	stride = percpu ? (vsz + 7) / 8 * 8 : vsz;
-	val = calloc(ncpu, stride);
-	if (!val)
-		return -ENOMEM;
-	while (bpf_map_get_next_key(fd, first ? NULL : key, next) == 0) {
-		first = false;
-		memcpy(key, next, ksz);
-		if (bpf_map_lookup_elem(fd, key, val))
-			continue;
-		for (size_t c = 0; c < ncpu; c++) {
-			/* Absent means zero: keeps big arrays off the slow
-			 * serial console. */
-			if (!memchr_nonzero(val + c * stride, vsz))
-				continue;
-			printf("INXPECT-VM-MAP obj=%s map=%s key=", oname, mname);
-			print_hex(key, ksz);
-			if (percpu)
-				printf(" cpu=%zu", c);
-			printf(" value=");
-			print_hex(val + c * stride, vsz);
-			printf("\n");
-		}
-	}
-	free(val);
-	return 0;
 }
 
 static int pin_cpu(int cpu)
@@ -1008,49 +909,14 @@ static pid_t start_churn(int cpu, int n)
 	_exit(rounds & 0xff);
 }
 
-/* Adds EVENT (instructions, cycles, or hw:N) to cfg's next slot. */
-static int add_event(struct inxpect_config *cfg, const char *a)
-{
-	struct inxpect_event *ev;
-
-	if (cfg->nr_events >= INXPECT_MAX_SLOTS)
-		return -E2BIG;
-	ev = &cfg->events[cfg->nr_events];
-	ev->type = PERF_TYPE_HARDWARE;
-	if (!strcmp(a, "instructions"))
-		ev->config = PERF_COUNT_HW_INSTRUCTIONS;
-	else if (!strcmp(a, "cycles"))
-		ev->config = PERF_COUNT_HW_CPU_CYCLES;
-	else if (!strncmp(a, "hw:", 3))
-		ev->config = strtoull(a + 3, NULL, 0);
-	else
-		return -EINVAL;
-	cfg->nr_events++;
-	return 0;
-}
-
-/* Opens the device and configures the comma-separated events; the
- * configuration lives as long as the returned descriptor (the module
- * releases it when its owner closes). */
+/* configure_events(), checked. */
 static int hold_events(const char *list)
 {
-	struct inxpect_config cfg;
-	char buf[256], *tok, *save = NULL;
-	int fd, ret = 0;
+	char name[256];
+	int fd = configure_events(list);
 
-	memset(&cfg, 0, sizeof(cfg));
-	snprintf(buf, sizeof(buf), "%s", list);
-	for (tok = strtok_r(buf, ",", &save); tok && !ret; tok = strtok_r(NULL, ",", &save))
-		ret = add_event(&cfg, tok);
-	fd = open(INXPECT_DEVICE, O_RDWR | O_CLOEXEC);
-	if (!ret)
-		ret = fd < 0 ? -errno : xioctl(fd, INXPECT_IOC_SET_EVENTS, &cfg);
-	snprintf(buf, sizeof(buf), "events %s", list);
-	check(!ret, buf, "%d (%s)", ret, strerror(-ret));
-	if (ret && fd >= 0) {
-		close(fd);
-		fd = -1;
-	}
+	snprintf(name, sizeof(name), "events %s", list);
+	check(fd >= 0, name, "%d (%s)", fd, strerror(-fd));
 	return fd;
 }
 
