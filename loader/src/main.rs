@@ -139,7 +139,9 @@ pub struct Common {
     #[arg(long, value_enum, default_value = "auto")]
     pub counter: CounterArg,
     /// Events, comma-separated (pmc, or the first one for perf): generic
-    /// names (cycles, instructions, ...), sysfs names, or rNNNN.
+    /// names (cycles, instructions, ...), sysfs names, rNNNN, or the
+    /// vendor's names through libpfm4 (MEM_LOAD_RETIRED.L3_MISS,
+    /// ls_dmnd_fills_from_sys.dram_io_far), with :u/:k/:h modifiers.
     #[arg(short = 'e', long)]
     pub events: Option<String>,
     /// Measure one run in K (K a power of two), as `1/K` or `K`.

@@ -182,7 +182,7 @@ pub fn set_events(evs: &[PerfAttr]) -> Result<Pmc> {
     for (slot, e) in c.events.iter_mut().zip(evs) {
         *slot = Event {
             type_: e.type_,
-            flags: 0,
+            flags: e.exclude,
             config: e.config,
             config1: e.config1,
             config2: e.config2,

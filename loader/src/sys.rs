@@ -12,6 +12,9 @@ pub struct EventConfig {
     pub config: u64,
     pub config1: u64,
     pub config2: u64,
+    /// Privilege levels not counted: bit 0 user, 1 kernel, 2 hypervisor
+    /// (kmod/inxpect_uapi.h's INXPECT_EV_EXCLUDE_*).
+    pub exclude: u32,
 }
 
 impl EventConfig {
@@ -22,6 +25,7 @@ impl EventConfig {
         config: 0,
         config1: 0,
         config2: 0,
+        exclude: 0,
     };
 }
 
@@ -35,6 +39,10 @@ pub fn perf_event_open(ev: &EventConfig, cpu: u32) -> std::io::Result<OwnedFd> {
     attr[8..16].copy_from_slice(&ev.config.to_ne_bytes());
     attr[56..64].copy_from_slice(&ev.config1.to_ne_bytes());
     attr[64..72].copy_from_slice(&ev.config2.to_ne_bytes());
+    // The bitfield word at 40: exclude_user is bit 4, exclude_kernel 5,
+    // exclude_hv 6.
+    let bits = u64::from(ev.exclude & 0b111) << 4;
+    attr[40..48].copy_from_slice(&bits.to_ne_bytes());
     // SAFETY: attr is a valid perf_event_attr of the size it declares.
     let fd = unsafe {
         libc::syscall(

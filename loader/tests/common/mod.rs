@@ -73,11 +73,16 @@ pub fn report(what: &str, o: &Output) -> serde_json::Value {
 
 /// Runs, expects failure with one `inxpect: error:` line containing `want`.
 pub fn fails(args: &[&str], want: &str) {
-    let o = run(args);
+    fails_with(&format!("{args:?}"), &run(args), want);
+}
+
+/// Expects `o` (of `inxpect what`) to be a failure with one
+/// `inxpect: error:` line containing `want`.
+pub fn fails_with(what: &str, o: &Output, want: &str) {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         !o.status.success(),
-        "inxpect {args:?} succeeded; stderr: {err}"
+        "inxpect {what} succeeded; stderr: {err}"
     );
     let lines: Vec<&str> = err
         .lines()
