@@ -1,6 +1,7 @@
 //! `inxpect`: loads instrumented XDP programs, runs them (BPF_PROG_TEST_RUN
 //! or attached to a device) and reports per-region counter statistics.
 
+mod attach;
 mod events;
 mod live;
 mod maps;
@@ -10,6 +11,7 @@ mod object;
 mod outputs;
 mod run;
 mod state;
+mod tc;
 mod testrun;
 
 use std::path::{Path, PathBuf};
@@ -73,7 +75,16 @@ Examples:
   inxpect run app.o --dev veth1 --netns blue --mode generic --duration 30s -j > report.json
   inxpect run app.o --dev eth0 --counter pmc -e cycles,instructions --sample 1/64 --interval 5s")]
     Run(run::RunArgs),
-    /// Change sampling and enabled regions of a running `inxpect run`.
+    /// Profile the program already attached to a device, then put it back.
+    ///
+    /// Swaps in its instrumented build, which shares the running program's
+    /// maps, reports live as `run` does, and swaps the original back.
+    #[command(after_help = "\
+Examples:
+  inxpect attach router.o --dev eth0 --sample 1/64 --duration 30s
+  inxpect attach tc_app.o --dev eth0 --tc ingress -j > report.json")]
+    Attach(attach::AttachArgs),
+    /// Change sampling and enabled regions of a running `inxpect run` or `attach`.
     #[command(after_help = "\
 Examples:
   inxpect set --sample 1/8                 # the only run
@@ -91,6 +102,9 @@ Examples:
   inxpect replay --dev veth0                        # one UDP/IPv4 broadcast frame
   inxpect replay --dev veth0 --pcap traffic.pcap --count 100000")]
     Replay(run::ReplayArgs),
+    /// Restores an attached program if `inxpect attach` dies (started by it).
+    #[command(name = "__guard", hide = true)]
+    Guard(attach::GuardArgs),
 }
 
 #[derive(Subcommand)]
@@ -338,10 +352,12 @@ pub fn cpus_online() -> Result<Vec<u32>> {
 }
 
 /// Prepares and loads `c.obj` for `b`, applies maps and the runtime config.
+/// `kind`: the program type required (None: XDP or tc, as its section says).
 pub fn load_for(
     c: &Common,
     b: &Backend,
     bytes: Vec<u8>,
+    kind: Option<object::Kind>,
 ) -> Result<(object::Loaded, object::Config)> {
     let prep = object::prepare_bytes(
         bytes,
@@ -356,7 +372,13 @@ pub fn load_for(
     if let Some(r) = &c.regions {
         object::region_ids(&prep.manifest, r)?;
     }
-    let l = object::load(&prep, c.prog.as_deref(), b.perf.as_ref())?;
+    let l = object::load_with(
+        &prep,
+        c.prog.as_deref(),
+        b.perf.as_ref(),
+        kind,
+        &mut |_, _| Ok(()),
+    )?;
     if let (Some(cfg), Some(app)) = (&c.config, &c.app) {
         maps::populate(&l, cfg, app)?;
     }
@@ -394,7 +416,7 @@ fn test_run(a: TestRunArgs) -> Result<()> {
     let bytes = read_obj(&c.obj)?;
     let b = backend(c, &bytes)?;
     testrun::pin_to_current_cpu()?;
-    let (l, cfg) = load_for(c, &b, bytes)?;
+    let (l, cfg) = load_for(c, &b, bytes, None)?;
     let out = outputs::Final::new(c)?;
     let cal = if c.no_calibrate {
         None
@@ -496,6 +518,8 @@ fn main() {
     let res = match cmd {
         Cmd::TestRun(a) => require_bpf_caps("test-run").and_then(|_| test_run(a)),
         Cmd::Run(a) => require_bpf_caps("run").and_then(|_| run::run(a)),
+        Cmd::Attach(a) => require_bpf_caps("attach").and_then(|_| attach::attach(a)),
+        Cmd::Guard(a) => attach::guard(a),
         Cmd::Set(a) => require_bpf_caps("set").and_then(|_| run::set(a)),
         Cmd::Replay(a) => run::replay(a),
         Cmd::Module { op } => match op {

@@ -72,11 +72,28 @@ pub fn prepare_bytes(
     })
 }
 
+/// The program types inxpect runs: XDP, and tc classifiers (`sched_cls`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Xdp,
+    Tc,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Xdp => "XDP",
+            Kind::Tc => "tc (sched_cls)",
+        }
+    }
+}
+
 /// A loaded object, the program to run, and what keeps it working.
 pub struct Loaded {
     pub obj: Object,
     pub manifest: Manifest,
     pub prog: String,
+    pub kind: Kind,
     /// Per-CPU perf events the `perf` backend reads; closed on drop.
     _perf: Vec<OwnedFd>,
 }
@@ -105,6 +122,22 @@ fn take_log() -> String {
 /// Opens `prep` from memory, checks that `want` (or the only program) is XDP,
 /// and loads it. `perf` is the event the `perf` backend reads on every CPU.
 pub fn load(prep: &Prepared, want: Option<&str>, perf: Option<&PerfAttr>) -> Result<Loaded> {
+    load_with(prep, want, perf, Some(Kind::Xdp), &mut |_, _| Ok(()))
+}
+
+/// What `load_with` calls on the opened object before loading it: the
+/// program's name and the object (e.g. to reuse maps of a running program).
+pub type BeforeLoad<'a> = dyn FnMut(&str, &mut libbpf_rs::OpenObject) -> Result<()> + 'a;
+
+/// `load` for a program of kind `kind` (None: XDP or tc, as its section
+/// says), calling `before` on the opened object first.
+pub fn load_with(
+    prep: &Prepared,
+    want: Option<&str>,
+    perf: Option<&PerfAttr>,
+    kind: Option<Kind>,
+    before: &mut BeforeLoad<'_>,
+) -> Result<Loaded> {
     let origin = &prep.origin;
     let mut open = ObjectBuilder::default()
         .open_memory(&prep.bytes)
@@ -133,19 +166,48 @@ pub fn load(prep: &Prepared, want: Option<&str>, perf: Option<&PerfAttr>) -> Res
             ),
         },
     };
+    let mut found = Kind::Xdp;
     for mut p in open.progs_mut() {
         let is_it = p.name() == OsStr::new(&prog);
-        match p.prog_type() {
-            ProgramType::Xdp => {}
+        let k = match p.prog_type() {
+            ProgramType::Xdp => Some(Kind::Xdp),
+            ProgramType::SchedCls => Some(Kind::Tc),
             // Sections libbpf does not know: the apps are XDP by contract.
-            ProgramType::Unspec => p.set_prog_type(ProgramType::Xdp),
-            other if is_it => bail!(
-                "program {prog:?} in {origin} is a {other:?} program (section {:?}), not XDP",
-                p.section()
+            ProgramType::Unspec => {
+                p.set_prog_type(ProgramType::Xdp);
+                Some(Kind::Xdp)
+            }
+            _ => None,
+        };
+        if !is_it {
+            continue;
+        }
+        let what = match kind {
+            Some(Kind::Xdp) | None => "XDP",
+            Some(Kind::Tc) => "a tc classifier (sched_cls)",
+        };
+        match (k, kind) {
+            (Some(k), None) => found = k,
+            (Some(k), Some(w)) if k == w => found = k,
+            (Some(k), Some(_)) => bail!(
+                "program {prog:?} in {origin} is a {} program (section {:?}), not {what}{}",
+                k.name(),
+                p.section(),
+                if k == Kind::Tc {
+                    ": use --tc ingress|egress"
+                } else {
+                    ""
+                }
             ),
-            _ => {}
+            (None, _) => bail!(
+                "program {prog:?} in {origin} is a {:?} program (section {:?}), not {}",
+                p.prog_type(),
+                p.section(),
+                if kind.is_none() { "XDP or tc" } else { what }
+            ),
         }
     }
+    before(&prog, &mut open)?;
     // The runtime calls the module's kfuncs only while `inxpect_kfuncs` (the
     // first u32 of `.rodata.inxpect`) is 1; clear it where the module is
     // absent so the verifier drops the calls and the object still loads.
@@ -184,6 +246,7 @@ pub fn load(prep: &Prepared, want: Option<&str>, perf: Option<&PerfAttr>) -> Res
         obj,
         manifest: prep.manifest.clone(),
         prog,
+        kind: found,
         _perf: fds,
     })
 }

@@ -14,9 +14,10 @@ use clap::{Args, ValueEnum};
 use inxpect_rewriter::runtime::{self, Manifest};
 use std::os::fd::AsFd;
 
-use crate::object::{self, log::note, Config};
-use crate::state::{self, key, PIN_ROOT};
-use crate::{backend, load_for, netdev, testrun, Common};
+use crate::object::{self, log::note, Config, Kind, Loaded};
+use crate::state::{self, PIN_ROOT};
+use crate::tc::{self, TcDir, TcHook};
+use crate::{backend, load_for, netdev, testrun, Backend, Common};
 use inxpect_loader::jsonl;
 use inxpect_loader::report::{self, Format, LiveInfo, Report};
 use inxpect_loader::stats::Snapshot;
@@ -42,17 +43,33 @@ pub struct RunArgs {
     /// XDP attach mode.
     #[arg(long, value_enum, default_value = "native")]
     mode: XdpMode,
+    /// Attach a tc classifier (sched_cls) at this hook instead of XDP.
+    #[arg(long, value_enum)]
+    tc: Option<TcDir>,
+    /// How to attach at tc: a tcx link (Linux 6.6+), a cls_bpf filter on a
+    /// clsact qdisc, or auto (tcx where the kernel has it).
+    #[arg(long, value_enum, default_value = "auto", requires = "tc")]
+    tc_hook: TcHook,
+    #[command(flatten)]
+    session: SessionArgs,
+}
+
+/// The live view, its endpoint, and where `inxpect set` finds the session:
+/// shared by run and attach.
+#[derive(Args)]
+pub struct SessionArgs {
     /// Live table period (e.g. 1s, 500ms).
     #[arg(long, default_value = "1s")]
-    interval: String,
+    pub interval: String,
     /// Stop after this long (default: until SIGINT/SIGTERM).
     #[arg(long)]
-    duration: Option<String>,
-    /// Where to pin the config and stats maps (default /sys/fs/bpf/inxpect/<dev>).
+    pub duration: Option<String>,
+    /// Where to pin the config and stats maps (default /sys/fs/bpf/inxpect/<dev>,
+    /// <dev>-tc-<hook> for tc).
     #[arg(long)]
-    pin_dir: Option<PathBuf>,
+    pub pin_dir: Option<PathBuf>,
     #[command(flatten)]
-    live: crate::live::LiveArgs,
+    pub live: crate::live::LiveArgs,
 }
 
 #[derive(Args)]
@@ -64,6 +81,9 @@ pub struct SetArgs {
     /// runs in two namespaces use the same device name).
     #[arg(long)]
     netns: Option<String>,
+    /// The tc hook of the session (`run --tc` / `attach --tc`).
+    #[arg(long, value_enum, requires = "dev")]
+    tc: Option<TcDir>,
     /// The directory holding the pinned `config` map (the run's --pin-dir).
     #[arg(long)]
     pin_dir: Option<PathBuf>,
@@ -130,13 +150,13 @@ pub fn enter_netns(name: &str) -> Result<()> {
     Ok(())
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
+pub static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-fn catch_signals() {
+pub fn catch_signals() {
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: the handler only stores to an atomic (async-signal-safe).
         unsafe {
@@ -166,31 +186,76 @@ pub fn xdp_prog_on(ifindex: u32) -> Result<u32> {
         .max(opts.hw_prog_id))
 }
 
-/// Everything `run` sets up, undone on drop even on error paths: the XDP
-/// link (closing it detaches), the pins and the state file.
-struct Attached {
-    link: Option<OwnedFd>,
-    ifindex: u32,
+/// The pins and state file of a run, removed on drop even on error paths.
+#[derive(Default)]
+pub struct Pins {
     pins: Vec<PathBuf>,
     dirs: Vec<PathBuf>,
 }
 
-impl Attached {
-    fn detach(&mut self) -> Result<()> {
-        self.link.take();
+impl Pins {
+    pub fn remove(&mut self) {
         for p in self.pins.drain(..) {
             let _ = fs::remove_file(&p);
         }
         for d in self.dirs.drain(..).rev() {
             let _ = fs::remove_dir(&d);
         }
+    }
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// What `run` attached, detached on drop even on error paths.
+enum Attachment {
+    /// An XDP or tcx bpf_link: closing it detaches.
+    Link(OwnedFd),
+    /// A cls_bpf filter (kernels without tcx): removed by hand.
+    Clsact(tc::Filter),
+}
+
+struct Attached {
+    what: Option<Attachment>,
+    ifindex: u32,
+    tc: Option<TcDir>,
+    prog_id: u32,
+}
+
+impl Attached {
+    fn detach(&mut self) -> Result<()> {
+        match self.what.take() {
+            Some(Attachment::Clsact(mut f)) => f.detach()?,
+            Some(Attachment::Link(l)) => drop(l),
+            None => {}
+        }
         if !netdev::exists(self.ifindex) {
             // Deleted with our program on it: nothing is left to check.
             return Ok(());
         }
-        let left = xdp_prog_on(self.ifindex)?;
-        if left != 0 {
-            bail!("an XDP program (id {left}) is still attached after detaching");
+        match self.tc {
+            None => {
+                let left = xdp_prog_on(self.ifindex)?;
+                if left != 0 {
+                    bail!("an XDP program (id {left}) is still attached after detaching");
+                }
+            }
+            Some(dir) => {
+                // Only ours: another tcx program may share the hook.
+                if tc::tcx_query(self.ifindex, dir)?
+                    .progs
+                    .contains(&self.prog_id)
+                {
+                    bail!(
+                        "our tc program (id {}) is still attached at {} after detaching",
+                        self.prog_id,
+                        dir.name()
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -198,7 +263,7 @@ impl Attached {
 
 impl Drop for Attached {
     fn drop(&mut self) {
-        if self.link.is_some() || !self.pins.is_empty() {
+        if self.what.is_some() {
             let _ = self.detach();
         }
     }
@@ -328,23 +393,23 @@ fn describe(m: &Manifest, c: &Config) -> String {
     )
 }
 
-pub fn run(a: RunArgs) -> Result<()> {
-    let c = &a.common;
-    let interval = parse_duration(&a.interval)?;
-    let duration = a.duration.as_deref().map(parse_duration).transpose()?;
-    // Bound before entering --netns: scrapers reach it from the caller's
-    // namespace.
-    let endpoint = crate::live::Endpoint::start(&a.live)?;
-    if let Some(ns) = &a.netns {
-        enter_netns(ns)?;
+/// Names a session's pins and state file: state's key, `-tc-<hook>` for tc.
+pub fn key(dev: &str, netns: Option<&str>, tc: Option<TcDir>) -> String {
+    let mut k = state::key(dev, netns);
+    if let Some(t) = tc {
+        k.push_str("-tc-");
+        k.push_str(t.name());
     }
-    let ifindex = netdev::ifindex(&a.dev, a.netns.as_deref())?;
-    let k = key(&a.dev, a.netns.as_deref());
-    let pin_dir = a
-        .pin_dir
-        .clone()
-        .unwrap_or_else(|| Path::new(PIN_ROOT).join(&k));
-    let pinning = match &a.pin_dir {
+    k
+}
+
+/// Where a session pins its maps for `inxpect set` and whether it can: a
+/// --pin-dir off a BPF filesystem is an error (before anything is loaded).
+pub fn pin_plan(dir: Option<&Path>, k: &str) -> Result<(PathBuf, bool)> {
+    let pin_dir = dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| Path::new(PIN_ROOT).join(k));
+    let pinning = match dir {
         Some(d) => {
             let at = inxpect_loader::sys::existing_ancestor(d);
             if !inxpect_loader::sys::is_bpffs(&at) {
@@ -358,6 +423,47 @@ pub fn run(a: RunArgs) -> Result<()> {
         }
         None => inxpect_loader::sys::is_bpffs(Path::new("/sys/fs/bpf")),
     };
+    Ok((pin_dir, pinning))
+}
+
+/// Writes the state file and pins the config and stats maps for `inxpect
+/// set`; all removed when the result drops.
+pub fn pin_for_set(
+    l: &Loaded,
+    k: &str,
+    dev: &str,
+    netns: Option<&str>,
+    (pin_dir, pinning): (PathBuf, bool),
+) -> Result<Pins> {
+    let mut pins = Pins::default();
+    if !pinning {
+        note("no bpf filesystem at /sys/fs/bpf: maps not pinned, `inxpect set` unavailable");
+        return Ok(pins);
+    }
+    state::sweep();
+    // The state before the pins: a run starting meanwhile sees ours live.
+    match state::write(k, &l.manifest, dev, netns, &pin_dir) {
+        Ok(p) => pins.pins.push(p),
+        Err(e) => note(&format!(
+            "{e:#}: `inxpect set` will not know the region names"
+        )),
+    }
+    pin_maps(l, &pin_dir, &mut pins)?;
+    Ok(pins)
+}
+
+pub fn run(a: RunArgs) -> Result<()> {
+    let c = &a.common;
+    let live = Live::parse(&a.session)?;
+    // Bound before entering --netns: scrapers reach it from the caller's
+    // namespace.
+    let endpoint = crate::live::Endpoint::start(&a.session.live)?;
+    if let Some(ns) = &a.netns {
+        enter_netns(ns)?;
+    }
+    let ifindex = netdev::ifindex(&a.dev, a.netns.as_deref())?;
+    let k = key(&a.dev, a.netns.as_deref(), a.tc);
+    let plan = pin_plan(a.session.pin_dir.as_deref(), &k)?;
     let bytes = crate::read_obj(&c.obj)?;
     let b = backend(c, &bytes)?;
     let cal = if c.no_calibrate {
@@ -365,162 +471,291 @@ pub fn run(a: RunArgs) -> Result<()> {
     } else {
         Some(testrun::calibrate(&b)?)
     };
-    let (l, cfg0) = load_for(c, &b, bytes)?;
+    let kind = if a.tc.is_some() { Kind::Tc } else { Kind::Xdp };
+    let (l, cfg0) = load_for(c, &b, bytes, Some(kind))?;
     let fd = l.prog_fd()?.as_raw_fd();
+    let prog_id = libbpf_rs::Program::id_from_fd(l.prog_fd()?)?;
     catch_signals();
     let mut att = Attached {
-        link: None,
+        what: None,
         ifindex,
-        pins: Vec::new(),
-        dirs: Vec::new(),
+        tc: a.tc,
+        prog_id,
     };
-    att.link = Some(attach(fd, ifindex, a.mode, &a.dev)?);
-
-    if pinning {
-        state::sweep();
-        // The state before the pins: a run starting meanwhile sees ours live.
-        match state::write(&k, &l.manifest, &a.dev, a.netns.as_deref(), &pin_dir) {
-            Ok(p) => att.pins.push(p),
-            Err(e) => note(&format!(
-                "{e:#}: `inxpect set` will not know the region names"
-            )),
+    let mode = match a.tc {
+        None => {
+            att.what = Some(Attachment::Link(attach(fd, ifindex, a.mode, &a.dev)?));
+            format!("{:?}", a.mode).to_lowercase()
         }
-        pin_maps(&l, &pin_dir, &mut att)?;
-    } else {
-        note("no bpf filesystem at /sys/fs/bpf: maps not pinned, `inxpect set` unavailable");
-    }
+        Some(dir) => match tc::attach(fd, ifindex, dir, a.tc_hook, &a.dev)? {
+            tc::Attachment::Tcx(link) => {
+                att.what = Some(Attachment::Link(link));
+                format!("tcx-{}", dir.name())
+            }
+            tc::Attachment::Clsact(f) => {
+                att.what = Some(Attachment::Clsact(f));
+                format!("clsact-{}", dir.name())
+            }
+        },
+    };
+    let pins = pin_for_set(&l, &k, &a.dev, a.netns.as_deref(), plan)?;
     note(&format!(
-        "attached {} to {} ({}); {}",
+        "attached {} to {} ({mode}); {}",
         l.prog,
         a.dev,
-        format!("{:?}", a.mode).to_lowercase(),
         describe(&l.manifest, &cfg0)
     ));
-
-    let out = crate::outputs::Final::new(c)?;
-    let live_to_stdout = c.format() == Format::Table && !c.out.jsonl;
-    let unit = crate::unit(&b);
-    let names = b.event_names();
-    let mode = format!("{:?}", a.mode).to_lowercase();
-    let report_of = |snap: &Snapshot, cfg: &Config, secs: f64| Report {
-        schema: report::SCHEMA,
-        command: "run".into(),
-        object: c.obj.display().to_string(),
-        program: l.prog.clone(),
-        counter: b.counter.name().into(),
-        unit: unit.clone(),
-        events: names.clone(),
-        sample: 1u64 << cfg.sample_shift,
-        runs: snap.runs,
-        test_run: None,
-        live: Some(LiveInfo {
-            device: a.dev.clone(),
-            mode: mode.clone(),
-            seconds: secs,
-        }),
-        regions: report::regions(
-            &l.manifest,
-            snap,
-            |id| cfg.is_enabled(id),
-            &names,
-            cal.as_ref(),
-        ),
-        calibration: cal.clone(),
-    };
-    let cmap = l.config_map()?;
-    let start = Instant::now();
-    let mut stream = jsonl::Stream::new("run", &l.prog, &unit, &names, &l.manifest, cal.as_ref());
-    let mut prev = object::snapshot(&l)?;
-    let mut last = Instant::now();
-    let mut cfg_prev = cfg0.clone();
-    let mut gone = false;
-    while !STOP.load(Ordering::SeqCst) {
-        if duration.is_some_and(|d| start.elapsed() >= d) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-        if let Some(e) = &endpoint {
-            e.answer(|| {
-                let snap = object::snapshot(&l)?;
-                let cfg = object::read_config(&cmap)?;
-                Ok((report_of(&snap, &cfg, start.elapsed().as_secs_f64()), snap))
-            })?;
-        }
-        if last.elapsed() < interval {
-            continue;
-        }
-        let now = object::snapshot(&l)?;
-        let cfg = object::read_config(&cmap)?;
-        let mut text = String::new();
-        if !gone && !netdev::exists(ifindex) {
-            // The kernel detached our link with the device; counts stop.
-            gone = true;
-            text.push_str(&format!(
-                "inxpect: warning: device {} (ifindex {ifindex}) is gone: the program was detached with it, nothing more is measured (SIGINT/SIGTERM ends with the report)\n",
-                a.dev
-            ));
-        }
-        if cfg != cfg_prev {
-            text.push_str(&format!(
-                "inxpect: config changed: {}\n",
-                describe(&l.manifest, &cfg)
-            ));
-            cfg_prev = cfg.clone();
-        }
-        let secs = last.elapsed().as_secs_f64();
-        text.push_str(&interval_table(
-            &l.manifest,
-            &now,
-            &prev,
-            start.elapsed().as_secs_f64(),
-            secs,
-            &unit,
-            |id| cfg.is_enabled(id),
-        ));
-        if live_to_stdout {
-            print!("{text}");
-            let _ = std::io::stdout().flush();
-        } else {
-            eprint!("{text}");
-        }
-        if c.out.jsonl {
-            jsonl::emit(&stream.line(
-                &now,
-                &prev,
-                start.elapsed().as_secs_f64(),
-                secs,
-                1u64 << cfg.sample_shift,
-                |id| cfg.is_enabled(id),
-            ))?;
-        }
-        prev = now;
-        last = Instant::now();
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let snap = object::snapshot(&l)?;
-    let cfg = object::read_config(&cmap)?;
+    let s = Session::new("run", c, &l, &b, cal, &a.dev, ifindex, mode)?;
+    let w = s.watch(&live, &cfg0, endpoint.as_ref())?;
     att.detach()?;
-    if gone {
+    drop(pins);
+    if w.gone {
         note(&format!("{} was deleted during the run", a.dev));
     } else {
         note(&format!("detached from {}", a.dev));
     }
-    if c.out.jsonl {
-        // The last window, so that the lines add up to the report.
-        jsonl::emit(&stream.line(
-            &snap,
-            &prev,
-            secs,
-            last.elapsed().as_secs_f64(),
-            1u64 << cfg.sample_shift,
-            |id| cfg.is_enabled(id),
-        ))?;
-    }
-    let r = report_of(&snap, &cfg, secs);
-    out.print(&r, &l.manifest)
+    s.finish(w)
 }
 
-fn pin_maps(l: &object::Loaded, dir: &Path, att: &mut Attached) -> Result<()> {
+/// The live view's period and length.
+pub struct Live {
+    interval: Duration,
+    duration: Option<Duration>,
+}
+
+impl Live {
+    pub fn parse(a: &SessionArgs) -> Result<Live> {
+        Ok(Live {
+            interval: parse_duration(&a.interval)?,
+            duration: a.duration.as_deref().map(parse_duration).transpose()?,
+        })
+    }
+}
+
+/// A live session (`run`, `attach`): the loaded program and how to report it.
+pub struct Session<'a> {
+    command: &'static str,
+    c: &'a Common,
+    l: &'a Loaded,
+    b: &'a Backend,
+    cal: Option<report::Calibration>,
+    dev: String,
+    ifindex: u32,
+    mode: String,
+    unit: String,
+    names: Vec<String>,
+    out: crate::outputs::Final,
+}
+
+/// Where the live view stopped: what `finish` needs for the last window.
+pub struct Watched {
+    /// The device went away (with the program on it) during the session.
+    pub gone: bool,
+    secs: f64,
+    prev: Snapshot,
+    last: Instant,
+    seq: u64,
+}
+
+impl<'a> Session<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        command: &'static str,
+        c: &'a Common,
+        l: &'a Loaded,
+        b: &'a Backend,
+        cal: Option<report::Calibration>,
+        dev: &str,
+        ifindex: u32,
+        mode: String,
+    ) -> Result<Session<'a>> {
+        Ok(Session {
+            command,
+            c,
+            l,
+            b,
+            cal,
+            dev: dev.to_string(),
+            ifindex,
+            mode,
+            unit: crate::unit(b),
+            names: b.event_names(),
+            out: crate::outputs::Final::new(c)?,
+        })
+    }
+
+    fn report_of(&self, snap: &Snapshot, cfg: &Config, secs: f64) -> Report {
+        let (c, l, b) = (self.c, self.l, self.b);
+        Report {
+            schema: report::SCHEMA,
+            command: self.command.into(),
+            object: c.obj.display().to_string(),
+            program: l.prog.clone(),
+            counter: b.counter.name().into(),
+            unit: self.unit.clone(),
+            events: self.names.clone(),
+            sample: 1u64 << cfg.sample_shift,
+            runs: snap.runs,
+            test_run: None,
+            live: Some(LiveInfo {
+                device: self.dev.clone(),
+                mode: self.mode.clone(),
+                seconds: secs,
+            }),
+            regions: report::regions(
+                &l.manifest,
+                snap,
+                |id| cfg.is_enabled(id),
+                &self.names,
+                self.cal.as_ref(),
+            ),
+            calibration: self.cal.clone(),
+        }
+    }
+
+    fn stream(&self, seq: u64) -> jsonl::Stream<'_> {
+        let mut s = jsonl::Stream::new(
+            self.command,
+            &self.l.prog,
+            &self.unit,
+            &self.names,
+            &self.l.manifest,
+            self.cal.as_ref(),
+        );
+        s.seq = seq;
+        s
+    }
+
+    /// Prints a table every interval (to stdout for the table format, else
+    /// stderr), `--jsonl` lines, answers the endpoint, until SIGINT/SIGTERM
+    /// or the duration.
+    pub fn watch(
+        &self,
+        live: &Live,
+        cfg0: &Config,
+        endpoint: Option<&crate::live::Endpoint>,
+    ) -> Result<Watched> {
+        let (c, l) = (self.c, self.l);
+        let live_to_stdout = c.format() == Format::Table && !c.out.jsonl;
+        let cmap = l.config_map()?;
+        let start = Instant::now();
+        let mut stream = self.stream(0);
+        let mut prev = object::snapshot(l)?;
+        let mut last = Instant::now();
+        let mut cfg_prev = cfg0.clone();
+        let mut gone = false;
+        while !STOP.load(Ordering::SeqCst) {
+            if live.duration.is_some_and(|d| start.elapsed() >= d) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            if let Some(e) = endpoint {
+                e.answer(|| {
+                    let snap = object::snapshot(l)?;
+                    let cfg = object::read_config(&cmap)?;
+                    Ok((
+                        self.report_of(&snap, &cfg, start.elapsed().as_secs_f64()),
+                        snap,
+                    ))
+                })?;
+            }
+            if last.elapsed() < live.interval {
+                continue;
+            }
+            let now = object::snapshot(l)?;
+            let cfg = object::read_config(&cmap)?;
+            let mut text = String::new();
+            if !gone && !netdev::exists(self.ifindex) {
+                // The kernel detached the program with the device; counts stop.
+                gone = true;
+                text.push_str(&format!(
+                    "inxpect: warning: device {} (ifindex {}) is gone: the program was detached with it, nothing more is measured (SIGINT/SIGTERM ends with the report)\n",
+                    self.dev, self.ifindex
+                ));
+            }
+            if cfg != cfg_prev {
+                text.push_str(&format!(
+                    "inxpect: config changed: {}\n",
+                    describe(&l.manifest, &cfg)
+                ));
+                cfg_prev = cfg.clone();
+            }
+            let secs = last.elapsed().as_secs_f64();
+            text.push_str(&interval_table(
+                &l.manifest,
+                &now,
+                &prev,
+                start.elapsed().as_secs_f64(),
+                secs,
+                &self.unit,
+                |id| cfg.is_enabled(id),
+            ));
+            if live_to_stdout {
+                print!("{text}");
+                let _ = std::io::stdout().flush();
+            } else {
+                eprint!("{text}");
+            }
+            if c.out.jsonl {
+                jsonl::emit(&stream.line(
+                    &now,
+                    &prev,
+                    start.elapsed().as_secs_f64(),
+                    secs,
+                    1u64 << cfg.sample_shift,
+                    |id| cfg.is_enabled(id),
+                ))?;
+            }
+            prev = now;
+            last = Instant::now();
+        }
+        Ok(Watched {
+            gone,
+            secs: start.elapsed().as_secs_f64(),
+            prev,
+            last,
+            seq: stream.seq,
+        })
+    }
+
+    /// Prints the report, read once the program is detached (or swapped
+    /// out) and every run of it has finished: one consistent snapshot of
+    /// all its runs, not a read racing the traffic.
+    pub fn finish(&self, w: Watched) -> Result<()> {
+        wait_for_running_programs();
+        let snap = object::snapshot(self.l)?;
+        let cfg = object::read_config(&self.l.config_map()?)?;
+        if self.c.out.jsonl {
+            // The last window, so that the lines add up to the report.
+            jsonl::emit(&self.stream(w.seq).line(
+                &snap,
+                &w.prev,
+                w.secs,
+                w.last.elapsed().as_secs_f64(),
+                1u64 << cfg.sample_shift,
+                |id| cfg.is_enabled(id),
+            ))?;
+        }
+        let r = self.report_of(&snap, &cfg, w.secs);
+        self.out.print(&r, &self.l.manifest)
+    }
+}
+
+/// Waits for an RCU grace period: XDP and tc programs run inside RCU
+/// read-side sections, so a run of a program detached before this call has
+/// finished when it returns. membarrier(MEMBARRIER_CMD_GLOBAL) is
+/// synchronize_rcu() in the kernel.
+pub fn wait_for_running_programs() {
+    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+    // SAFETY: a plain syscall without pointers.
+    let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    if rc < 0 {
+        // No membarrier: runs take microseconds; leave them ample time.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn pin_maps(l: &object::Loaded, dir: &Path, att: &mut Pins) -> Result<()> {
     // Pins of a killed run were swept (state::sweep); ours replace any left.
     for n in state::PINS {
         let _ = fs::remove_file(dir.join(n));
@@ -578,6 +813,9 @@ fn pick_run(a: &SetArgs) -> Result<(PathBuf, String, Option<Manifest>)> {
         .into_iter()
         .filter(|s| a.dev.as_ref().is_none_or(|d| s.dev.as_ref() == Some(d)))
         .filter(|s| a.netns.is_none() || s.netns == a.netns)
+        .filter(|s| {
+            a.tc.is_none_or(|t| s.key.ends_with(&format!("-tc-{}", t.name())))
+        })
         .collect();
     let names = |v: &[state::RunState]| v.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ");
     let s = match (chosen.len(), &a.dev) {

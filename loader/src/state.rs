@@ -50,8 +50,8 @@ impl RunState {
     }
 }
 
-/// Whether `pid` is a running `inxpect run` (not merely a live pid: pids
-/// are reused).
+/// Whether `pid` is a running `inxpect run` or `attach` (not merely a live
+/// pid: pids are reused).
 pub fn is_inxpect_run(pid: u32) -> bool {
     let Ok(cmd) = fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
@@ -61,7 +61,7 @@ pub fn is_inxpect_run(pid: u32) -> bool {
     Path::new(exe.as_ref())
         .file_name()
         .is_some_and(|n| n == "inxpect")
-        && args.any(|a| a == "run")
+        && args.any(|a| a == "run" || a == "attach")
 }
 
 /// Records the running `inxpect run` (this process).

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use inxpect_rewriter::Mode;
 use libbpf_rs::ProgramInput;
 
-use crate::object::{self, Loaded};
+use crate::object::{self, Kind, Loaded};
 use crate::Backend;
 use inxpect_loader::pcap;
 use inxpect_loader::report::Calibration;
@@ -65,14 +65,55 @@ pub fn run_frame(l: &Loaded, frame: &[u8], repeat: u32) -> Result<u32> {
     Ok(res.return_value)
 }
 
-pub fn verdict_name(v: u32) -> String {
-    match v {
-        0 => "ABORTED".into(),
-        1 => "DROP".into(),
-        2 => "PASS".into(),
-        3 => "TX".into(),
-        4 => "REDIRECT".into(),
-        n => format!("{n}"),
+/// XDP actions, or tc's `TC_ACT_*` for a classifier (test_run returns
+/// TC_ACT_UNSPEC, -1, as 0xffffffff).
+pub fn verdict_name(kind: Kind, v: u32) -> String {
+    let name = match (kind, v) {
+        (Kind::Xdp, 0) => "ABORTED",
+        (Kind::Xdp, 1) => "DROP",
+        (Kind::Xdp, 2) => "PASS",
+        (Kind::Xdp, 3) => "TX",
+        (Kind::Xdp, 4) => "REDIRECT",
+        (Kind::Tc, u32::MAX) => "UNSPEC",
+        (Kind::Tc, 0) => "OK",
+        (Kind::Tc, 1) => "RECLASSIFY",
+        (Kind::Tc, 2) => "SHOT",
+        (Kind::Tc, 3) => "PIPE",
+        (Kind::Tc, 4) => "STOLEN",
+        (Kind::Tc, 5) => "QUEUED",
+        (Kind::Tc, 6) => "REPEAT",
+        (Kind::Tc, 7) => "REDIRECT",
+        (_, n) => return format!("{n}"),
+    };
+    name.into()
+}
+
+/// Why an skb BPF_PROG_TEST_RUN (a tc program) cannot run a frame: the
+/// kernel refuses (EINVAL) a frame shorter than the IPv4 or IPv6 header its
+/// ethertype announces (34 or 54 bytes), where XDP takes any frame of 14;
+/// and one longer than its single buffer (`linear`, XDP's measured size,
+/// which the skb one is close to: no tc frags in test_run either).
+pub fn tc_unrunnable(f: &[u8], linear: usize) -> Option<String> {
+    let et = f.get(12..14).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    let need = match et {
+        Some(0x0800) => 34,
+        Some(0x86dd) => 54,
+        _ => ETH_HLEN,
+    };
+    if f.len() < need {
+        Some(match et {
+            Some(e) if need > ETH_HLEN => format!(
+                "shorter than the {need} bytes (Ethernet and {} header) an skb test run of a tc program requires for ethertype {e:#06x}",
+                if e == 0x0800 { "IPv4" } else { "IPv6" }
+            ),
+            _ => format!("shorter than the {ETH_HLEN}-byte Ethernet header BPF_PROG_TEST_RUN requires"),
+        })
+    } else if f.len() > linear {
+        Some(format!(
+            "longer than the {linear} bytes this kernel runs in one buffer"
+        ))
+    } else {
+        None
     }
 }
 
@@ -118,7 +159,10 @@ pub fn run_all(
     let total = cap.frames.len();
     let frags = has_frags(&prog(l)?);
     let linear = linear_max()?;
-    let mut skipped = cap.skip(|f| unrunnable(f.len(), linear, frags));
+    let mut skipped = cap.skip(|f| match l.kind {
+        Kind::Xdp => unrunnable(f.len(), linear, frags),
+        Kind::Tc => tc_unrunnable(f, linear),
+    });
     // A bar only where someone watches (stderr a terminal: never inside the
     // report on stdout), and only once the run has taken a second.
     let bar = std::io::stderr().is_terminal().then(|| {
@@ -169,7 +213,7 @@ pub fn run_all(
                 )))
             }
         };
-        *verdicts.entry(verdict_name(v)).or_insert(0) += 1;
+        *verdicts.entry(verdict_name(l.kind, v)).or_insert(0) += 1;
         after()?;
     }
     if let Some(b) = bar {

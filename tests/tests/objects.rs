@@ -73,6 +73,13 @@ fn rebuild_from_source_loads_and_matches_committed_bytes() {
             }
         }
     }
+    // The tc app (its own directory; clang only).
+    let tc = "tc/tc_count.clang-O2-g.o";
+    if same_compilers && fs::read(tmp.path().join(tc)).ok() != fs::read(committed.join(tc)).ok() {
+        failed.push(format!(
+            "{tc}: rebuilt bytes differ from the committed object"
+        ));
+    }
     assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
 
