@@ -552,12 +552,13 @@ impl Swap {
         Ok(())
     }
 
-    /// Whether `id` is the program attached at the hook now.
-    fn attached(&self, id: u32) -> Result<bool> {
+    /// The program attached at the hook now (0: none). For a tcx hook
+    /// without a link, ours or the original if either is among its programs.
+    fn current(&self) -> Result<u32> {
         Ok(match self.hook {
             Hook::XdpLink { .. } | Hook::TcxLink { .. } => {
                 let l = self.link.as_ref().context("no link")?;
-                link_info(l.as_fd())?.prog_id == id
+                link_info(l.as_fd())?.prog_id
             }
             Hook::XdpNetlink { flags } => {
                 let mut o = libbpf_sys::bpf_xdp_query_opts {
@@ -569,40 +570,62 @@ impl Swap {
                 if rc < 0 {
                     bail!("querying XDP: {}", os_err(rc));
                 }
-                let now = match flags {
+                match flags {
                     libbpf_sys::XDP_FLAGS_SKB_MODE => o.skb_prog_id,
                     libbpf_sys::XDP_FLAGS_HW_MODE => o.hw_prog_id,
                     _ => o.drv_prog_id,
-                };
-                now == id
+                }
             }
-            Hook::TcxProg { dir } => tc::tcx_query(self.ifindex, dir)?.progs.contains(&id),
+            Hook::TcxProg { dir } => {
+                let progs = tc::tcx_query(self.ifindex, dir)?.progs;
+                [self.new_id, self.orig_id]
+                    .into_iter()
+                    .find(|id| progs.contains(id))
+                    .or(progs.first().copied())
+                    .unwrap_or(0)
+            }
         })
     }
 
     pub fn swap_in(&self) -> Result<()> {
         self.replace(self.orig.as_fd(), self.new.as_fd())?;
-        if !self.attached(self.new_id)? {
+        let now = self.current()?;
+        if now != self.new_id {
             bail!(
-                "swapped in, but program {} is not the one attached",
+                "swapped in, but program {now} is the one attached, not {}",
                 self.new_id
             );
         }
         Ok(())
     }
 
-    /// Puts the original back and checks it is the one attached.
-    pub fn restore(&self) -> Result<()> {
+    /// Puts the original back (only over the instrumented build: the
+    /// replace names it as the expected old program) and checks it is the
+    /// one attached.
+    pub fn restore(&self) -> Result<Restore> {
         let r = self.replace(self.new.as_fd(), self.orig.as_fd());
-        if !self.attached(self.orig_id)? {
-            r?;
-            bail!(
-                "restored, but the original program {} is not the one attached",
-                self.orig_id
-            );
+        match self.current()? {
+            id if id == self.orig_id => Ok(Restore::Restored),
+            id if id != self.new_id => Ok(Restore::Foreign(id)),
+            _ => {
+                r?;
+                bail!(
+                    "restored, but the instrumented build {} is still the one attached",
+                    self.new_id
+                )
+            }
         }
-        Ok(())
     }
+}
+
+/// How a restore ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Restore {
+    /// The original is attached again.
+    Restored,
+    /// Someone else replaced the instrumented build meanwhile (with this
+    /// program id, 0: detached it): theirs is left as it is.
+    Foreign(u32),
 }
 
 /// A second process that puts the original back if inxpect dies without
@@ -695,16 +718,20 @@ pub fn guard(a: GuardArgs) -> Result<()> {
         }
     }
     // inxpect went away without restoring.
-    if s.attached(s.orig_id)? {
-        return Ok(());
+    match s
+        .restore()
+        .context("inxpect exited without restoring, and the guard could not either")?
+    {
+        Restore::Restored => eprintln!(
+            "inxpect guard: inxpect exited without restoring; program {} is attached again at {}",
+            s.orig_id,
+            hook.describe()
+        ),
+        Restore::Foreign(id) => eprintln!(
+            "inxpect guard: inxpect exited without restoring, and program {id} (not inxpect's) is attached at {}: left as it is",
+            hook.describe()
+        ),
     }
-    s.restore()
-        .context("inxpect exited without restoring, and the guard could not either")?;
-    eprintln!(
-        "inxpect guard: inxpect exited without restoring; program {} is attached again at {}",
-        s.orig_id,
-        hook.describe()
-    );
     Ok(())
 }
 
@@ -805,7 +832,7 @@ pub fn attach(a: AttachArgs) -> Result<()> {
     let guard = Guard::spawn(hook, ifindex, orig_id, new_id)?;
     if let Err(e) = swap.swap_in() {
         // Puts the original back if the swap went through after all.
-        swap.restore()?;
+        let _ = swap.restore()?;
         guard.dismiss();
         return Err(e);
     }
@@ -828,7 +855,7 @@ pub fn attach(a: AttachArgs) -> Result<()> {
     // Restore first, whatever the live view did.
     let restored = swap.restore();
     match &restored {
-        Ok(()) => {
+        Ok(Restore::Restored) => {
             guard.dismiss();
             note(&format!(
                 "restored {} (id {orig_id}) at {} on {}",
@@ -837,7 +864,15 @@ pub fn attach(a: AttachArgs) -> Result<()> {
                 a.dev
             ));
         }
-        // The guard keeps trying when we exit.
+        Ok(Restore::Foreign(id)) => {
+            guard.dismiss();
+            note(&format!(
+                "warning: program {id} replaced the instrumented build at {} on {} during the profile: left attached, the original (id {orig_id}) not put back",
+                hook.describe(),
+                a.dev
+            ));
+        }
+        // The guard tries once more when we exit.
         Err(_) => drop(guard),
     }
     drop(pins);

@@ -801,24 +801,80 @@ fn mismatching_objects_are_refused_before_anything_changes() {
     refused(&q, &d, &bad, Some("egress"), &["no tcx program at"]);
 }
 
+/// SIGKILL of `inxpect attach` at each kind of hook: the guard puts the
+/// original back.
 #[test]
 fn killed_attach_is_undone_by_the_guard() {
+    for how in [
+        How::XdpNetlinkGeneric,
+        How::XdpLinkNative,
+        How::TcxLinkIngress,
+        How::TcxProgEgress,
+    ] {
+        let p = Pair::new("w");
+        let obj = match how.tc() {
+            None => object("router.clang-O2-g.o"),
+            Some(_) => tc_object(),
+        };
+        let d = Daemon::start(&p, &obj, how);
+        let orig = d.prog_id;
+        let mut child = spawn_attach(&p, &obj, how.tc(), &[]);
+        d.wait_attached(|id| id != orig, &mut child, "swapped in");
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        let t0 = Instant::now();
+        while d.attached() != orig {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "{how:?}: the guard did not restore the original"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The daemon replaces the instrumented build during the profile (an
+/// upgrade): inxpect leaves the daemon's program attached, says so, and
+/// still reports.
+#[test]
+fn a_program_replaced_meanwhile_is_left_attached() {
     let p = Pair::new("w");
     let obj = object("router.clang-O2-g.o");
     let d = Daemon::start(&p, &obj, How::XdpNetlinkGeneric);
     let orig = d.prog_id;
     let mut child = spawn_attach(&p, &obj, None, &[]);
     d.wait_attached(|id| id != orig, &mut child, "swapped in");
-    child.kill().expect("SIGKILL");
-    let _ = child.wait();
-    let t0 = Instant::now();
-    while d.attached() != orig {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "the guard did not restore the original"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let upgrade = ObjectBuilder::default()
+        .open_file(object("drop.clang-O2-g.o"))
+        .unwrap()
+        .load()
+        .unwrap();
+    let fd = upgrade.progs().next().unwrap().as_fd().as_raw_fd();
+    let dev = p.va.clone();
+    in_ns(&p.a, || {
+        // SAFETY: a valid fd; no opts: replaces whatever is attached.
+        let rc = unsafe {
+            libbpf_sys::bpf_xdp_attach(
+                ifindex(&dev) as i32,
+                fd,
+                libbpf_sys::XDP_FLAGS_SKB_MODE,
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0);
+    });
+    let new = prog_id(fd);
+    sigint(&child);
+    let o = child.wait_with_output().unwrap();
+    let v = report("attach", &o);
+    assert_eq!(v["command"], "attach");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("program {new} replaced the instrumented build")),
+        "{err}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.attached(), new, "the daemon's upgrade was replaced");
 }
 
 fn tc_object() -> String {
