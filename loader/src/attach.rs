@@ -323,6 +323,18 @@ fn check_and_reuse(
         }
         diff("flags", m.map_flags(), r.flags);
     }
+    // A prog array of the daemon's holds its own, uninstrumented programs:
+    // a tail call into one leaves the run marked as continuing (README,
+    // "Limitation"), and every count after it would be off. Refused.
+    for r in maps
+        .iter()
+        .filter(|r| r.map_type == libbpf_sys::BPF_MAP_TYPE_PROG_ARRAY)
+    {
+        bad.push(format!(
+            "map {} (id {}): a prog array; tail calls would enter the daemon's uninstrumented programs, whose runs inxpect cannot count (profile them with `inxpect run` on a test device instead)",
+            r.name, r.id
+        ));
+    }
     for (r, u) in maps.iter().zip(&used) {
         if !u {
             bad.push(format!(

@@ -779,6 +779,24 @@ fn mismatching_objects_are_refused_before_anything_changes() {
         .unwrap()
         .is_some());
 
+    // A daemon's prog array (tail calls into its uninstrumented programs).
+    let tail = compile_variant(tmp.path(), "router", |s| {
+        s.replacen(
+            "SEC(\"xdp\")\nint xdp_router(struct xdp_md *ctx)\n{",
+            "struct {\n\t__uint(type, BPF_MAP_TYPE_PROG_ARRAY);\n\t__uint(max_entries, 4);\n\t__type(key, __u32);\n\t__type(value, __u32);\n} jmp SEC(\".maps\");\n\nSEC(\"xdp\")\nint xdp_router(struct xdp_md *ctx)\n{\n\tbpf_tail_call(ctx, &jmp, 0);",
+            1,
+        )
+    });
+    let r = Pair::new("w");
+    let d3 = Daemon::start(&r, &tail, How::XdpNetlinkGeneric);
+    refused(
+        &r,
+        &d3,
+        &tail,
+        None,
+        &["nothing was changed", "map jmp (id", "a prog array"],
+    );
+
     let q = Pair::new("w");
     let d = Daemon::start(&q, &tc_object(), How::TcxLinkIngress);
     let bad = compile_variant(tmp.path(), "tc_count", |s| {
