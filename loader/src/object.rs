@@ -56,13 +56,10 @@ pub fn prepare_bytes(
         events,
         only: None,
     };
-    let out = inxpect_rewriter::instrument(&bytes, &opts).map_err(|e| anyhow!("{origin}: {e}"))?;
-    // The in-memory object is never written out: losing its DWARF is moot.
-    for w in out
-        .warnings
-        .iter()
-        .filter(|w| !w.starts_with("DWARF dropped"))
-    {
+    // The in-memory object is never written out: its DWARF is moot.
+    let out = inxpect_rewriter::instrument_with(&bytes, &opts, inxpect_rewriter::Dwarf::Strip)
+        .map_err(|e| anyhow!("{origin}: {e}"))?;
+    for w in &out.warnings {
         log::note(&format!("{origin}: {w}"));
     }
     Ok(Prepared {

@@ -57,6 +57,9 @@ pub struct Instrumented {
     pub object: Vec<u8>,
     pub manifest: Manifest,
     pub warnings: Vec<String>,
+    /// How each input code section moved, by section name (absent: it did
+    /// not move).
+    pub moved: std::collections::HashMap<String, patch::Moved>,
 }
 
 /// `.BTF.ext`, when the object has one: line info for messages, and the
@@ -133,8 +136,23 @@ fn license_is_gpl(elf: &Elf) -> bool {
     )
 }
 
-/// Rewrites `input` with probes at the regions `opts` selects.
+/// What becomes of the input's DWARF.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dwarf {
+    /// Converted with every code address moved with the code ([`dwarf::remap`]).
+    Keep,
+    /// Left out (`--strip-dwarf`).
+    Strip,
+}
+
+/// Rewrites `input` with probes at the regions `opts` selects, keeping its
+/// DWARF.
 pub fn instrument(input: &[u8], opts: &Options) -> Result<Instrumented> {
+    instrument_with(input, opts, Dwarf::Keep)
+}
+
+/// [`instrument`], with the DWARF kept or stripped.
+pub fn instrument_with(input: &[u8], opts: &Options, keep: Dwarf) -> Result<Instrumented> {
     if !(1..=runtime::MAX_EVENTS).contains(&opts.events) {
         return Err(Error::Events(opts.events));
     }
@@ -164,9 +182,6 @@ pub fn instrument(input: &[u8], opts: &Options) -> Result<Instrumented> {
         return Err(Error::NeedsGpl(opts.counter.name()));
     }
     let mut warnings = Vec::new();
-    if elf.sections.iter().any(|s| s.name.starts_with(".debug_")) {
-        warnings.push("DWARF dropped: libbpf's static linker discards it; .BTF.ext line info is kept and remapped".into());
-    }
     let m = manifest(&plan, opts);
 
     let (linkable, restore) = linkable_input(input, &elf, &plan)?;
@@ -182,13 +197,31 @@ pub fn instrument(input: &[u8], opts: &Options) -> Result<Instrumented> {
     let lplan = plan.rebase(&elf, &out)?;
     let backend = emit::Backend::resolve(&out, opts.counter, m.events)?;
     let ins = emit::emit(&out, &lplan, &backend)?;
-    patch::apply(&mut out, lext.as_ref().map(|(i, x)| (*i, x)), &ins)?;
+    let moved = patch::apply(&mut out, lext.as_ref().map(|(i, x)| (*i, x)), &ins)?;
+    // libbpf's linker drops DWARF: it is carried over from the input.
+    if keep == Dwarf::Keep {
+        // A panic inside gimli on odd input is a dropped DWARF, not a crash.
+        let mut copy = out.clone();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            dwarf::remap(&elf, &mut copy, &moved)
+        }));
+        match r {
+            Ok(Ok(_)) => out = copy,
+            Ok(Err(why)) => warnings.push(format!("DWARF dropped: {why}")),
+            Err(_) => warnings.push("DWARF dropped: gimli could not convert it".into()),
+        }
+    }
     let json = serde_json::to_vec_pretty(&m).map_err(|e| Error::Manifest(e.to_string()))?;
     out.add_note_section(runtime::MANIFEST_SECTION, json)?;
+    let moved = moved
+        .into_iter()
+        .map(|(si, m)| (out.sections[si].name.clone(), m))
+        .collect();
     Ok(Instrumented {
         object: out.write(),
         manifest: m,
         warnings,
+        moved,
     })
 }
 

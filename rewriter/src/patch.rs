@@ -77,17 +77,31 @@ impl Map {
     }
 }
 
-pub fn apply(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> Result<()> {
+/// How one code section moved, old slot to new slot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Moved {
+    /// Where control arriving at an old slot lands (the code inserted
+    /// before it); one entry past the end included.
+    pub target: Vec<usize>,
+    /// Where the old instruction itself is.
+    pub pos: Vec<usize>,
+}
+
+/// Per code section (its index in the patched object), for the DWARF remap
+/// and the tests' line oracle. A section not listed did not move.
+pub type AddressMap = HashMap<usize, Moved>;
+
+pub fn apply(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> Result<AddressMap> {
     // Nothing inserted, nothing to move: leave every byte as it was.
     if ins.values().all(|l| l.is_empty()) {
-        return Ok(());
+        return Ok(AddressMap::new());
     }
     remap(elf, ext, ins)
 }
 
 /// [`apply`] without its shortcut: every stage runs even with nothing to
 /// insert, so the identity on zero insertions checks the whole remapping.
-pub fn remap(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> Result<()> {
+pub fn remap(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> Result<AddressMap> {
     // 1. Layout: the maps of every code section.
     let mut maps: HashMap<usize, Map> = HashMap::new();
     for (si, s) in elf.sections.iter().enumerate().filter(|(_, s)| s.is_exec()) {
@@ -368,5 +382,16 @@ pub fn remap(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
         });
         elf.sections[ext_idx].data = data;
     }
-    Ok(())
+    Ok(maps
+        .into_iter()
+        .map(|(si, m)| {
+            (
+                si,
+                Moved {
+                    target: m.target,
+                    pos: m.pos,
+                },
+            )
+        })
+        .collect())
 }

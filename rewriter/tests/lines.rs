@@ -80,3 +80,46 @@ fn btf_walker_reads_every_type_record() {
         }
     }
 }
+
+/// The CLI keeps DWARF by default, silently (no warning on every run), and
+/// `--strip-dwarf` leaves it out on purpose. (What the kept DWARF says is
+/// checked in tests/tests/dwarf.rs against LLVM's reader.)
+#[test]
+fn cli_keeps_dwarf_unless_stripped() {
+    let input = common::root().join("testdata/objects/cms_sub.clang-O2-g.o");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (flags, want) in [(&[][..], true), (&["--strip-dwarf"][..], false)] {
+        let out = dir.path().join("out.o");
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_inxpect-instrument"))
+            .arg(&input)
+            .arg("-o")
+            .arg(&out)
+            .arg("--functions")
+            .args(flags)
+            .output()
+            .expect("runs");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{err}");
+        assert!(!err.contains("warning"), "{flags:?}: {err}");
+        let elf = Elf::parse(&std::fs::read(&out).expect("output")).expect("parse");
+        let debug: Vec<&str> = elf
+            .sections
+            .iter()
+            .map(|s| s.name.as_str())
+            .filter(|n| n.starts_with(".debug_") || n.starts_with(".rel.debug_"))
+            .collect();
+        if want {
+            for s in [
+                ".debug_info",
+                ".debug_line",
+                ".debug_abbrev",
+                ".rel.debug_line",
+            ] {
+                assert!(debug.contains(&s), "{s} missing: {debug:?}");
+            }
+            assert!(Lines::parse(&elf).is_some(), "kept DWARF has no lines");
+        } else {
+            assert!(debug.is_empty(), "--strip-dwarf left {debug:?}");
+        }
+    }
+}

@@ -3,7 +3,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Parser;
-use inxpect_rewriter::{dump, instrument, list, Counter, Mode, Options};
+use inxpect_rewriter::{dump, instrument_with, list, Counter, Dwarf, Mode, Options};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -58,6 +58,10 @@ struct Cli {
     /// Print the manifest as JSON with --list.
     #[arg(short = 'j', long, requires = "list")]
     json: bool,
+    /// Leave the input's DWARF out of the output (by default it is kept,
+    /// its addresses moved with the code).
+    #[arg(long)]
+    strip_dwarf: bool,
     #[command(flatten)]
     gen: inxpect_clidoc::Generate,
 }
@@ -225,7 +229,12 @@ fn run(cli: Cli) -> Result<()> {
     {
         bail!("{name}: refusing to overwrite the input; choose another -o");
     }
-    let r = instrument(&input, &opts).with_context(|| name.clone())?;
+    let dwarf = if cli.strip_dwarf {
+        Dwarf::Strip
+    } else {
+        Dwarf::Keep
+    };
+    let r = instrument_with(&input, &opts, dwarf).with_context(|| name.clone())?;
     for w in &r.warnings {
         eprintln!("inxpect-instrument: warning: {name}: {w}");
     }
