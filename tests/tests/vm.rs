@@ -1,6 +1,8 @@
-//! VM tests: build `inxpect.ko` for Debian's 6.1 and 6.12 cloud kernels, boot
-//! each kernel under qemu (TCG) and run the module, ioctl and kfunc checks in
-//! the guest (`tests/vm/run.sh`; the guest side is `tests/vm/guest/`).
+//! VM tests: build `inxpect.ko` for Debian's cloud kernels (bookworm's 6.1
+//! and 6.12; trixie-backports' 6.18 and newest 7.x, built in a trixie
+//! chroot with Debian 13's gcc-14 and pahole), boot each kernel under qemu
+//! (TCG) and run the module, ioctl and kfunc checks in the guest
+//! (`tests/vm/run.sh`; the guest side is `tests/vm/guest/`).
 //!
 //! The same for the arm64 cloud kernels under qemu-system-aarch64 with
 //! `-icount shift=0`, where the guest has a PMU (QEMU's PMUv3, driven by the
@@ -188,7 +190,7 @@ fn apps(series: &str) -> impl Iterator<Item = (&'static str, &'static str)> + '_
 /// Kernels where instrumented objects are expected to load with the module.
 /// The runtime guards its kfunc calls with the `.rodata.inxpect` flag, not
 /// `bpf_ksym_exists()` (whose `ld_imm64` of a kfunc only Linux >= 6.4 takes).
-const RUNTIME_KERNELS: [&str; 2] = ["6.1", "6.12"];
+const RUNTIME_KERNELS: [&str; 4] = ["6.1", "6.12", "6.18", "7"];
 
 /// Objects and guest commands added to a kernel's run: `(object file,
 /// "run /objs/<file name> [--prog P] [--repeat N] [--retval R]
@@ -652,19 +654,38 @@ fn vm_linux_6_1() {
     check_extras("6.1", &out);
 }
 
+/// A kernel with `ld_imm64` of kfuncs (6.4+) and the kfunc filter (6.5+):
+/// everything 6.1 lacks is checked.
+fn check_modern(series: &str, out: &VmOutput) {
+    check_common(series, out);
+    for needed in [
+        "kfunc (bpf_ksym_exists guard): tsc strictly increasing",
+        "rights: verifier refuses the kfuncs without CAP_PERFMON",
+    ] {
+        assert!(
+            out.ok.iter().any(|o| o == needed),
+            "Linux {series}: check `{needed}` did not pass"
+        );
+    }
+    check_extras(series, out);
+}
+
 #[test]
 fn vm_linux_6_12() {
-    let out = run_vm("6.12");
-    check_common("6.12", &out);
-    assert!(out
-        .ok
-        .iter()
-        .any(|o| o == "kfunc (bpf_ksym_exists guard): tsc strictly increasing"));
-    assert!(out
-        .ok
-        .iter()
-        .any(|o| o == "rights: verifier refuses the kfuncs without CAP_PERFMON"));
-    check_extras("6.12", &out);
+    check_modern("6.12", &run_vm("6.12"));
+}
+
+/// trixie-backports' 6.18, module built in the trixie chroot (gcc-14,
+/// pahole 1.30).
+#[test]
+fn vm_linux_6_18() {
+    check_modern("6.18", &run_vm("6.18"));
+}
+
+/// The newest 7.x of trixie-backports, module built in the trixie chroot.
+#[test]
+fn vm_linux_7() {
+    check_modern("7", &run_vm("7"));
 }
 
 // ---- arm64: a real PMU ----------------------------------------------------

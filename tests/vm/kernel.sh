@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetches and prepares a Debian cloud kernel for the VM tests.
 #
-#   tests/vm/kernel.sh 6.1|6.12|arm64-6.1|arm64-6.12
+#   tests/vm/kernel.sh 6.1|6.12|6.18|7|arm64-6.1|arm64-6.12
 #
 # Downloads (apt-get download) the newest bookworm cloud-amd64 (or, with the
 # arm64- prefix, cloud-arm64) image, headers, headers-common and linux-kbuild
@@ -14,11 +14,22 @@
 # the newest. arm64: the image and headers are :arm64 packages, linux-kbuild
 # stays :amd64 (its tools run on the build host; the headers' .kernelvariables
 # set ARCH=arm64 and CROSS_COMPILE=aarch64-linux-gnu-).
+#
+# 6.18 and 7 are trixie-backports kernels (Debian 13's own is 6.12), built
+# with gcc-14 and pahole 1.30: their packages are fetched by the apt of the
+# trixie chroot (chroot.sh; the host's apt stays bookworm's), and the
+# headers, headers-common and linux-kbuild are unpacked into that chroot,
+# where run.sh builds the module; KDIR is then a path inside it and the
+# output has one more line, CHROOT=<dir>. 7 is the newest 7.x whose headers
+# are in the trixie-backports index. 6.18's headers have left the index (the
+# signed images of old versions stay): they come from the archive's pool,
+# checked against the SHA-256 sums pinned below (INXPECT_VM_KREL_6_18 / _7
+# pin a release).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${INXPECT_VM_CACHE:-$here/cache}
-series=${1:?usage: kernel.sh 6.1|6.12|arm64-6.1|arm64-6.12}
+series=${1:?usage: kernel.sh 6.1|6.12|6.18|7|arm64-6.1|arm64-6.12}
 
 log() { echo "kernel.sh: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -28,33 +39,61 @@ case $series in
 6.12) pattern='^linux-image-6\.12\.[0-9]+\+deb12-cloud-amd64$'; pin=${INXPECT_VM_KREL_6_12:-} ;;
 arm64-6.1) pattern='^linux-image-6\.1\.0-[0-9]+-cloud-arm64$'; pin=${INXPECT_VM_KREL_ARM64_6_1:-} ;;
 arm64-6.12) pattern='^linux-image-6\.12\.[0-9]+\+deb12-cloud-arm64$'; pin=${INXPECT_VM_KREL_ARM64_6_12:-} ;;
-*) die "unknown series '$series' (want 6.1, 6.12, arm64-6.1 or arm64-6.12)" ;;
+6.18) pattern='^linux-image-6\.18\.[0-9]+\+deb13-cloud-amd64$'; pin=${INXPECT_VM_KREL_6_18:-6.18.15+deb13-cloud-amd64} ;;
+7) pattern='^linux-headers-7\.[0-9]+\.[0-9]+\+deb13-cloud-amd64$'; pin=${INXPECT_VM_KREL_7:-} ;;
+*) die "unknown series '$series' (want 6.1, 6.12, 6.18, 7, arm64-6.1 or arm64-6.12)" ;;
 esac
+# The trixie-backports kernels: apt runs in the chroot.
+CHROOT=
+case $series in
+6.18 | 7) eval "$("$here/chroot.sh" trixie)" ;;
+esac
+inchroot() {
+  if [ -n "$CHROOT" ]; then
+    "$here/chroot.sh" trixie -- "$@"
+  else
+    "$@"
+  fi
+}
 case $series in
 arm64-*) arch=arm64; kseries=${series#arm64-} ;;
 *) arch=amd64; kseries=$series ;;
 esac
 
+# 6.18's headers, fetched from the pool by name (they are no longer in any
+# index): "package_version_arch.deb sha256", the sums of the files the VM
+# tests were verified with.
+pool_debs_6_18_15="linux-headers-6.18.15+deb13-cloud-amd64_6.18.15-1~bpo13+1_amd64.deb 3bd2a70ec82944d17b69824a428defb090708ec284c173f96a4171ba8aa271c2
+linux-headers-6.18.15+deb13-common_6.18.15-1~bpo13+1_all.deb a54ed9b3be5247fe2e003423e067cb8e8b06e4a44a09459b85cfec0afbcbd5ef
+linux-kbuild-6.18.15+deb13_6.18.15-1~bpo13+1_amd64.deb 5e64129020cdb5effd6ed3895ca89608ef17bcf643eedfc8013dad89bab70a02"
+
 newest_available() {
-  apt-cache pkgnames linux-image-"$kseries". 2>/dev/null | grep -E "$pattern" | sort -V | tail -n1 |
-    sed 's/^linux-image-//'
+  local kind=${pattern#^linux-}
+  kind=${kind%%-*}
+  inchroot apt-cache pkgnames linux-"$kind-$kseries". 2>/dev/null | grep -E "$pattern" | sort -V | tail -n1 |
+    sed "s/^linux-$kind-//"
+}
+
+apt_update() {
+  inchroot apt-get update -qq >&2
 }
 
 # Newest release the apt lists know; refresh the lists once when they know none
 # (fresh CI machines), and fall back to what is cached when offline.
 pick_release() {
-  local krel
+  local krel kind=${pattern#^linux-}
+  kind=${kind%%-*}
   [ -n "$pin" ] && { echo "$pin"; return; }
   krel=$(newest_available)
   if [ -z "$krel" ]; then
     log "no $series cloud kernel in the apt lists; running apt-get update"
-    apt-get update -qq >&2 || log "apt-get update failed"
+    apt_update || log "apt-get update failed"
     krel=$(newest_available)
   fi
   if [ -z "$krel" ]; then
     krel=$(find "$cache" -maxdepth 2 -name .ready 2>/dev/null | xargs -r -n1 dirname |
-      xargs -r -n1 basename | sed 's/^/linux-image-/' | grep -E "$pattern" | sort -V |
-      tail -n1 | sed 's/^linux-image-//')
+      xargs -r -n1 basename | sed "s/^/linux-$kind-/" | grep -E "$pattern" | sort -V |
+      tail -n1 | sed "s/^linux-$kind-//")
     [ -n "$krel" ] && log "using cached $krel"
   fi
   [ -n "$krel" ] || die "cannot find a linux-image matching $pattern (apt sources need bookworm-security)"
@@ -63,7 +102,29 @@ pick_release() {
 
 download() {
   local dir=$1; shift
+  if [ -n "$CHROOT" ]; then
+    # Into the chroot's own scratch directory, then out to the cache.
+    local tmp
+    tmp=$(mktemp -d "$CHROOT/var/tmp/inxpect-debs.XXXXXX")
+    inchroot sh -c 'cd "$1" && shift && apt-get download -q -o APT::Sandbox::User=root "$@"' sh "${tmp#"$CHROOT"}" "$@" >&2 &&
+      mv "$tmp"/*.deb "$dir"/
+    local rc=$?
+    rm -rf "$tmp"
+    return $rc
+  fi
   (cd "$dir" && apt-get download -q -o APT::Sandbox::User=root "$@" >&2)
+}
+
+# From the pool by file name, each checked against its pinned sum (apt's
+# own downloader, in the chroot).
+download_pool() {
+  local dir=$1 list=$2 f sum pool
+  pool=${INXPECT_VM_DEBIAN_MIRROR:-http://deb.debian.org/debian}/pool/main/l/linux
+  while read -r f sum; do
+    inchroot /usr/lib/apt/apt-helper download-file "$pool/$f" "/var/tmp/$f" "SHA256:$sum" >&2 ||
+      { rm -f "$CHROOT/var/tmp/$f"; log "cannot fetch $pool/$f (sha256 $sum)"; return 1; }
+    mv "$CHROOT/var/tmp/$f" "$dir/"
+  done <<<"$list"
 }
 
 # 6.1's headers ship no vmlinux, but kbuild only emits module BTF (needed to
@@ -118,9 +179,51 @@ extract_btf() {
   die "no BTF found in $img"
 }
 
+# The trixie-backports kernels: the image into the cache (for its vmlinuz),
+# headers, headers-common and kbuild into the chroot, where the module is
+# built (and where the headers' absolute /usr/src paths hold). Unpacked,
+# not installed: 6.18's headers depend on packages that left the index too.
+prepare_chroot() {
+  local krel=$1 abi=${1%-cloud-amd64} dir=$cache/$1 pool_var list h
+  if [ ! -f "$dir/.ready" ]; then
+    rm -rf "$dir"
+    mkdir -p "$dir/debs" "$dir/headers" "$dir/root"
+    log "fetching $krel (trixie chroot's apt)"
+    download "$dir/debs" "linux-image-$krel" || return 1
+    pool_var=pool_debs_$(echo "${krel%%+*}" | tr . _)
+    list=${!pool_var:-}
+    if [ -n "$list" ]; then
+      download_pool "$dir/headers" "$list" || return 1
+    else
+      download "$dir/headers" "linux-headers-$krel" "linux-headers-$abi-common" \
+        "linux-kbuild-$abi" || return 1
+    fi
+    dpkg -x "$dir"/debs/linux-image-*.deb "$dir/root" || return 1
+    # From 7.x the image package is a metapackage: the kernel itself is in
+    # linux-binary-<release>, as /usr/lib/modules/<release>/vmlinuz.
+    if [ ! -f "$dir/root/boot/vmlinuz-$krel" ]; then
+      download "$dir/debs" "linux-binary-$krel" || return 1
+      dpkg -x "$dir"/debs/linux-binary-*.deb "$dir/root" || return 1
+      mkdir -p "$dir/root/boot"
+      ln -sf "../usr/lib/modules/$krel/vmlinuz" "$dir/root/boot/vmlinuz-$krel"
+    fi
+    [ -f "$dir/root/boot/vmlinuz-$krel" ] || die "no vmlinuz-$krel in the image packages"
+    touch "$dir/.ready"
+  fi
+  h=$CHROOT/usr/src/linux-headers-$krel
+  # Again after the chroot was remade (its key changed).
+  if [ ! -f "$h/.inxpect-ready" ]; then
+    for deb in "$dir"/headers/*.deb; do dpkg -x "$deb" "$CHROOT" || return 1; done
+    [ -f "$h/Makefile" ] || die "no headers in $h"
+    [ -f "$h/vmlinux" ] || extract_vmlinux "$dir/root/boot/vmlinuz-$krel" "$h/vmlinux"
+    touch "$h/.inxpect-ready"
+  fi
+}
+
 prepare() {
   local krel=$1 abi kbuild_pkg hver h
   local dir=$cache/$krel
+  [ -n "$CHROOT" ] && { prepare_chroot "$krel"; return; }
   abi=${krel%-cloud-"$arch"}
   [ -f "$dir/.ready" ] && return 0
   rm -rf "$dir"
@@ -156,14 +259,18 @@ if ! prepare "$krel"; then
   # Stale apt lists: a security update removed that version from the
   # mirror. Refresh, pick again (maybe a newer release) and retry once.
   log "download of $krel failed; running apt-get update and retrying"
-  apt-get update -qq >&2 || true
+  apt_update || true
   krel=$(pick_release)
   prepare "$krel" || die "cannot download the $krel packages"
 fi
 dir=$cache/$krel
 kdir=$dir/root/usr/src/linux-headers-$krel
+# In the chroot: paths as the build inside it sees them.
+[ -n "$CHROOT" ] && kdir=/usr/src/linux-headers-$krel
 btfids=$kdir/tools/bpf/resolve_btfids/resolve_btfids
-if [ ! -x "$btfids" ]; then
+if [ -n "$CHROOT" ]; then
+  [ -x "$CHROOT$btfids" ] || die "$CHROOT$btfids missing"
+elif [ ! -x "$btfids" ]; then
   # 6.1's linux-kbuild lacks resolve_btfids; without it the kfunc set keeps
   # zero ids and the verifier refuses the calls. The 6.12 one handles 6.1.
   [ "$kseries" = 6.12 ] && die "$btfids missing"
@@ -171,5 +278,5 @@ if [ ! -x "$btfids" ]; then
   btfids=$RESOLVE_BTFIDS
   [ -x "$btfids" ] || die "no resolve_btfids in the 6.12 kbuild either"
 fi
-printf 'KREL=%q\nKDIR=%q\nVMLINUZ=%q\nRESOLVE_BTFIDS=%q\n' \
-  "$krel" "$kdir" "$dir/root/boot/vmlinuz-$krel" "$btfids"
+printf 'KREL=%q\nKDIR=%q\nVMLINUZ=%q\nRESOLVE_BTFIDS=%q\nCHROOT=%q\n' \
+  "$krel" "$kdir" "$dir/root/boot/vmlinuz-$krel" "$btfids" "$CHROOT"

@@ -2,7 +2,13 @@
 # Builds inxpect.ko for a Debian kernel, boots that kernel under qemu (TCG)
 # with a busybox initramfs and runs the module and BPF tests inside.
 #
-#   tests/vm/run.sh 6.1|6.12|arm64-6.1|arm64-6.12 [--obj FILE]... [--cmd 'GUEST ARGS']...
+#   tests/vm/run.sh 6.1|6.12|6.18|7|arm64-6.1|arm64-6.12 [--obj FILE]... [--cmd 'GUEST ARGS']...
+#
+# 6.1, 6.12: Debian 12's cloud-amd64 kernels, module built with the host's
+# gcc-12 and pahole. 6.18, 7: trixie-backports' cloud-amd64 kernels (7: the
+# newest 7.x), module built in the trixie chroot (chroot.sh: Debian 13's
+# gcc-14 and pahole 1.30, as those kernels were built); the guest programs
+# are the host's either way.
 #
 # arm64-*: Debian's cloud-arm64 kernel under qemu-system-aarch64 -M virt
 # -cpu max -icount shift=0 (TCG): the guest has a PMUv3 that the kernel's
@@ -41,7 +47,7 @@ export INXPECT_VM_CACHE=$cache
 
 series=${1:-}
 case $series in
-6.1 | 6.12) arch=x86_64 ;;
+6.1 | 6.12 | 6.18 | 7) arch=x86_64 ;;
 arm64-6.1 | arm64-6.12) arch=arm64 ;;
 *)
   sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
@@ -78,11 +84,16 @@ if [ $arch = arm64 ]; then
 else
   tools=(qemu-system-x86_64 gcc)
 fi
+case $series in 6.18 | 7) tools+=(debootstrap unshare chroot) ;; esac
 for t in "${tools[@]}" make cpio gzip flock "${CLANG:-clang}" apt-get dpkg; do need "$t"; done
 [ -x /bin/busybox ] || verdict FAIL "missing /bin/busybox (package busybox-static)"
 
 start=$(date +%s)
 mkdir -p "$cache"
+# The trixie chroot first, under its own lock: 6.1/6.12 need not wait for it.
+case $series in
+6.18 | 7) "$here/chroot.sh" trixie >/dev/null || verdict FAIL "trixie chroot (debootstrap) failed" ;;
+esac
 # One kernel preparation at a time: the 6.1 build also needs the 6.12 kbuild.
 kvars=$(flock "$cache/.lock" "$here/kernel.sh" "$series") || verdict FAIL "kernel download/unpack failed"
 eval "$kvars"
@@ -110,9 +121,22 @@ mkdir -p "$build/kmod" "$build/bpf" "$build/initramfs"
 # Module: built in a copy so concurrent kernels and the source tree stay
 # clean. W=1 and any warning fails: the module must build silently.
 cp "$repo"/kmod/{Kbuild,Makefile,inxpect.c,inxpect_arch.h,inxpect_uapi.h} "$build/kmod/"
-log "building inxpect.ko for $KREL"
-if ! make -C "$build/kmod" KDIR="$KDIR" ${RESOLVE_BTFIDS:+RESOLVE_BTFIDS="$RESOLVE_BTFIDS"} ${kmake[@]+"${kmake[@]}"} W=1 \
-  >"$build/kmod/build.log" 2>&1; then
+log "building inxpect.ko for $KREL${CHROOT:+ in $CHROOT}"
+kargs=(KDIR="$KDIR" ${RESOLVE_BTFIDS:+RESOLVE_BTFIDS="$RESOLVE_BTFIDS"} ${kmake[@]+"${kmake[@]}"} W=1)
+if [ -n "${CHROOT:-}" ]; then
+  # In a scratch copy inside the chroot (concurrent runs: one each), the
+  # module copied out.
+  kb=$(mktemp -d "$CHROOT/tmp/inxpect-kmod.XXXXXX")
+  cp "$build"/kmod/* "$kb/"
+  krc=0
+  "$here/chroot.sh" trixie -- make -C "${kb#"$CHROOT"}" "${kargs[@]}" >"$build/kmod/build.log" 2>&1 || krc=$?
+  [ $krc -eq 0 ] && cp "$kb/inxpect.ko" "$build/kmod/"
+  rm -rf "$kb"
+else
+  krc=0
+  make -C "$build/kmod" "${kargs[@]}" >"$build/kmod/build.log" 2>&1 || krc=$?
+fi
+if [ $krc -ne 0 ]; then
   cat "$build/kmod/build.log" >&2
   verdict FAIL "module build failed"
 fi

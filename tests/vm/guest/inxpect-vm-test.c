@@ -753,6 +753,11 @@ static void rights_tests(void)
 	waitpid(child, &status, 0);
 	check(WIFEXITED(status) && !WEXITSTATUS(status), "rights: child exited",
 	      "status %#x", status);
+	/* An open BTF fd keeps this module's BTF object after rmmod; libbpf
+	 * then finds that stale "inxpect" first and the next load of the
+	 * reloaded module's kfuncs fails with ENXIO (seen on 6.18). */
+	if (kf.btf_fd >= 0)
+		close(kf.btf_fd);
 	close(fd);
 }
 
