@@ -29,9 +29,11 @@
 #      INXPECT_VM_QEMU_ARGS (extra qemu arguments, split on spaces; e.g.
 #      '-plugin bench/tcg/inxpect-count.so -d plugin -D /tmp/tcg.log' for
 #      `inxpect-bench vm`; default none), INXPECT_VM_BUILD (build directory,
-#      default cache/<release>/build; emptied first: give concurrent runs of
-#      one kernel their own), INXPECT_VM_APPEND (more kernel arguments, e.g.
-#      randomize_kstack_offset=off for exact kernel instruction counts).
+#      emptied first; default: a fresh cache/<release>/build.XXXXXX per run,
+#      renamed to cache/<release>/build when the run ends, so concurrent runs
+#      of one kernel do not share one), INXPECT_VM_APPEND (more kernel
+#      arguments, e.g. randomize_kstack_offset=off for exact kernel
+#      instruction counts).
 #
 # Prints the guest console, then one line
 #   vm-harness: PASS|FAIL <series> <release>: <reason>
@@ -74,7 +76,15 @@ fi
 
 log() { echo "run.sh[$series]: $*" >&2; }
 verdict() {
-  echo "vm-harness: $1 $series ${KREL:-?}: $2"
+  # The default build directory is this run's own; the last one to finish
+  # becomes cache/<release>/build (where the console is looked for).
+  local msg=$2
+  if [ -n "${own_build:-}" ] && [ -d "$own_build" ]; then
+    rm -rf "$cache/$KREL/build"
+    mv "$own_build" "$cache/$KREL/build" 2>/dev/null || rm -rf "$own_build"
+    msg=${msg//"$own_build"/"$cache/$KREL/build"}
+  fi
+  echo "vm-harness: $1 $series ${KREL:-?}: $msg"
   [ "$1" = PASS ]
   exit $?
 }
@@ -114,8 +124,15 @@ else
   uapi=/usr/include/x86_64-linux-gnu
 fi
 
-build=${INXPECT_VM_BUILD:-$cache/$KREL/build}
-rm -rf "$build"
+if [ -n "${INXPECT_VM_BUILD:-}" ]; then
+  build=$INXPECT_VM_BUILD
+  rm -rf "$build"
+else
+  # Concurrent runs of one kernel (engineers sharing INXPECT_VM_CACHE) must
+  # not empty each other's directory mid-boot.
+  own_build=$(mktemp -d "$cache/$KREL/build.XXXXXX")
+  build=$own_build
+fi
 mkdir -p "$build/kmod" "$build/bpf" "$build/initramfs"
 
 # Module: built in a copy so concurrent kernels and the source tree stay
