@@ -58,80 +58,178 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
-const USAGE: &str = "usage: inxpect-bench all [--apps a,b] [--repeat N] [--single-calls N] [--rounds N] [--out FILE] [--plots DIR] [--no-rewrite | --rewrite-table FILE] [--no-vm]\n       inxpect-bench vm [--apps a,b] [--reps N1,N2] [--trials N] [--out FILE] [--plots DIR]\n       inxpect-bench vm-arm64 [--apps a,b] [--calls N] [--k-runs N] [--out FILE] [--plots DIR]";
+/// Runs the benchmarks and writes BENCHMARKS.md and bench/plots/*.svg (needs root: BPF).
+#[derive(clap::Parser)]
+#[command(
+    name = "inxpect-bench",
+    version,
+    after_help = "\
+Examples:
+  sudo cargo run --release -p inxpect-bench -- all            # every section, BENCHMARKS.md
+  inxpect-bench all --apps drop --repeat 1000 --single-calls 20 --rounds 1 \\
+      --out /tmp/B.md --plots /tmp/plots --no-rewrite --no-vm  # the smoke setting
+  sudo cargo run --release -p inxpect-bench -- vm             # section 5 alone, spliced in
+  inxpect-bench vm --apps drop --reps 20,220 --trials 1 --out /tmp/V.md
+  sudo cargo run --release -p inxpect-bench -- vm-arm64       # section 6 alone (arm64 guest)",
+    subcommand_required = false,
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Sub>,
+    #[command(flatten)]
+    gen: inxpect_clidoc::Generate,
+}
 
-fn parse() -> Result<Cmd> {
-    let mut a = std::env::args().skip(1);
-    let cmd = a.next().unwrap_or_default();
-    if cmd == "vm" {
-        let mut v = VmArgs {
-            cfg: vm::VmCfg::default(),
-            out: root().join("BENCHMARKS.md"),
-            plots: root().join("bench/plots"),
-        };
-        while let Some(o) = a.next() {
-            let mut val = || a.next().with_context(|| format!("{o} needs a value"));
-            match o.as_str() {
-                "--apps" => v.cfg.apps = val()?.split(',').map(str::to_string).collect(),
-                "--reps" => {
-                    v.cfg.reps = val()?
-                        .split(',')
-                        .map(str::parse)
-                        .collect::<std::result::Result<_, _>>()?
-                }
-                "--trials" => v.cfg.trials = val()?.parse()?,
-                "--out" => v.out = val()?.into(),
-                "--plots" => v.plots = val()?.into(),
-                other => bail!("unknown option {other}\n{USAGE}"),
+#[derive(clap::Subcommand)]
+enum Sub {
+    /// Every section: overhead per packet and under sampling, noise, verifier cost, rewriter speed, the VM section.
+    All(AllOpts),
+    /// Section 5 alone (exact instruction counts in a qemu VM), spliced into --out.
+    Vm(VmOpts),
+    /// Section 6 alone (arm64 guest with a real PMU: perf's fentry/fexit against ours), spliced into --out.
+    #[command(name = "vm-arm64")]
+    VmArm64(Arm64Opts),
+}
+
+#[derive(clap::Args)]
+struct Arm64Opts {
+    /// Apps to measure, comma-separated [default: all of testdata's].
+    #[arg(long, value_delimiter = ',')]
+    apps: Option<Vec<String>>,
+    /// One-packet test_run calls per configuration, each on a fresh frame [default: 40].
+    #[arg(long)]
+    calls: Option<u32>,
+    /// Runs of the k-instruction programs and of the calibration program [default: 2000].
+    #[arg(long)]
+    k_runs: Option<u32>,
+    /// The Markdown file the section is spliced into [default: the workspace's BENCHMARKS.md].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Where the SVG plot goes [default: the workspace's bench/plots].
+    #[arg(long)]
+    plots: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct AllOpts {
+    /// Apps to measure, comma-separated [default: all of testdata's].
+    #[arg(long, value_delimiter = ',')]
+    apps: Option<Vec<String>>,
+    /// BPF_PROG_TEST_RUN repeat per call [default: 100000].
+    #[arg(long)]
+    repeat: Option<u32>,
+    /// Single (repeat 1) calls per sample of the fresh-frame method [default: 2000].
+    #[arg(long)]
+    single_calls: Option<u32>,
+    /// Interleaved rounds; medians over rounds [default: 7].
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// The Markdown file to write [default: the workspace's BENCHMARKS.md].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Where the SVG plots go [default: the workspace's bench/plots].
+    #[arg(long)]
+    plots: Option<PathBuf>,
+    /// Skip the rewriter-speed section.
+    #[arg(long, conflicts_with = "rewrite_table")]
+    no_rewrite: bool,
+    /// Take the rewriter-speed section from this file instead of measuring it.
+    #[arg(long)]
+    rewrite_table: Option<PathBuf>,
+    /// Skip the VM section.
+    #[arg(long)]
+    no_vm: bool,
+}
+
+#[derive(clap::Args)]
+struct VmOpts {
+    /// Apps to measure, comma-separated [default: all of testdata's].
+    #[arg(long, value_delimiter = ',')]
+    apps: Option<Vec<String>>,
+    /// test_run repeats per window, comma-separated, small to large [default: 200,2200].
+    #[arg(long, value_delimiter = ',')]
+    reps: Option<Vec<u32>>,
+    /// Trials per app [default: 3].
+    #[arg(long)]
+    trials: Option<u32>,
+    /// The Markdown file the section is spliced into [default: the workspace's BENCHMARKS.md].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Where the SVG plot goes [default: the workspace's bench/plots].
+    #[arg(long)]
+    plots: Option<PathBuf>,
+}
+
+fn parse() -> Result<Option<Cmd>> {
+    use clap::{CommandFactory, Parser};
+    let cli = Cli::parse();
+    if cli.gen.run(Cli::command())? {
+        return Ok(None);
+    }
+    Ok(Some(match cli.cmd {
+        None => bail!("no subcommand (see --help)"),
+        Some(Sub::Vm(o)) => {
+            let mut cfg = vm::VmCfg::default();
+            if let Some(a) = o.apps {
+                cfg.apps = a;
             }
-        }
-        return Ok(Cmd::Vm(v));
-    }
-    if cmd == "vm-arm64" {
-        let mut v = Arm64Args {
-            cfg: vm_arm64::Arm64Cfg::default(),
-            out: root().join("BENCHMARKS.md"),
-            plots: root().join("bench/plots"),
-        };
-        while let Some(o) = a.next() {
-            let mut val = || a.next().with_context(|| format!("{o} needs a value"));
-            match o.as_str() {
-                "--apps" => v.cfg.apps = val()?.split(',').map(str::to_string).collect(),
-                "--calls" => v.cfg.calls = val()?.parse()?,
-                "--k-runs" => v.cfg.k_runs = val()?.parse()?,
-                "--out" => v.out = val()?.into(),
-                "--plots" => v.plots = val()?.into(),
-                other => bail!("unknown option {other}\n{USAGE}"),
+            if let Some(r) = o.reps {
+                cfg.reps = r;
             }
+            if let Some(t) = o.trials {
+                cfg.trials = t;
+            }
+            Cmd::Vm(VmArgs {
+                cfg,
+                out: o.out.unwrap_or_else(|| root().join("BENCHMARKS.md")),
+                plots: o.plots.unwrap_or_else(|| root().join("bench/plots")),
+            })
         }
-        return Ok(Cmd::VmArm64(v));
-    }
-    if cmd != "all" {
-        bail!("{USAGE}");
-    }
-    let mut args = Args {
-        cfg: OverheadCfg::default(),
-        out: root().join("BENCHMARKS.md"),
-        plots: root().join("bench/plots"),
-        rewrite: Rewrite::Run,
-        vm: true,
-    };
-    while let Some(o) = a.next() {
-        let mut val = || a.next().with_context(|| format!("{o} needs a value"));
-        match o.as_str() {
-            "--apps" => args.cfg.apps = val()?.split(',').map(str::to_string).collect(),
-            "--repeat" => args.cfg.repeat = val()?.parse()?,
-            "--single-calls" => args.cfg.single_calls = val()?.parse()?,
-            "--rounds" => args.cfg.rounds = val()?.parse()?,
-            "--out" => args.out = val()?.into(),
-            "--plots" => args.plots = val()?.into(),
-            "--no-rewrite" => args.rewrite = Rewrite::Skip,
-            "--rewrite-table" => args.rewrite = Rewrite::From(val()?.into()),
-            "--no-vm" => args.vm = false,
-            other => bail!("unknown option {other}\n{USAGE}"),
+        Some(Sub::VmArm64(o)) => {
+            let mut cfg = vm_arm64::Arm64Cfg::default();
+            if let Some(a) = o.apps {
+                cfg.apps = a;
+            }
+            if let Some(n) = o.calls {
+                cfg.calls = n;
+            }
+            if let Some(n) = o.k_runs {
+                cfg.k_runs = n;
+            }
+            Cmd::VmArm64(Arm64Args {
+                cfg,
+                out: o.out.unwrap_or_else(|| root().join("BENCHMARKS.md")),
+                plots: o.plots.unwrap_or_else(|| root().join("bench/plots")),
+            })
         }
-    }
-    Ok(Cmd::All(args))
+        Some(Sub::All(o)) => {
+            let mut cfg = OverheadCfg::default();
+            if let Some(a) = o.apps {
+                cfg.apps = a;
+            }
+            if let Some(r) = o.repeat {
+                cfg.repeat = r;
+            }
+            if let Some(n) = o.single_calls {
+                cfg.single_calls = n;
+            }
+            if let Some(n) = o.rounds {
+                cfg.rounds = n;
+            }
+            Cmd::All(Args {
+                cfg,
+                out: o.out.unwrap_or_else(|| root().join("BENCHMARKS.md")),
+                plots: o.plots.unwrap_or_else(|| root().join("bench/plots")),
+                rewrite: match (o.no_rewrite, o.rewrite_table) {
+                    (true, _) => Rewrite::Skip,
+                    (false, Some(f)) => Rewrite::From(f),
+                    (false, None) => Rewrite::Run,
+                },
+                vm: !o.no_vm,
+            })
+        }
+    }))
 }
 
 /// Section 5 alone: runs the VM and splices the section into `out`.
@@ -519,9 +617,10 @@ fn plots(rows: &[OverheadRow], noise: &[NoiseRow], dir: &Path) -> Result<Vec<Str
 
 fn main() -> Result<()> {
     let args = match parse()? {
-        Cmd::All(a) => a,
-        Cmd::Vm(v) => return vm_only(&v),
-        Cmd::VmArm64(v) => return vm_arm64_only(&v),
+        None => return Ok(()),
+        Some(Cmd::All(a)) => a,
+        Some(Cmd::Vm(v)) => return vm_only(&v),
+        Some(Cmd::VmArm64(v)) => return vm_arm64_only(&v),
     };
     pin_to_cpu(0)?;
     let mach = machine();

@@ -40,8 +40,10 @@ impl Generate {
 /// The completion script for `shell`.
 pub fn completions(mut cmd: Command, shell: Shell, out: &mut dyn Write) -> std::io::Result<()> {
     let name = cmd.get_name().to_string();
-    clap_complete::generate(shell, &mut cmd, name, out);
-    Ok(())
+    // Into a buffer first: clap_complete panics on a failed write (a closed pipe).
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut cmd, name, &mut buf);
+    out.write_all(&buf)
 }
 
 /// Writes `NAME.1` and `NAME-SUB.1` for every subcommand into `dir`
@@ -51,17 +53,28 @@ pub fn man(cmd: Command, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut cmd = cmd;
     cmd.build();
     let mut out = Vec::new();
-    page(&cmd, cmd.get_name(), dir, &mut out)?;
+    let version = cmd.get_version().map(str::to_string);
+    let name = cmd.get_name().to_string();
+    page(&cmd, &name, &name, version.as_deref(), dir, &mut out)?;
     Ok(out)
 }
 
-fn page(cmd: &Command, name: &str, dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+/// `name`: the page (`inxpect-module-load`); `bin`: the command line
+/// (`inxpect module load`).
+fn page(
+    cmd: &Command,
+    name: &str,
+    bin: &str,
+    root_version: Option<&str>,
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+) -> std::io::Result<()> {
     // clap_mangen titles a page with the command's name: give a subcommand
     // its full `inxpect-run` name so `man inxpect-run` finds it.
-    let named = cmd
-        .clone()
-        .name(name.to_string())
-        .bin_name(name.replace('-', " "));
+    let mut named = cmd.clone().name(name.to_string()).bin_name(bin.to_string());
+    if let Some(v) = root_version {
+        named = named.version(v.to_string());
+    }
     let p = dir.join(format!("{name}.1"));
     let mut buf = Vec::new();
     clap_mangen::Man::new(named).render(&mut buf)?;
@@ -71,7 +84,9 @@ fn page(cmd: &Command, name: &str, dir: &Path, out: &mut Vec<PathBuf>) -> std::i
         if sub.get_name() == "help" {
             continue;
         }
-        page(sub, &format!("{name}-{}", sub.get_name()), dir, out)?;
+        let sub_name = format!("{name}-{}", sub.get_name());
+        let sub_bin = format!("{bin} {}", sub.get_name());
+        page(sub, &sub_name, &sub_bin, root_version, dir, out)?;
     }
     Ok(())
 }

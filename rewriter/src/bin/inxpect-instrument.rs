@@ -19,7 +19,7 @@ Examples:
 
 /// Inserts inxpect profiling probes into a compiled BPF object.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None, after_help = EXAMPLES)]
+#[command(name = "inxpect-instrument", version, about, long_about = None, after_help = EXAMPLES)]
 struct Cli {
     /// The BPF ELF object to instrument (never modified).
     #[arg(required_unless_present_any = ["completions", "man"])]
