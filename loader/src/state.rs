@@ -147,6 +147,4 @@ pub fn sweep() {
             }
         }
     }
-    // Empty now if no run is live (this one recreates it).
-    let _ = fs::remove_dir(PIN_ROOT);
 }
