@@ -262,15 +262,45 @@ fn amd_mnemonic(lib: &pfm::Lib, pmus: &[pfm::Pmu], name: &str) -> Option<(String
         .iter()
         .find(|(m, _)| m.eq_ignore_ascii_case(ev))?
         .1;
-    let rest = match rest.strip_prefix('.') {
-        Some(r) => format!(":{r}"),
-        None => rest.to_string(),
-    };
+    let rest = rest.strip_prefix(['.', ':']).unwrap_or(rest);
     pmus.iter()
         .filter(|p| p.name.starts_with("amd64_fam"))
         .find_map(|p| {
-            lib.event_with_code(p, code)
-                .map(|e| (ev.to_string(), format!("{}::{e}", p.name), rest.clone()))
+            let (event, umasks) = lib.event_with_code(p, code)?;
+            // The umask (first term), by libpfm's name or as an
+            // abbreviation of it (perf's `mem_io_remote` for `MEM_IO_RMT`).
+            let mut terms: Vec<String> = rest.split(':').map(str::to_string).collect();
+            // Not a modifier (`k`, `u`, `c=1`).
+            let umask = |u: &&mut String| u.len() > 1 && !u.contains('=');
+            if let Some(u) = terms.first_mut().filter(umask) {
+                if !umasks.iter().any(|m| m.eq_ignore_ascii_case(u)) {
+                    let hits: Vec<&String> = umasks.iter().filter(|m| abbreviates(m, u)).collect();
+                    if let [one] = hits.as_slice() {
+                        *u = one.to_string();
+                    }
+                }
+            }
+            let rest: String = terms
+                .iter()
+                .filter(|t| !t.is_empty())
+                .map(|t| format!(":{t}"))
+                .collect();
+            Some((ev.to_string(), format!("{}::{event}", p.name), rest))
+        })
+}
+
+/// Whether libpfm's `short` (`MEM_IO_RMT`) abbreviates `long`
+/// (`mem_io_remote`) word by word: as many `_` words, each starting with
+/// the same letter and made of the long word's letters in order.
+fn abbreviates(short: &str, long: &str) -> bool {
+    let (s, l) = (short.to_ascii_lowercase(), long.to_ascii_lowercase());
+    let (sw, lw): (Vec<&str>, Vec<&str>) = (s.split('_').collect(), l.split('_').collect());
+    sw.len() == lw.len()
+        && sw.iter().zip(&lw).all(|(a, b)| {
+            a.chars().next() == b.chars().next() && {
+                let mut it = b.chars();
+                a.chars().all(|c| it.any(|d| d == c))
+            }
         })
 }
 
@@ -410,6 +440,15 @@ mod tests {
         let r = resolve("r01c2").unwrap();
         assert_eq!((r.type_, r.config), (PERF_TYPE_RAW, 0x1c2));
         assert!(resolve("no-such-event").is_err());
+    }
+
+    #[test]
+    fn umask_abbreviations() {
+        assert!(abbreviates("MEM_IO_RMT", "mem_io_remote"));
+        assert!(abbreviates("LCL_L2", "local_l2"));
+        assert!(!abbreviates("MEM_IO_RMT", "mem_io_local"));
+        assert!(!abbreviates("NEAR_CACHE_NEAR_FAR", "near_cache"));
+        assert!(!abbreviates("RMT", "mrt"));
     }
 
     #[test]
@@ -563,7 +602,7 @@ mod tests {
         ("skl", "INST_RETIRED:ANY_P:period=1000", "does not pass on"),
         (
             "amd64_fam19h_zen3",
-            "ls_dmnd_fills_from_sys.mem_io_remote",
+            "ls_dmnd_fills_from_sys.mem_io_rem",
             "close: ls_dmnd_fills_from_sys.MEM_IO_RMT",
         ),
         (

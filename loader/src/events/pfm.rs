@@ -224,49 +224,54 @@ impl Lib {
         out
     }
 
-    /// The name of `pmu`'s event with raw code `code`, if it has one.
-    pub fn event_with_code(&self, pmu: &Pmu, code: u64) -> Option<String> {
+    /// The name and umasks of `pmu`'s event with raw code `code`.
+    pub fn event_with_code(&self, pmu: &Pmu, code: u64) -> Option<(String, Vec<String>)> {
+        self.each_event(pmu)
+            .find(|(_, c, _)| *c == code)
+            .map(|(n, _, u)| (n, u))
+    }
+
+    /// Every event of `pmu`: name, raw code, umask names.
+    fn each_event<'a>(
+        &'a self,
+        pmu: &Pmu,
+    ) -> impl Iterator<Item = (String, u64, Vec<String>)> + 'a {
         let mut idx = pmu.first_event;
-        while idx >= 0 {
-            // SAFETY: zeroed output with its size set; under the lock.
-            let mut e: EventInfo = unsafe { std::mem::zeroed() };
-            e.size = std::mem::size_of::<EventInfo>();
-            if unsafe { pfm_get_event_info(idx, PFM_OS_PERF_EVENT_EXT, &mut e) } == PFM_SUCCESS
-                && e.code == code
-            {
-                return Some(cstr(e.name));
+        std::iter::from_fn(move || {
+            while idx >= 0 {
+                let this = idx;
+                // SAFETY: any index; -1 ends the PMU's list.
+                idx = unsafe { pfm_get_event_next(idx) };
+                if let Some(e) = self.event_at(this) {
+                    return Some(e);
+                }
             }
-            // SAFETY: any index; -1 ends the PMU's list.
-            idx = unsafe { pfm_get_event_next(idx) };
+            None
+        })
+    }
+
+    fn event_at(&self, idx: c_int) -> Option<(String, u64, Vec<String>)> {
+        // SAFETY: zeroed output with its size set; under the lock.
+        let mut e: EventInfo = unsafe { std::mem::zeroed() };
+        e.size = std::mem::size_of::<EventInfo>();
+        if unsafe { pfm_get_event_info(idx, PFM_OS_PERF_EVENT_EXT, &mut e) } != PFM_SUCCESS {
+            return None;
         }
-        None
+        let mut umasks = Vec::new();
+        for a in 0..e.nattrs {
+            // SAFETY: as above.
+            let mut ai: AttrInfo = unsafe { std::mem::zeroed() };
+            ai.size = std::mem::size_of::<AttrInfo>();
+            let rc = unsafe { pfm_get_event_attr_info(idx, a, PFM_OS_PERF_EVENT_EXT, &mut ai) };
+            if rc == PFM_SUCCESS && ai.type_ == PFM_ATTR_UMASK {
+                umasks.push(cstr(ai.name));
+            }
+        }
+        Some((cstr(e.name), e.code, umasks))
     }
 
     /// Every event of `pmu` with its umasks' names (empty for none).
     pub fn events(&self, pmu: &Pmu) -> Vec<(String, Vec<String>)> {
-        let mut out = Vec::new();
-        let mut idx = pmu.first_event;
-        while idx >= 0 {
-            // SAFETY: zeroed output with its size set; under the lock.
-            let mut e: EventInfo = unsafe { std::mem::zeroed() };
-            e.size = std::mem::size_of::<EventInfo>();
-            if unsafe { pfm_get_event_info(idx, PFM_OS_PERF_EVENT_EXT, &mut e) } == PFM_SUCCESS {
-                let mut umasks = Vec::new();
-                for a in 0..e.nattrs {
-                    // SAFETY: as above.
-                    let mut ai: AttrInfo = unsafe { std::mem::zeroed() };
-                    ai.size = std::mem::size_of::<AttrInfo>();
-                    let rc =
-                        unsafe { pfm_get_event_attr_info(idx, a, PFM_OS_PERF_EVENT_EXT, &mut ai) };
-                    if rc == PFM_SUCCESS && ai.type_ == PFM_ATTR_UMASK {
-                        umasks.push(cstr(ai.name));
-                    }
-                }
-                out.push((cstr(e.name), umasks));
-            }
-            // SAFETY: any index; -1 ends the PMU's list.
-            idx = unsafe { pfm_get_event_next(idx) };
-        }
-        out
+        self.each_event(pmu).map(|(n, _, u)| (n, u)).collect()
     }
 }
