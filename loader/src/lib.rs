@@ -11,3 +11,4 @@ pub mod pcap;
 pub mod report;
 pub mod stats;
 pub mod sys;
+pub mod tree;

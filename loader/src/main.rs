@@ -421,7 +421,11 @@ fn test_run(a: TestRunArgs) -> Result<()> {
     let cal = if c.no_calibrate {
         None
     } else {
-        Some(testrun::calibrate(&b)?)
+        Some(testrun::calibrate_nesting(
+            testrun::calibrate(&b)?,
+            &b,
+            &l.manifest,
+        )?)
     };
     let interval = run::parse_duration(&a.interval)?;
     let unit = unit(&b);
@@ -487,6 +491,7 @@ fn test_run(a: TestRunArgs) -> Result<()> {
             cal.as_ref(),
         ),
         calibration: cal,
+        tree: None,
     };
     out.print(&r, &l.manifest)
 }

@@ -292,6 +292,23 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Capture, Error> {
     })
 }
 
+/// Writes `frames` as a classic pcap (microsecond timestamps, all zero;
+/// Ethernet): what the tests feed `test-run` with.
+pub fn write_classic(path: &Path, frames: &[Vec<u8>]) -> std::io::Result<()> {
+    let mut b: Vec<u8> = Vec::new();
+    // Magic, version 2.4 (two u16s, little-endian), zone, sigfigs, snaplen, Ethernet.
+    for v in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
+        b.extend(v.to_le_bytes());
+    }
+    for f in frames {
+        for v in [0u32, 0, f.len() as u32, f.len() as u32] {
+            b.extend(v.to_le_bytes());
+        }
+        b.extend(f);
+    }
+    std::fs::write(path, b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

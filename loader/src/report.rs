@@ -40,6 +40,9 @@ pub struct Report {
     pub live: Option<LiveInfo>,
     pub calibration: Option<Calibration>,
     pub regions: Vec<RegionReport>,
+    /// The region tree (self and total per region), when regions nest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tree: Option<Vec<crate::tree::Node>>,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -70,6 +73,20 @@ pub struct Calibration {
     pub offset: Vec<f64>,
     /// Measurements the offset was taken from.
     pub samples: u64,
+    /// What a child region's probes add to the region around it (present
+    /// when regions nest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nested: Option<NestCost>,
+}
+
+/// Per event, what one measurement of a child region adds to the
+/// measurement of its parent: its probes' whole cost, START to END.
+#[derive(Serialize, Debug, Clone, Default, PartialEq)]
+pub struct NestCost {
+    /// The child's probes in a program's own code (inlined).
+    pub program: Vec<f64>,
+    /// The child's probes in a subprogram (calls into the runtime).
+    pub subprogram: Vec<f64>,
 }
 
 impl Calibration {
@@ -81,6 +98,7 @@ impl Calibration {
         Calibration {
             offset: (0..events).map(|e| s.min[e] as f64).collect(),
             samples: s.count,
+            nested: None,
         }
     }
 }
@@ -366,6 +384,52 @@ pub fn table(r: &Report) -> String {
             );
         }
     }
+    if let Some(t) = &r.tree {
+        let cost = r
+            .calibration
+            .as_ref()
+            .and_then(|c| c.nested.as_ref())
+            .map(|n| {
+                format!(
+                    "; a child's probes cost {} {u} per measurement in program code, {} in a subprogram",
+                    num(n.program[0]),
+                    num(n.subprogram[0])
+                )
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "region tree ({}; self = total - children's totals - their probes' cost{cost}):",
+            r.events[0]
+        );
+        let _ = writeln!(
+            o,
+            "  {:<40} {:>9} {:>14} {:>14} {:>12}",
+            "PATH",
+            "COUNT",
+            format!("TOTAL[{u}]"),
+            format!("SELF[{u}]"),
+            format!("SELF/MEAS"),
+        );
+        for n in t {
+            let sf = n.self_.as_ref().map(|s| s[0]);
+            let _ = writeln!(
+                o,
+                "  {:<40} {:>9} {:>14} {:>14} {:>12}{}",
+                n.path.join(";"),
+                n.count,
+                num(n.total[0]),
+                sf.map(num).unwrap_or_else(|| "?".into()),
+                sf.filter(|_| n.count > 0)
+                    .map(|s| num(s / n.count as f64))
+                    .unwrap_or_else(|| "-".into()),
+                n.why
+                    .as_ref()
+                    .map(|w| format!("  ({w})"))
+                    .unwrap_or_default()
+            );
+        }
+    }
     let off: Vec<&str> = r
         .regions
         .iter()
@@ -523,6 +587,7 @@ mod tests {
                 ),
                 region(2, "never", "xdp_app", 0),
             ],
+            tree: None,
         };
         let t = table(&r);
         let bars: Vec<usize> = t.lines().filter_map(|l| l.find(" | ")).collect();

@@ -569,6 +569,9 @@ impl<'a> Session<'a> {
         ifindex: u32,
         mode: String,
     ) -> Result<Session<'a>> {
+        let cal = cal
+            .map(|k| testrun::calibrate_nesting(k, b, &l.manifest))
+            .transpose()?;
         Ok(Session {
             command,
             c,
@@ -610,6 +613,7 @@ impl<'a> Session<'a> {
                 self.cal.as_ref(),
             ),
             calibration: self.cal.clone(),
+            tree: None,
         }
     }
 

@@ -12,10 +12,13 @@ use libbpf_rs::ProgramInput;
 use crate::object::{self, Kind, Loaded};
 use crate::Backend;
 use inxpect_loader::pcap;
-use inxpect_loader::report::Calibration;
+use inxpect_loader::report::{Calibration, NestCost};
+use inxpect_rewriter::runtime::Manifest;
 
 /// The committed calibration program (loader/calib/empty.bpf.c).
 const EMPTY: &[u8] = include_bytes!("../calib/empty.bpf.o");
+/// The committed nesting calibration (loader/calib/nest.bpf.c).
+const NEST: &[u8] = include_bytes!("../calib/nest.bpf.o");
 /// Runs of the empty region: enough for a stable mean, ~1 ms of test_run each.
 pub const CALIBRATION_RUNS: u32 = 20_000;
 /// `bpf_xdp_adjust_head/tail` may grow a frame; room for the output copy.
@@ -347,4 +350,48 @@ pub fn calibrate(b: &Backend) -> Result<Calibration> {
         .first()
         .context("calibration object lost its region")?;
     Ok(Calibration::from_empty(r, b.nr_events()))
+}
+
+/// Adds to `cal` what a child region's probes cost the region around it
+/// (loader/calib/nest.bpf.c), when some region of `m` runs inside another.
+pub fn calibrate_nesting(mut cal: Calibration, b: &Backend, m: &Manifest) -> Result<Calibration> {
+    if m.regions.iter().all(|r| r.parents.is_empty()) {
+        return Ok(cal);
+    }
+    let what = "nesting calibration (loader/calib/nest.bpf.o)";
+    let prep = object::prepare_bytes(
+        NEST.to_vec(),
+        what,
+        b.counter,
+        true,
+        b.nr_events(),
+        Mode::Sections,
+    )?;
+    let mut l = object::load(&prep, Some("nest_alone"), b.perf.as_ref())?;
+    object::configure(&l, 0, None)?;
+    let frame = [0u8; 64];
+    for p in ["nest_alone", "nest_inline", "nest_call", "nest_plain"] {
+        l.prog = p.into();
+        run_frame(&l, &frame, CALIBRATION_RUNS).with_context(|| format!("{what}: {p}"))?;
+    }
+    let s = object::snapshot(&l)?;
+    // Minimums, as the offset (Calibration::from_empty): the cost with
+    // nothing else between the reads.
+    let min = |name: &str, e: usize| -> Result<f64> {
+        let i = l
+            .manifest
+            .regions
+            .iter()
+            .position(|r| r.name == name)
+            .with_context(|| format!("{what} lost region {name}"))?;
+        Ok(s.regions[i].min[e] as f64)
+    };
+    let mut n = NestCost::default();
+    for e in 0..b.nr_events() {
+        n.program.push(min("outer_inline", e)? - min("alone", e)?);
+        n.subprogram
+            .push(min("outer_call", e)? - min("outer_plain", e)?);
+    }
+    cal.nested = Some(n);
+    Ok(cal)
 }

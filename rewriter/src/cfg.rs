@@ -132,12 +132,23 @@ fn rel_syms(elf: &Elf) -> Result<HashMap<(usize, usize), u32>> {
     Ok(rels)
 }
 
-/// Per function, the functions it may put on the call stack: bpf-to-bpf
-/// callees and callbacks whose address it takes (`bpf_loop`, timers), which
-/// the kernel runs as frames of the same stack.
-pub fn callees(elf: &Elf, funcs: &[Func]) -> Result<Vec<Vec<usize>>> {
+/// A place where a function enters another: a bpf-to-bpf call, or the
+/// address of a callback taken (`bpf_loop`, timers: the kernel runs it as a
+/// frame of the same stack).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallSite {
+    pub func: usize,
+    /// Slot in the section (not from the function's start).
+    pub slot: usize,
+    pub callee: usize,
+    /// A `call` instruction (else an `ld_imm64` of the callee's address).
+    pub call: bool,
+}
+
+/// Every call site of every function, in function and slot order.
+pub fn call_sites(elf: &Elf, funcs: &[Func]) -> Result<Vec<CallSite>> {
     let rels = rel_syms(elf)?;
-    let mut out = vec![Vec::new(); funcs.len()];
+    let mut out = Vec::new();
     for (fi, f) in funcs.iter().enumerate() {
         let code = &elf.sections[f.sec].data;
         let mut i = f.start;
@@ -161,11 +172,27 @@ pub fn callees(elf: &Elf, funcs: &[Func]) -> Result<Vec<Vec<usize>>> {
                 None
             };
             if let Some(c) = t.and_then(|t| funcs.iter().position(|g| (g.sec, g.start) == t)) {
-                if !out[fi].contains(&c) {
-                    out[fi].push(c);
-                }
+                out.push(CallSite {
+                    func: fi,
+                    slot: i,
+                    callee: c,
+                    call: x.is_pseudo_call(),
+                });
             }
             i += if x.is_ld_imm64() { 2 } else { 1 };
+        }
+    }
+    Ok(out)
+}
+
+/// Per function, the functions it may put on the call stack: bpf-to-bpf
+/// callees and callbacks whose address it takes (`bpf_loop`, timers), which
+/// the kernel runs as frames of the same stack.
+pub fn callees(elf: &Elf, funcs: &[Func]) -> Result<Vec<Vec<usize>>> {
+    let mut out = vec![Vec::new(); funcs.len()];
+    for c in call_sites(elf, funcs)? {
+        if !out[c.func].contains(&c.callee) {
+            out[c.func].push(c.callee);
         }
     }
     Ok(out)
@@ -180,23 +207,12 @@ pub fn frame_depth(elf: &Elf, f: &Func) -> Result<i64> {
 /// Computes [`CallUses`] for the whole object: callee argument use, iterated
 /// to a fixpoint over the (acyclic) call graph.
 pub fn call_uses(elf: &Elf, funcs: &[Func]) -> Result<CallUses> {
-    let rels = rel_syms(elf)?;
-    let mut calls: Vec<((usize, usize), usize)> = Vec::new(); // call slot -> callee func
-    for f in funcs {
-        let code = &elf.sections[f.sec].data;
-        let mut i = f.start;
-        while i < f.end {
-            let x = Insn::decode(&code[i * 8..i * 8 + 8]);
-            if x.is_pseudo_call() {
-                if let Some(t) = call_target(elf, &rels, f.sec, i, &x) {
-                    if let Some(c) = funcs.iter().position(|g| (g.sec, g.start) == t) {
-                        calls.push(((f.sec, i), c));
-                    }
-                }
-            }
-            i += if x.is_ld_imm64() { 2 } else { 1 };
-        }
-    }
+    // call slot -> callee func
+    let calls: Vec<((usize, usize), usize)> = call_sites(elf, funcs)?
+        .into_iter()
+        .filter(|c| c.call)
+        .map(|c| ((funcs[c.func].sec, c.slot), c.callee))
+        .collect();
     let mut uses: CallUses = calls.iter().map(|(k, _)| (*k, crate::insn::ARGS)).collect();
     for _ in 0..=funcs.len() {
         let mut entry: HashMap<usize, u16> = HashMap::new();

@@ -20,6 +20,7 @@ pub mod emit;
 pub mod error;
 pub mod insn;
 pub mod link;
+pub mod nest;
 pub mod patch;
 pub mod probe;
 pub mod runtime;

@@ -189,6 +189,9 @@ pub fn plan(elf: &Elf, src: &Source<'_>, mode: Mode, only: Option<&[String]>) ->
                         .filter(|m| !m.start)
                         .map(|m| site(m.sec, m.slot))
                         .collect(),
+                    parents: Vec::new(),
+                    top: false,
+                    nest_unknown: None,
                 });
                 for m in ms {
                     let kind = if m.start {
@@ -245,6 +248,9 @@ pub fn plan(elf: &Elf, src: &Source<'_>, mode: Mode, only: Option<&[String]>) ->
                         .chain(tails)
                         .map(|&e| site(f.sec, f.start + e))
                         .collect(),
+                    parents: Vec::new(),
+                    top: false,
+                    nest_unknown: None,
                 });
             }
         }
@@ -293,6 +299,7 @@ pub fn plan(elf: &Elf, src: &Source<'_>, mode: Mode, only: Option<&[String]>) ->
         }
     }
     points.sort_by_key(|p| (p.sec, p.slot, p.place, p.kind));
+    crate::nest::annotate(elf, &funcs, &points, &mut regions)?;
     Ok(Plan {
         funcs,
         points,

@@ -225,6 +225,17 @@ pub struct RegionDesc {
     pub section: String,
     pub starts: Vec<Site>,
     pub ends: Vec<Site>,
+    /// The regions a measurement of this one may run inside: the innermost
+    /// open at its STARTs, through the calls that reach them (rewriter's
+    /// `nest`). Empty: a top-level region.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parents: Vec<u32>,
+    /// With `parents`: some START is also reached with none of them open.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub top: bool,
+    /// Why the nesting could not be worked out, if it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nest_unknown: Option<String>,
 }
 
 impl RegionDesc {

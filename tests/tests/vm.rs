@@ -345,18 +345,7 @@ fn static_loader() -> PathBuf {
 
 /// A classic pcap (microsecond, Ethernet) of `frames`.
 fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
-    let mut b: Vec<u8> = Vec::new();
-    for v in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
-        b.extend(v.to_le_bytes());
-    }
-    for f in frames {
-        for v in [0u32, 0, f.len() as u32, f.len() as u32] {
-            b.extend(v.to_le_bytes());
-        }
-        b.extend(f);
-    }
-    // 0x00040002 above is version 2.4 as two u16s, little-endian.
-    std::fs::write(path, b).expect("write pcap");
+    inxpect_loader::pcap::write_classic(path, frames).expect("write pcap");
 }
 
 /// Assertions on what the extras printed (the guest already checked that
@@ -836,6 +825,7 @@ fn vm_report(
         live: None,
         calibration: cal.cloned(),
         regions: report::regions(m, &snap, |_| true, &names, cal),
+        tree: None,
     }
 }
 

@@ -1,0 +1,75 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Calibration of nesting: what a child region's probes add to the
+ * measurement of the region around it, per child measurement. `inxpect`
+ * instruments it with the counter of the program being measured and runs
+ * each program with BPF_PROG_TEST_RUN:
+ *
+ *   child in the program's own code: min(nest_inline) - min(nest_alone)
+ *   child in a subprogram:           min(nest_call)   - min(nest_plain)
+ *
+ * (the two leaves differ only by the child region). The reports subtract
+ * these from a parent's total, once per child measurement, for its self.
+ *
+ * Rebuild (committed as nest.bpf.o, so the loader needs no compiler):
+ *   clang -O2 -g -target bpf -I../../runtime-bpf/include \
+ *         -I/usr/include/x86_64-linux-gnu -c nest.bpf.c -o nest.bpf.o
+ */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "inxpect.h"
+
+static __attribute__((noinline)) int leaf_marked(struct xdp_md *ctx)
+{
+	INXPECT_START(sub_child);
+	INXPECT_END(sub_child);
+	return ctx->ingress_ifindex;
+}
+
+static __attribute__((noinline)) int leaf_plain(struct xdp_md *ctx)
+{
+	return ctx->ingress_ifindex;
+}
+
+SEC("xdp")
+int nest_alone(struct xdp_md *ctx)
+{
+	INXPECT_START(alone);
+	INXPECT_END(alone);
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int nest_inline(struct xdp_md *ctx)
+{
+	INXPECT_START(outer_inline);
+	INXPECT_START(child);
+	INXPECT_END(child);
+	INXPECT_END(outer_inline);
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int nest_call(struct xdp_md *ctx)
+{
+	int r;
+
+	INXPECT_START(outer_call);
+	r = leaf_marked(ctx);
+	INXPECT_END(outer_call);
+	return r == 12345 ? XDP_DROP : XDP_PASS;
+}
+
+SEC("xdp")
+int nest_plain(struct xdp_md *ctx)
+{
+	int r;
+
+	INXPECT_START(outer_plain);
+	r = leaf_plain(ctx);
+	INXPECT_END(outer_plain);
+	return r == 12345 ? XDP_DROP : XDP_PASS;
+}
+
+/* GPL-compatible: the tsc, pmc and perf counters call GPL-only kfuncs/helpers. */
+char _license[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,258 @@
+//! The region tree against apps whose nesting and counts are known from
+//! their source (testdata/truth): paths, parents and counts must match a
+//! model of the program run on the same frames, and the self values must
+//! be what the report says they are (total less the children's totals and
+//! probe costs), down to the folded stacks.
+
+mod common;
+use common::*;
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+fn truth(app: &str) -> String {
+    root()
+        .join(format!("testdata/truth/objects/{app}.clang-O2.o"))
+        .display()
+        .to_string()
+}
+
+/// Frames of 14 to 16 bytes and of 64 bytes with every value of bytes 14
+/// and 15 (what the truth apps branch on), written to a pcap in `dir`.
+fn frames(dir: &std::path::Path) -> (String, Vec<Vec<u8>>) {
+    let mut fs = vec![vec![0u8; 14], vec![1u8; 15], vec![3u8; 16]];
+    for a in 0..=255u8 {
+        for b in [0u8, 1, 2, 3, 7, 128] {
+            let mut f = vec![0u8; 64];
+            f[14] = a;
+            f[15] = b;
+            fs.push(f);
+        }
+    }
+    let p = dir.join("frames.pcap");
+    inxpect_loader::pcap::write_classic(&p, &fs).expect("pcap");
+    (p.display().to_string(), fs)
+}
+
+fn test_run(obj: &str, pcap: &str, extra: &[&str]) -> std::process::Output {
+    let mut a = vec!["test-run", obj, "--pcap", pcap, "--counter", "ktime"];
+    a.extend_from_slice(extra);
+    run(&a)
+}
+
+/// The tree of a JSON report, by path.
+fn tree(v: &Value) -> BTreeMap<String, Value> {
+    v["tree"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tree: {v}"))
+        .iter()
+        .map(|n| {
+            let p: Vec<&str> = n["path"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap())
+                .collect();
+            (p.join(";"), n.clone())
+        })
+        .collect()
+}
+
+/// Path and count of every node.
+fn counts(t: &BTreeMap<String, Value>) -> Vec<(&str, u64)> {
+    t.iter()
+        .map(|(p, n)| (p.as_str(), n["count"].as_u64().unwrap()))
+        .collect()
+}
+
+/// Every node's self is its total less its children's totals and their
+/// probes' cost (the calibration's `nested`, by where the child sits), and
+/// `--folded` prints exactly the nodes with their rounded self.
+fn check_self(v: &Value, folded: &str, in_program: &dyn Fn(&str) -> bool) {
+    let t = tree(v);
+    let nest = &v["calibration"]["nested"];
+    for (path, n) in &t {
+        let mut want = n["total"][0].as_f64().unwrap();
+        for (cpath, c) in &t {
+            if c["parent"] == n["id"] {
+                let leaf = cpath.rsplit(';').next().unwrap();
+                let cost = if in_program(leaf) {
+                    nest["program"][0].as_f64().unwrap()
+                } else {
+                    nest["subprogram"][0].as_f64().unwrap()
+                };
+                want -= c["total"][0].as_f64().unwrap() + c["count"].as_f64().unwrap() * cost;
+            }
+        }
+        let got = n["self"][0]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{path}: no self: {n}"));
+        assert!(
+            (got - want).abs() < 1e-6 * want.abs().max(1.0),
+            "{path}: self {got}, want {want}"
+        );
+    }
+    let lines: BTreeMap<String, f64> = folded
+        .lines()
+        .map(|l| {
+            let (p, v) = l.rsplit_once(' ').expect("path value");
+            (p.to_string(), v.parse().expect("a number"))
+        })
+        .collect();
+    let with_count: Vec<&String> = t
+        .keys()
+        .filter(|p| t[*p]["count"].as_u64() > Some(0))
+        .collect();
+    assert_eq!(lines.keys().collect::<Vec<_>>(), with_count, "{folded}");
+    for (p, v) in &lines {
+        let s = t[p]["self"][0].as_f64().unwrap();
+        assert_eq!(*v, s.round().max(0.0), "{p}");
+    }
+}
+
+#[test]
+fn nested_sections_tree_matches_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pcap, fs) = frames(dir.path());
+    let obj = truth("nest");
+    let o = test_run(&obj, &pcap, &["--json"]);
+    let v = report("test-run nest", &o);
+    // The model of nest.bpf.c: outer on every run; mid when byte 14 exists
+    // and is odd; inner when also byte 15 exists and is odd.
+    let byte = |f: &Vec<u8>, i: usize| f.get(i).copied().map(i32::from).unwrap_or(-1);
+    let outer = fs.len() as u64;
+    let mid = fs
+        .iter()
+        .filter(|f| byte(f, 14) >= 0 && byte(f, 14) & 1 == 1)
+        .count() as u64;
+    let inner = fs
+        .iter()
+        .filter(|f| {
+            byte(f, 14) >= 0 && byte(f, 14) & 1 == 1 && byte(f, 15) >= 0 && byte(f, 15) & 1 == 1
+        })
+        .count() as u64;
+    let t = tree(&v);
+    let got = counts(&t);
+    assert_eq!(
+        got,
+        vec![
+            ("nest;outer", outer),
+            ("nest;outer;mid", mid),
+            ("nest;outer;mid;inner", inner)
+        ],
+        "{v}"
+    );
+    assert!(t["nest;outer"]["parent"].is_null());
+    assert_eq!(t["nest;outer;mid"]["parent"], t["nest;outer"]["id"]);
+    assert_eq!(
+        t["nest;outer;mid;inner"]["parent"],
+        t["nest;outer;mid"]["id"]
+    );
+    let f = test_run(&obj, &pcap, &["--folded"]);
+    assert!(f.status.success(), "{}", String::from_utf8_lossy(&f.stderr));
+    // The folded run measures again: compare its paths and its own JSON.
+    let folded = String::from_utf8_lossy(&f.stdout).to_string();
+    let paths: Vec<&str> = folded
+        .lines()
+        .map(|l| l.rsplit_once(' ').unwrap().0)
+        .collect();
+    assert_eq!(
+        paths,
+        ["nest;outer", "nest;outer;mid", "nest;outer;mid;inner"]
+    );
+    // Within one report: self adds up, folded lines are the self values.
+    let fv = test_run(
+        &obj,
+        &pcap,
+        &[
+            "--json",
+            "--flamegraph",
+            &dir.path().join("n.svg").display().to_string(),
+        ],
+    );
+    let fv_json = report("test-run nest --flamegraph", &fv);
+    let svg = std::fs::read_to_string(dir.path().join("n.svg")).expect("the SVG");
+    // Each frame of the picture is as wide as its subtree's self values.
+    let t = tree(&fv_json);
+    let selfv = |p: &str| t[p]["self"][0].as_f64().unwrap().round().max(0.0);
+    for p in t.keys() {
+        let under: f64 = t
+            .keys()
+            .filter(|q| *q == p || q.starts_with(&format!("{p};")))
+            .map(|q| selfv(q))
+            .sum();
+        let leaf = p.rsplit(';').next().unwrap();
+        let shown = svg
+            .split(&format!("<title>{leaf} ("))
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .map(|n| n.replace(',', "").parse::<f64>().unwrap());
+        if under > 0.0 {
+            assert_eq!(shown, Some(under), "{p} in the flame graph");
+        }
+    }
+    let folded_of = |v: &Value| -> String {
+        tree(v)
+            .iter()
+            .filter(|(_, n)| n["count"].as_u64() > Some(0))
+            .map(|(p, n)| format!("{p} {}\n", n["self"][0].as_f64().unwrap().round().max(0.0)))
+            .collect()
+    };
+    check_self(&fv_json, &folded_of(&fv_json), &|_| true);
+}
+
+/// mix() of call.bpf.c.
+fn mix(x: u32) -> u32 {
+    x.wrapping_mul(2_654_435_761) >> 28
+}
+
+#[test]
+fn functions_tree_is_the_call_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pcap, fs) = frames(dir.path());
+    let obj = truth("call");
+    let v = report(
+        "test-run call --functions",
+        &test_run(&obj, &pcap, &["--functions", "--json"]),
+    );
+    // The model of call.bpf.c: mix runs once when byte 14 exists, and again
+    // when that first result is odd.
+    let calls: u64 = fs
+        .iter()
+        .filter_map(|f| f.get(14).copied())
+        .map(|a| 1 + u64::from(mix(u32::from(a)) & 1))
+        .sum();
+    let t = tree(&v);
+    let got = counts(&t);
+    assert_eq!(
+        got,
+        vec![("call", fs.len() as u64), ("call;mix", calls)],
+        "{v}"
+    );
+    assert_eq!(t["call;mix"]["parent"], t["call"]["id"]);
+    let folded = t
+        .iter()
+        .map(|(p, n)| format!("{p} {}\n", n["self"][0].as_f64().unwrap().round().max(0.0)))
+        .collect::<String>();
+    check_self(&v, &folded, &|leaf| leaf == "call");
+}
+
+#[test]
+fn folded_needs_calibration() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pcap, _) = frames(dir.path());
+    fails(
+        &[
+            "test-run",
+            &truth("nest"),
+            "--pcap",
+            &pcap,
+            "--counter",
+            "ktime",
+            "--folded",
+            "--no-calibrate",
+        ],
+        "the self value of nest;outer is unknown: no calibration",
+    );
+}
