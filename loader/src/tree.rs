@@ -27,6 +27,9 @@ pub struct Node {
     pub path: Vec<String>,
     /// The enclosing region (nearest enabled one), if any.
     pub parent: Option<u32>,
+    /// Whether `parent` is known (false: the region may run inside one of
+    /// several, or inside one or none; `why` says which).
+    pub placed: bool,
     pub count: u64,
     /// Per event: sum - count * offset (the raw sum without calibration).
     pub total: Vec<f64>,
@@ -147,13 +150,11 @@ pub fn build(r: &Report, m: &Manifest) -> Vec<Node> {
                 _ => {}
             }
         }
-        if parents[i].is_err() {
-            known = false;
-        }
         nodes.push(Node {
             id: g.id,
             path,
             parent,
+            placed: parents[i].is_ok(),
             count: g.count,
             total: total(g),
             self_: known.then_some(me),
@@ -169,6 +170,13 @@ pub fn build(r: &Report, m: &Manifest) -> Vec<Node> {
 pub fn folded(nodes: &[Node], e: usize) -> Result<String, String> {
     let mut o = String::new();
     for n in nodes.iter().filter(|n| n.count > 0) {
+        if !n.placed {
+            return Err(format!(
+                "where {} runs in the tree is unknown: {}",
+                n.path.join(";"),
+                n.why.as_deref().unwrap_or("?")
+            ));
+        }
         let Some(s) = &n.self_ else {
             return Err(format!(
                 "the self value of {} is unknown: {}",

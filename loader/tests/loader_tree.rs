@@ -256,3 +256,56 @@ fn folded_needs_calibration() {
         "the self value of nest;outer is unknown: no calibration",
     );
 }
+
+/// tests/data/ambiguous.bpf.c: helper's region runs once inside `outer`
+/// and once outside. The tree says it cannot place it, outer's self is
+/// unknown, and --folded refuses naming the region.
+#[test]
+fn ambiguous_nesting_is_reported_not_guessed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pcap, fs) = frames(dir.path());
+    let obj = root()
+        .join("loader/tests/data/ambiguous.bpf.o")
+        .display()
+        .to_string();
+    let v = report("test-run ambiguous", &test_run(&obj, &pcap, &["--json"]));
+    let t = tree(&v);
+    let inner = &t["xdp_ambiguous;helper;inner"];
+    assert_eq!(inner["count"].as_u64(), Some(2 * fs.len() as u64), "{v}");
+    assert_eq!(inner["placed"], false, "{inner}");
+    assert!(
+        inner["why"]
+            .as_str()
+            .unwrap()
+            .contains("may run inside xdp_ambiguous:outer or no region"),
+        "{inner}"
+    );
+    let outer = &t["xdp_ambiguous;outer"];
+    assert!(outer["self"].is_null(), "{outer}");
+    fails(
+        &[
+            "test-run",
+            &obj,
+            "--pcap",
+            &pcap,
+            "--counter",
+            "ktime",
+            "--folded",
+        ],
+        "where xdp_ambiguous;helper;inner runs in the tree is unknown",
+    );
+}
+
+#[test]
+fn flamegraph_path_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pcap, _) = frames(dir.path());
+    let base = ["test-run", "--pcap", &pcap, "--counter", "ktime"];
+    let nest = truth("nest");
+    let mut a = base.to_vec();
+    a.extend([nest.as_str(), "--flamegraph", "/nonexistent-dir/x.svg"]);
+    fails(&a, "/nonexistent-dir/x.svg");
+    let mut a = base.to_vec();
+    a.extend([nest.as_str(), "--flamegraph", "x.png"]);
+    fails(&a, "--flamegraph x.png: expected a .svg path");
+}
