@@ -613,15 +613,21 @@ mod tests {
     ];
 
     /// libpfm takes its PMU model once per process, from the environment:
-    /// each model is checked in a child process (this test binary running
-    /// [`forced_pmu_child`]) with LIBPFM_FORCE_PMU set.
+    /// the test runs itself again per model, in a child process with
+    /// LIBPFM_FORCE_PMU and INXPECT_PFM_MODEL set, which checks that model.
     #[test]
     fn vendor_names_encode_to_the_documented_values() {
+        if let Ok(model) = std::env::var("INXPECT_PFM_MODEL") {
+            return check_forced_model(&model);
+        }
         let exe = std::env::current_exe().unwrap();
         for (model, cases) in VENDOR_CASES {
             let closes = CLOSE_CASES.iter().filter(|c| c.0 == *model).count();
             let o = std::process::Command::new(&exe)
-                .args(["--exact", "events::tests::forced_pmu_child", "--ignored"])
+                .args([
+                    "--exact",
+                    "events::tests::vendor_names_encode_to_the_documented_values",
+                ])
                 .args(["--nocapture", "--test-threads", "1"])
                 .env("LIBPFM_FORCE_PMU", model)
                 .env("INXPECT_PFM_MODEL", model)
@@ -642,17 +648,10 @@ mod tests {
         }
     }
 
-    #[test]
-    #[ignore = "run by vendor_names_encode_to_the_documented_values with LIBPFM_FORCE_PMU set"]
-    fn forced_pmu_child() {
-        let model = std::env::var("INXPECT_PFM_MODEL").expect("INXPECT_PFM_MODEL");
+    fn check_forced_model(model: &str) {
         let lib = pfm::lib().unwrap();
         let pmus: Vec<String> = lib.pmus().into_iter().map(|p| p.name).collect();
-        assert_eq!(
-            pmus,
-            vec![model.clone()],
-            "libpfm did not take the forced model"
-        );
+        assert_eq!(pmus, vec![model], "libpfm did not take the forced model");
         drop(lib);
         let cases = VENDOR_CASES.iter().find(|(m, _)| *m == model).unwrap().1;
         for &(name, type_, config, exclude) in cases {
