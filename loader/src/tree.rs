@@ -55,7 +55,15 @@ pub fn build(r: &Report, m: &Manifest) -> Vec<Node> {
             if let Some(why) = &d.nest_unknown {
                 return Err(why.clone());
             }
-            match (d.parents.as_slice(), d.top) {
+            // A candidate that never completed a measurement in this run
+            // (another program's region, say) enclosed none of ours.
+            let ran: Vec<u32> = d
+                .parents
+                .iter()
+                .copied()
+                .filter(|&p| regs.iter().any(|g| g.id == p && g.count + g.invalid > 0))
+                .collect();
+            match (ran.as_slice(), d.top) {
                 ([], _) => return Ok(None),
                 ([p], false) if enabled(*p) => return Ok(Some(*p)),
                 ([p], false) => cur = *p,
