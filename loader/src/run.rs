@@ -867,7 +867,7 @@ fn check_live(s: &state::RunState) -> Result<()> {
         "the `inxpect run` on {} is gone ({}), killed without cleaning up: its pins under {} are stale (the next `inxpect run` removes them); nothing changed",
         s.name(),
         s.pid
-            .map(|p| format!("pid {p} is no `inxpect run`"))
+            .map(|p| format!("pid {p} has ended"))
             .unwrap_or_else(|| "no pid recorded".into()),
         s.pin_dir.display()
     )

@@ -33,6 +33,8 @@ pub struct RunState {
     pub netns: Option<String>,
     pub pin_dir: PathBuf,
     pub manifest: Option<Manifest>,
+    /// The writer's start time ([`start_time`]), against pid reuse.
+    pub start: Option<u64>,
 }
 
 impl RunState {
@@ -46,13 +48,30 @@ impl RunState {
     }
 
     pub fn is_live(&self) -> bool {
-        self.pid.is_some_and(is_inxpect_run)
+        self.pid.is_some_and(|p| is_same_process(p, self.start))
     }
 }
 
-/// Whether `pid` is a running `inxpect run` or `attach` (not merely a live
-/// pid: pids are reused).
-pub fn is_inxpect_run(pid: u32) -> bool {
+/// When `pid` started (clock ticks after boot, /proc/PID/stat field 22).
+fn start_time(pid: u32) -> Option<u64> {
+    let st = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name, which may hold spaces and parentheses.
+    let rest = &st[st.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether `pid` is still the process that wrote the state (`inxpect run`
+/// or `inxpect attach`): a live pid is not enough, pids are reused; the
+/// start time tells. State files without one (older inxpect) fall back to
+/// the command line.
+pub fn is_same_process(pid: u32, start: Option<u64>) -> bool {
+    match start {
+        Some(t) => start_time(pid) == Some(t),
+        None => is_inxpect_session(pid),
+    }
+}
+
+fn is_inxpect_session(pid: u32) -> bool {
     let Ok(cmd) = fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
@@ -64,7 +83,7 @@ pub fn is_inxpect_run(pid: u32) -> bool {
         && args.any(|a| a == "run" || a == "attach")
 }
 
-/// Records the running `inxpect run` (this process).
+/// Records the running `inxpect run` or `attach` (this process).
 pub fn write(
     k: &str,
     m: &Manifest,
@@ -76,6 +95,7 @@ pub fn write(
     let path = Path::new(STATE_ROOT).join(format!("{k}.json"));
     let mut v = serde_json::to_value(m)?;
     v["pid"] = std::process::id().into();
+    v["start"] = start_time(std::process::id()).into();
     v["dev"] = dev.into();
     v["netns"] = netns.into();
     v["pin_dir"] = pin_dir.display().to_string().into();
@@ -97,6 +117,7 @@ fn read(path: &Path) -> Option<RunState> {
         pin_dir: s("pin_dir")
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new(PIN_ROOT).join(&k)),
+        start: v["start"].as_u64(),
         manifest: serde_json::from_value(v).ok(),
         key: k,
     })
@@ -146,5 +167,23 @@ pub fn sweep() {
                 remove_pins(&d);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_is_known_by_pid_and_start_time() {
+        let me = std::process::id();
+        let t = start_time(me).expect("own start time");
+        assert!(is_same_process(me, Some(t)));
+        // The same pid, another start: a reused pid.
+        assert!(!is_same_process(me, Some(t + 1)));
+        // Not an inxpect command line (this is the test binary).
+        assert!(!is_same_process(me, None));
+        // Above any pid_max.
+        assert!(!is_same_process(u32::MAX, Some(t)));
     }
 }

@@ -57,7 +57,7 @@ fn item1_set_refuses_a_killed_run_and_the_next_run_sweeps_it() {
         .code(1)
         .stdout_eq("")
         .stderr_eq(format!(
-            "inxpect: error: the `inxpect run` on {va} (netns {a}) is gone (pid {pid} is no `inxpect run`), killed without cleaning up: its pins under {dir} are stale (the next `inxpect run` removes them); nothing changed\n",
+            "inxpect: error: the `inxpect run` on {va} (netns {a}) is gone (pid {pid} has ended), killed without cleaning up: its pins under {dir} are stale (the next `inxpect run` removes them); nothing changed\n",
             va = p.va,
             a = p.a,
             dir = p.pin_dir().display()
