@@ -50,6 +50,13 @@ pub enum Hook {
     TcxLink { link_id: u32, dir: TcDir },
     /// A tcx program attached without a link: `BPF_F_REPLACE` of that program.
     TcxProg { dir: TcDir },
+    /// A direct-action cls_bpf filter on a clsact qdisc: its program
+    /// replaced in place (same handle and priority).
+    Clsact {
+        dir: TcDir,
+        handle: u32,
+        priority: u32,
+    },
 }
 
 impl Hook {
@@ -59,6 +66,14 @@ impl Hook {
             Hook::XdpNetlink { flags } => format!("XDP {} (netlink)", xdp_mode_name(*flags)),
             Hook::TcxLink { link_id, dir } => format!("tcx {} link {link_id}", dir.name()),
             Hook::TcxProg { dir } => format!("tcx {} (no link)", dir.name()),
+            Hook::Clsact {
+                dir,
+                handle,
+                priority,
+            } => format!(
+                "clsact {} cls_bpf filter {handle:#x} prio {priority}",
+                dir.name()
+            ),
         }
     }
 
@@ -68,6 +83,7 @@ impl Hook {
             Hook::XdpLink { .. } => "xdp-link".into(),
             Hook::XdpNetlink { flags } => xdp_mode_name(*flags).into(),
             Hook::TcxLink { dir, .. } | Hook::TcxProg { dir } => format!("tcx-{}", dir.name()),
+            Hook::Clsact { dir, .. } => format!("clsact-{}", dir.name()),
         }
     }
 
@@ -78,11 +94,28 @@ impl Hook {
             Hook::XdpNetlink { flags } => format!("xdp-netlink:{flags}"),
             Hook::TcxLink { link_id, dir } => format!("tcx-link-{}:{link_id}", dir.name()),
             Hook::TcxProg { dir } => format!("tcx-prog-{}:0", dir.name()),
+            Hook::Clsact {
+                dir,
+                handle,
+                priority,
+            } => format!("clsact-{}:{handle}:{priority}", dir.name()),
         }
     }
 
     fn from_arg(s: &str) -> Result<Hook> {
         let (k, n) = s.split_once(':').context("hook: KIND:N")?;
+        if let Some(d) = k.strip_prefix("clsact-") {
+            let (h, p) = n.split_once(':').context("hook: clsact-DIR:HANDLE:PRIO")?;
+            return Ok(Hook::Clsact {
+                dir: match d {
+                    "ingress" => TcDir::Ingress,
+                    "egress" => TcDir::Egress,
+                    _ => bail!("bad tc hook {d:?}"),
+                },
+                handle: h.parse()?,
+                priority: p.parse()?,
+            });
+        }
         let n: u32 = n.parse().context("hook: KIND:N")?;
         let dir = |d: &str| match d {
             "ingress" => Ok(TcDir::Ingress),
@@ -429,52 +462,74 @@ fn find(ifindex: u32, dev: &str, tc: Option<TcDir>, want: Option<&str>) -> Resul
         }
         Some(dir) => {
             let st = tc::tcx_query(ifindex, dir)?;
-            let all: Vec<(u32, u32)> = st
+            let mut all: Vec<(u32, Hook)> = st
                 .progs
                 .iter()
-                .copied()
-                .zip(st.links.iter().copied())
+                .zip(&st.links)
+                .map(|(&p, &l)| match l {
+                    0 => (p, Hook::TcxProg { dir }),
+                    link_id => (p, Hook::TcxLink { link_id, dir }),
+                })
                 .collect();
-            let pick = match all.as_slice() {
+            for f in tc::clsact_filters(ifindex, dir)? {
+                // What libbpf's replace would change: refused, not altered.
+                if !f.direct_action || f.protocol != (libc::ETH_P_ALL as u16).to_be() {
+                    bail!(
+                        "{dev} {}: the cls_bpf filter {:#x} prio {} (program id {}) is {}: inxpect replaces direct-action filters of protocol all only; nothing was changed",
+                        dir.name(),
+                        f.handle,
+                        f.priority,
+                        f.prog_id,
+                        if f.direct_action { "for one protocol" } else { "not direct-action" }
+                    );
+                }
+                all.push((
+                    f.prog_id,
+                    Hook::Clsact {
+                        dir,
+                        handle: f.handle,
+                        priority: f.priority,
+                    },
+                ));
+            }
+            match all.as_slice() {
                 [] => bail!(
-                    "no tcx program at {dev} {} (inxpect attach swaps tcx programs; a cls_bpf filter on a clsact qdisc is not supported)",
+                    "no tc program at {dev} {} (neither tcx nor a cls_bpf filter on a clsact qdisc)",
                     dir.name()
                 ),
-                [one] => *one,
+                [one] => Ok((one.1, one.0)),
                 many => {
-                    let named: Vec<(u32, u32, String)> = many
+                    let named: Vec<(u32, Hook, String)> = many
                         .iter()
-                        .map(|&(p, l)| {
+                        .map(|&(p, h)| {
                             let name = prog_fd_by_id(p)
                                 .and_then(|fd| prog_info(fd.as_fd()))
                                 .map(|i| i.name)
                                 .unwrap_or_default();
-                            (p, l, name)
+                            (p, h, name)
                         })
                         .collect();
-                    let hits: Vec<&(u32, u32, String)> = named
+                    let hits: Vec<&(u32, Hook, String)> = named
                         .iter()
-                        .filter(|(_, _, n)| want.is_some_and(|w| w.starts_with(n.as_str()) && !n.is_empty()))
+                        .filter(|(_, _, n)| {
+                            want.is_some_and(|w| !n.is_empty() && w.starts_with(n.as_str()))
+                        })
                         .collect();
                     match hits.as_slice() {
-                        [one] => (one.0, one.1),
+                        [one] => Ok((one.1, one.0)),
                         _ => bail!(
-                            "{} tcx programs at {dev} {} ({}): pick one with --prog",
+                            "{} tc programs at {dev} {} ({}): pick one with --prog",
                             named.len(),
                             dir.name(),
                             named
                                 .iter()
-                                .map(|(p, _, n)| format!("{n} id {p}"))
+                                .map(|(p, h, n)| format!("{n} id {p} ({})", h.describe()))
                                 .collect::<Vec<_>>()
                                 .join(", ")
                         ),
                     }
                 }
-            };
-            Ok(match pick {
-                (id, 0) => (Hook::TcxProg { dir }, id),
-                (id, link_id) => (Hook::TcxLink { link_id, dir }, id),
-            })
+            }
         }
     }
 }
@@ -512,6 +567,14 @@ impl Swap {
     /// Atomically replaces `from` with `to`; fails, changing nothing, when
     /// `from` is not the attached program.
     fn replace(&self, from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> Result<()> {
+        if matches!(self.hook, Hook::Clsact { .. }) {
+            let from_id = if from.as_raw_fd() == self.orig.as_raw_fd() {
+                self.orig_id
+            } else {
+                self.new_id
+            };
+            return self.replace_clsact(from_id, to);
+        }
         let (from, to) = (from.as_raw_fd(), to.as_raw_fd());
         let rc = match self.hook {
             Hook::XdpLink { .. } | Hook::TcxLink { .. } => {
@@ -553,6 +616,7 @@ impl Swap {
                     libbpf_sys::bpf_prog_attach_opts(to, self.ifindex as i32, dir.attach_type(), &o)
                 }
             }
+            Hook::Clsact { .. } => unreachable!("replaced by replace_clsact"),
         };
         if rc < 0 {
             bail!(
@@ -562,6 +626,34 @@ impl Swap {
             );
         }
         Ok(())
+    }
+
+    /// A cls_bpf filter's program is replaced without naming the expected
+    /// old one (netlink has no such check): checked just before instead.
+    fn replace_clsact(&self, from: u32, to: BorrowedFd<'_>) -> Result<()> {
+        let Hook::Clsact {
+            dir,
+            handle,
+            priority,
+        } = self.hook
+        else {
+            bail!("not a cls_bpf hook");
+        };
+        let now = self.current()?;
+        if now != from {
+            bail!(
+                "the program at {} is {now}, not the expected {from}",
+                self.hook.describe()
+            );
+        }
+        let f = tc::ClsBpf {
+            handle,
+            priority,
+            protocol: (libc::ETH_P_ALL as u16).to_be(),
+            prog_id: from,
+            direct_action: true,
+        };
+        tc::clsact_replace(self.ifindex, dir, &f, to.as_raw_fd())
     }
 
     /// The program attached at the hook now (0: none). For a tcx hook
@@ -588,6 +680,14 @@ impl Swap {
                     _ => o.drv_prog_id,
                 }
             }
+            Hook::Clsact {
+                dir,
+                handle,
+                priority,
+            } => tc::clsact_filters(self.ifindex, dir)?
+                .into_iter()
+                .find(|f| f.handle == handle && f.priority == priority)
+                .map_or(0, |f| f.prog_id),
             Hook::TcxProg { dir } => {
                 let progs = tc::tcx_query(self.ifindex, dir)?.progs;
                 [self.new_id, self.orig_id]

@@ -252,3 +252,159 @@ pub fn tcx_query(ifindex: u32, dir: TcDir) -> Result<TcxState> {
         links: links[..n].to_vec(),
     })
 }
+
+/// A cls_bpf filter found on a clsact hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClsBpf {
+    pub handle: u32,
+    pub priority: u32,
+    /// The filter's protocol (network order, as tc keeps it).
+    pub protocol: u16,
+    pub prog_id: u32,
+    pub direct_action: bool,
+}
+
+const RTM_GETTFILTER: u16 = 46;
+const TCA_KIND: u16 = 1;
+const TCA_OPTIONS: u16 = 2;
+const TCA_BPF_FLAGS: u16 = 8;
+const TCA_BPF_ID: u16 = 11;
+const TCA_BPF_FLAG_ACT_DIRECT: u32 = 1;
+/// TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS / TC_H_MIN_EGRESS).
+fn clsact_parent(dir: TcDir) -> u32 {
+    match dir {
+        TcDir::Ingress => 0xffff_fff2,
+        TcDir::Egress => 0xffff_fff3,
+    }
+}
+
+/// Netlink attributes in `b`: (type, payload).
+fn attrs(mut b: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    while b.len() >= 4 {
+        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
+        let ty = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
+        if len < 4 || len > b.len() {
+            break;
+        }
+        out.push((ty, &b[4..len]));
+        let next = (len + 3) & !3;
+        b = if next <= b.len() { &b[next..] } else { &[] };
+    }
+    out
+}
+
+/// Every cls_bpf filter of the clsact qdisc at `dir` on `ifindex`
+/// (RTM_GETTFILTER dump; libbpf can only query a known handle and priority).
+pub fn clsact_filters(ifindex: u32, dir: TcDir) -> Result<Vec<ClsBpf>> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain socket syscall.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    // SAFETY: a new socket we own.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // nlmsghdr (16) + tcmsg (20).
+    let mut req = Vec::with_capacity(36);
+    req.extend(36u32.to_ne_bytes());
+    req.extend(RTM_GETTFILTER.to_ne_bytes());
+    req.extend(((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+    req.extend(1u32.to_ne_bytes()); // seq
+    req.extend(0u32.to_ne_bytes()); // pid
+    req.extend([libc::AF_UNSPEC as u8, 0, 0, 0]);
+    req.extend((ifindex as i32).to_ne_bytes());
+    req.extend(0u32.to_ne_bytes()); // handle
+    req.extend(clsact_parent(dir).to_ne_bytes());
+    req.extend(0u32.to_ne_bytes()); // info
+                                    // SAFETY: a buffer of the length given.
+    if unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        // SAFETY: a buffer of the length given.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        let mut m = &buf[..n as usize];
+        while m.len() >= 16 {
+            let len = u32::from_ne_bytes(m[0..4].try_into().expect("4")) as usize;
+            let ty = u16::from_ne_bytes([m[4], m[5]]);
+            if len < 16 || len > m.len() {
+                bail!("a malformed netlink message in the filter dump");
+            }
+            let body = &m[16..len];
+            match ty as i32 {
+                libc::NLMSG_DONE => return Ok(out),
+                libc::NLMSG_ERROR => {
+                    let e = i32::from_ne_bytes(body[0..4].try_into().expect("4"));
+                    // No clsact qdisc: no filters.
+                    if e == -libc::EINVAL || e == -libc::ENOENT {
+                        return Ok(out);
+                    }
+                    bail!("dumping tc filters: {}", os_err(e));
+                }
+                _ if body.len() >= 20 => {
+                    let handle = u32::from_ne_bytes(body[8..12].try_into().expect("4"));
+                    let info = u32::from_ne_bytes(body[16..20].try_into().expect("4"));
+                    let a = attrs(&body[20..]);
+                    let kind = a.iter().find(|(t, _)| *t == TCA_KIND).map(|(_, v)| *v);
+                    let opts = a.iter().find(|(t, _)| *t == TCA_OPTIONS).map(|(_, v)| *v);
+                    if let (Some(b"bpf\0"), Some(o)) = (kind, opts) {
+                        let o = attrs(o);
+                        let u32of = |t: u16| {
+                            o.iter()
+                                .find(|(x, v)| *x == t && v.len() >= 4)
+                                .map(|(_, v)| u32::from_ne_bytes(v[0..4].try_into().expect("4")))
+                        };
+                        if let Some(prog_id) = u32of(TCA_BPF_ID) {
+                            out.push(ClsBpf {
+                                handle,
+                                priority: info >> 16,
+                                protocol: (info & 0xffff) as u16,
+                                prog_id,
+                                direct_action: u32of(TCA_BPF_FLAGS)
+                                    .is_some_and(|f| f & TCA_BPF_FLAG_ACT_DIRECT != 0),
+                            });
+                        }
+                    }
+                }
+                _ => {}
+            }
+            let next = (len + 3) & !3;
+            m = if next <= m.len() { &m[next..] } else { &[] };
+        }
+    }
+}
+
+/// Replaces the program of the cls_bpf filter `f` in place (the kernel
+/// swaps it under RCU: no packet sees no filter).
+pub fn clsact_replace(ifindex: u32, dir: TcDir, f: &ClsBpf, prog_fd: i32) -> Result<()> {
+    let q = hook(ifindex, dir.point());
+    let mut o = tc_opts();
+    o.prog_fd = prog_fd;
+    o.handle = f.handle;
+    o.priority = f.priority;
+    o.flags = libbpf_sys::BPF_TC_F_REPLACE;
+    // SAFETY: a valid hook and opts.
+    let rc = unsafe { libbpf_sys::bpf_tc_attach(&q, &mut o) };
+    if rc < 0 {
+        bail!(
+            "replacing the program of cls_bpf filter {:#x} prio {} at {}: {}",
+            f.handle,
+            f.priority,
+            dir.name(),
+            os_err(rc)
+        );
+    }
+    Ok(())
+}

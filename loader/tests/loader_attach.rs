@@ -77,14 +77,39 @@ enum How {
     XdpLinkNative,
     TcxLinkIngress,
     TcxProgEgress,
+    /// A direct-action cls_bpf filter (handle 1, priority 1) on a clsact qdisc.
+    ClsactIngress,
+    ClsactEgress,
 }
 
 impl How {
     fn tc(self) -> Option<&'static str> {
         match self {
-            How::TcxLinkIngress => Some("ingress"),
-            How::TcxProgEgress => Some("egress"),
+            How::TcxLinkIngress | How::ClsactIngress => Some("ingress"),
+            How::TcxProgEgress | How::ClsactEgress => Some("egress"),
             _ => None,
+        }
+    }
+
+    fn tc_hook(self, idx: u32) -> libbpf_sys::bpf_tc_hook {
+        libbpf_sys::bpf_tc_hook {
+            sz: std::mem::size_of::<libbpf_sys::bpf_tc_hook>() as _,
+            ifindex: idx as i32,
+            attach_point: if self == How::ClsactIngress {
+                libbpf_sys::BPF_TC_INGRESS
+            } else {
+                libbpf_sys::BPF_TC_EGRESS
+            },
+            ..Default::default()
+        }
+    }
+
+    fn tc_opts() -> libbpf_sys::bpf_tc_opts {
+        libbpf_sys::bpf_tc_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_tc_opts>() as _,
+            handle: 1,
+            priority: 1,
+            ..Default::default()
         }
     }
 
@@ -132,6 +157,14 @@ impl Daemon {
                         )
                     };
                     assert_eq!(rc, 0, "netlink XDP attach");
+                    None
+                }
+                How::ClsactIngress | How::ClsactEgress => {
+                    let mut h = how.tc_hook(idx);
+                    assert_eq!(unsafe { libbpf_sys::bpf_tc_hook_create(&mut h) }, 0);
+                    let mut o = How::tc_opts();
+                    o.prog_fd = fd;
+                    assert_eq!(unsafe { libbpf_sys::bpf_tc_attach(&h, &mut o) }, 0);
                     None
                 }
                 How::TcxProgEgress => {
@@ -206,6 +239,13 @@ impl Daemon {
                 };
                 assert_eq!(rc, 0);
                 return id;
+            }
+            if matches!(how, How::ClsactIngress | How::ClsactEgress) {
+                let h = how.tc_hook(idx as u32);
+                let mut o = How::tc_opts();
+                // SAFETY: a valid hook and opts.
+                let rc = unsafe { libbpf_sys::bpf_tc_query(&h, &mut o) };
+                return if rc == 0 { o.prog_id } else { 0 };
             }
             let mut ids = [0u32; 8];
             let mut o = libbpf_sys::bpf_prog_query_opts {
@@ -658,7 +698,12 @@ fn tc_swap(how: How) {
     if dir == "egress" {
         assert_eq!((shot_during, shot_after), (50, 50));
     }
-    assert_eq!(v["live"]["mode"], format!("tcx-{dir}"));
+    let kind = if matches!(how, How::ClsactIngress | How::ClsactEgress) {
+        "clsact"
+    } else {
+        "tcx"
+    };
+    assert_eq!(v["live"]["mode"], format!("{kind}-{dir}"));
     check_runs(&v, during + 50, sent + 100);
     // Every frame counted once, before, during and after the profile, in
     // the map both builds share: none went through without a program.
@@ -697,6 +742,16 @@ fn tc_ingress_tcx_link_swap_counts_every_frame_and_restores() {
 #[test]
 fn tc_egress_tcx_prog_swap_counts_every_frame_and_restores() {
     tc_swap(How::TcxProgEgress);
+}
+
+#[test]
+fn tc_ingress_clsact_filter_swap_counts_every_frame_and_restores() {
+    tc_swap(How::ClsactIngress);
+}
+
+#[test]
+fn tc_egress_clsact_filter_swap_counts_every_frame_and_restores() {
+    tc_swap(How::ClsactEgress);
 }
 
 /// Compiles `src` (a testdata app, edited by `edit`) with clang.
@@ -816,7 +871,7 @@ fn mismatching_objects_are_refused_before_anything_changes() {
             "map flows: key size 8 here, 4 running",
         ],
     );
-    refused(&q, &d, &bad, Some("egress"), &["no tcx program at"]);
+    refused(&q, &d, &bad, Some("egress"), &["no tc program at"]);
 }
 
 /// SIGKILL of `inxpect attach` at each kind of hook: the guard puts the
@@ -828,6 +883,7 @@ fn killed_attach_is_undone_by_the_guard() {
         How::XdpLinkNative,
         How::TcxLinkIngress,
         How::TcxProgEgress,
+        How::ClsactIngress,
     ] {
         let p = Pair::new("w");
         let obj = match how.tc() {
