@@ -938,16 +938,22 @@ pub fn attach(a: AttachArgs) -> Result<()> {
         new: l.prog_fd()?.try_clone_to_owned()?,
         new_id,
     };
-    let pins = run::pin_for_set(&l, &k, &a.dev, a.netns.as_deref(), plan)?;
     let session = run::Session::new("attach", c, &l, &b, cal, &a.dev, ifindex, hook.mode())?;
     run::catch_signals();
     let guard = Guard::spawn(hook, ifindex, orig_id, new_id)?;
-    if let Err(e) = swap.swap_in() {
-        // Puts the original back if the swap went through after all.
-        let _ = swap.restore()?;
-        guard.dismiss();
-        return Err(e);
-    }
+    // Pinned once swapped in: pins on the device mean the swap is done.
+    let pins = swap
+        .swap_in()
+        .and_then(|_| run::pin_for_set(&l, &k, &a.dev, a.netns.as_deref(), plan));
+    let pins = match pins {
+        Ok(p) => p,
+        Err(e) => {
+            // Puts the original back if the swap went through.
+            let _ = swap.restore()?;
+            guard.dismiss();
+            return Err(e);
+        }
+    };
     note(&format!(
         "swapped {} (id {new_id}, instrumented) in for {} (id {orig_id}) at {} on {}; maps shared: {}",
         l.prog,

@@ -918,6 +918,12 @@ fn a_program_replaced_meanwhile_is_left_attached() {
     let orig = d.prog_id;
     let mut child = spawn_attach(&p, &obj, None, &[]);
     d.wait_attached(|id| id != orig, &mut child, "swapped in");
+    // attach pins once it has checked its swap: replace after that.
+    let t0 = Instant::now();
+    while !p.pin_dir().join("config").exists() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "never pinned");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let upgrade = ObjectBuilder::default()
         .open_file(object("drop.clang-O2-g.o"))
         .unwrap()

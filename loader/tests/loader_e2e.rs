@@ -20,7 +20,12 @@ fn router_native_counts_every_frame_and_detaches() {
     let p = Pair::new("x");
     let mut child = start(&p, "router", "native", &["--duration", "3s"]);
     p.wait_attached(&mut child);
-    assert!(p.pin_dir().join("config").exists(), "config not pinned");
+    // run pins right after attaching: wait for it, bounded.
+    let t0 = Instant::now();
+    while !p.pin_dir().join("config").exists() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "config not pinned");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     p.send(200);
     let v = finish(child);
     assert_eq!(v["runs"].as_u64(), Some(200), "{v}");
