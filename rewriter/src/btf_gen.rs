@@ -7,13 +7,16 @@
 //! `unsigned char[size]` per global data symbol, and `.BTF.ext` func_info
 //! for every function, so the linked program's func_info covers all of its
 //! subprograms (the kernel takes func_info for all or none, and the
-//! runtime's global functions are verified once only with it). Functions
+//! runtime's global functions are verified once only with it), and
+//! line_info from DWARF when the object has it (gcc `-g`). Functions
 //! that were not global in BTF before the link get their static linkage
 //! back afterwards ([`crate::btf_ext::btf_set_func_linkage`]): a subprogram
 //! the input's loader verified inline stays verified inline.
 
+use crate::dwarf::{Lines, Row};
 use crate::elf::Elf;
 use crate::error::{Error, Loc, Result};
+use crate::insn::Insn;
 
 const KIND_INT: u32 = 1;
 const KIND_ARRAY: u32 = 3;
@@ -73,7 +76,7 @@ impl Builder {
 /// The `.BTF` and `.BTF.ext` contents for `elf`, which has none. Refuses
 /// what cannot load without BTF anyway (BTF-defined maps, externs), naming
 /// the symbol.
-pub fn synthesize(elf: &Elf) -> Result<(Vec<u8>, Vec<u8>)> {
+pub fn synthesize(elf: &Elf, lines: Option<&Lines>) -> Result<(Vec<u8>, Vec<u8>)> {
     let mut b = Builder::new();
     let int = b.str("int");
     assert_eq!(b.add(int, KIND_INT, 0, 4, &[INT_SIGNED | 32]), T_INT);
@@ -125,11 +128,15 @@ pub fn synthesize(elf: &Elf) -> Result<(Vec<u8>, Vec<u8>)> {
             b.add(name, KIND_VAR, 0, arr, &[LINKAGE_GLOBAL]);
         }
     }
-    // .BTF.ext: func_info only (record size 8: insn_off, type_id).
-    let mut fi = 8u32.to_le_bytes().to_vec();
-    for (si, mut v) in funcs {
+    for v in funcs.values_mut() {
         v.sort_unstable();
         v.dedup_by_key(|r| r.0);
+    }
+    let li = lines.and_then(|l| line_info(elf, &funcs, l, &mut b));
+    // .BTF.ext: func_info (record size 8: insn_off, type_id), line_info
+    // from DWARF (16: insn_off, file_name_off, line_off, line << 10 | col).
+    let mut fi = 8u32.to_le_bytes().to_vec();
+    for (si, v) in funcs {
         let name = b.str(&elf.sections[si].name);
         for w in [name, v.len() as u32] {
             fi.extend_from_slice(&w.to_le_bytes());
@@ -142,11 +149,67 @@ pub fn synthesize(elf: &Elf) -> Result<(Vec<u8>, Vec<u8>)> {
     let mut ext = Vec::new();
     ext.extend_from_slice(&0xeb9fu16.to_le_bytes());
     ext.extend_from_slice(&[1, 0]);
-    // hdr_len 32: func_info, line_info (empty), core_relo (empty).
-    let fl = fi.len() as u32;
-    for w in [32, 0, fl, fl, 0, fl, 0] {
+    // hdr_len 32: func_info, line_info, core_relo (empty).
+    let li = li.unwrap_or_default();
+    let (fl, ll) = (fi.len() as u32, li.len() as u32);
+    for w in [32, 0, fl, fl, ll, fl + ll, 0] {
         ext.extend_from_slice(&w.to_le_bytes());
     }
     ext.extend(fi);
+    ext.extend(li);
     Ok((b.finish(), ext))
+}
+
+/// The line_info block from DWARF rows: per code section with functions,
+/// one record per instruction offset that starts a row (the last row at
+/// an offset wins, as readers of DWARF attribute it). All or nothing: the
+/// kernel refuses a program whose subprograms lack line_info at their first
+/// instruction, and a record on the second half of an `ld_imm64`.
+fn line_info(
+    elf: &Elf,
+    funcs: &std::collections::BTreeMap<usize, Vec<(u32, u32)>>,
+    lines: &Lines,
+    b: &mut Builder,
+) -> Option<Vec<u8>> {
+    let mut out = 16u32.to_le_bytes().to_vec();
+    for (&si, fs) in funcs {
+        let code = &elf.sections[si].data;
+        // Offsets where an instruction starts (not an ld_imm64's second half).
+        let mut starts = std::collections::HashSet::new();
+        let mut k = 0;
+        while k * 8 < code.len() {
+            starts.insert(k as u64 * 8);
+            k += if Insn::decode(&code[k * 8..k * 8 + 8]).is_ld_imm64() {
+                2
+            } else {
+                1
+            };
+        }
+        let mut recs: Vec<&Row> = Vec::new();
+        for r in lines.rows(si).iter().filter(|r| starts.contains(&r.offset)) {
+            match recs.last_mut() {
+                Some(last) if last.offset == r.offset => *last = r,
+                _ => recs.push(r),
+            }
+        }
+        if fs.iter().any(|(off, _)| {
+            recs.binary_search_by_key(&(*off as u64), |r| r.offset)
+                .is_err()
+        }) {
+            return None;
+        }
+        let name = b.str(&elf.sections[si].name);
+        for w in [name, recs.len() as u32] {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        for r in recs {
+            let file = b.str(&r.file);
+            let col = (r.column as u32).min(0x3ff);
+            let line = u32::try_from(r.line).ok().filter(|l| *l < 1 << 22)?;
+            for w in [r.offset as u32, file, 0, (line << 10) | col] {
+                out.extend_from_slice(&w.to_le_bytes());
+            }
+        }
+    }
+    Some(out)
 }

@@ -14,10 +14,22 @@ use gimli::write::{Address, ConvertLineRow};
 use gimli::{EndianSlice, LittleEndian, SectionId};
 use std::collections::HashMap;
 
-/// Per code section: (byte offset, "file:line"), sorted by offset.
+/// One row of a line table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    /// Byte offset in its section.
+    pub offset: u64,
+    /// The file as the line table names it (with its directory when
+    /// relative to one).
+    pub file: String,
+    pub line: u64,
+    pub column: u64,
+}
+
+/// Per code section: the line table's rows, sorted by offset.
 #[derive(Debug, Default)]
 pub struct Lines {
-    by_section: HashMap<usize, Vec<(u64, String)>>,
+    by_section: HashMap<usize, Vec<Row>>,
 }
 
 /// Every `.debug_*` section's bytes with its 64-bit relocations applied
@@ -91,31 +103,62 @@ impl Lines {
             };
             let mut rows = prog.rows();
             while let Ok(Some((header, row))) = rows.next_row() {
-                let Some(l) = row.line() else { continue };
+                // An end_sequence row is the address past the sequence.
+                let Some(l) = row.line().filter(|_| !row.end_sequence()) else {
+                    continue;
+                };
+                let string = |v| {
+                    dwarf
+                        .attr_string(&unit, v)
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                };
                 let file = row
                     .file(header)
-                    .and_then(|f| dwarf.attr_string(&unit, f.path_name()).ok())
-                    .map(|s| s.to_string_lossy().into_owned())
+                    .map(|f| {
+                        let name = string(f.path_name());
+                        let dir = f.directory(header).map(string).unwrap_or_default();
+                        if name.starts_with('/') || dir.is_empty() {
+                            name
+                        } else {
+                            format!("{dir}/{name}")
+                        }
+                    })
                     .unwrap_or_default();
-                let short = file.rsplit('/').next().unwrap_or(&file).to_string();
                 let a = row.address();
+                let column = match row.column() {
+                    gimli::ColumnType::LeftEdge => 0,
+                    gimli::ColumnType::Column(c) => c.get(),
+                };
                 out.by_section
                     .entry((a >> 32) as usize)
                     .or_default()
-                    .push((a & 0xffff_ffff, format!("{short}:{l}")));
+                    .push(Row {
+                        offset: a & 0xffff_ffff,
+                        file,
+                        line: l.get(),
+                        column,
+                    });
             }
         }
         for v in out.by_section.values_mut() {
-            v.sort_by_key(|(o, _)| *o);
+            v.sort_by_key(|r| r.offset);
         }
         (!out.by_section.is_empty()).then_some(out)
+    }
+
+    /// The rows of section `sec`, sorted by offset.
+    pub fn rows(&self, sec: usize) -> &[Row] {
+        self.by_section.get(&sec).map_or(&[], |v| v.as_slice())
     }
 
     /// `file:line` of the last row at or before `offset` in section `sec`.
     pub fn line_of(&self, sec: usize, offset: u64) -> Option<String> {
         let v = self.by_section.get(&sec)?;
-        let k = v.partition_point(|(o, _)| *o <= offset);
-        Some(v.get(k.checked_sub(1)?)?.1.clone())
+        let k = v.partition_point(|r| r.offset <= offset);
+        let r = v.get(k.checked_sub(1)?)?;
+        let short = r.file.rsplit('/').next().unwrap_or(&r.file);
+        Some(format!("{short}:{}", r.line))
     }
 }
 

@@ -246,7 +246,8 @@ fn linkable_input(
         .map(|f| f.name.as_str())
         .collect();
     let Some(b) = elf.section_index(".BTF") else {
-        let (btf, ext) = btf_gen::synthesize(elf)?;
+        let lines = dwarf::Lines::parse(elf);
+        let (btf, ext) = btf_gen::synthesize(elf, lines.as_ref())?;
         let mut copy = elf.clone();
         copy.add_note_section(".BTF", btf)?;
         copy.add_note_section(".BTF.ext", ext)?;

@@ -123,3 +123,44 @@ fn cli_keeps_dwarf_unless_stripped() {
         }
     }
 }
+
+/// An object without BTF but with DWARF (gcc -g) gets `.BTF.ext` line_info
+/// from its DWARF: in the output, every function's first instruction has
+/// the line the input's DWARF gives it.
+#[test]
+fn objects_without_btf_get_line_info_from_dwarf() {
+    for name in [
+        "testdata/foreign/globals.gcc-O2-g.o",
+        "testdata/objects/drop.gcc-O2-g.o",
+    ] {
+        let input = std::fs::read(common::root().join(name)).expect("read");
+        let elf = Elf::parse(&input).expect("parse");
+        assert!(elf.section_index(".BTF").is_none(), "{name} has BTF");
+        let dwarf = Lines::parse(&elf).expect("DWARF lines");
+        let opts = inxpect_rewriter::Options {
+            mode: inxpect_rewriter::Mode::Functions,
+            ..Default::default()
+        };
+        let r = inxpect_rewriter::instrument(&input, &opts).expect("instrument");
+        let out = Elf::parse(&r.object).expect("parse output");
+        let (e, b) = (
+            out.section_index(".BTF.ext").expect("ext"),
+            out.section_index(".BTF").expect("btf"),
+        );
+        let ext = BtfExt::parse(&out.sections[e].data, &out.sections[b].data).expect("btf.ext");
+        let mut checked = 0;
+        for y in elf.symbols.iter().filter(|y| y.is_func()) {
+            let sec = &elf.sections[y.shndx as usize].name;
+            let at = r
+                .moved
+                .get(sec)
+                .map_or(y.value, |m| m.target[y.value as usize / 8] as u64 * 8);
+            let want = dwarf
+                .line_of(y.shndx as usize, y.value)
+                .expect("dwarf line");
+            assert_eq!(ext.line_of(sec, at), Some(want), "{name}: {}", y.name);
+            checked += 1;
+        }
+        assert!(checked > 0, "{name}: no function");
+    }
+}
