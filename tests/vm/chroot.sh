@@ -65,6 +65,8 @@ if [ ! -f "$dir/.ready" ] || [ "$(cat "$dir/.ready")" != "$key" ]; then
     >"$dir.tmp/etc/apt/apt.conf.d/90inxpect"
   printf '#!/bin/sh\nexit 101\n' >"$dir.tmp/usr/sbin/policy-rc.d"
   chmod +x "$dir.tmp/usr/sbin/policy-rc.d"
+  # debootstrap's downloaded packages (~100 MB) are not needed again.
+  chroot "$dir.tmp" apt-get clean
   chroot "$dir.tmp" apt-get update -qq >&2 || die "apt-get update in the chroot failed"
   chroot "$dir.tmp" pahole --version >/dev/null || die "no pahole in the chroot"
   echo "$key" >"$dir.tmp/.ready"
