@@ -77,7 +77,7 @@ fn page(
     }
     let p = dir.join(format!("{name}.1"));
     let mut buf = Vec::new();
-    clap_mangen::Man::new(named).render(&mut buf)?;
+    render(named, &mut buf)?;
     std::fs::write(&p, buf)?;
     out.push(p);
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
@@ -87,6 +87,42 @@ fn page(
         let sub_name = format!("{name}-{}", sub.get_name());
         let sub_bin = format!("{bin} {}", sub.get_name());
         page(sub, &sub_name, &sub_bin, root_version, dir, out)?;
+    }
+    Ok(())
+}
+
+/// clap_mangen's page, with the `after_help` examples under EXAMPLES
+/// (clap_mangen would title them EXTRA).
+fn render(cmd: Command, w: &mut dyn Write) -> std::io::Result<()> {
+    let examples = cmd.get_after_help().map(|h| h.to_string());
+    let man = clap_mangen::Man::new(cmd.clone().after_help(None::<&str>));
+    man.render_title(w)?;
+    man.render_name_section(w)?;
+    man.render_synopsis_section(w)?;
+    man.render_description_section(w)?;
+    if cmd.get_arguments().any(|a| !a.is_hide_set()) {
+        man.render_options_section(w)?;
+    }
+    if cmd.has_subcommands() {
+        man.render_subcommands_section(w)?;
+    }
+    if let Some(text) = examples {
+        let body = text.strip_prefix("Examples:\n").unwrap_or(&text);
+        writeln!(w, ".SH EXAMPLES\n.nf")?;
+        for line in body.lines() {
+            // roff: a backslash is \e; a line starting with . or ' is a request.
+            let l = line.replace('\\', "\\e");
+            let l = if l.starts_with(['.', '\'']) {
+                format!("\\&{l}")
+            } else {
+                l
+            };
+            writeln!(w, "{l}")?;
+        }
+        writeln!(w, ".fi")?;
+    }
+    if cmd.get_version().is_some() {
+        man.render_version_section(w)?;
     }
     Ok(())
 }

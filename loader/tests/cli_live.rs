@@ -503,6 +503,10 @@ fn man_pages_and_completions_are_generated() {
     }
     let run = std::fs::read_to_string(man.join("inxpect-run.1")).unwrap();
     assert!(run.contains("\\-\\-netns"), "run page lacks --netns");
+    assert!(
+        run.contains(".SH EXAMPLES\n.nf\n  inxpect run app.o --dev eth0\n"),
+        "run page lacks its examples"
+    );
     let o = inxpect().args(["--completions", "bash"]).assert().success();
     let script = dir.path().join("inxpect.bash");
     std::fs::write(&script, &o.get_output().stdout).unwrap();
