@@ -603,6 +603,17 @@ fn router_swap(how: How) {
     std::thread::sleep(Duration::from_millis(300));
     let mut child = spawn_attach(&p, &obj, None, &[]);
     d.wait_attached(|id| id != orig, &mut child, "swapped in");
+    // `set` reaches a live attach (its state names a live process; #16).
+    let t0 = std::time::Instant::now();
+    while !p.pin_dir().join("config").exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "attach never pinned"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = run(&["set", "--netns", &p.a, "--dev", &p.va, "--sample", "1/1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let during0 = t.sent();
     // The control plane writes a route while the instrumented build runs:
     // it must route by it at once (the map is shared) and keep it after.
