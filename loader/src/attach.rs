@@ -317,6 +317,13 @@ fn check_and_reuse(
         ProgramType::Xdp => PROG_TYPE_XDP,
         _ => 0,
     };
+    // --prog may name another program of the object than the one running.
+    if prog.chars().take(15).collect::<String>() != running.name {
+        bad.push(format!(
+            "program {prog}: the running program is {} (the kernel keeps 15 bytes of a name)",
+            running.name
+        ));
+    }
     if t != running.prog_type {
         bad.push(format!(
             "program {prog}: {} here, {} running",

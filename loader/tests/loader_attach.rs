@@ -837,6 +837,19 @@ fn mismatching_objects_are_refused_before_anything_changes() {
         None,
         &["has no program \"xdp_router\""],
     );
+    // --prog names another program of a matching object.
+    let two = compile_variant(tmp.path(), "router", |s| {
+        s + "\nSEC(\"xdp\")\nint xdp_other(struct xdp_md *ctx)\n{\n\tINXPECT_START(all);\n\tINXPECT_END(all);\n\treturn XDP_PASS;\n}\n"
+    });
+    let child = spawn_attach(&p, &two, None, &["--prog", "xdp_other", "--duration", "1s"]);
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("program xdp_other: the running program is xdp_router"),
+        "{err}"
+    );
+    assert_eq!(d.attached(), d.prog_id);
     let mut k = 24u32.to_ne_bytes().to_vec();
     k.extend([10, 1, 2, 0]);
     assert!(d
