@@ -18,7 +18,9 @@ fn start(p: &Pair, app: &str, mode: &str, extra: &[&str]) -> Child {
 #[test]
 fn router_native_counts_every_frame_and_detaches() {
     let p = Pair::new("x");
-    let mut child = start(&p, "router", "native", &["--duration", "3s"]);
+    // The duration only has to outlast the attach-to-send window, which a loaded
+    // machine stretches: generous, since the test's time is not what it checks.
+    let mut child = start(&p, "router", "native", &["--duration", "10s"]);
     p.wait_attached(&mut child);
     // run pins right after attaching: wait for it, bounded.
     let t0 = Instant::now();

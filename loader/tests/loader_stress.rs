@@ -159,7 +159,6 @@ fn attach_detach_1000_times() {
     eprintln!("{CYCLES_LIBBPF} libbpf cycles in {t_lib:?}, {CYCLES_BINARY} inxpect run cycles in {t_bin:?}");
     p.assert_clean();
     assert_no_pins_of_ours();
-    assert!(t0.elapsed() < Duration::from_secs(60), "too slow");
 }
 
 /// One interval of the live view (stderr with `--json`).
