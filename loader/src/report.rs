@@ -89,6 +89,26 @@ pub struct NestCost {
     pub subprogram: Vec<f64>,
 }
 
+impl NestCost {
+    /// From the statistics of loader/calib/nest.bpf.c (instrumented as
+    /// `m`, every program run): per event, the differences of the
+    /// minimums, as for the offset (the cost with nothing else between the
+    /// reads). None if a region is missing.
+    pub fn from_calibration(m: &Manifest, s: &Snapshot, events: usize) -> Option<NestCost> {
+        let min = |name: &str, e: usize| -> Option<f64> {
+            let i = m.regions.iter().position(|r| r.name == name)?;
+            Some(s.regions.get(i)?.min[e] as f64)
+        };
+        let mut n = NestCost::default();
+        for e in 0..events {
+            n.program.push(min("outer_inline", e)? - min("alone", e)?);
+            n.subprogram
+                .push(min("outer_call", e)? - min("outer_plain", e)?);
+        }
+        Some(n)
+    }
+}
+
 impl Calibration {
     /// From the statistics of an empty region: per event its minimum, the
     /// probes' cost when nothing else ran between the reads. Not the mean:

@@ -375,23 +375,8 @@ pub fn calibrate_nesting(mut cal: Calibration, b: &Backend, m: &Manifest) -> Res
         run_frame(&l, &frame, CALIBRATION_RUNS).with_context(|| format!("{what}: {p}"))?;
     }
     let s = object::snapshot(&l)?;
-    // Minimums, as the offset (Calibration::from_empty): the cost with
-    // nothing else between the reads.
-    let min = |name: &str, e: usize| -> Result<f64> {
-        let i = l
-            .manifest
-            .regions
-            .iter()
-            .position(|r| r.name == name)
-            .with_context(|| format!("{what} lost region {name}"))?;
-        Ok(s.regions[i].min[e] as f64)
-    };
-    let mut n = NestCost::default();
-    for e in 0..b.nr_events() {
-        n.program.push(min("outer_inline", e)? - min("alone", e)?);
-        n.subprogram
-            .push(min("outer_call", e)? - min("outer_plain", e)?);
-    }
+    let n = NestCost::from_calibration(&l.manifest, &s, b.nr_events())
+        .with_context(|| format!("{what} lost a region"))?;
     cal.nested = Some(n);
     Ok(cal)
 }

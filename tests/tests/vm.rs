@@ -723,12 +723,22 @@ fn compile_kinsns(dir: &Path) -> PathBuf {
 }
 
 fn instrument_pmc(input: &Path, events: usize, out: &Path) -> inxpect_rewriter::runtime::Manifest {
+    instrument_pmc_only(input, events, None, out)
+}
+
+/// [`instrument_pmc`] of only the regions `only`.
+fn instrument_pmc_only(
+    input: &Path,
+    events: usize,
+    only: Option<Vec<String>>,
+    out: &Path,
+) -> inxpect_rewriter::runtime::Manifest {
     let bytes = std::fs::read(input).unwrap_or_else(|e| panic!("{}: {e}", input.display()));
     let opts = Options {
         mode: Mode::Sections,
         counter: Counter::Pmc,
         events,
-        only: None,
+        only,
     };
     let r = instrument(&bytes, &opts)
         .unwrap_or_else(|e| panic!("instrumenting {} (pmc x{events}): {e}", input.display()));
@@ -753,6 +763,18 @@ fn arm64_extras(kseries: &str, dir: &Path, out: &mut Vec<(PathBuf, String)>) {
             out.push((dir.join(&file), run(&file, reps, &names.join(","), "")));
         }
     }
+    // The region tree's subtraction (loader/src/tree.rs) on exact counts:
+    // the truth app nest whole and with only `outer`, and the nesting
+    // calibration (the guest runs each of its programs).
+    for (file, only) in nest_builds() {
+        instrument_pmc_only(&nest_truth(), 1, only, &dir.join(file));
+        out.push((dir.join(file), run(file, K_RUNS, "instructions", "")));
+    }
+    instrument_pmc(&nest_calib(), 1, &dir.join("nestcal-pmc1.o"));
+    out.push((
+        dir.join("nestcal-pmc1.o"),
+        run("nestcal-pmc1.o", CAL_RUNS, "instructions", ""),
+    ));
     // The apps with slot 0 = instructions: every run has its counter.
     for (app, variant) in apps(kseries) {
         let file = format!("{app}-pmc.o");
@@ -782,6 +804,104 @@ fn arm64_extras(kseries: &str, dir: &Path, out: &mut Vec<(PathBuf, String)>) {
         ),
     ));
     out.push((PathBuf::new(), "hotplug-events".into()));
+}
+
+fn nest_truth() -> PathBuf {
+    repo_root().join("testdata/truth/objects/nest.clang-O2.o")
+}
+
+fn nest_calib() -> PathBuf {
+    repo_root().join("loader/calib/nest.bpf.o")
+}
+
+/// nest.clang-O2.o instrumented whole, and with only its outer region.
+fn nest_builds() -> [(&'static str, Option<Vec<String>>); 2] {
+    [
+        ("nest-all.o", None),
+        ("nest-outer.o", Some(vec!["outer".to_string()])),
+    ]
+}
+
+/// Self and total against exact instruction counts. The guest's frame
+/// (byte 14 = 0x45 odd, byte 15 = 0 even) takes nest's outer and mid, not
+/// inner, the same way every run. Outer measured with mid not instrumented
+/// at all is the truth for outer's self plus mid's total. The calibration's
+/// child is an empty region with nothing live around it, the cheapest probes
+/// a child can have (a real site also saves the registers live across it),
+/// so the tree's self can only read high: self + mid's total >= the truth,
+/// and by how much is printed (README "Nested regions").
+fn check_arm64_nesting(kseries: &str, out: &VmOutput) {
+    use inxpect_loader::report::{Calibration, NestCost};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let names = ["instructions"];
+    let cm = instrument_pmc(
+        &repo_root().join("loader/calib/empty.bpf.o"),
+        1,
+        &dir.path().join("c.o"),
+    );
+    let mut cal = Calibration::from_empty(&vm_snapshot(out, "calib-pmc1.o", &cm).regions[0], 1);
+    let nm = instrument_pmc(&nest_calib(), 1, &dir.path().join("n.o"));
+    cal.nested = NestCost::from_calibration(&nm, &vm_snapshot(out, "nestcal-pmc1.o", &nm), 1);
+    let p = cal.nested.as_ref().expect("nesting calibration").program[0];
+    let [(all, _), (alone, only)] = nest_builds();
+    let ma = instrument_pmc_only(&nest_truth(), 1, None, &dir.path().join(all));
+    let mo = instrument_pmc_only(&nest_truth(), 1, only, &dir.path().join(alone));
+    let mut r = vm_report(out, all, &ma, &names, Some(&cal));
+    let nodes = inxpect_loader::tree::build(&r, &ma);
+    r.tree = Some(nodes.clone());
+    println!("{}", inxpect_loader::report::table(&r));
+    let a = vm_report(out, alone, &mo, &names, Some(&cal));
+    let node = |path: &str| {
+        nodes
+            .iter()
+            .find(|n| n.path.join(";") == path)
+            .unwrap_or_else(|| panic!("no {path} in {nodes:?}"))
+    };
+    let (outer, mid, inner) = (
+        node("nest;outer"),
+        node("nest;outer;mid"),
+        node("nest;outer;mid;inner"),
+    );
+    assert_eq!(
+        (outer.count, mid.count, inner.count),
+        (u64::from(K_RUNS), u64::from(K_RUNS), 0),
+        "{nodes:?}"
+    );
+    assert_eq!(mid.parent, Some(outer.id));
+    let cmin = |rep: &inxpect_loader::report::Report, name: &str| {
+        rep.regions
+            .iter()
+            .find(|g| g.name == name)
+            .and_then(|g| g.events[0].calibrated)
+            .map(|c| c.min)
+            .unwrap_or_else(|| panic!("no calibrated {name}"))
+    };
+    // Minimums: exact (an interrupt only adds). outer's self per run is
+    // outer - (mid + p), so self + mid's total = outer - p.
+    let (full, midv, lone) = (cmin(&r, "outer"), cmin(&r, "mid"), cmin(&a, "outer"));
+    let tree_says = (full - (midv + p)) + midv;
+    let gap = tree_says - lone;
+    println!(
+        "INXPECT-ARM64 nesting linux={kseries} outer_full={full} mid={midv} child_probes_calibrated={p} child_probes_real={} outer_alone={lone} self_plus_child={tree_says} gap={gap}",
+        full - lone
+    );
+    assert!(
+        p > 0.0 && gap >= 0.0,
+        "Linux {kseries}: the calibrated child cost {p} is more than mid's probes cost outer ({}): outer's self + mid's total = {tree_says} instructions, outer alone {lone}",
+        full - lone
+    );
+    // The tree's own (mean-based) numbers: the same bound, within the
+    // interrupts' noise (under an instruction per run on average).
+    let per_run = |v: f64| v / f64::from(K_RUNS);
+    let mean_says = per_run(outer.self_.as_ref().expect("self")[0] + mid.total[0]);
+    let lone_mean = a.regions.iter().find(|g| g.name == "outer").unwrap().events[0]
+        .calibrated
+        .unwrap()
+        .mean;
+    assert!(
+        mean_says - lone_mean >= -2.0,
+        "Linux {kseries}: tree self + child = {mean_says} per run, outer alone {lone_mean}"
+    );
 }
 
 /// The guest's raw maps of `obj` as the loader's snapshot of `manifest`.
@@ -972,6 +1092,7 @@ fn vm_linux_arm64_6_1() {
     let out = run_vm("arm64-6.1");
     check_common("arm64-6.1", &out);
     check_arm64_pmu("6.1", &out);
+    check_arm64_nesting("6.1", &out);
 }
 
 #[test]
@@ -979,6 +1100,7 @@ fn vm_linux_arm64_6_12() {
     let out = run_vm("arm64-6.12");
     check_common("arm64-6.12", &out);
     check_arm64_pmu("6.12", &out);
+    check_arm64_nesting("6.12", &out);
 }
 
 #[test]
