@@ -241,9 +241,49 @@ fn vm_only(v: &VmArgs) -> Result<()> {
     let img = write_vm_plot(&r, &v.plots, &v.out)?;
     let body = vm::section(&r, include_str!("../notes/vm.md"), Some(&img));
     let old = std::fs::read_to_string(&v.out).unwrap_or_default();
-    std::fs::write(&v.out, vm::splice(&old, vm::HEADING, &body))?;
-    eprintln!("inxpect-bench: wrote section 5 into {}", v.out.display());
+    let mut rows = String::new();
+    vm_targets(&mut rows, &r);
+    let md = vm_target_rows(&vm::splice(&old, vm::HEADING, &body), &rows);
+    std::fs::write(&v.out, md)?;
+    eprintln!(
+        "inxpect-bench: wrote section 5 and its target rows into {}",
+        v.out.display()
+    );
     Ok(())
+}
+
+/// The Targets table of `md` with its VM rows (those that say "VM")
+/// replaced by `rows`, where the first of them was; appended to the table
+/// if it had none.
+fn vm_target_rows(md: &str, rows: &str) -> String {
+    let Some(t) = md.find("\n## Targets\n") else {
+        return md.to_string();
+    };
+    let (head, tail) = md.split_at(t + 1);
+    let mut out = head.to_string();
+    // 0: before the table, 1: in it, 2: after it.
+    let (mut state, mut placed) = (0, false);
+    for line in tail.split_inclusive('\n') {
+        let row = line.starts_with('|');
+        if state == 0 && row {
+            state = 1;
+        } else if state == 1 && !row {
+            state = 2;
+            if !placed {
+                out.push_str(rows);
+                placed = true;
+            }
+        }
+        if state == 1 && line.contains("VM") {
+            if !placed {
+                out.push_str(rows);
+                placed = true;
+            }
+            continue;
+        }
+        out.push_str(line);
+    }
+    out
 }
 
 /// Section 6 alone: runs the arm64 guest and splices the section into `out`.
@@ -513,6 +553,62 @@ fn vm_targets(s: &mut String, r: &vm::VmResult) {
             perf.0,
             met(ours.0 <= 40)
         );
+    }
+    // Issue 17's targets (exact counts, fresh frame).
+    for app in &r.cfg.apps {
+        for c in [Counter::Tsc, Counter::Pmc] {
+            if let Some(a) = r.added(app, VmConfig::Whole(c)) {
+                let note = if c == Counter::Pmc {
+                    " (no PMU: the invalid-read path)"
+                } else {
+                    ""
+                };
+                let _ = writeln!(
+                    s,
+                    "| one region, `{}`, sampled: <= 60 x86 insns added per packet, {app} (VM; prototype 129, perf 1026){note} | {a:+} | {} |",
+                    c.name(),
+                    met(a <= 60)
+                );
+            }
+        }
+        for k in [6, 10] {
+            if let Some(a) = r.added(app, VmConfig::WholeSampledOut(Counter::Tsc, k)) {
+                let _ = writeln!(
+                    s,
+                    "| sampled-out packet (1/{}): <= 6 x86 insns added, {app} (VM, `tsc` one region; prototype 48) | {a:+} | {} |",
+                    1u64 << k,
+                    met(a <= 6)
+                );
+            }
+        }
+        if let Some(x) = vm::per_disabled_site(r, app, Counter::Tsc) {
+            let _ = writeln!(
+                s,
+                "| disabled region: <= 2 x86 insns per site, {app} (VM, markers all disabled vs one region disabled) | {x:.1} | {} |",
+                met(x <= 2.0)
+            );
+        }
+    }
+    if let (Some(b), Some(x)) = (
+        r.find("cms", VmConfig::Base).and_then(|x| x.first),
+        r.find("cms", VmConfig::Sections(Counter::Tsc))
+            .and_then(|x| x.first),
+    ) {
+        let q = x as f64 / b as f64;
+        let _ = writeln!(
+            s,
+            "| cms with its markers at 1/1, `tsc`: <= 2x the uninstrumented instructions (VM, fresh frame) | {x} vs {b} = {q:.2}x | {} |",
+            met(q <= 2.0)
+        );
+    }
+    for app in ["cms", "nat", "router", "tunnel"] {
+        if let Some((x, b, q)) = vm::verified_ratio(r, app, VmConfig::Sections(Counter::Tsc)) {
+            let _ = writeln!(
+                s,
+                "| verified_insns with `tsc` (markers), module present: <= 1.5x uninstrumented, {app} (VM, 6.12) | {x} vs {b} = {q:.2}x | {} |",
+                met(q <= 1.5)
+            );
+        }
     }
     for app in &r.cfg.apps {
         if let (Some(ours), Some(perf)) = (
@@ -792,4 +888,26 @@ fn pathdiff(to: &Path, from: &Path) -> String {
         .strip_prefix(&from_abs)
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| to_abs.display().to_string())
+}
+
+#[cfg(test)]
+mod target_rows_tests {
+    use super::vm_target_rows;
+
+    #[test]
+    fn vm_rows_are_replaced_in_place_and_nothing_else() {
+        let md = "# B\n\n## Targets\n\n| target | measured | verdict |\n|---|---|---|\n| host a | 1 | met |\n| x (VM, old) | 2 | met |\n| y (VM) | 3 | met |\n| host b | 4 | met |\n\ntext\n\n## 5. In the VM\n\n| a | b (VM) |\n";
+        let out = vm_target_rows(md, "| z (VM, new) | 5 | met |\n");
+        assert_eq!(
+            out,
+            "# B\n\n## Targets\n\n| target | measured | verdict |\n|---|---|---|\n| host a | 1 | met |\n| z (VM, new) | 5 | met |\n| host b | 4 | met |\n\ntext\n\n## 5. In the VM\n\n| a | b (VM) |\n"
+        );
+        // A table without VM rows gets them at its end.
+        let md = "## Targets\n\n| t | m | v |\n| h | 1 | met |\n\nx\n";
+        let out = vm_target_rows(&format!("\n{md}"), "| z (VM) | 5 | met |\n");
+        assert!(
+            out.contains("| h | 1 | met |\n| z (VM) | 5 | met |\n\nx"),
+            "{out}"
+        );
+    }
 }

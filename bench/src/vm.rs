@@ -35,6 +35,13 @@ pub enum VmConfig {
     /// The uninstrumented program with `tests/vm/bpf/profile.bpf.c`'s fentry
     /// and fexit attached: perf's mechanism itself.
     Fentry,
+    /// `Whole(c)` sampling 1 in 2^k (the object's initial config): the
+    /// most frequent packet is a sampled-out one.
+    WholeSampledOut(Counter, u32),
+    /// `Whole(c)` / `Sections(c)` with every region disabled (every run
+    /// sampled): the cost of disabled sites.
+    WholeDisabled(Counter),
+    SectionsDisabled(Counter),
 }
 
 impl VmConfig {
@@ -44,6 +51,9 @@ impl VmConfig {
             VmConfig::Sections(c) => c.name().into(),
             VmConfig::Whole(c) => format!("{}-whole", c.name()),
             VmConfig::Fentry => "fentry".into(),
+            VmConfig::WholeSampledOut(c, k) => format!("{}-whole-1in{}", c.name(), 1u64 << k),
+            VmConfig::WholeDisabled(c) => format!("{}-whole-off", c.name()),
+            VmConfig::SectionsDisabled(c) => format!("{}-off", c.name()),
         }
     }
 
@@ -55,6 +65,17 @@ impl VmConfig {
             VmConfig::Fentry => {
                 "perf's fentry/fexit (`bpf_perf_event_read_value`, cpu-clock)".into()
             }
+            VmConfig::WholeSampledOut(c, k) => format!(
+                "ours `{}`, one region, sampling 1/{} (sampled-out packet)",
+                c.name(),
+                1u64 << k
+            ),
+            VmConfig::WholeDisabled(c) => {
+                format!("ours `{}`, one region disabled (2 sites)", c.name())
+            }
+            VmConfig::SectionsDisabled(c) => {
+                format!("ours `{}` (markers), every region disabled", c.name())
+            }
         }
     }
 
@@ -62,13 +83,57 @@ impl VmConfig {
         match self {
             VmConfig::Base | VmConfig::Fentry => Some(Variant::Base),
             VmConfig::Sections(c) => Some(Variant::Sections(c)),
-            VmConfig::Whole(c) => Some(Variant::Whole(c)),
+            VmConfig::Whole(c) | VmConfig::WholeSampledOut(c, _) | VmConfig::WholeDisabled(c) => {
+                Some(Variant::Whole(c))
+            }
+            VmConfig::SectionsDisabled(c) => Some(Variant::Sections(c)),
+        }
+    }
+
+    /// The runtime config the object starts with: (sampling shift, regions
+    /// enabled), where it differs from the default (1/1, all enabled).
+    fn initial_config(self) -> Option<(u32, bool)> {
+        match self {
+            VmConfig::WholeSampledOut(_, k) => Some((k, true)),
+            VmConfig::WholeDisabled(_) | VmConfig::SectionsDisabled(_) => Some((0, false)),
+            _ => None,
         }
     }
 }
 
+/// Writes a sampling shift and the enable bits into the initial value of
+/// `inxpect_config` in an instrumented object (what `inxpect set` writes
+/// into the loaded map), so the guest driver needs no runtime control.
+pub fn with_config(obj: &[u8], shift: u32, enabled: bool) -> Result<Vec<u8>> {
+    use inxpect_rewriter::runtime::{config, MAP_CONFIG};
+    let elf = goblin::elf::Elf::parse(obj).context("parsing the instrumented object")?;
+    let (si, sh) = elf
+        .section_headers
+        .iter()
+        .enumerate()
+        .find(|(_, h)| elf.shdr_strtab.get_at(h.sh_name) == Some(MAP_CONFIG))
+        .with_context(|| format!("no {MAP_CONFIG} section"))?;
+    let sym = elf
+        .syms
+        .iter()
+        .find(|y| y.st_shndx == si && elf.strtab.get_at(y.st_name) == Some("inxpect_config"))
+        .context("no inxpect_config symbol")?;
+    let at = (sh.sh_offset + sym.st_value) as usize;
+    let mut out = obj.to_vec();
+    let v = out
+        .get_mut(at..at + config::SIZE)
+        .context("inxpect_config outside the file")?;
+    config::write_sampling(v, shift);
+    let word = if enabled { u64::MAX } else { 0 };
+    for w in 0..inxpect_rewriter::runtime::MAX_REGIONS / 64 {
+        let o = config::ENABLED + 8 * w;
+        v[o..o + 8].copy_from_slice(&word.to_ne_bytes());
+    }
+    Ok(out)
+}
+
 /// Every configuration, in report order.
-pub const CONFIGS: [VmConfig; 8] = [
+pub const CONFIGS: [VmConfig; 12] = [
     VmConfig::Base,
     VmConfig::Sections(Counter::Tsc),
     VmConfig::Sections(Counter::Pmc),
@@ -76,6 +141,10 @@ pub const CONFIGS: [VmConfig; 8] = [
     VmConfig::Sections(Counter::Perf),
     VmConfig::Whole(Counter::Tsc),
     VmConfig::Whole(Counter::Pmc),
+    VmConfig::WholeSampledOut(Counter::Tsc, 6),
+    VmConfig::WholeSampledOut(Counter::Tsc, 10),
+    VmConfig::WholeDisabled(Counter::Tsc),
+    VmConfig::SectionsDisabled(Counter::Tsc),
     VmConfig::Fentry,
 ];
 
@@ -138,6 +207,9 @@ pub struct VmRow {
     pub ns: Option<f64>,
     /// fentry/fexit: (fexit runs, accumulated cpu-clock delta).
     pub profile: Option<(u64, u64)>,
+    /// The kernel's `verified_insns` of the XDP program, loaded with the
+    /// module present (the kfunc reads live, not pruned).
+    pub verified: Option<u64>,
 }
 
 impl VmRow {
@@ -330,7 +402,13 @@ pub fn run(cfg: &VmCfg, mut progress: impl FnMut(&str)) -> Result<VmResult> {
                 name: name.clone(),
                 error: None,
             };
-            let bytes = match build(&input, c.variant().expect("variant")) {
+            let built = build(&input, c.variant().expect("variant")).and_then(|b| {
+                match c.initial_config() {
+                    Some((k, on)) => with_config(&b, k, on),
+                    None => Ok(b),
+                }
+            });
+            let bytes = match built {
                 Ok(b) => b,
                 Err(e) => {
                     p.error = Some(format!("not instrumented: {e:#}"));
@@ -372,6 +450,12 @@ pub fn run(cfg: &VmCfg, mut progress: impl FnMut(&str)) -> Result<VmResult> {
     // each configuration ~5 s (its load under TCG dominates).
     let configs = (cfg.apps.len() * CONFIGS.len()) as u64;
     let timeout = 600 + 10 * configs + windows as u64 / 2 + iters * configs / 20_000;
+    // A loaded machine (TCG shares its cores) may need longer: the caller's
+    // INXPECT_VM_TIMEOUT wins.
+    let timeout = std::env::var("INXPECT_VM_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(timeout);
     cmd.env(
         "INXPECT_VM_QEMU_ARGS",
         format!(
@@ -522,6 +606,7 @@ fn parse(stdout: &str, plugin_log: &str, plan: &[Planned], cfg: &VmCfg) -> Resul
             ops: Hist::new(),
             ns: None,
             profile: None,
+            verified: None,
         };
         if row.error.is_some() {
             rows.push(row);
@@ -544,6 +629,8 @@ fn parse(stdout: &str, plugin_log: &str, plan: &[Planned], cfg: &VmCfg) -> Resul
                 }
             } else if l.contains("cannot use helper") || l.contains("unknown func") {
                 row.error = Some(l.trim().to_string());
+            } else if let Some(r) = l.strip_prefix("INXPECT-BENCH-VERIFIED ") {
+                row.verified = fields(r).get("insns").and_then(|v| v.parse().ok());
             } else if let Some(r) = l.strip_prefix("INXPECT-BENCH-PROFILE ") {
                 let f = fields(r);
                 row.profile = Some((
@@ -634,9 +721,11 @@ fn fmt_top(h: &Hist) -> String {
 pub fn read_point(c: VmConfig) -> &'static str {
     match c {
         VmConfig::Base => "-",
-        VmConfig::Sections(Counter::Tsc) | VmConfig::Whole(Counter::Tsc) => {
-            "kfunc `inxpect_read_tsc*` entry"
-        }
+        VmConfig::Sections(Counter::Tsc)
+        | VmConfig::Whole(Counter::Tsc)
+        | VmConfig::WholeSampledOut(Counter::Tsc, _)
+        | VmConfig::WholeDisabled(Counter::Tsc)
+        | VmConfig::SectionsDisabled(Counter::Tsc) => "kfunc `inxpect_read_tsc*` entry",
         VmConfig::Sections(Counter::Pmc) | VmConfig::Whole(Counter::Pmc) => {
             "kfunc `inxpect_read_pmc*` entry (inactive slot: no PMU)"
         }
@@ -646,6 +735,7 @@ pub fn read_point(c: VmConfig) -> &'static str {
         VmConfig::Sections(Counter::Perf) | VmConfig::Whole(Counter::Perf) | VmConfig::Fentry => {
             "`bpf_perf_event_read_value` entry"
         }
+        _ => "-",
     }
 }
 
@@ -658,7 +748,7 @@ pub fn plot(r: &VmResult) -> String {
         .map(|app| {
             let bars = CONFIGS
                 .iter()
-                .filter(|c| **c != VmConfig::Base)
+                .filter(|c| **c != VmConfig::Base && c.initial_config().is_none())
                 .filter_map(|c| Some((c.tag(), r.added(app, *c)? as f64)))
                 .collect();
             (app.clone(), bars)
@@ -755,7 +845,10 @@ pub fn section(r: &VmResult, notes: &str, img: Option<&str>) -> String {
          |---|---|---|---:|---:|---|\n",
     );
     for row in r.rows.iter().filter(|x| x.app == "drop") {
-        if row.config == VmConfig::Base || row.error.is_some() {
+        if row.config == VmConfig::Base
+            || row.error.is_some()
+            || row.config.initial_config().is_some()
+        {
             continue;
         }
         let (b, rest) = row
@@ -775,12 +868,75 @@ pub fn section(r: &VmResult, notes: &str, img: Option<&str>) -> String {
     }
     s.push_str("| InXpect prototype (published) | kfunc `rdpmc` | | ~40 | | |\n");
     s.push_str("| perf / bpftool (published) | `bpf_perf_event_read_value` | | ~600 (627 for a 2-insn XDP_DROP) | | |\n");
+    s.push_str(&cheap_paths(r));
     if let Some((runs, delta)) = r.find("drop", VmConfig::Fentry).and_then(|x| x.profile) {
         let _ = writeln!(
             s,
             "\nfentry/fexit's own result on drop: {runs} runs, cpu-clock delta {delta} ns in all \
              ({:.0} ns per run under TCG): the figure `bpftool prog profile` would print.",
             delta as f64 / runs.max(1) as f64
+        );
+    }
+    s
+}
+
+/// Instructions per disabled site: markers disabled minus one region
+/// disabled (both one sampled entry), over the sites between them.
+pub fn per_disabled_site(r: &VmResult, app: &str, c: Counter) -> Option<f64> {
+    let sites = r.find(app, VmConfig::Sections(c))?.reads_per_packet.round() as i64;
+    let all = r.added(app, VmConfig::SectionsDisabled(c))?;
+    let one = r.added(app, VmConfig::WholeDisabled(c))?;
+    (sites > 2).then(|| (all - one) as f64 / (sites - 2) as f64)
+}
+
+/// `verified_insns` of a configuration over the uninstrumented program's.
+pub fn verified_ratio(r: &VmResult, app: &str, c: VmConfig) -> Option<(u64, u64, f64)> {
+    let b = r.find(app, VmConfig::Base)?.verified?;
+    let x = r.find(app, c)?.verified?;
+    Some((x, b, x as f64 / b.max(1) as f64))
+}
+
+/// Sampled-out packets, disabled regions and the verifier's cost.
+fn cheap_paths(r: &VmResult) -> String {
+    let mut s = String::from(
+        "\n### Sampled-out packets, disabled regions, verifier cost (module present)\n\n\
+         Added x86 instructions per packet, fresh frame (repeat loop in brackets). \
+         Sampled out: one region (`tsc`), the object's config sampling 1 in 64 or 1024, \
+         so the most frequent packet is one the sampling skips. Disabled: every region \
+         off, every packet sampled; per site = (markers disabled - one region disabled) \
+         / (the markers' sites - 2), both with one sampled entry. `verified_insns`: the \
+         kernel's count for the XDP program as loaded in the guest (module present, the \
+         kfunc reads live).\n\n\
+         | app | sampled out 1/64 | sampled out 1/1024 | one region disabled | markers disabled | per disabled site | verified_insns uninstrumented | `tsc` markers | ratio | `tsc` one region | ratio |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let t = Counter::Tsc;
+    for app in &r.cfg.apps {
+        let a = |c: VmConfig| match (r.added(app, c), r.added_steady(app, c)) {
+            (Some(x), Some(y)) => format!("{x:+} ({y:+})"),
+            _ => "-".into(),
+        };
+        let v = |c: VmConfig| {
+            verified_ratio(r, app, c)
+                .map(|(x, _, q)| (x.to_string(), format!("{q:.2}x")))
+                .unwrap_or(("-".into(), "-".into()))
+        };
+        let (vm, vmr) = v(VmConfig::Sections(t));
+        let (vw, vwr) = v(VmConfig::Whole(t));
+        let _ = writeln!(
+            s,
+            "| {app} | {} | {} | {} | {} | {} | {} | {vm} | {vmr} | {vw} | {vwr} |",
+            a(VmConfig::WholeSampledOut(t, 6)),
+            a(VmConfig::WholeSampledOut(t, 10)),
+            a(VmConfig::WholeDisabled(t)),
+            a(VmConfig::SectionsDisabled(t)),
+            per_disabled_site(r, app, t)
+                .map(|x| format!("{x:.1}"))
+                .unwrap_or("-".into()),
+            r.find(app, VmConfig::Base)
+                .and_then(|x| x.verified)
+                .map(|x| x.to_string())
+                .unwrap_or("-".into()),
         );
     }
     s

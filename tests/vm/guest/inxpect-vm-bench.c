@@ -436,6 +436,14 @@ static int cmd_run(int argc, char **argv)
 		goto out;
 	}
 	fd = bpf_program__fd(xdp);
+	{
+		/* What the verifier walked, the module present (kfunc reads live). */
+		struct bpf_prog_info info = {};
+		__u32 len = sizeof(info);
+
+		if (!bpf_obj_get_info_by_fd(fd, &info, &len))
+			printf("INXPECT-BENCH-VERIFIED name=%s insns=%u\n", name, info.verified_insns);
+	}
 	if (maps && (err = fill_maps(obj, maps))) {
 		bench_error(name, "maps", err);
 		goto out;
