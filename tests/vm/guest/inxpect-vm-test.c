@@ -1048,7 +1048,7 @@ static int cmd_run(int argc, char **argv)
 	long want_retval = -1;
 	const char *dumps[32];
 	int ndump = 0, repeat = 1, err, ran = 0, cpu = -1, churn = 0, evfd = -1;
-	bool kfuncs = false;
+	bool kfuncs = false, resched = false;
 	pid_t churner = -1;
 	struct bpf_program *prog;
 	struct bpf_object *obj;
@@ -1059,6 +1059,10 @@ static int cmd_run(int argc, char **argv)
 
 		if (!strcmp(a, "--kfuncs")) {
 			kfuncs = true;
+			continue;
+		}
+		if (!strcmp(a, "--resched")) {
+			resched = true;
 			continue;
 		}
 		if (!v) {
@@ -1121,6 +1125,21 @@ static int cmd_run(int argc, char **argv)
 			churner = start_churn(cpu, churn);
 		err = test_run(bpf_program__fd(prog), pkt, pkt_len, repeat, &retval,
 			       &dur);
+		if (!err && resched && cpu >= 0) {
+			/* A new pinned event on the run's CPU makes perf
+			 * schedule that CPU's pinned events out and in again
+			 * (ctx_resched): every counter restarts, so the
+			 * module's cached reads are stale until it heals them.
+			 * Then the same runs again. */
+			int pfd = perf_open(PERF_TYPE_HARDWARE, PERF_COUNT_HW_INSTRUCTIONS, cpu,
+					    true);
+
+			printf("INXPECT-VM-INFO resched obj=%s fd=%d\n", oname, pfd);
+			err = test_run(bpf_program__fd(prog), pkt, pkt_len, repeat, &retval,
+				       &dur);
+			if (pfd >= 0)
+				close(pfd);
+		}
 		if (churner > 0) {
 			int st = 0;
 
@@ -1136,7 +1155,7 @@ static int cmd_run(int argc, char **argv)
 		      want_retval);
 		if (!err)
 			printf("INXPECT-VM-RUN obj=%s prog=%s retval=%u duration_ns=%u repeat=%d\n",
-			       oname, pname, retval, dur, repeat);
+			       oname, pname, retval, dur, resched && cpu >= 0 ? 2 * repeat : repeat);
 	}
 	snprintf(name, sizeof(name), "run %s: programs", oname);
 	check(ran > 0, name, "no %s program", only ? only : "XDP/TC");
@@ -1156,7 +1175,7 @@ static int usage(void)
 	fprintf(stderr, "usage: inxpect-vm-test kmod KO BPFDIR [RELOADS]\n"
 			"       inxpect-vm-test run OBJ [--prog NAME] [--repeat N] "
 			"[--retval N] [--packet FILE] [--dump MAP]... [--kfuncs] [--cpu C]\n"
-			"           [--churn N] [--events EV,EV...]\n"
+			"           [--churn N] [--resched] [--events EV,EV...]\n"
 			"       inxpect-vm-test events [--others N] [--expect EBUSY] EVENT...\n"
 			"       inxpect-vm-test hotplug-events\n"
 			"       inxpect-vm-test rmmod\n");
