@@ -97,10 +97,10 @@ struct Arm64Opts {
     /// Apps to measure, comma-separated [default: all of testdata's].
     #[arg(long, value_delimiter = ',')]
     apps: Option<Vec<String>>,
-    /// One-packet test_run calls per configuration, each on a fresh frame [default: 40].
+    /// One-packet test_run calls per configuration, each on a fresh frame [default: 20].
     #[arg(long)]
     calls: Option<u32>,
-    /// Runs of the k-instruction programs and of the calibration program [default: 2000].
+    /// Runs of the k-instruction programs and of the calibration program [default: 500].
     #[arg(long)]
     k_runs: Option<u32>,
     /// The Markdown file the section is spliced into [default: the workspace's BENCHMARKS.md].
