@@ -172,10 +172,13 @@ impl Runs {
     pub fn from_percpu(vals: &[Vec<u8>]) -> Result<Runs> {
         let mut r = Runs::default();
         for v in vals {
-            if v.len() < pcpu::NO_COUNTER + 8 {
+            if v.len() < pcpu::LOAD + 8 {
                 bail!("inxpect_pcpu value of {} bytes", v.len());
             }
-            r.runs += u64at(v, pcpu::RUNS);
+            // `runs` is brought up to date at each sampled run; the runs
+            // since are the countdown's progress.
+            r.runs +=
+                u64at(v, pcpu::RUNS) + u64at(v, pcpu::LOAD).saturating_sub(u64at(v, pcpu::LEFT));
             r.sampled += u64at(v, pcpu::SAMPLED);
             r.no_counter += u64at(v, pcpu::NO_COUNTER);
         }

@@ -58,7 +58,8 @@ fn nat_generic_sigint_and_live_set() {
     let v = finish(child);
     assert_eq!(v["runs"].as_u64(), Some(400), "{v}");
     assert_eq!(v["sample"].as_u64(), Some(4));
-    // Runs 1..=200 all sampled, then 1 in 4 of 201..=400 (multiples of 4).
+    // Runs 1..=200 all sampled, then 1 in 4 of 201..=400 (the countdown
+    // reloads at 201: 201, 205, ..., 397).
     assert_eq!(v["sampled"].as_u64(), Some(250), "{v}");
     assert_eq!(v["live"]["mode"], "generic");
     assert!(!p.xdp_attached(), "XDP program left on the device");

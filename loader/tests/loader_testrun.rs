@@ -55,9 +55,10 @@ fn sampling_one_in_eight() {
         "--json",
     ]);
     assert_eq!(v["sample"].as_u64(), Some(8));
-    assert_eq!(v["sampled"].as_u64(), Some(n / 8));
+    // The first frame, then every 8th.
+    assert_eq!(v["sampled"].as_u64(), Some(n.div_ceil(8)));
     for (name, c) in region_counts(&v) {
-        assert_eq!(c, n / 8, "region {name}");
+        assert_eq!(c, n.div_ceil(8), "region {name}");
     }
 }
 
@@ -282,10 +283,18 @@ fn tail_calls_count_one_run_per_frame() {
             "--json",
         ]);
         assert_eq!(v["runs"].as_u64(), Some(n), "{sample}: runs are frames");
-        assert_eq!(v["sampled"].as_u64(), Some(n / k), "{sample}");
+        assert_eq!(v["sampled"].as_u64(), Some(n.div_ceil(k)), "{sample}");
         let counts: std::collections::BTreeMap<String, u64> =
             region_counts(&v).into_iter().collect();
-        assert_eq!(counts.get("entry"), Some(&(n / k)), "{sample}: {counts:?}");
-        assert_eq!(counts.get("leaf"), Some(&(n / k)), "{sample}: {counts:?}");
+        assert_eq!(
+            counts.get("entry"),
+            Some(&n.div_ceil(k)),
+            "{sample}: {counts:?}"
+        );
+        assert_eq!(
+            counts.get("leaf"),
+            Some(&n.div_ceil(k)),
+            "{sample}: {counts:?}"
+        );
     }
 }

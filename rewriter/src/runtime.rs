@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub const ABI: u32 = 4;
+pub const ABI: u32 = 5;
 pub const MAX_REGIONS: usize = 256;
 pub const MAX_EVENTS: usize = 4;
 /// Log-linear histogram (see [`hist`]): 2^HIST_SUB_BITS buckets per power of two.
@@ -16,6 +16,8 @@ pub const FN_START: &str = "__inxpect_start";
 pub const FN_END: &str = "__inxpect_end";
 pub const FN_START_PREP: &str = "__inxpect_start_prep";
 pub const FN_END_VALUE: &str = "__inxpect_end_value";
+/// END's statistics for a program-level site that checked the held START itself.
+pub const FN_RECORD: &str = "__inxpect_record";
 pub const FN_TAIL_ENTER: &str = "__inxpect_tail_enter";
 pub const FN_TAIL_CLOSE: &str = "__inxpect_tail_close";
 /// Helper id of `bpf_tail_call`.
@@ -170,12 +172,19 @@ pub mod stats {
 
 /// Byte layout of the head of `struct inxpect_pcpu`.
 pub mod pcpu {
+    /// Runs up to the last sampled one; every run: `RUNS + LOAD - LEFT`.
     pub const RUNS: usize = 0;
     pub const SAMPLED: usize = 8;
+    /// The last sampled run's id (its `SAMPLED`).
     pub const CUR: usize = 16;
-    /// `runs` while a tail call is under way (0 otherwise).
+    /// `LEFT + 1` while a tail call is under way (0 otherwise).
     pub const TAIL: usize = 24;
     pub const NO_COUNTER: usize = 32;
+    /// The sampling countdown: 0 = the next run is sampled (and reloads it
+    /// with the config's mask), else the run takes one off.
+    pub const LEFT: usize = 40;
+    /// What `LEFT` was last loaded with: the run is sampled while equal.
+    pub const LOAD: usize = 48;
     /// `held[MAX_REGIONS]`, each `{ run, val[MAX_EVENTS] }`.
     pub const HELD: usize = 64;
     pub const HELD_SIZE: usize = 8 + 8 * super::MAX_EVENTS;

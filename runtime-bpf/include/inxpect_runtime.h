@@ -8,7 +8,7 @@
 #ifndef __INXPECT_RUNTIME_H
 #define __INXPECT_RUNTIME_H
 
-#define INXPECT_ABI 4
+#define INXPECT_ABI 5
 #define INXPECT_MAX_REGIONS 256
 #define INXPECT_MAX_EVENTS 4
 /* Log-linear histogram: deltas below 2^SUB_BITS have a bucket each; above,
@@ -25,8 +25,8 @@ struct inxpect_config {
 	__u64 enabled[INXPECT_MAX_REGIONS / 64]; /* bit i: region i measured */
 	__u32 sample_shift;                      /* measure 1 run in 2^k */
 	__u32 abi;                               /* INXPECT_ABI */
-	__u64 sample_mask;                       /* 2^k - 1: a run is sampled when
-						  * (runs & mask) == 0 */
+	__u64 sample_mask;                       /* 2^k - 1: the countdown a sampled
+						  * run reloads (pcpu.left) */
 };
 
 /* Map `inxpect_stats`: PERCPU_ARRAY, key = region id. */
@@ -52,14 +52,20 @@ struct inxpect_held {
 
 /* Map `inxpect_pcpu`: PERCPU_ARRAY with one entry. */
 struct inxpect_pcpu {
-	__u64 runs;          /* program entries on this CPU */
+	__u64 runs;          /* program entries on this CPU up to the last
+			      * sampled one; all of them: runs + load - left */
 	__u64 sampled;       /* runs chosen by sampling */
-	__u64 cur;           /* id of the current run when sampled, else 0 */
-	__u64 tail;          /* = runs while a tail call is under way: the
+	__u64 cur;           /* id of the last sampled run (its `sampled`) */
+	__u64 tail;          /* left + 1 while a tail call is under way: the
 			      * program it enters continues this run */
 	__u64 no_counter;    /* sampled runs without the backend's counter
 			      * (module absent): nothing was measured */
-	__u64 pad[3];
+	__u64 left;          /* sampling countdown: a run that finds it 0 is
+			      * sampled and reloads it with the config's mask,
+			      * any other takes one off */
+	__u64 load;          /* what `left` was last loaded with: the current
+			      * run is the sampled one while left == load */
+	__u64 pad;
 	struct inxpect_held held[INXPECT_MAX_REGIONS];
 	__u64 tail_now[INXPECT_MAX_EVENTS]; /* the read that closes the regions
 					      * a tail call left open */

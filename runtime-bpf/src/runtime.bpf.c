@@ -3,8 +3,8 @@
  * The probe runtime that inxpect-instrument links into an instrumented object.
  *
  * The rewriter inlines the fast path at each probe site: at a program entry
- * the run count and the sampling decision, at a START or END a look at the
- * sampling word (or `cur`), so an unsampled run makes no call at all. In a
+ * the sampling countdown, at a START or END a look at the sampling word (or
+ * `left == load`), so an unsampled run makes no call at all. In a
  * sampled run a program-level START is inline too; an END, and START in
  * subprograms, call the functions below. Live caller-saved registers are
  * saved around the whole sequence. The counter read is the last thing
@@ -137,11 +137,16 @@ static __always_inline __u64 delta(__u64 now, __u64 then)
 	return DELTA_32 ? (__u32)(now - then) : now - then;
 }
 
+/* The current run is sampled (the entry reloaded the countdown). */
+static __always_inline int sampled_run(struct inxpect_pcpu *p)
+{
+	return p->left == p->load;
+}
+
 static __always_inline struct inxpect_pcpu *pcpu(void)
 {
-	__u32 zero = 0;
-
-	return bpf_map_lookup_elem(&inxpect_pcpu, &zero);
+	/* A key in read-only map memory: no stack slot to write. */
+	return bpf_map_lookup_elem(&inxpect_pcpu, (const void *)&inxpect_zero);
 }
 
 /*
@@ -160,7 +165,7 @@ static __always_inline struct inxpect_held *start_hold(__u32 id)
 	if (!(inxpect_config.enabled[id / 64] & (1ULL << (id % 64))))
 		return 0;
 	p = pcpu();
-	if (!p || !p->cur)
+	if (!p || !sampled_run(p))
 		return 0;
 	/* Counted once per run at the program entry (no_counter), not here. */
 	if (!COUNTER_PRESENT())
@@ -193,69 +198,89 @@ __probe int __inxpect_start_prep(__u32 id)
 }
 #endif
 
+/* floor(log2 b) of a byte (b >= 1). */
+#define R2(x) x, x
+#define R4(x) R2(x), R2(x)
+#define R8(x) R4(x), R4(x)
+#define R16(x) R8(x), R8(x)
+#define R32(x) R16(x), R16(x)
+#define R64(x) R32(x), R32(x)
+#define R128(x) R64(x), R64(x)
+static const __u8 log2_byte[256] SEC(".rodata.inxpect") = {
+	0, 0, R2(1), R4(2), R8(3), R16(4), R32(5), R64(6), R128(7),
+};
+
 static __always_inline __u32 bucket(__u64 d)
 {
-	__u32 x = d, y = d, k = 0, b;
+	__u32 x = d, k;
 
 	if (d >> 32)
 		return INXPECT_HIST_BUCKETS - 1;
 	if (x < INXPECT_HIST_SUB)
 		return x;
-	/* k = floor(log2 x) >= SUB_BITS */
-	if (y >> 16) { y >>= 16; k += 16; }
-	if (y >> 8) { y >>= 8; k += 8; }
-	if (y >> 4) { y >>= 4; k += 4; }
-	if (y >> 2) { y >>= 2; k += 2; }
-	if (y >> 1)
-		k += 1;
-	b = (k - INXPECT_HIST_SUB_BITS + 1) * INXPECT_HIST_SUB +
-	    ((x >> (k - INXPECT_HIST_SUB_BITS)) & (INXPECT_HIST_SUB - 1));
-	return b < INXPECT_HIST_BUCKETS - 1 ? b : INXPECT_HIST_BUCKETS - 1;
+	/* k = floor(log2 x) >= SUB_BITS, one table look-up of its top byte
+	 * (the masks are no-ops the verifier needs for the index's bound). */
+	if (x >> 16)
+		k = x >> 24 ? 24 + log2_byte[x >> 24] : 16 + log2_byte[(x >> 16) & 255];
+	else
+		k = x >> 8 ? 8 + log2_byte[(x >> 8) & 255] : log2_byte[x & 255];
+	return (k - INXPECT_HIST_SUB_BITS + 1) * INXPECT_HIST_SUB +
+	       ((x >> (k - INXPECT_HIST_SUB_BITS)) & (INXPECT_HIST_SUB - 1));
 }
 
-/* Closes region `id` held by this run with the values `now`; `tail`: the
- * region ends at a tail call (counted apart too). */
-static __always_inline int end_record(struct inxpect_pcpu *p, __u32 id, __u64 *now, int tail)
+/* Adds one measurement of region `id`, `now` - `then` per event, to its
+ * statistics; `tail`: the region ends at a tail call (counted apart too). */
+static __always_inline int record(__u32 id, __u64 *now, __u64 *then, int tail)
 {
 	struct inxpect_stats *s;
-	struct inxpect_held *h;
+	__u32 b;
 	int e;
 
-	if (id >= INXPECT_MAX_REGIONS)
-		return 0;
-	h = &p->held[id];
-	/* Guarded END: only a START of this very run counts (markers may be
-	 * moved by the compiler, and an early return may skip an END). */
-	if (!h->run || h->run != p->cur)
-		return 0;
-	h->run = 0;
 	s = bpf_map_lookup_elem(&inxpect_stats, &id);
 	if (!s)
 		return 0;
 	for (e = 0; e < INXPECT_NR_EVENTS; e++) {
-		__u64 d = delta(now[e], h->val[e]);
+		__u64 d = delta(now[e], then[e]);
 
 		/* An invalid read at either end, or a 64-bit counter that went
 		 * back: nothing of it enters the statistics. */
-		if ((now[e] | h->val[e]) & INXPECT_INVALID || (__s64)d < 0) {
+		if ((now[e] | then[e]) & INXPECT_INVALID || (__s64)d < 0) {
 			s->invalid++;
 			return 0;
 		}
 	}
 	for (e = 0; e < INXPECT_NR_EVENTS; e++) {
-		__u64 d = delta(now[e], h->val[e]);
+		__u64 d = delta(now[e], then[e]);
 
 		s->sum[e] += d;
 		if (!s->count || d < s->min[e])
 			s->min[e] = d;
 		if (d > s->max[e])
 			s->max[e] = d;
-		s->hist[e][bucket(d)]++;
+		b = bucket(d);
+		if (b < INXPECT_HIST_BUCKETS)
+			s->hist[e][b]++;
 	}
 	s->count++;
 	if (tail)
 		s->tail_ends++;
 	return 0;
+}
+
+/* Closes region `id` held by this run with the values `now`. */
+static __always_inline int end_record(struct inxpect_pcpu *p, __u32 id, __u64 *now, int tail)
+{
+	struct inxpect_held *h;
+
+	if (id >= INXPECT_MAX_REGIONS)
+		return 0;
+	h = &p->held[id];
+	/* Guarded END: only a START of this very run counts (markers may be
+	 * moved by the compiler, and an early return may skip an END). */
+	if (!sampled_run(p) || h->run != p->cur)
+		return 0;
+	h->run = 0;
+	return record(id, now, h->val, tail);
 }
 
 __probe int __inxpect_end(__u32 id)
@@ -304,7 +329,7 @@ __probe int __inxpect_tail_enter(__u32 nregions)
 		return 0;
 	READ_COUNTERS_END(now);
 	p = pcpu();
-	if (!p || !p->cur)
+	if (!p || !sampled_run(p))
 		return 0;
 	for (e = 0; e < INXPECT_NR_EVENTS; e++)
 		p->tail_now[e] = now[e];
@@ -323,6 +348,18 @@ __probe int __inxpect_end_value(__u32 id, __u64 now0)
 	if (!p)
 		return 0;
 	return end_record(p, id, now, 0);
+}
+
+/*
+ * END's statistics for a program-level site, which checked and cleared the
+ * held START itself (through the per-CPU pointer its program keeps):
+ * `now` - `then` into region `id`. What the percentile test drives.
+ */
+__probe int __inxpect_record(__u32 id, __u64 now, __u64 then)
+{
+	__u64 n[INXPECT_MAX_EVENTS] = { now }, t[INXPECT_MAX_EVENTS] = { then };
+
+	return record(id, n, t, 0);
 }
 #endif
 

@@ -263,6 +263,12 @@ pub fn populate_app_maps(obj: &Object, app: &str, cfg: &Config) -> Result<()> {
     Ok(())
 }
 
+/// The run counters of an instrumented object (`inxpect_pcpu`, summed over
+/// CPUs), as the loader reads them.
+pub fn runs(obj: &Object) -> Result<inxpect_loader::stats::Runs> {
+    inxpect_loader::stats::read_runs(&map_by_name(obj, inxpect_rewriter::runtime::MAP_PCPU)?)
+}
+
 /// Sum over CPUs of a per-CPU array's u32 or u64 value at `key`.
 pub fn percpu_sum(obj: &Object, map: &str, key: u32) -> Result<u64> {
     let m = map_by_name(obj, map)?;

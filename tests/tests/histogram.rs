@@ -1,6 +1,7 @@
 //! Percentiles users can trust (issue 17): the REAL probe runtime (the
-//! committed ktime object, the code END runs at every program-level site:
-//! `__inxpect_start_prep`, `__inxpect_end_value`) is linked with a driver
+//! committed ktime object; `__inxpect_record`, the statistics every
+//! program-level END site calls, the same inlined code as every other END's)
+//! is linked with a driver
 //! program (testdata/hist/driver.bpf.c) that hands it chosen deltas through
 //! BPF_PROG_TEST_RUN. The statistics the loader then reads back must be
 //! exact where they can be (count, sum, min, max, every histogram bucket

@@ -92,13 +92,15 @@ fn check(app: &str, variant: &str, mode: Mode, counter: Counter, shift: u32) -> 
     );
 
     let n = frames.len() as u64;
-    let runs = percpu_u64(&inst, runtime::MAP_PCPU, 0, runtime::pcpu::RUNS)?;
-    let sampled = percpu_u64(&inst, runtime::MAP_PCPU, 0, runtime::pcpu::SAMPLED)?;
+    let runs = inxpect_tests::runs(&inst)?;
+    let sampled = runs.sampled;
+    let runs = runs.runs;
     ensure!(runs == n, "{what}: {runs} runs counted for {n} frames");
+    // The first run on the CPU, then every 2^shift-th.
     ensure!(
-        sampled == n >> shift,
+        sampled == (n + (1 << shift) - 1) >> shift,
         "{what}: {sampled} sampled runs, want {}",
-        n >> shift
+        (n + (1 << shift) - 1) >> shift
     );
     check_counts(&what, &inst, &r.manifest, app, n >> shift)
 }

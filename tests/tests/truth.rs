@@ -12,10 +12,10 @@
 //! behave as the original: verdict, output bytes and witness after every
 //! frame, all maps at the end. Nothing here is a hard-coded result.
 //!
-//! Sampling: a run is measured when the per-CPU run counter (1 for the
-//! first packet) is a multiple of K (loader/README.md); the test pins itself
-//! to one CPU and loads fresh objects, so frame i (from 0) is sampled iff
-//! (i + 1) % K == 0, and the per-frame witness makes the expectation exact.
+//! Sampling: a per-CPU countdown measures the first run on a CPU, then every
+//! K-th (loader/README.md); the test pins itself to one CPU and loads fresh
+//! objects, so frame i (from 0) is sampled iff i % K == 0, and the per-frame
+//! witness makes the expectation exact.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -75,8 +75,8 @@ fn frames() -> Vec<Vec<u8>> {
 }
 
 fn sampled(i: usize, shift: u32) -> bool {
-    // The runtime's test: (runs & mask) == 0, runs counted from 1.
-    (i + 1) & ((1usize << shift) - 1) == 0
+    // The runtime's countdown: the first run on the CPU, then every K-th.
+    i & ((1usize << shift) - 1) == 0
 }
 
 // --- libbpf's log, so a refused load says why ------------------------------
@@ -341,14 +341,10 @@ fn check(
     }
 
     // runs and sampled: one run per packet, ground truth from `runs`.
-    let pcpu = |off| percpu_u64(&inst, runtime::MAP_PCPU, 0, off);
+    let counted = inxpect_tests::runs(&inst)?;
     for (what, got, want) in [
-        ("runs", pcpu(runtime::pcpu::RUNS)?, t.expected("runs", 0)),
-        (
-            "sampled",
-            pcpu(runtime::pcpu::SAMPLED)?,
-            t.expected("runs", shift),
-        ),
+        ("runs", counted.runs, t.expected("runs", 0)),
+        ("sampled", counted.sampled, t.expected("runs", shift)),
     ] {
         if got != want {
             fails.push(format!("{what} {got}, ground truth {want}"));

@@ -32,6 +32,9 @@ pub struct Backend {
     /// Sites read the counter themselves (one event, not `perf`): the read,
     /// `__inxpect_start_prep` and `__inxpect_end_value`.
     pub inline: Option<(Read, usize, usize)>,
+    /// With `inline`: `__inxpect_record`, END's statistics alone (program-
+    /// level sites check and clear the held START themselves).
+    pub record: Option<usize>,
     /// END's read where it differs from START's (pmc: the module validates
     /// after END's read and before START's, outside the measurement).
     pub end_read: Option<Read>,
@@ -52,6 +55,7 @@ impl Backend {
     /// own), not a kfunc.
     pub fn is_runtime_fn(&self, sym: usize) -> bool {
         [self.start, self.end, self.tail_enter].contains(&sym)
+            || self.record == Some(sym)
             || self
                 .inline
                 .is_some_and(|(_, prep, end_value)| sym == prep || sym == end_value)
@@ -87,6 +91,10 @@ impl Backend {
             )),
             None => None,
         };
+        let record = match inline {
+            Some(_) => Some(required(elf, runtime::FN_RECORD, true)?),
+            None => None,
+        };
         Ok(Backend {
             counter,
             events,
@@ -98,6 +106,7 @@ impl Backend {
             config: required(elf, "inxpect_config", false)?,
             kfunc_flag,
             inline,
+            record,
             end_read,
         })
     }

@@ -8,14 +8,16 @@
 
 use super::backend::{Backend, Read};
 use super::seq::{Cond, Label, Seq};
-use crate::insn::{Insn, OP_AND, OP_RSH, SIZE_DW, SIZE_W};
+use crate::insn::{Insn, OP_ADD, OP_AND, OP_RSH, SIZE_DW, SIZE_W};
 use crate::probe::Kind;
 use crate::runtime::{config, pcpu};
 
 /// What a body needs to know about its site.
 pub struct Site {
-    /// In a program: the stack slot of this run's sampling word (0 = not
-    /// sampled), written at the entry.
+    /// In a program: the stack slot of this run's sampling word, written at
+    /// the entry: 0 = not sampled, else this CPU's `inxpect_pcpu` entry (a
+    /// pointer the verifier tracks through the slot, so no site looks it up
+    /// again).
     pub flag: Option<i16>,
     /// The site already tested the sampling word.
     pub checked: bool,
@@ -74,11 +76,13 @@ pub fn body(k: Kind, b: &Backend, site: &Site) -> Seq {
                     s.push(Insn::ldx_dw(1, 10, fl))
                         .jump_to(Cond::EqImm(1, 0), done);
                 }
+                // Not in a program (no word): sampled while left == load.
                 None => {
                     pcpu_lookup(&mut s, b);
                     s.jump_to(Cond::EqImm(0, 0), done)
-                        .push(Insn::ldx(SIZE_DW, 1, 0, pcpu::CUR as i16))
-                        .jump_to(Cond::EqImm(1, 0), done);
+                        .push(Insn::ldx(SIZE_DW, 1, 0, pcpu::LEFT as i16))
+                        .push(Insn::ldx(SIZE_DW, 2, 0, pcpu::LOAD as i16))
+                        .jump_to(Cond::NeReg(1, 2), done);
                 }
             }
             if matches!(k, Kind::Start(_)) {
@@ -93,7 +97,10 @@ pub fn body(k: Kind, b: &Backend, site: &Site) -> Seq {
             pcpu_lookup(&mut s, b);
             s.jump_to(Cond::EqImm(0, 0), done);
             if k == Kind::TailMark {
-                s.push(Insn::ldx(SIZE_DW, 1, 0, pcpu::RUNS as i16))
+                // left + 1: nonzero, and what the entered program's entry
+                // finds again (no entry ran in between).
+                s.push(Insn::ldx(SIZE_DW, 1, 0, pcpu::LEFT as i16))
+                    .push(Insn::alu64_imm(OP_ADD, 1, 1))
                     .push(Insn::stx_dw(0, pcpu::TAIL as i16, 1));
             } else {
                 s.push(Insn::st_dw(0, pcpu::TAIL as i16, 0));
@@ -110,10 +117,12 @@ fn held(id: u32) -> i16 {
 
 fn start(s: &mut Seq, b: &Backend, site: &Site, id: u32, done: Label) {
     match (b.inline, site.spare) {
-        // In a program: the bookkeeping inline too (region enabled, this run
-        // sampled, `held.run = cur`), then the read, stored through the
-        // per-CPU pointer kept in `f`; no runtime call.
+        // In a program: the bookkeeping inline too (region enabled,
+        // `held.run = cur`; the run is sampled, so `cur` is set), then the
+        // read, stored through the per-CPU pointer the word holds, kept in
+        // `f` across the read; no runtime call.
         (Some((r, _, _)), Some(f)) if site.flag.is_some() => {
+            let fl = site.flag.expect("checked");
             let word = (config::ENABLED + 8 * (id as usize / 64)) as i16;
             let bit = id % 64;
             s.load_symbol(1, b.config)
@@ -125,13 +134,10 @@ fn start(s: &mut Seq, b: &Backend, site: &Site, id: u32, done: Label) {
                 s.push(Insn::alu64_imm(OP_RSH, 1, bit as i32))
                     .push(Insn::alu64_imm(OP_AND, 1, 1));
             }
-            s.jump_to(Cond::EqImm(1, 0), done);
-            pcpu_lookup(s, b);
-            s.jump_to(Cond::EqImm(0, 0), done)
-                .push(Insn::ldx(SIZE_DW, 1, 0, pcpu::CUR as i16))
-                .jump_to(Cond::EqImm(1, 0), done)
-                .push(Insn::stx_dw(0, held(id), 1))
-                .push(Insn::mov64_reg(f, 0));
+            s.jump_to(Cond::EqImm(1, 0), done)
+                .push(Insn::ldx_dw(f, 10, fl))
+                .push(Insn::ldx(SIZE_DW, 1, f, pcpu::CUR as i16))
+                .push(Insn::stx_dw(f, held(id), 1));
             read(s, b, r, site, done);
             s.push(Insn::stx_dw(f, held(id) + 8, 0));
         }
@@ -154,14 +160,28 @@ fn start(s: &mut Seq, b: &Backend, site: &Site, id: u32, done: Label) {
 
 /// END reads first, then hands the value to the runtime.
 fn end(s: &mut Seq, b: &Backend, site: &Site, id: u32, done: Label) {
-    match b.inline {
-        Some((r, _, end_value)) => {
+    match (b.inline, b.record, site.flag) {
+        // In a program: the held START checked and cleared inline through
+        // the word's per-CPU pointer, then only the statistics are a call.
+        (Some((r, _, _)), Some(record), Some(fl)) => {
+            read(s, b, b.end_read.unwrap_or(r), site, done);
+            s.push(Insn::ldx_dw(1, 10, fl))
+                .push(Insn::ldx(SIZE_DW, 2, 1, held(id)))
+                .push(Insn::ldx(SIZE_DW, 3, 1, pcpu::CUR as i16))
+                .jump_to(Cond::NeReg(2, 3), done)
+                .push(Insn::st_dw(1, held(id), 0))
+                .push(Insn::ldx(SIZE_DW, 3, 1, held(id) + 8))
+                .push(Insn::mov64_reg(2, 0))
+                .push(Insn::mov64_imm(1, id as i32))
+                .call_symbol(record);
+        }
+        (Some((r, _, end_value)), _, _) => {
             read(s, b, b.end_read.unwrap_or(r), site, done);
             s.push(Insn::mov64_reg(2, 0))
                 .push(Insn::mov64_imm(1, id as i32))
                 .call_symbol(end_value);
         }
-        None => {
+        (None, _, _) => {
             s.push(Insn::mov64_imm(1, id as i32)).call_symbol(b.end);
         }
     }
@@ -175,31 +195,48 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
     s.jump_to(Cond::EqImm(0, 0), done);
     let fresh = s.label();
     if site.tail_calls {
-        // Entered by a tail call of this run (`tail == runs`, set at the
-        // call site): the same run, its sampling decision, and the regions
-        // the caller held end here.
+        // Entered by a tail call of this run (`tail == left + 1`, set at
+        // the call site): the same run, its sampling decision, and the
+        // regions the caller held end here.
         s.push(Insn::ldx(SIZE_DW, 1, 0, pcpu::TAIL as i16))
             .jump_to(Cond::EqImm(1, 0), fresh)
             .push(Insn::st_dw(0, pcpu::TAIL as i16, 0))
-            .push(Insn::ldx(SIZE_DW, 2, 0, pcpu::RUNS as i16))
+            .push(Insn::ldx(SIZE_DW, 2, 0, pcpu::LEFT as i16))
+            .push(Insn::alu64_imm(OP_ADD, 2, 1))
             .jump_to(Cond::NeReg(1, 2), fresh)
-            .push(Insn::ldx(SIZE_DW, 1, 0, pcpu::CUR as i16))
-            .jump_to(Cond::EqImm(1, 0), done);
+            // The caller's run was sampled: load + 1 == left + 1.
+            .push(Insn::ldx(SIZE_DW, 1, 0, pcpu::LOAD as i16))
+            .push(Insn::alu64_imm(OP_ADD, 1, 1))
+            .jump_to(Cond::NeReg(1, 2), done);
         kfunc_guard(s, b, 2, done);
-        s.push(Insn::stx_dw(10, fl, 1))
+        s.push(Insn::stx_dw(10, fl, 0))
             .push(Insn::mov64_imm(1, site.nregions as i32))
             .call_symbol(b.tail_enter)
             .jump_to(Cond::Always, done);
     }
     s.bind(fresh);
-    // runs++; sampled when (runs & mask) == 0.
-    let unsampled = s.label();
-    s.bump(0, pcpu::RUNS as i16, 1)
+    // The sampling countdown: an unsampled run takes one off `left` and
+    // is done (the word stays 0).
+    let sample = s.label();
+    s.push(Insn::ldx(SIZE_DW, 1, 0, pcpu::LEFT as i16))
+        .jump_to(Cond::EqImm(1, 0), sample)
+        .push(Insn::alu64_imm(OP_ADD, 1, -1))
+        .push(Insn::stx_dw(0, pcpu::LEFT as i16, 1))
+        .jump_to(Cond::Always, done);
+    // A sampled run: `runs += load + 1` (the runs since the last sample,
+    // this one included), reload the countdown from the config's mask,
+    // `cur = ++sampled`.
+    s.bind(sample);
+    s.push(Insn::ldx(SIZE_DW, 1, 0, pcpu::LOAD as i16))
+        .push(Insn::ldx(SIZE_DW, 2, 0, pcpu::RUNS as i16))
+        .push(Insn::alu64_reg(OP_ADD, 1, 2))
+        .push(Insn::alu64_imm(OP_ADD, 1, 1))
+        .push(Insn::stx_dw(0, pcpu::RUNS as i16, 1))
         .load_symbol(2, b.config)
         .push(Insn::ldx(SIZE_DW, 2, 2, config::SAMPLE_MASK as i16))
-        .push(Insn::alu64_reg(OP_AND, 2, 1))
-        .jump_to(Cond::NeImm(2, 0), unsampled)
-        .bump(0, pcpu::SAMPLED as i16, 2)
+        .push(Insn::stx_dw(0, pcpu::LOAD as i16, 2))
+        .push(Insn::stx_dw(0, pcpu::LEFT as i16, 2))
+        .bump(0, pcpu::SAMPLED as i16, 1)
         .push(Insn::stx_dw(0, pcpu::CUR as i16, 1));
     // Without the module (`inxpect_kfuncs` 0, which the verifier knows)
     // the run counts `no_counter` and the word stays a known 0, so every
@@ -213,8 +250,5 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
             .jump_to(Cond::Always, done);
         s.bind(store);
     }
-    s.push(Insn::stx_dw(10, fl, 1)).jump_to(Cond::Always, done);
-    // The unsampled arm only clears cur: the word is already 0.
-    s.bind(unsampled);
-    s.push(Insn::st_dw(0, pcpu::CUR as i16, 0));
+    s.push(Insn::stx_dw(10, fl, 0));
 }
