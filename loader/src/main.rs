@@ -176,7 +176,7 @@ pub struct Common {
     /// The app whose section of --config to apply (drop, cms, nat, router, tunnel).
     #[arg(long, requires = "config")]
     pub app: Option<String>,
-    /// Skip the calibration run (CAL.* columns: raw minus the mean of an
+    /// Skip the calibration run (CAL.* columns: raw minus the minimum of an
     /// empty region measured the same way, i.e. without the probes' own cost).
     #[arg(long)]
     pub no_calibrate: bool,

@@ -311,7 +311,7 @@ impl Collector for Scrape {
         family(
             &mut enc,
             "inxpect_region_calibrated_mean",
-            "Mean delta minus the calibration offset (the empty region's mean).",
+            "Mean delta minus the calibration offset (the empty region's minimum).",
             Some(&unit),
             MetricType::Gauge,
             &cal,
@@ -330,7 +330,7 @@ impl Collector for Scrape {
             family(
                 &mut enc,
                 "inxpect_calibration_offset",
-                "Mean delta of an empty region: the probes' own cost, subtracted in calibrated values.",
+                "Smallest delta of an empty region: the probes' own cost, subtracted in calibrated values.",
                 Some(&unit),
                 MetricType::Gauge,
                 &rows,

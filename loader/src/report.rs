@@ -323,7 +323,7 @@ pub fn table(r: &Report) -> String {
         let offs: Vec<String> = c.offset.iter().map(|v| num(*v)).collect();
         let _ = writeln!(
             o,
-            "calibration offset {} {u} (mean of an empty region, {} samples): CAL.* = raw - offset",
+            "calibration offset {} {u} (minimum of an empty region, {} samples): CAL.* = raw - offset",
             offs.join("/"),
             c.samples
         );
