@@ -167,7 +167,15 @@ pub fn run_all(
         Kind::Tc => tc_unrunnable(f, linear),
     });
     // A bar only where someone watches (stderr a terminal: never inside the
-    // report on stdout), and only once the run has taken a second.
+    // report on stdout), and only once the run has taken a second
+    // (INXPECT_PROGRESS_AFTER_MS sets that delay: the tests' runs are fast).
+    let delay = std::env::var("INXPECT_PROGRESS_AFTER_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_millis,
+        );
     let bar = std::io::stderr().is_terminal().then(|| {
         let b = indicatif::ProgressBar::with_draw_target(
             Some(cap.frames.len() as u64),
@@ -194,7 +202,7 @@ pub fn run_all(
         };
         if let Some(b) = &bar {
             b.inc(1);
-            if !shown && t0.elapsed() >= std::time::Duration::from_secs(1) {
+            if !shown && t0.elapsed() >= delay {
                 b.set_draw_target(indicatif::ProgressDrawTarget::stderr());
                 shown = true;
             }

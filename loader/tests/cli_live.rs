@@ -330,7 +330,9 @@ fn item9_progress_on_a_terminal_only() {
         corpus()
     );
     // script(1) gives the command a terminal; stdout goes to a file.
+    // The bar waits a second before it shows; a fast machine finishes first.
     let o = Command::new("script")
+        .env("INXPECT_PROGRESS_AFTER_MS", "0")
         .args(["-qec", &format!("{args} > {}", json.display()), "/dev/null"])
         .stdin(Stdio::null())
         .output()
