@@ -223,48 +223,31 @@ fn item7_netns_carried_through_set_and_hinted_by_run() {
             "inxpect: error: several `inxpect run`s ([..]): pick one with --dev (and --netns)\n",
         );
     // The same name in two namespaces: --netns decides.
-    let d1 = bin()
-        .args([
-            "run",
-            &object("drop.clang-O2.o"),
-            "--netns",
-            &p1.a,
-            "--dev",
-            &same,
-        ])
-        .args([
-            "--mode",
-            "generic",
-            "--counter",
-            "ktime",
-            "--no-calibrate",
-            "-j",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let d2 = bin()
-        .args([
-            "run",
-            &object("drop.clang-O2.o"),
-            "--netns",
-            &p2.a,
-            "--dev",
-            &same,
-        ])
-        .args([
-            "--mode",
-            "generic",
-            "--counter",
-            "ktime",
-            "--no-calibrate",
-            "-j",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let run_on_same = |netns: &str| {
+        bin()
+            .args([
+                "run",
+                &object("drop.clang-O2.o"),
+                "--netns",
+                netns,
+                "--dev",
+                &same,
+            ])
+            .args([
+                "--mode",
+                "generic",
+                "--counter",
+                "ktime",
+                "--no-calibrate",
+                "-j",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let d1 = run_on_same(&p1.a);
+    let d2 = run_on_same(&p2.a);
     wait_for("both runs on the same name", || {
         Path::new(&format!("/run/inxpect/{}-{same}.json", p1.a)).exists()
             && Path::new(&format!("/run/inxpect/{}-{same}.json", p2.a)).exists()
