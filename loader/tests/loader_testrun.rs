@@ -88,9 +88,10 @@ fn repeat_multiplies_runs() {
 }
 
 /// Calibration subtracts the cost of an empty region (its minimum),
-/// measured separately: measuring an empty region itself must then give a
-/// minimum of ~0. Two loads differ by a few ns (cache, frequency); the
-/// bound: |calibrated min| < half the raw min.
+/// measured separately, from every figure of a region. With `ktime` on the
+/// host only the arithmetic is exact (two loads' minima differ by a few ns
+/// of noise); that an empty region then reports a calibrated minimum of
+/// exactly 0 is checked with exact counts in the arm64 guest (tests/vm.rs).
 #[test]
 fn calibration_cancels_an_empty_region() {
     let calib = root()
@@ -115,7 +116,6 @@ fn calibration_cancels_an_empty_region() {
     let mean = ev["raw"]["mean"].as_f64().unwrap();
     let cal_mean = ev["calibrated"]["mean"].as_f64().unwrap();
     assert!((mean - off - cal_mean).abs() < 1e-6);
-    assert!(cal.abs() < raw / 2.0, "calibrated {cal} vs raw {raw}");
 }
 
 #[test]

@@ -43,6 +43,7 @@ pub const LD_IMM64: u8 = 0x18;
 pub const SIZE_W: u8 = 0x00;
 pub const SIZE_DW: u8 = 0x18;
 pub const OP_ADD: u8 = 0x00;
+pub const OP_OR: u8 = 0x40;
 pub const OP_AND: u8 = 0x50;
 pub const OP_LSH: u8 = 0x60;
 pub const OP_RSH: u8 = 0x70;
@@ -221,6 +222,15 @@ impl Insn {
             src: 0,
             off,
             imm,
+        }
+    }
+    pub fn exit() -> Insn {
+        Insn {
+            code: CLS_JMP | EXIT,
+            dst: 0,
+            src: 0,
+            off: 0,
+            imm: 0,
         }
     }
     pub fn ja(off: i16) -> Insn {

@@ -174,9 +174,9 @@ pub mod stats {
 pub mod pcpu {
     /// Runs up to the last sampled one; every run: `RUNS + LOAD - LEFT`.
     pub const RUNS: usize = 0;
+    /// Sampled runs so far: the current sampled run's id too (what a held
+    /// START records in `run`).
     pub const SAMPLED: usize = 8;
-    /// The last sampled run's id (its `SAMPLED`).
-    pub const CUR: usize = 16;
     /// `LEFT + 1` while a tail call is under way (0 otherwise).
     pub const TAIL: usize = 24;
     pub const NO_COUNTER: usize = 32;

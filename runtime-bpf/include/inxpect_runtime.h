@@ -54,8 +54,9 @@ struct inxpect_held {
 struct inxpect_pcpu {
 	__u64 runs;          /* program entries on this CPU up to the last
 			      * sampled one; all of them: runs + load - left */
-	__u64 sampled;       /* runs chosen by sampling */
-	__u64 cur;           /* id of the last sampled run (its `sampled`) */
+	__u64 sampled;       /* runs chosen by sampling; also the id of the
+			      * last sampled run (held[].run) */
+	__u64 pad0;          /* was `cur`, which always equalled `sampled` */
 	__u64 tail;          /* left + 1 while a tail call is under way: the
 			      * program it enters continues this run */
 	__u64 no_counter;    /* sampled runs without the backend's counter

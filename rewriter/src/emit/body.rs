@@ -3,23 +3,32 @@
 //!
 //! A program entry counts the run and decides the sampling, or, entered by
 //! a tail call of this run, continues it. A START or END calls the runtime
-//! (or reads the counter itself) only when this run is sampled, so an
-//! unsampled run costs a few loads and a branch per probe and no call.
+//! (or reads the counter itself) only when this run measures its region, so
+//! an unsampled run or a disabled region costs a load and a test per site.
 
 use super::backend::{Backend, Read};
 use super::seq::{Cond, Label, Seq};
-use crate::insn::{Insn, OP_ADD, OP_AND, OP_RSH, SIZE_DW, SIZE_W};
+use crate::insn::{Insn, OP_ADD, OP_AND, OP_OR, OP_RSH, SIZE_DW, SIZE_W};
 use crate::probe::Kind;
 use crate::runtime::{config, pcpu};
 
+/// A program's two run words, stack slots written at its entry.
+#[derive(Clone, Copy, Debug)]
+pub struct Words {
+    /// This CPU's `inxpect_pcpu` entry, on every run: a pointer the verifier
+    /// tracks through the slot, so no site looks it up again.
+    pub pcpu: i16,
+    /// The regions this run measures: `enabled[0]` in a sampled run with the
+    /// counter there, else 0 (a 0 the verifier knows where the module is
+    /// absent, which makes every site dead code). Regions 0..63 only.
+    pub mask: i16,
+}
+
 /// What a body needs to know about its site.
 pub struct Site {
-    /// In a program: the stack slot of this run's sampling word, written at
-    /// the entry: 0 = not sampled, else this CPU's `inxpect_pcpu` entry (a
-    /// pointer the verifier tracks through the slot, so no site looks it up
-    /// again).
-    pub flag: Option<i16>,
-    /// The site already tested the sampling word.
+    /// In a program: its run words.
+    pub words: Option<Words>,
+    /// The site already tested this kind's bit of the run mask.
     pub checked: bool,
     /// A dead callee-saved register left after the saves: a START keeps the
     /// per-CPU pointer there across its own read.
@@ -28,6 +37,39 @@ pub struct Site {
     pub nregions: u32,
     /// The object makes tail calls: program entries may continue a run.
     pub tail_calls: bool,
+}
+
+/// Region `id` has a bit in the run mask (else its sites check the config
+/// and the sampling as subprogram sites do).
+pub fn in_mask(id: u32) -> bool {
+    id < 64
+}
+
+/// Goes on when `reg` (a run mask, just loaded) has the bit of some region
+/// of `ids`, else jumps to `skip`. Clobbers `reg`.
+///
+/// The test is on a value computed from the mask (an ALU result), never on
+/// the loaded register itself: a branch on the register would teach the
+/// verifier the bit of the mask's stack slot, so a region's END would be
+/// decided by its START's test, and the verifier would walk every region's
+/// measured and unmeasured paths apart instead of merging them after each site.
+pub fn test_mask(s: &mut Seq, reg: u8, ids: &[u32], skip: Label) {
+    match ids {
+        // An immediate is sign-extended: bits 31..63 are shifted down.
+        [id] if *id >= 31 => {
+            s.push(Insn::alu64_imm(OP_RSH, reg, *id as i32))
+                .push(Insn::alu64_imm(OP_AND, reg, 1));
+        }
+        _ if ids.iter().all(|&id| id < 31) => {
+            let bits = ids.iter().fold(0i32, |m, &id| m | 1 << id);
+            s.push(Insn::alu64_imm(OP_AND, reg, bits));
+        }
+        // Some region measured.
+        _ => {
+            s.push(Insn::alu64_imm(OP_OR, reg, 0));
+        }
+    }
+    s.jump_to(Cond::EqImm(reg, 0), skip);
 }
 
 /// This CPU's `inxpect_pcpu` entry into R0 (NULL on failure): a lookup the
@@ -46,20 +88,34 @@ fn kfunc_guard(s: &mut Seq, b: &Backend, reg: u8, to: Label) {
 }
 
 /// The counter read into R0. A site in a program needs no guard: without
-/// the module the entry stores a sampling word of 0 the verifier knows,
-/// which makes the whole site dead code (and a guard would put two more
+/// the module the entry stores a run mask of 0 the verifier knows, which
+/// makes the whole site dead code (and a guard would put two more
 /// instructions between END's read and START's). Elsewhere a missing module
 /// jumps to `skip`.
-fn read(s: &mut Seq, b: &Backend, r: Read, site: &Site, skip: Label) {
+fn read(s: &mut Seq, b: &Backend, r: Read, words: Option<Words>, skip: Label) {
     match r {
         Read::Helper(id) => {
             s.helper(id);
         }
         Read::Kfunc(sym) => {
-            if site.flag.is_none() {
+            if words.is_none() {
                 kfunc_guard(s, b, 1, skip);
             }
             s.call_symbol(sym);
+        }
+    }
+}
+
+/// This CPU's `inxpect_pcpu` entry into R0: the program's word, else a
+/// look-up (`done` on failure).
+fn pcpu_ptr(s: &mut Seq, b: &Backend, words: Option<Words>, done: Label) {
+    match words {
+        Some(w) => {
+            s.push(Insn::ldx_dw(0, 10, w.pcpu));
+        }
+        None => {
+            pcpu_lookup(s, b);
+            s.jump_to(Cond::EqImm(0, 0), done);
         }
     }
 }
@@ -70,32 +126,31 @@ pub fn body(k: Kind, b: &Backend, site: &Site) -> Seq {
     match k {
         Kind::RunBegin => run_begin(&mut s, b, site, done),
         Kind::Start(id) | Kind::End(id) => {
-            match site.flag {
+            let words = site.words.filter(|_| in_mask(id));
+            match words {
                 Some(_) if site.checked => {}
-                Some(fl) => {
-                    s.push(Insn::ldx_dw(1, 10, fl))
-                        .jump_to(Cond::EqImm(1, 0), done);
+                Some(w) => {
+                    s.push(Insn::ldx_dw(1, 10, w.mask));
+                    test_mask(&mut s, 1, &[id], done);
                 }
-                // Not in a program (no word): sampled while left == load.
+                // Not in a program (no words): sampled while left == load.
                 None => {
-                    pcpu_lookup(&mut s, b);
-                    s.jump_to(Cond::EqImm(0, 0), done)
-                        .push(Insn::ldx(SIZE_DW, 1, 0, pcpu::LEFT as i16))
+                    pcpu_ptr(&mut s, b, site.words, done);
+                    s.push(Insn::ldx(SIZE_DW, 1, 0, pcpu::LEFT as i16))
                         .push(Insn::ldx(SIZE_DW, 2, 0, pcpu::LOAD as i16))
                         .jump_to(Cond::NeReg(1, 2), done);
                 }
             }
             if matches!(k, Kind::Start(_)) {
-                start(&mut s, b, site, id, done);
+                start(&mut s, b, words, site.spare, id, done);
             } else {
-                end(&mut s, b, site, id, done);
+                end(&mut s, b, words, id, done);
             }
         }
         // Before a tail call: mark it under way, so the program it enters
         // continues this run. After it (it failed): clear the mark.
         Kind::TailMark | Kind::TailClear => {
-            pcpu_lookup(&mut s, b);
-            s.jump_to(Cond::EqImm(0, 0), done);
+            pcpu_ptr(&mut s, b, site.words, done);
             if k == Kind::TailMark {
                 // left + 1: nonzero, and what the entered program's entry
                 // finds again (no entry ran in between).
@@ -115,41 +170,28 @@ fn held(id: u32) -> i16 {
     (pcpu::HELD + pcpu::HELD_SIZE * id as usize) as i16
 }
 
-fn start(s: &mut Seq, b: &Backend, site: &Site, id: u32, done: Label) {
-    match (b.inline, site.spare) {
-        // In a program: the bookkeeping inline too (region enabled,
-        // `held.run = cur`; the run is sampled, so `cur` is set), then the
-        // read, stored through the per-CPU pointer the word holds, kept in
-        // `f` across the read; no runtime call.
-        (Some((r, _, _)), Some(f)) if site.flag.is_some() => {
-            let fl = site.flag.expect("checked");
-            let word = (config::ENABLED + 8 * (id as usize / 64)) as i16;
-            let bit = id % 64;
-            s.load_symbol(1, b.config)
-                .push(Insn::ldx(SIZE_DW, 1, 1, word));
-            // A shift for the bits an imm32 would sign-extend.
-            if bit < 31 {
-                s.push(Insn::alu64_imm(OP_AND, 1, 1 << bit));
-            } else {
-                s.push(Insn::alu64_imm(OP_RSH, 1, bit as i32))
-                    .push(Insn::alu64_imm(OP_AND, 1, 1));
-            }
-            s.jump_to(Cond::EqImm(1, 0), done)
-                .push(Insn::ldx_dw(f, 10, fl))
-                .push(Insn::ldx(SIZE_DW, 1, f, pcpu::CUR as i16))
+/// START, once its run measures region `id`.
+fn start(s: &mut Seq, b: &Backend, words: Option<Words>, spare: Option<u8>, id: u32, done: Label) {
+    match (b.inline, spare, words) {
+        // In a program: `held.run = sampled` through the word's per-CPU
+        // pointer, kept in `f` across the read, then the read stored there;
+        // no runtime call.
+        (Some((r, _, _)), Some(f), Some(w)) => {
+            s.push(Insn::ldx_dw(f, 10, w.pcpu))
+                .push(Insn::ldx(SIZE_DW, 1, f, pcpu::SAMPLED as i16))
                 .push(Insn::stx_dw(f, held(id), 1));
-            read(s, b, r, site, done);
+            read(s, b, r, words, done);
             s.push(Insn::stx_dw(f, held(id) + 8, 0));
         }
         // Elsewhere: the bookkeeping in the runtime, then the read here.
-        (Some((r, prep, _)), Some(f)) => {
+        (Some((r, prep, _)), Some(f), None) => {
             s.push(Insn::mov64_imm(1, id as i32))
                 .call_symbol(prep)
                 .jump_to(Cond::EqImm(0, 0), done);
             pcpu_lookup(s, b);
             s.jump_to(Cond::EqImm(0, 0), done)
                 .push(Insn::mov64_reg(f, 0));
-            read(s, b, r, site, done);
+            read(s, b, r, words, done);
             s.push(Insn::stx_dw(f, held(id) + 8, 0));
         }
         _ => {
@@ -159,15 +201,15 @@ fn start(s: &mut Seq, b: &Backend, site: &Site, id: u32, done: Label) {
 }
 
 /// END reads first, then hands the value to the runtime.
-fn end(s: &mut Seq, b: &Backend, site: &Site, id: u32, done: Label) {
-    match (b.inline, b.record, site.flag) {
+fn end(s: &mut Seq, b: &Backend, words: Option<Words>, id: u32, done: Label) {
+    match (b.inline, b.record, words) {
         // In a program: the held START checked and cleared inline through
         // the word's per-CPU pointer, then only the statistics are a call.
-        (Some((r, _, _)), Some(record), Some(fl)) => {
-            read(s, b, b.end_read.unwrap_or(r), site, done);
-            s.push(Insn::ldx_dw(1, 10, fl))
+        (Some((r, _, _)), Some(record), Some(w)) => {
+            read(s, b, b.end_read.unwrap_or(r), words, done);
+            s.push(Insn::ldx_dw(1, 10, w.pcpu))
                 .push(Insn::ldx(SIZE_DW, 2, 1, held(id)))
-                .push(Insn::ldx(SIZE_DW, 3, 1, pcpu::CUR as i16))
+                .push(Insn::ldx(SIZE_DW, 3, 1, pcpu::SAMPLED as i16))
                 .jump_to(Cond::NeReg(2, 3), done)
                 .push(Insn::st_dw(1, held(id), 0))
                 .push(Insn::ldx(SIZE_DW, 3, 1, held(id) + 8))
@@ -176,7 +218,7 @@ fn end(s: &mut Seq, b: &Backend, site: &Site, id: u32, done: Label) {
                 .call_symbol(record);
         }
         (Some((r, _, end_value)), _, _) => {
-            read(s, b, b.end_read.unwrap_or(r), site, done);
+            read(s, b, b.end_read.unwrap_or(r), words, done);
             s.push(Insn::mov64_reg(2, 0))
                 .push(Insn::mov64_imm(1, id as i32))
                 .call_symbol(end_value);
@@ -187,12 +229,29 @@ fn end(s: &mut Seq, b: &Backend, site: &Site, id: u32, done: Label) {
     }
 }
 
+/// The run mask of a run that measures: the config's `enabled[0]` into the
+/// mask word, through `tmp`.
+fn store_mask(s: &mut Seq, b: &Backend, w: Words, tmp: u8) {
+    s.load_symbol(tmp, b.config)
+        .push(Insn::ldx(SIZE_DW, tmp, tmp, config::ENABLED as i16))
+        .push(Insn::stx_dw(10, w.mask, tmp));
+}
+
 /// A program entry. `done` follows.
 fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
-    let fl = site.flag.expect("a program entry has the sampling word");
-    s.push(Insn::st_dw(10, fl, 0));
+    let w = site.words.expect("a program entry has the run words");
+    s.push(Insn::st_dw(10, w.mask, 0));
     pcpu_lookup(s, b);
-    s.jump_to(Cond::EqImm(0, 0), done);
+    // A one-entry per-CPU array's key 0 is always found: the impossible
+    // miss leaves the program (0 is in every type's return range) instead
+    // of reaching the sites with no pointer, which would have the verifier
+    // walk the whole program a second time in that state.
+    let found = s.label();
+    s.jump_to(Cond::NeImm(0, 0), found)
+        .push(Insn::mov64_imm(0, 0))
+        .push(Insn::exit());
+    s.bind(found);
+    s.push(Insn::stx_dw(10, w.pcpu, 0));
     let fresh = s.label();
     if site.tail_calls {
         // Entered by a tail call of this run (`tail == left + 1`, set at
@@ -209,46 +268,48 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
             .push(Insn::alu64_imm(OP_ADD, 1, 1))
             .jump_to(Cond::NeReg(1, 2), done);
         kfunc_guard(s, b, 2, done);
-        s.push(Insn::stx_dw(10, fl, 0))
-            .push(Insn::mov64_imm(1, site.nregions as i32))
+        store_mask(s, b, w, 2);
+        s.push(Insn::mov64_imm(1, site.nregions as i32))
             .call_symbol(b.tail_enter)
             .jump_to(Cond::Always, done);
     }
     s.bind(fresh);
-    // The sampling countdown: an unsampled run takes one off `left` and
-    // is done (the word stays 0).
-    let sample = s.label();
+    // The sampling countdown. A sampled run falls through: the verifier
+    // walks the program with an unknown mask first, and the unsampled
+    // run's known 0 is then pruned against it at `done`.
+    let unsampled = s.label();
     s.push(Insn::ldx(SIZE_DW, 1, 0, pcpu::LEFT as i16))
-        .jump_to(Cond::EqImm(1, 0), sample)
-        .push(Insn::alu64_imm(OP_ADD, 1, -1))
-        .push(Insn::stx_dw(0, pcpu::LEFT as i16, 1))
-        .jump_to(Cond::Always, done);
+        .jump_to(Cond::NeImm(1, 0), unsampled);
     // A sampled run: `runs += load + 1` (the runs since the last sample,
     // this one included), reload the countdown from the config's mask,
-    // `cur = ++sampled`.
-    s.bind(sample);
+    // `++sampled` (the run's id).
     s.push(Insn::ldx(SIZE_DW, 1, 0, pcpu::LOAD as i16))
         .push(Insn::ldx(SIZE_DW, 2, 0, pcpu::RUNS as i16))
         .push(Insn::alu64_reg(OP_ADD, 1, 2))
         .push(Insn::alu64_imm(OP_ADD, 1, 1))
         .push(Insn::stx_dw(0, pcpu::RUNS as i16, 1))
         .load_symbol(2, b.config)
-        .push(Insn::ldx(SIZE_DW, 2, 2, config::SAMPLE_MASK as i16))
-        .push(Insn::stx_dw(0, pcpu::LOAD as i16, 2))
-        .push(Insn::stx_dw(0, pcpu::LEFT as i16, 2))
-        .bump(0, pcpu::SAMPLED as i16, 1)
-        .push(Insn::stx_dw(0, pcpu::CUR as i16, 1));
+        .push(Insn::ldx(SIZE_DW, 1, 2, config::SAMPLE_MASK as i16))
+        .push(Insn::stx_dw(0, pcpu::LOAD as i16, 1))
+        .push(Insn::stx_dw(0, pcpu::LEFT as i16, 1))
+        .bump(0, pcpu::SAMPLED as i16, 1);
     // Without the module (`inxpect_kfuncs` 0, which the verifier knows)
-    // the run counts `no_counter` and the word stays a known 0, so every
+    // the run counts `no_counter` and its mask stays a known 0, so every
     // site of the run is dead code.
     if let Some(kf) = b.kfunc_flag {
-        let store = s.label();
-        s.load_symbol(2, kf)
-            .push(Insn::ldx(SIZE_W, 2, 2, 0))
-            .jump_to(Cond::NeImm(2, 0), store)
+        let present = s.label();
+        s.load_symbol(3, kf)
+            .push(Insn::ldx(SIZE_W, 3, 3, 0))
+            .jump_to(Cond::NeImm(3, 0), present)
             .bump(0, pcpu::NO_COUNTER as i16, 3)
             .jump_to(Cond::Always, done);
-        s.bind(store);
+        s.bind(present);
     }
-    s.push(Insn::stx_dw(10, fl, 0));
+    s.push(Insn::ldx(SIZE_DW, 2, 2, config::ENABLED as i16))
+        .push(Insn::stx_dw(10, w.mask, 2))
+        .jump_to(Cond::Always, done);
+    // An unsampled run takes one off `left`; its mask stays 0.
+    s.bind(unsampled);
+    s.push(Insn::alu64_imm(OP_ADD, 1, -1))
+        .push(Insn::stx_dw(0, pcpu::LEFT as i16, 1));
 }

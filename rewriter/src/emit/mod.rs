@@ -18,7 +18,7 @@ use crate::insn::{Insn, Slot, CALLER_SAVED};
 use crate::patch::{Insertions, NewInsn, Place};
 use crate::probe::{Kind, Plan};
 use crate::runtime;
-use seq::{Cond, Seq};
+use seq::Seq;
 use std::collections::BTreeMap;
 
 /// Where a caller-saved register waits out a probe.
@@ -27,11 +27,15 @@ enum SaveTo {
     Stack(i16),
 }
 
-/// The stack slot (below R10) of a program's sampling word: below
-/// everything the program uses.
-fn word_slot(a: &Analysis) -> (i16, i64) {
+/// The stack slots (below R10) of a program's run words, below everything
+/// the program uses, and the depth with them.
+fn words(a: &Analysis) -> (body::Words, i64) {
     let base = (a.stack_depth + 7) / 8 * 8;
-    (-(base as i16) - 8, base + 8)
+    let w = body::Words {
+        pcpu: -(base as i16) - 8,
+        mask: -(base as i16) - 16,
+    };
+    (w, base + 16)
 }
 
 /// Builds every probe sequence for `plan` on the linked object `elf`.
@@ -85,9 +89,9 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Insertions> {
         let init = a.must_init[i] | zeroed.get(&fi).copied().unwrap_or(0);
         let keep = a.live_in[i] & init & CALLER_SAVED;
         let mut free: Vec<u8> = (6..=9).filter(|r| a.live_in[i] & (1 << r) == 0).collect();
-        let (flag, mut depth) = if f.is_prog {
-            let (slot, d) = word_slot(a);
-            (Some(slot), d)
+        let (words, mut depth) = if f.is_prog {
+            let (w, d) = words(a);
+            (Some(w), d)
         } else {
             (None, a.stack_depth)
         };
@@ -112,19 +116,24 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Insertions> {
                 SaveTo::Stack(off) => Insn::stx_dw(10, *off, *r),
             });
         }
-        // An unsampled run skips the whole site (saves included) after one
-        // load and one branch, when a dead register can take the load.
+        // A site whose regions this run does not measure (unsampled run,
+        // regions disabled) skips everything, saves included, after a load
+        // of the run's mask and a test, when a dead register can take it.
         let scratch = (0..=9u8).find(|r| a.live_in[i] & (1 << r) == 0);
-        let all_regions = kinds
+        let ids: Option<Vec<u32>> = kinds
             .iter()
-            .all(|k| matches!(k, Kind::Start(_) | Kind::End(_)));
-        let precheck = match (flag, scratch) {
-            (Some(fl), Some(d)) if all_regions => Some((fl, d)),
+            .map(|k| match k {
+                Kind::Start(id) | Kind::End(id) if body::in_mask(*id) => Some(*id),
+                _ => None,
+            })
+            .collect();
+        let precheck = match (words, scratch, ids) {
+            (Some(w), Some(d), Some(ids)) => Some((w, d, ids)),
             _ => None,
         };
         let site = body::Site {
-            flag,
-            checked: precheck.is_some(),
+            words,
+            checked: precheck.as_ref().is_some_and(|p| p.2.len() == 1),
             spare: free.first().copied(),
             nregions,
             tail_calls,
@@ -140,12 +149,12 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Insertions> {
                 SaveTo::Stack(off) => Insn::ldx_dw(*r, 10, *off),
             });
         }
-        if let Some((fl, d)) = precheck {
+        if let Some((w, d, ids)) = precheck {
             let mut pre = Seq::new();
             let skip = pre.label();
-            pre.push(Insn::ldx_dw(d, 10, fl))
-                .jump_to(Cond::EqImm(d, 0), skip)
-                .append(s);
+            pre.push(Insn::ldx_dw(d, 10, w.mask));
+            body::test_mask(&mut pre, d, &ids, skip);
+            pre.append(s);
             pre.bind(skip);
             s = pre;
         }
