@@ -298,3 +298,143 @@ fn tail_calls_count_one_run_per_frame() {
         );
     }
 }
+
+/// What a frame does in testdata/truth/tailcall.bpf.c's `tc_entry`, from
+/// its byte 14 (`a`), independently of the program: a frame too short for
+/// byte 14 ends `pre` at once; an odd `a` tail-calls slot `(a >> 1) & 1` of
+/// a PROG_ARRAY whose slot 0 holds `tc_leaf` and slot 1 is empty (that
+/// call fails and `tc_entry` goes on through `pre`'s END and `post`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum TailPath {
+    Short,
+    TailCalled,
+    CallFailed,
+    Plain,
+}
+
+fn tail_path(frame: &[u8]) -> TailPath {
+    match frame.get(14) {
+        None => TailPath::Short,
+        Some(a) if a & 1 == 1 && a & 2 == 0 => TailPath::TailCalled,
+        Some(a) if a & 1 == 1 => TailPath::CallFailed,
+        Some(_) => TailPath::Plain,
+    }
+}
+
+/// `tail_ends` against an oracle: a region open when the program tail-calls
+/// is closed at the callee's entry, and counted there both in `count` and in
+/// `tail_ends`. The frames take the tail call a known number of times (byte
+/// 14, see [`tail_path`]), the other frames end the same region at its END
+/// (a failed tail call, no tail call, a frame cut before byte 14). test-run
+/// pins itself to one CPU and runs frame by frame, `--repeat` times each,
+/// so run i (from 0) is sampled iff i % K == 0; the expected counts are
+/// summed from that over the frames' paths. `--sections` (`pre` ends at the
+/// tail call, `post` and `leaf` never do) and `--functions` (README: a tail
+/// call is an exit, `tc_entry`'s region ends before it, at an END, so no
+/// tail end), ktime and perf, 1/1 and 1/4.
+#[test]
+fn tail_ends_count_the_regions_a_tail_call_closed() {
+    use TailPath::*;
+    // An irregular pattern of the four paths, so that sampling 1/4 of
+    // repeat 3 takes each of them a different number of times.
+    let pattern = [
+        0x01u8, 0x03, 0x01, 0x00, 0x05, 0xff, 0x01, 0x04, 0x09, 0x02, 0x0b, 0x01, 0x00,
+    ];
+    let mut frames: Vec<Vec<u8>> = Vec::new();
+    for (i, a) in pattern.iter().cycle().take(37).enumerate() {
+        if i % 9 == 4 {
+            frames.push(vec![0u8; 14]);
+            continue;
+        }
+        let mut f = vec![0u8; 64];
+        f[12] = 0x08; // IPv4 ethertype; not looked at, only plausible
+        f[14] = *a;
+        f[15] = i as u8; // tc_leaf's verdict: odd DROP, even TX
+        frames.push(f);
+    }
+    let paths: Vec<TailPath> = frames.iter().map(|f| tail_path(f)).collect();
+    for p in [Short, TailCalled, CallFailed, Plain] {
+        assert!(paths.contains(&p), "the frames never take path {p:?}");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pcap = dir.path().join("tail.pcap");
+    inxpect_loader::pcap::write_classic(&pcap, &frames).expect("write the pcap");
+    let obj = root()
+        .join("testdata/truth/objects/tailcall.clang-O2.o")
+        .display()
+        .to_string();
+    const REPEAT: usize = 3;
+    for counter in ["ktime", "perf"] {
+        for k in [1usize, 4] {
+            // Sampled runs per path, by run index.
+            let sampled = |want: &[TailPath]| -> u64 {
+                (0..paths.len() * REPEAT)
+                    .filter(|i| i % k == 0 && want.contains(&paths[i / REPEAT]))
+                    .count() as u64
+            };
+            let all = sampled(&[Short, TailCalled, CallFailed, Plain]);
+            let tail = sampled(&[TailCalled]);
+            assert!(tail > 0 && tail < all, "1/{k}: no mix of paths sampled");
+            for (mode, expect) in [
+                (
+                    "--sections",
+                    // (region, function) -> (count, tail_ends)
+                    vec![
+                        (("pre", "tc_entry"), (all, tail)),
+                        (("post", "tc_entry"), (sampled(&[CallFailed, Plain]), 0)),
+                        (("leaf", "tc_leaf"), (tail, 0)),
+                    ],
+                ),
+                (
+                    "--functions",
+                    vec![
+                        (("tc_entry", "tc_entry"), (all, 0)),
+                        (("tc_leaf", "tc_leaf"), (tail, 0)),
+                    ],
+                ),
+            ] {
+                let what = format!("{counter} {mode} 1/{k}");
+                let v = json(&[
+                    "test-run",
+                    &obj,
+                    "--prog",
+                    "tc_entry",
+                    mode,
+                    "--pcap",
+                    &pcap.display().to_string(),
+                    "--repeat",
+                    &REPEAT.to_string(),
+                    "--counter",
+                    counter,
+                    "--sample",
+                    &format!("1/{k}"),
+                    "--no-calibrate",
+                    "--json",
+                ]);
+                assert_eq!(
+                    v["runs"].as_u64(),
+                    Some((paths.len() * REPEAT) as u64),
+                    "{what}"
+                );
+                assert_eq!(v["sampled"].as_u64(), Some(all), "{what}");
+                let regions = v["regions"].as_array().expect("regions");
+                assert_eq!(regions.len(), expect.len(), "{what}: {v}");
+                for ((name, function), (count, tail_ends)) in expect {
+                    let r = regions
+                        .iter()
+                        .find(|r| r["name"] == name && r["function"] == function)
+                        .unwrap_or_else(|| panic!("{what}: no region {name}@{function}: {v}"));
+                    assert_eq!(
+                        (
+                            r["count"].as_u64(),
+                            r["tail_ends"].as_u64(),
+                            r["invalid"].as_u64()
+                        ),
+                        (Some(count), Some(tail_ends), Some(0)),
+                        "{what}: {name}@{function} (count, tail_ends, invalid): {r}"
+                    );
+                }
+            }
+        }
+    }
+}
