@@ -101,37 +101,6 @@ impl VmConfig {
     }
 }
 
-/// Writes a sampling shift and the enable bits into the initial value of
-/// `inxpect_config` in an instrumented object (what `inxpect set` writes
-/// into the loaded map), so the guest driver needs no runtime control.
-pub fn with_config(obj: &[u8], shift: u32, enabled: bool) -> Result<Vec<u8>> {
-    use inxpect_rewriter::runtime::{config, MAP_CONFIG};
-    let elf = goblin::elf::Elf::parse(obj).context("parsing the instrumented object")?;
-    let (si, sh) = elf
-        .section_headers
-        .iter()
-        .enumerate()
-        .find(|(_, h)| elf.shdr_strtab.get_at(h.sh_name) == Some(MAP_CONFIG))
-        .with_context(|| format!("no {MAP_CONFIG} section"))?;
-    let sym = elf
-        .syms
-        .iter()
-        .find(|y| y.st_shndx == si && elf.strtab.get_at(y.st_name) == Some("inxpect_config"))
-        .context("no inxpect_config symbol")?;
-    let at = (sh.sh_offset + sym.st_value) as usize;
-    let mut out = obj.to_vec();
-    let v = out
-        .get_mut(at..at + config::SIZE)
-        .context("inxpect_config outside the file")?;
-    config::write_sampling(v, shift);
-    let word = if enabled { u64::MAX } else { 0 };
-    for w in 0..inxpect_rewriter::runtime::MAX_REGIONS / 64 {
-        let o = config::ENABLED + 8 * w;
-        v[o..o + 8].copy_from_slice(&word.to_ne_bytes());
-    }
-    Ok(out)
-}
-
 /// Every configuration, in report order.
 pub const CONFIGS: [VmConfig; 12] = [
     VmConfig::Base,
@@ -404,7 +373,7 @@ pub fn run(cfg: &VmCfg, mut progress: impl FnMut(&str)) -> Result<VmResult> {
             };
             let built = build(&input, c.variant().expect("variant")).and_then(|b| {
                 match c.initial_config() {
-                    Some((k, on)) => with_config(&b, k, on),
+                    Some((k, on)) => t::with_config(&b, k, on),
                     None => Ok(b),
                 }
             });

@@ -534,10 +534,15 @@ pub fn csv(r: &Report) -> String {
     o
 }
 
+/// The report as `--json` prints it.
+pub fn json(r: &Report) -> serde_json::Result<String> {
+    serde_json::to_string_pretty(r)
+}
+
 pub fn print(r: &Report, f: Format) -> anyhow::Result<()> {
     match f {
         Format::Table => print!("{}", table(r)),
-        Format::Json => println!("{}", serde_json::to_string_pretty(r)?),
+        Format::Json => println!("{}", json(r)?),
         Format::Csv => print!("{}", csv(r)),
     }
     Ok(())

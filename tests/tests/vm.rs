@@ -238,6 +238,7 @@ fn extras(series: &str) -> (tempfile::TempDir, Vec<(PathBuf, String)>) {
             out.push((path, cmd));
         }
     }
+    invalid_extras(dir.path(), &mut out);
     // The loader itself, statically linked, with the module loaded.
     let loader = static_loader();
     let pcap = dir.path().join("small.pcap");
@@ -312,6 +313,104 @@ fn extras(series: &str) -> (tempfile::TempDir, Vec<(PathBuf, String)>) {
     .expect("write cycles.sh");
     out.push((cycles, "exec cycles /bin/sh /objs/cycles.sh".into()));
     (dir, out)
+}
+
+/// The `invalid` oracle of x86 (no PMU: every pmc read has bit 63 set):
+/// kinsns with pmc, 1 and 2 events (the inlined single-event probes and the
+/// runtime's loop), sampling 1 in 2^shift written into the object. Each
+/// object runs `INVALID_RUNS` times on CPU 0, then on each of
+/// `INVALID_CPUS` in turn, in one load.
+const INVALID_EVENTS: [usize; 2] = [1, 2];
+const INVALID_SHIFTS: [u32; 2] = [0, 3];
+const INVALID_RUNS: u64 = 1001;
+const INVALID_CPUS: [u32; 2] = [1, 0];
+
+fn invalid_object(events: usize, shift: u32) -> String {
+    format!("invalid-pmc{events}-s{shift}.o")
+}
+
+fn invalid_extras(dir: &Path, out: &mut Vec<(PathBuf, String)>) {
+    let kinsns = compile_kinsns(dir);
+    let cpus: Vec<String> = INVALID_CPUS.iter().map(u32::to_string).collect();
+    for events in INVALID_EVENTS {
+        for shift in INVALID_SHIFTS {
+            let file = invalid_object(events, shift);
+            let path = dir.join(&file);
+            instrument_pmc(&kinsns, events, &path);
+            let obj = std::fs::read(&path).expect("read the instrumented object");
+            let obj = inxpect_tests::with_config(&obj, shift, true)
+                .unwrap_or_else(|e| panic!("{file}: sampling 1/{}: {e:#}", 1u64 << shift));
+            std::fs::write(&path, obj).expect("write the sampled object");
+            out.push((
+                path,
+                format!(
+                    "run /objs/{file} --kfuncs --cpu 0 --cpus {} --repeat {INVALID_RUNS} --dump inxpect_stats --dump inxpect_pcpu",
+                    cpus.join(",")
+                ),
+            ));
+        }
+    }
+}
+
+/// The report's JSON, as `inxpect test-run --json` prints it.
+fn report_json(r: &inxpect_loader::report::Report) -> serde_json::Value {
+    let text = inxpect_loader::report::json(r).expect("the report as JSON");
+    serde_json::from_str(&text).expect("the report's JSON parses")
+}
+
+/// Every pmc read in an x86 guest is invalid (no PMU in TCG, no slot
+/// configured): each region of kinsns (all four on the one path of every
+/// run) is dropped once per sampled run and counted in `invalid`, nothing in
+/// `count`. The oracle: the per-CPU countdown samples the first run on a
+/// CPU, then every K-th, so a CPU that ran r times sampled ceil(r / K).
+fn check_invalid(out: &VmOutput) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kinsns = compile_kinsns(dir.path());
+    // Runs per CPU: CPU 0 first, then each of INVALID_CPUS.
+    let mut per_cpu = std::collections::BTreeMap::<u32, u64>::new();
+    for c in std::iter::once(0).chain(INVALID_CPUS) {
+        *per_cpu.entry(c).or_default() += INVALID_RUNS;
+    }
+    let runs: u64 = per_cpu.values().sum();
+    for events in INVALID_EVENTS {
+        let m = instrument_pmc(&kinsns, events, &dir.path().join("k.o"));
+        let names: Vec<String> = (0..events).map(|e| format!("slot{e}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        for shift in INVALID_SHIFTS {
+            let obj = invalid_object(events, shift);
+            let k = 1u64 << shift;
+            let sampled: u64 = per_cpu.values().map(|r| r.div_ceil(k)).sum();
+            let mut r = vm_report(out, &obj, &m, &names, None);
+            r.sample = k;
+            let v = report_json(&r);
+            let what = format!("{obj} (pmc x{events}, 1/{k}, runs per CPU {per_cpu:?})");
+            println!(
+                "INXPECT-VM-INVALID obj={obj} runs={} sampled={} invalid={:?} expected={sampled}",
+                v["runs"],
+                v["sampled"],
+                v["regions"]
+                    .as_array()
+                    .map(|a| a.iter().map(|g| g["invalid"].clone()).collect::<Vec<_>>())
+            );
+            assert_eq!(v["runs"].as_u64(), Some(runs), "{what}: {v}");
+            assert_eq!(v["sampled"].as_u64(), Some(sampled), "{what}: {v}");
+            assert_eq!(v["no_counter"].as_u64(), Some(0), "{what}: {v}");
+            let regions = v["regions"].as_array().expect("regions");
+            assert_eq!(regions.len(), KINSNS.len(), "{what}: {v}");
+            for g in regions {
+                assert_eq!(
+                    (
+                        g["count"].as_u64(),
+                        g["invalid"].as_u64(),
+                        g["tail_ends"].as_u64()
+                    ),
+                    (Some(0), Some(sampled), Some(0)),
+                    "{what}: region {} (count, invalid, tail_ends): {g}",
+                    g["name"]
+                );
+            }
+        }
+    }
 }
 
 const LOADER_FRAMES: usize = 400;
@@ -413,6 +512,7 @@ fn check_extras(series: &str, out: &VmOutput) {
         "no tsc region recorded anything: {:#?}",
         out.runs
     );
+    check_invalid(out);
     check_loader(out);
 }
 
@@ -697,6 +797,48 @@ const LOOPTOP_PASSES: [(u64, u64); 3] = [(1, 0), (2, 1), (5, 4)];
 /// Runs before and after the reschedule of `run --resched` (each): long
 /// enough for the heal work to run during the second.
 const RESCHED_RUNS: u32 = 10_000;
+/// `instr/stale.bpf.c` built for 1 and 2 slots (`-DNSLOTS`), instrumented
+/// with as many events, run with `--resched` like kinsns.
+const STALE_EVENTS: [usize; 2] = [1, 2];
+
+fn stale_object(events: usize) -> String {
+    format!("stale-resched{events}.o")
+}
+
+/// instr/stale.bpf.c for `events` slots, instrumented with pmc x `events`.
+fn build_stale(dir: &Path, events: usize) -> (PathBuf, inxpect_rewriter::runtime::Manifest) {
+    let src = compile_instr_with(
+        dir,
+        "stale",
+        &format!("stale{events}"),
+        &[format!("-DNSLOTS={events}")],
+    );
+    let out = dir.join(stale_object(events));
+    let m = instrument_pmc(&src, events, &out);
+    (out, m)
+}
+
+/// The u64 named `sym` in the `.bss` of `obj`, from the guest's dump of it.
+fn bss_u64(out: &VmOutput, obj_path: &Path, obj: &str, sym: &str) -> u64 {
+    let bytes = std::fs::read(obj_path).expect("read the object");
+    let elf = goblin::elf::Elf::parse(&bytes).expect("parse the object");
+    let bss = elf
+        .section_headers
+        .iter()
+        .position(|h| elf.shdr_strtab.get_at(h.sh_name) == Some(".bss"))
+        .unwrap_or_else(|| panic!("{obj}: no .bss"));
+    let at = elf
+        .syms
+        .iter()
+        .find(|y| y.st_shndx == bss && elf.strtab.get_at(y.st_name) == Some(sym))
+        .unwrap_or_else(|| panic!("{obj}: no {sym} in .bss"))
+        .st_value as usize;
+    out.maps
+        .iter()
+        .find(|l| l.obj == obj && l.map == ".bss")
+        .map(|l| u64::from_ne_bytes(l.value[at..at + 8].try_into().expect("8 bytes")))
+        .unwrap_or(0)
+}
 /// Events per probe -> what the guest configures (instructions and cycles
 /// alternate; with -icount shift=0 a cycle is an instruction).
 const EVENT_SETS: [(usize, &[&str]); 3] = [
@@ -722,10 +864,16 @@ fn compile_kinsns(dir: &Path) -> PathBuf {
 
 /// tests/vm/instr/NAME.bpf.c -> DIR/NAME.bpf.o.
 fn compile_instr(dir: &Path, name: &str) -> PathBuf {
+    compile_instr_with(dir, name, name, &[])
+}
+
+/// tests/vm/instr/NAME.bpf.c with `flags` -> DIR/OUT.bpf.o.
+fn compile_instr_with(dir: &Path, name: &str, out: &str, flags: &[String]) -> PathBuf {
     let root = repo_root();
-    let out = dir.join(format!("{name}.bpf.o"));
+    let out = dir.join(format!("{out}.bpf.o"));
     let st = Command::new(std::env::var("CLANG").unwrap_or_else(|_| "clang".into()))
         .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
+        .args(flags)
         .arg("-I")
         .arg(root.join("runtime-bpf/include"))
         .args(["-I", "/usr/include/x86_64-linux-gnu", "-c"])
@@ -846,6 +994,20 @@ fn arm64_extras(kseries: &str, dir: &Path, out: &mut Vec<(PathBuf, String)>) {
         out.push((
             dir.join(&file),
             run(&file, RESCHED_RUNS, &names.join(","), " --resched"),
+        ));
+    }
+    // The same with the runs' own reads as the witness of stale ones.
+    for (n, names) in event_sets(kseries).filter(|(n, _)| STALE_EVENTS.contains(n)) {
+        let (_, _) = build_stale(dir, n);
+        let file = stale_object(n);
+        out.push((
+            dir.join(&file),
+            run(
+                &file,
+                RESCHED_RUNS,
+                &names.join(","),
+                " --resched --dump .bss",
+            ),
         ));
     }
     // Another perf user keeps adding and removing events on CPU 0 while the
@@ -1211,6 +1373,52 @@ fn check_arm64_pmu(kseries: &str, out: &VmOutput) {
             for e in 0..n {
                 assert_eq!(b.min[e], q.min[e], "{obj} {name} event {e}: min");
             }
+        }
+        // The cache is constant during a run: every region of a run is
+        // invalid or none is, so the report's `invalid` is one figure.
+        let names = event_sets(kseries)
+            .find(|(m, _)| *m == n)
+            .expect("event set")
+            .1;
+        let v = report_json(&vm_report(out, &obj, &km, names, None));
+        let invalid: Vec<_> = v["regions"]
+            .as_array()
+            .expect("regions")
+            .iter()
+            .map(|g| g["invalid"].as_u64())
+            .collect();
+        assert!(
+            invalid.windows(2).all(|w| w[0] == w[1]),
+            "{obj}: regions of the same runs differ in invalid: {invalid:?}"
+        );
+    }
+    // Exact: each region's `invalid` in the report is the number of runs
+    // whose own reads after the regions were invalid (instr/stale.bpf.c).
+    for (n, names) in event_sets(kseries).filter(|(n, _)| STALE_EVENTS.contains(n)) {
+        let (path, m) = build_stale(dir.path(), n);
+        let obj = stale_object(n);
+        let (stale, valid) = (
+            bss_u64(out, &path, &obj, "stale_runs"),
+            bss_u64(out, &path, &obj, "valid_runs"),
+        );
+        let runs = 2 * u64::from(RESCHED_RUNS);
+        assert_eq!(stale + valid, runs, "{obj}: the witness counts every run");
+        assert!(stale >= 1, "{obj}: no run found the cache stale");
+        let v = report_json(&vm_report(out, &obj, &m, names, None));
+        println!(
+            "INXPECT-ARM64 stale events={n} witness_stale={stale} witness_valid={valid} report_invalid={:?}",
+            v["regions"]
+                .as_array()
+                .map(|a| a.iter().map(|g| g["invalid"].clone()).collect::<Vec<_>>())
+        );
+        assert_eq!(v["runs"].as_u64(), Some(runs), "{obj}: {v}");
+        for g in v["regions"].as_array().expect("regions") {
+            assert_eq!(
+                (g["invalid"].as_u64(), g["count"].as_u64()),
+                (Some(stale), Some(valid)),
+                "{obj} region {} (invalid, count) in the report vs the runs' own reads: {g}",
+                g["name"]
+            );
         }
     }
     for needed in [

@@ -1048,6 +1048,7 @@ static int cmd_run(int argc, char **argv)
 	long want_retval = -1;
 	const char *dumps[32];
 	int ndump = 0, repeat = 1, err, ran = 0, cpu = -1, churn = 0, evfd = -1;
+	int cpus[16], ncpus = 0;
 	bool kfuncs = false, resched = false;
 	pid_t churner = -1;
 	struct bpf_program *prog;
@@ -1078,6 +1079,12 @@ static int cmd_run(int argc, char **argv)
 			want_retval = atol(v);
 		else if (!strcmp(a, "--cpu"))
 			cpu = atoi(v);
+		else if (!strcmp(a, "--cpus")) {
+			/* The runs again on each CPU in turn (one load: the
+			 * per-CPU maps see them all). */
+			for (char *t = (char *)v; *t && ncpus < 16; t += strspn(t, ","))
+				cpus[ncpus++] = (int)strtol(t, &t, 10);
+		}
 		else if (!strcmp(a, "--churn"))
 			churn = atoi(v);
 		else if (!strcmp(a, "--events")) {
@@ -1140,6 +1147,14 @@ static int cmd_run(int argc, char **argv)
 			if (pfd >= 0)
 				close(pfd);
 		}
+		for (int c = 0; !err && c < ncpus; c++) {
+			if (pin_cpu(cpus[c])) {
+				check(false, "run: pin", "cpu %d: %s", cpus[c], strerror(errno));
+				return 1;
+			}
+			err = test_run(bpf_program__fd(prog), pkt, pkt_len, repeat, &retval,
+				       &dur);
+		}
 		if (churner > 0) {
 			int st = 0;
 
@@ -1155,7 +1170,8 @@ static int cmd_run(int argc, char **argv)
 		      want_retval);
 		if (!err)
 			printf("INXPECT-VM-RUN obj=%s prog=%s retval=%u duration_ns=%u repeat=%d\n",
-			       oname, pname, retval, dur, resched && cpu >= 0 ? 2 * repeat : repeat);
+			       oname, pname, retval, dur,
+			       (1 + ncpus + (resched && cpu >= 0)) * repeat);
 	}
 	snprintf(name, sizeof(name), "run %s: programs", oname);
 	check(ran > 0, name, "no %s program", only ? only : "XDP/TC");
@@ -1175,7 +1191,7 @@ static int usage(void)
 	fprintf(stderr, "usage: inxpect-vm-test kmod KO BPFDIR [RELOADS]\n"
 			"       inxpect-vm-test run OBJ [--prog NAME] [--repeat N] "
 			"[--retval N] [--packet FILE] [--dump MAP]... [--kfuncs] [--cpu C]\n"
-			"           [--churn N] [--resched] [--events EV,EV...]\n"
+			"           [--churn N] [--resched] [--cpus C,C...] [--events EV,EV...]\n"
 			"       inxpect-vm-test events [--others N] [--expect EBUSY] EVENT...\n"
 			"       inxpect-vm-test hotplug-events\n"
 			"       inxpect-vm-test rmmod\n");
