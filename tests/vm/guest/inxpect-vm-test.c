@@ -1082,8 +1082,17 @@ static int cmd_run(int argc, char **argv)
 		else if (!strcmp(a, "--cpus")) {
 			/* The runs again on each CPU in turn (one load: the
 			 * per-CPU maps see them all). */
-			for (char *t = (char *)v; *t && ncpus < 16; t += strspn(t, ","))
-				cpus[ncpus++] = (int)strtol(t, &t, 10);
+			for (const char *t = v; *t && ncpus < 16;) {
+				char *e;
+
+				cpus[ncpus++] = (int)strtol(t, &e, 10);
+				if (e == t) {
+					printf("INXPECT-VM: FAIL run %s: --cpus %s: not a CPU list\n",
+					       oname, v);
+					return 2;
+				}
+				t = e + strspn(e, ",");
+			}
 		}
 		else if (!strcmp(a, "--churn"))
 			churn = atoi(v);
