@@ -754,3 +754,32 @@ pub fn with_config(obj: &[u8], shift: u32, enabled: bool) -> Result<Vec<u8>> {
     }
     Ok(out)
 }
+
+/// Enables every region but `off` in the loaded object's config, as
+/// `inxpect set` does (the `enabled` words of `.data.inxpect`, read and
+/// written back whole; the sampling is left as it is).
+pub fn set_disabled(obj: &Object, off: &[u32]) -> Result<()> {
+    use inxpect_rewriter::runtime::{config, MAX_REGIONS};
+    let m = obj
+        .maps()
+        .find(|m| m.name() == inxpect_rewriter::runtime::MAP_CONFIG)
+        .context("config map")?;
+    let mut v = m
+        .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)?
+        .context("config map has no entry 0")?;
+    let mut words = [u64::MAX; MAX_REGIONS / 64];
+    for &id in off {
+        let id = id as usize;
+        ensure!(
+            id < MAX_REGIONS,
+            "region id {id} past the runtime's {MAX_REGIONS}"
+        );
+        words[id / 64] &= !(1u64 << (id % 64));
+    }
+    for (i, w) in words.iter().enumerate() {
+        let at = config::ENABLED + 8 * i;
+        v[at..at + 8].copy_from_slice(&w.to_ne_bytes());
+    }
+    m.update(&0u32.to_ne_bytes(), &v, MapFlags::ANY)?;
+    Ok(())
+}

@@ -25,8 +25,8 @@ use std::sync::Mutex;
 use anyhow::{bail, ensure, Context, Result};
 use inxpect_rewriter::{instrument, runtime, Counter, Mode, Options};
 use inxpect_tests::{
-    app_maps, attach_perf_events, load_object, percpu_u64, set_sampling, test_run, testdata,
-    xlated_insns, MapEntry,
+    app_maps, attach_perf_events, load_object, percpu_u64, set_disabled, set_sampling, test_run,
+    testdata, xlated_insns, MapEntry,
 };
 use libbpf_rs::btf::types::{MemberAttr, Struct};
 use libbpf_rs::btf::Btf;
@@ -189,10 +189,15 @@ struct Truth {
 impl Truth {
     /// The witness summed over the frames sampled at 1/2^shift.
     fn expected(&self, name: &str, shift: u32) -> u64 {
+        self.expected_in(name, |i| sampled(i, shift))
+    }
+
+    /// The witness summed over the frames `counts` picks.
+    fn expected_in(&self, name: &str, counts: impl Fn(usize) -> bool) -> u64 {
         self.delta
             .iter()
             .enumerate()
-            .filter(|(i, _)| sampled(*i, shift))
+            .filter(|(i, _)| counts(*i))
             .map(|(_, d)| d[name])
             .sum()
     }
@@ -253,6 +258,22 @@ struct Shape {
     prog: &'static str,
     /// The stack shape: a one-line refusal naming the stack is a pass.
     may_refuse_for_stack: bool,
+    /// From frame `.0` on, the regions `.1` (selectors, as `inxpect set`
+    /// takes them) are disabled and every other one enabled: the config is
+    /// written between two frames of the same loaded object. Empty: all
+    /// enabled throughout.
+    off: &'static [(usize, &'static [&'static str])],
+}
+
+impl Shape {
+    /// The ids disabled at frame `i`, from the phases resolved to ids.
+    fn off_at(phases: &[(usize, Vec<u32>)], i: usize) -> &[u32] {
+        phases
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= i)
+            .map_or(&[], |(_, ids)| ids.as_slice())
+    }
 }
 
 enum Outcome {
@@ -318,9 +339,28 @@ fn check(
         Vec::new()
     };
     set_sampling(&inst, shift)?;
+    let mut phases: Vec<(usize, Vec<u32>)> = Vec::new();
+    for &(from, sels) in s.off {
+        let mut ids = Vec::new();
+        for sel in sels {
+            let found: Vec<u32> = r
+                .manifest
+                .regions
+                .iter()
+                .filter(|x| x.matches(sel))
+                .map(|x| x.id)
+                .collect();
+            ensure!(!found.is_empty(), "no region {sel} to disable");
+            ids.extend(found);
+        }
+        phases.push((from, ids));
+    }
     let p = program(&inst, s.prog)?;
     let mut fails = Vec::new();
     for (i, (f, (verdict, bytes, w))) in frames.iter().zip(&t.runs).enumerate() {
+        if let Some((_, ids)) = phases.iter().find(|(from, _)| *from == i) {
+            set_disabled(&inst, ids)?;
+        }
         let (v2, b2) = test_run(&p, f)?;
         let w2 = witness(&inst)?;
         if (v2, &b2, &w2) != (*verdict, bytes, w) {
@@ -373,9 +413,26 @@ fn check(
             continue;
         }
         let got = percpu_u64(&inst, runtime::MAP_STATS, reg.id, runtime::stats::COUNT)?;
-        let want = t.expected(&w, shift);
+        let on = |i: usize| !Shape::off_at(&phases, i).contains(&reg.id);
+        let want = t.expected_in(&w, |i| sampled(i, shift) && on(i));
         if got != want {
             fails.push(format!("region {key}: count {got}, ground truth {want}"));
+        }
+        // A disabled region must have had something to miss, and an
+        // enabled one something to count, or the zero proves nothing.
+        for (k, (from, ids)) in phases.iter().enumerate() {
+            let to = phases.get(k + 1).map_or(frames.len(), |p| p.0);
+            let here = t.expected_in(&w, |i| (*from..to).contains(&i) && sampled(i, shift));
+            if ids.contains(&reg.id) && here == 0 {
+                fails.push(format!(
+                    "region {key}: disabled in frames {from}..{to}, whose sampled runs never reach it"
+                ));
+            }
+        }
+        if !phases.is_empty() && want == 0 {
+            fails.push(format!(
+                "region {key}: no sampled frame reaches it while it is enabled"
+            ));
         }
     }
     for w in t.fields.keys().filter(|w| w.starts_with(prefix)) {
@@ -402,18 +459,27 @@ fn check(
 /// Every opt level x mode x backend x sampling of one shape; prints a table
 /// line per case and fails with every failing case.
 fn shape(app: &'static str, prog: &'static str, may_refuse_for_stack: bool) {
+    cases(
+        app,
+        &Shape {
+            prog,
+            may_refuse_for_stack,
+            off: &[],
+        },
+        &MODES,
+    );
+}
+
+/// Every opt level x `modes` x backend x sampling of `s` on `app`.
+fn cases(app: &'static str, s: &Shape, modes: &[Mode]) {
     let _g = setup();
-    let s = Shape {
-        prog,
-        may_refuse_for_stack,
-    };
     let frames = frames();
     let mut failures = Vec::new();
     for opt in OPT_LEVELS {
         let path = truth_object(app, opt);
-        let t = ground_truth(&path, prog, &frames)
+        let t = ground_truth(&path, s.prog, &frames)
             .unwrap_or_else(|e| panic!("{app}.{opt}: ground truth: {e:#}"));
-        for mode in MODES {
+        for &mode in modes {
             for counter in COUNTERS {
                 for shift in SHIFTS {
                     let what = format!(
@@ -422,7 +488,7 @@ fn shape(app: &'static str, prog: &'static str, may_refuse_for_stack: bool) {
                         counter.name(),
                         1 << shift
                     );
-                    match check(&s, &path, &t, &frames, mode, counter, shift) {
+                    match check(s, &path, &t, &frames, mode, counter, shift) {
                         Ok(Outcome::Pass) => eprintln!("truth: {what}: pass"),
                         Ok(Outcome::Refused(m)) => {
                             eprintln!("truth: {what}: pass (refused: {m})")
@@ -501,6 +567,54 @@ fn truth_same_region_name_in_caller_and_callee() {
 #[test]
 fn truth_near_the_stack_limit() {
     shape("stack", "stack", true);
+}
+
+/// 80 regions in one program: ids 0-63 tested in the run's mask, 64 and
+/// up on the subprogram path, nested and branched across both limits.
+#[test]
+fn truth_more_regions_than_the_run_mask_holds() {
+    shape("many", "many", false);
+}
+
+/// Regions disabled in the config report nothing and the others stay
+/// exact; a toggle between frames counts from the next run. Phase one
+/// disables parents whose children stay on (s31/s32, s33/s34 the other
+/// way, s63/s64 across 64, s66/s67 above it, s70 over s05 below it) and
+/// the outermost s00; phase two turns those on and the children off;
+/// phase three has everything on again.
+#[test]
+fn truth_disabled_regions_report_nothing() {
+    cases(
+        "many",
+        &Shape {
+            prog: "many",
+            may_refuse_for_stack: false,
+            off: &[
+                (0, &["s00", "s31", "s34", "s63", "s66", "s70", "s78"]),
+                (
+                    80,
+                    &["s05", "s32", "s33", "s62", "s64", "s65", "s67", "s79"],
+                ),
+                (160, &[]),
+            ],
+        },
+        &[Mode::Sections],
+    );
+}
+
+/// The same in --functions: the program's own region (id 0) and a
+/// subprogram's, toggled between frames.
+#[test]
+fn truth_disabled_functions_report_nothing() {
+    cases(
+        "static_sub",
+        &Shape {
+            prog: "static_sub",
+            may_refuse_for_stack: false,
+            off: &[(0, &["static_sub"]), (80, &["scan"]), (160, &[])],
+        },
+        &[Mode::Functions],
+    );
 }
 
 /// Smallest `min` of event 0 among the CPUs that measured region `id`.
@@ -654,7 +768,7 @@ fn committed_truth_builds_have_their_shapes() {
             built += 1;
         }
     }
-    assert_eq!(built, 24, "12 apps at -O1 and -O2");
+    assert_eq!(built, 26, "13 apps at -O1 and -O2");
     for opt in OPT_LEVELS {
         let get = |app: &str| functions(&fs::read(truth_object(app, opt)).expect("object"));
         for (app, func) in [
@@ -679,6 +793,51 @@ fn committed_truth_builds_have_their_shapes() {
             (464..=504).contains(&prog) && sub > 0 && prog + sub <= 512 && prog + sub >= 496,
             "stack.{opt}: frames {prog} + {sub} are not close to the 512-byte limit"
         );
+        many_has_its_shape(opt);
+    }
+}
+
+/// many: 80 regions in one program, s<n> with id n, and the nesting its
+/// comment claims across ids 31/32, 63/64 and below/above 64.
+fn many_has_its_shape(opt: &str) {
+    let input = fs::read(truth_object("many", opt)).expect("many object");
+    let r = instrument(&input, &Options::default())
+        .unwrap_or_else(|e| panic!("many.{opt}: instrument: {e}"));
+    let regs = &r.manifest.regions;
+    assert_eq!(regs.len(), 80, "many.{opt}: regions");
+    assert!(
+        regs.iter().all(|x| x.function == "many"),
+        "many.{opt}: a region outside the program"
+    );
+    for x in regs {
+        assert_eq!(
+            x.name,
+            format!("s{:02}", x.id),
+            "many.{opt}: region {} has id {}",
+            x.name,
+            x.id
+        );
+    }
+    let parents = |id: usize| {
+        let mut p = regs[id].parents.clone();
+        p.sort_unstable();
+        p
+    };
+    for (child, want) in [
+        (5, vec![0, 70]),
+        (32, vec![31]),
+        (34, vec![33]),
+        (64, vec![63]),
+        (67, vec![66]),
+        (31, vec![0]),
+        (63, vec![0]),
+        (70, vec![0]),
+        (79, vec![0]),
+    ] {
+        assert_eq!(parents(child), want, "many.{opt}: parents of s{child:02}");
+    }
+    for (id, ends) in [(0, 5), (5, 2), (63, 2), (64, 2), (78, 2)] {
+        assert_eq!(regs[id].ends.len(), ends, "many.{opt}: ENDs of s{id:02}");
     }
 }
 
