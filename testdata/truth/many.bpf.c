@@ -39,6 +39,14 @@ static __always_inline __u32 step(__u32 acc, struct xdp_md *ctx, __u32 off)
 		if (cond)                \
 			SEQ(n, off);     \
 	} while (0)
+/* Region s<p> around a step and s<c>, when `cond` holds. */
+#define HOLD(p, c, off, cond)                    \
+	do {                                     \
+		INXPECT_START(s##p);             \
+		acc = step(acc, ctx, off);       \
+		BR(c, off + 1, cond);            \
+		TRUTH_END(s##p, many);           \
+	} while (0)
 
 SEC("xdp")
 int many(struct xdp_md *ctx)
@@ -90,14 +98,7 @@ int many(struct xdp_md *ctx)
 	SEQ(29, 43);
 	BR(30, 44, (a ^ b) & 1);
 	/* The bit test's form changes between 31 and 32. */
-	INXPECT_START(s31);
-	acc = step(acc, ctx, 45);
-	if (b & 4) {
-		INXPECT_START(s32);
-		acc = step(acc, ctx, 46);
-		TRUTH_END(s32, many);
-	}
-	TRUTH_END(s31, many);
+	HOLD(31, 32, 45, b & 4);
 	INXPECT_START(s33);
 	INXPECT_START(s34);
 	acc = step(acc, ctx, 47);
@@ -149,21 +150,11 @@ int many(struct xdp_md *ctx)
 	}
 	TRUTH_END(s63, many);
 	SEQ(65, 28);
-	INXPECT_START(s66);
-	acc = step(acc, ctx, 29);
-	if (b & 64) {
-		INXPECT_START(s67);
-		acc = step(acc, ctx, 30);
-		TRUTH_END(s67, many);
-	}
-	TRUTH_END(s66, many);
+	HOLD(66, 67, 29, b & 64);
 	SEQ(68, 31);
 	BR(69, 32, a & 128);
 	/* A region below 64 inside one above. */
-	INXPECT_START(s70);
-	acc = step(acc, ctx, 33);
-	SEQ(05, 34);
-	TRUTH_END(s70, many);
+	HOLD(70, 05, 33, 1);
 	SEQ(71, 35);
 	BR(72, 36, !(b & 128));
 	SEQ(73, 37);
