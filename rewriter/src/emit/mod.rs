@@ -152,8 +152,7 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Insertions> {
         if let Some((w, d, ids)) = precheck {
             let mut pre = Seq::new();
             let skip = pre.label();
-            pre.push(Insn::ldx_dw(d, 10, w.mask));
-            body::test_mask(&mut pre, d, &ids, skip);
+            body::test_mask(&mut pre, d, w.mask, &ids, skip);
             pre.append(s);
             pre.bind(skip);
             s = pre;
