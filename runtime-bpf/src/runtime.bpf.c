@@ -251,6 +251,10 @@ static __always_inline int record(__u32 id, __u64 *now, __u64 *then, int tail)
 	s = bpf_map_lookup_elem(&inxpect_stats, &id);
 	if (!s)
 		return 0;
+	/* Unrolled: a rotated loop entered in its middle is refused by 6.1's
+	 * check_cfg ("back-edge from insn N to N+1": a fall-through edge into
+	 * a block still on its walk), and the trip count is at most 4. */
+#pragma unroll
 	for (e = 0; e < INXPECT_NR_EVENTS; e++) {
 		__u64 d = delta(now[e], then[e]);
 
@@ -263,6 +267,7 @@ static __always_inline int record(__u32 id, __u64 *now, __u64 *then, int tail)
 			return 0;
 		}
 	}
+#pragma unroll
 	for (e = 0; e < INXPECT_NR_EVENTS; e++) {
 		__u64 d = delta(now[e], then[e]);
 
@@ -345,6 +350,7 @@ __probe int __inxpect_tail_enter(__u32 nregions)
 	p = pcpu();
 	if (!p || !sampled_run(p))
 		return 0;
+#pragma unroll
 	for (e = 0; e < INXPECT_NR_EVENTS; e++)
 		p->tail_now[e] = now[e];
 	for (id = 0; id < INXPECT_MAX_REGIONS && id < nregions; id++)
