@@ -509,3 +509,43 @@ impl Walker {
         self.mark.get(i) == Some(&self.epoch)
     }
 }
+
+/// The first edge that Linux before 6.3 refuses in its control-flow check
+/// (`check_cfg`, "back-edge from insn A to B"), as `(from, to)` slots of the
+/// function: a walk in the kernel's order (fall-through first) that reaches
+/// an instruction still on its path by falling through from a plain
+/// instruction or a call. Those kernels accept a loop only when the edge
+/// that closes it is a jump; clang may rotate a loop and enter it in its
+/// middle, which puts the closing edge on a fall-through. The rewriter's own
+/// code and the runtime it links must never do that.
+pub fn old_kernel_back_edge(g: &Graph) -> Option<(usize, usize)> {
+    const DISCOVERED: u8 = 1;
+    const EXPLORED: u8 = 2;
+    let n = g.insns.len();
+    if n == 0 {
+        return None;
+    }
+    let mut state = vec![0u8; n];
+    // (instruction, index of the next successor to take)
+    let mut stack = vec![(0usize, 0usize)];
+    state[0] = DISCOVERED;
+    while let Some(top) = stack.last_mut() {
+        let (t, k) = *top;
+        let Some(w) = g.succs[t].iter().nth(k) else {
+            state[t] = EXPLORED;
+            stack.pop();
+            continue;
+        };
+        top.1 += 1;
+        let loop_ok = g.insns[t].is_branch();
+        match state[w] {
+            0 => {
+                state[w] = DISCOVERED;
+                stack.push((w, 0));
+            }
+            DISCOVERED if !loop_ok => return Some((t, w)),
+            _ => {}
+        }
+    }
+    None
+}
