@@ -875,9 +875,41 @@ fn main() -> Result<()> {
         }
     }
     let _ = writeln!(d, "\nPlots: {}", plot_files.join(", "));
+    if !args.vm {
+        // The host sections alone: the VM sections and their target rows
+        // of the file this run replaces stay (`vm`, `vm-arm64` redo them).
+        if let Ok(old) = std::fs::read_to_string(&args.out) {
+            d = keep_vm_sections(&old, &d);
+        }
+    }
     std::fs::write(&args.out, d)?;
     eprintln!("inxpect-bench: wrote {}", args.out.display());
     Ok(())
+}
+
+/// `new` with `old`'s sections 5 and 6 and the VM rows of its Targets table.
+fn keep_vm_sections(old: &str, new: &str) -> String {
+    let mut d = new.to_string();
+    for (num, heading) in [("5", vm::HEADING), ("6", vm_arm64::HEADING)] {
+        if let Some(body) = vm::section_body(old, num) {
+            d = vm::splice_section(&d, num, heading, &body);
+        }
+    }
+    let rows: String = old
+        .split_once("\n## Targets\n")
+        .map(|(_, t)| {
+            t.split_inclusive('\n')
+                .skip_while(|l| !l.starts_with('|'))
+                .take_while(|l| l.starts_with('|'))
+                .filter(|l| l.contains("VM"))
+                .collect()
+        })
+        .unwrap_or_default();
+    if rows.is_empty() {
+        d
+    } else {
+        vm_target_rows(&d, &rows)
+    }
 }
 
 /// `to` relative to `from` when `to` is inside it, else absolute.
@@ -892,7 +924,17 @@ fn pathdiff(to: &Path, from: &Path) -> String {
 
 #[cfg(test)]
 mod target_rows_tests {
-    use super::vm_target_rows;
+    use super::{keep_vm_sections, vm_target_rows};
+
+    #[test]
+    fn a_host_only_run_keeps_the_vm_sections_and_rows() {
+        let h5 = crate::vm::HEADING;
+        let h6 = crate::vm_arm64::HEADING;
+        let old = format!("# B\n\n## Targets\n\n| t | m | v |\n| h | 1 | met |\n| v (VM) | 2 | met |\n\nx\n\n{h5}\n\nvm body\n\n{h6}\n\narm body\n\nPlots: a\n");
+        let new = format!("# B\n\n## Targets\n\n| t | m | v |\n| h | 3 | met |\n\nx\n\n{h5}\n\n(skipped)\n\n{h6}\n\n(skipped)\n\nPlots: a\n");
+        let want = format!("# B\n\n## Targets\n\n| t | m | v |\n| h | 3 | met |\n| v (VM) | 2 | met |\n\nx\n\n{h5}\n\nvm body\n\n{h6}\n\narm body\n\nPlots: a\n");
+        assert_eq!(keep_vm_sections(&old, &new), want);
+    }
 
     #[test]
     fn vm_rows_are_replaced_in_place_and_nothing_else() {

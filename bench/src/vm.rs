@@ -916,6 +916,20 @@ pub fn splice(md: &str, heading: &str, body: &str) -> String {
     splice_section(md, "5", heading, body)
 }
 
+/// The body of section `number` of `md` as [`splice_section`] wrote it (the
+/// text between its heading line and the next section or `Plots:` line).
+pub fn section_body(md: &str, number: &str) -> Option<String> {
+    let a = md.find(&format!("\n## {number}. "))? + 1;
+    let after = &md[a..];
+    let start = after.find("\n\n")? + 2;
+    let end = after[3..]
+        .find("\n## ")
+        .map(|i| i + 3)
+        .or_else(|| after.find("\nPlots:"))
+        .unwrap_or(after.len());
+    (start <= end).then(|| after[start..end].to_string())
+}
+
 /// Replaces (or inserts, before the `Plots:` line) section `number` of `md`
 /// with `body` under `heading`.
 pub fn splice_section(md: &str, number: &str, heading: &str, body: &str) -> String {
@@ -937,3 +951,21 @@ pub fn splice_section(md: &str, number: &str, heading: &str, body: &str) -> Stri
 
 pub const HEADING: &str =
     "## 5. In the VM: `tsc`, `pmc` and perf's fentry/fexit, exact instruction counts (TCG plugin)";
+
+#[cfg(test)]
+mod splice_tests {
+    use super::{section_body, splice_section};
+
+    #[test]
+    fn a_spliced_body_reads_back_and_splices_again_to_the_same_text() {
+        let md = "# B\n\n## 4. R\n\nr\n\n## 5. V\n\nold\n\n## 6. A\n\na\n\nPlots: x\n";
+        assert_eq!(section_body(md, "5").as_deref(), Some("old\n"));
+        assert_eq!(section_body(md, "6").as_deref(), Some("a\n"));
+        assert_eq!(section_body(md, "7"), None);
+        let new = splice_section(md, "5", "## 5. V", "new\n\n| t |\n");
+        assert_eq!(section_body(&new, "5").as_deref(), Some("new\n\n| t |\n"));
+        assert_eq!(section_body(&new, "6").as_deref(), Some("a\n"));
+        let back = splice_section(&new, "5", "## 5. V", &section_body(md, "5").unwrap());
+        assert_eq!(back, md);
+    }
+}
