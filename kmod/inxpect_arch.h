@@ -266,8 +266,12 @@ static __always_inline u64 inxpect_arch_read_pmc(int h)
 
 	if (likely(!(h & INXPECT_ARM64_WIDE)))
 		return (u32)inxpect_arm64_read_counter(c);
+	/* A 64-bit event starts at 2^63 + 1 (armpmu_event_set_period: -left,
+	 * left = max_period / 2), so bit 63, inxpect's "invalid", is set on
+	 * every read: it is masked off. The probes take deltas mod 2^32, so
+	 * a count mod 2^63 loses nothing. */
 	if (!(h & INXPECT_ARM64_CHAINED))
-		return inxpect_arm64_read_counter(c);
+		return inxpect_arm64_read_counter(c) & ~BIT_ULL(63);
 	/* Chained: high, low, high again, so a carry between the two reads
 	 * is not taken for a wrap of 2^32 counts. */
 	hi = inxpect_arm64_read_counter(c + 1);
@@ -275,7 +279,7 @@ static __always_inline u64 inxpect_arch_read_pmc(int h)
 	hi2 = inxpect_arm64_read_counter(c + 1);
 	if (unlikely(hi2 != hi))
 		lo = inxpect_arm64_read_counter(c);
-	return (hi2 << 32) | (u32)lo;
+	return ((hi2 << 32) | (u32)lo) & ~BIT_ULL(63);
 }
 
 /* The low 32 bits: a chained pair's low half is the lower counter alone,

@@ -46,13 +46,19 @@ static __always_inline void probe(void)
 	b = inxpect_read_tsc();
 	result.tsc_first = a;
 	result.tsc_second = b;
+	if (!result.tsc_start)
+		result.tsc_start = a;
 	if (b <= a)
 		result.tsc_not_increasing++;
+	if (b < a)
+		result.tsc_back++;
 	a = inxpect_read_tsc_lo();
 	b = inxpect_read_tsc_lo();
 	result.tsc_lo_delta = (__u32)(b - a);
-	if ((a >> 32) || (b >> 32) || (__u32)(b - a) == 0)
+	if ((a >> 32) || (b >> 32))
 		result.tsc_lo_bad++;
+	if ((__u32)(b - a) == 0)
+		result.tsc_lo_same++;
 	/* A region as the probes make it: START, END. */
 	a = inxpect_read_pmc0_lo();
 	b = inxpect_read_pmc0_lo_end();

@@ -21,6 +21,11 @@ struct kfunc_result {
 	__u64 pmc0_lo_end; /* last inxpect_read_pmc0_lo_end() (END) */
 	__u64 pmc0_lo_valid; /* runs where both had bit 63 clear */
 	__u64 pmc0_lo_bad; /* runs where one was neither < 2^32 nor exactly invalid */
+	/* For a clock coarser than an instruction (arm64's generic timer at
+	 * 62.5 MHz on Cortex-A72, 16 instructions a tick under icount): */
+	__u64 tsc_back; /* runs where second < first */
+	__u64 tsc_start; /* the first run's first value */
+	__u64 tsc_lo_same; /* runs where the `_lo` delta was 0 */
 };
 
 #endif

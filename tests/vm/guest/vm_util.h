@@ -141,21 +141,33 @@ static int dump_map(const char *oname, struct bpf_object *obj, const char *mname
 	return 0;
 }
 
-/* Adds EVENT (instructions, cycles, or hw:N) to cfg's next slot. */
+/* Adds EVENT (instructions, cycles, or hw:N; a `:long` suffix asks for a
+ * 64-bit counter, arm64's config1 bit 0) to cfg's next slot. */
 static int add_event(struct inxpect_config *cfg, const char *a)
 {
 	struct inxpect_event *ev;
+	char name[64];
+	const char *colon = strchr(a, ':');
+	size_t len = strlen(a);
 
 	if (cfg->nr_events >= INXPECT_MAX_SLOTS)
 		return -E2BIG;
 	ev = &cfg->events[cfg->nr_events];
+	memset(ev, 0, sizeof(*ev));
 	ev->type = PERF_TYPE_HARDWARE;
-	if (!strcmp(a, "instructions"))
+	if (len >= sizeof(name))
+		return -EINVAL;
+	memcpy(name, a, len + 1);
+	if (colon && !strcmp(colon, ":long")) {
+		ev->config1 = 1;
+		name[colon - a] = 0;
+	}
+	if (!strcmp(name, "instructions"))
 		ev->config = PERF_COUNT_HW_INSTRUCTIONS;
-	else if (!strcmp(a, "cycles"))
+	else if (!strcmp(name, "cycles"))
 		ev->config = PERF_COUNT_HW_CPU_CYCLES;
-	else if (!strncmp(a, "hw:", 3))
-		ev->config = strtoull(a + 3, NULL, 0);
+	else if (!strncmp(name, "hw:", 3))
+		ev->config = strtoull(name + 3, NULL, 0);
 	else
 		return -EINVAL;
 	cfg->nr_events++;
