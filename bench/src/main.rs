@@ -528,15 +528,24 @@ fn vm_targets(s: &mut String, r: &vm::VmResult) {
             .find("drop", VmConfig::Sections(c))
             .and_then(|x| x.between_reads())
         {
-            let note = if c == Counter::Pmc {
-                ", the kfunc's no-PMU path: +1 with a PMU"
+            // Issue 17: still <= 10 with pmc, 7 with tsc (what tsc measured
+            // before the run mask). The guest has no PMU: pmc's kfunc takes
+            // its inactive-slot path, one instruction shorter than a read,
+            // so the verdict is on the count with a PMU.
+            let (note, target, with_pmu) = if c == Counter::Pmc {
+                (", the kfunc's no-PMU path", 10, 1)
             } else {
-                ""
+                ("", 7, 0)
+            };
+            let shown = if with_pmu > 0 {
+                format!("{b} ({} with a PMU)", b + with_pmu)
+            } else {
+                b.to_string()
             };
             let _ = writeln!(
                 s,
-                "| empty-region noise with `{name}` <= 10 x86 insns (executed, VM, TCG count{note}) | {b} | {} |",
-                met(b <= 10)
+                "| empty-region noise with `{name}` <= {target} x86 insns (executed, VM, TCG count{note}) | {shown} | {} |",
+                met(b + with_pmu <= target)
             );
         }
     }
