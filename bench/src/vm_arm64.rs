@@ -621,7 +621,7 @@ pub fn section(r: &Arm64Result, notes: &str, img: Option<&str>) -> String {
     );
     let _ = writeln!(
         s,
-        "| ours `pmc`: the calibration program's empty region (`loader/calib/empty.bpf.c`) | {} | <= 10 (x86: 9) |",
+        "| ours `pmc`: the calibration program's empty region (`loader/calib/empty.bpf.c`) | {} | <= 10 (x86: section 5) |",
         opt(r.ours_noise())
     );
     let _ = writeln!(
