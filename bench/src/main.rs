@@ -899,9 +899,21 @@ fn main() -> Result<()> {
 /// `new` with `old`'s sections 5 and 6 and the VM rows of its Targets table.
 fn keep_vm_sections(old: &str, new: &str) -> String {
     let mut d = new.to_string();
-    for (num, heading) in [("5", vm::HEADING), ("6", vm_arm64::HEADING)] {
+    for (num, heading, plot) in [
+        ("5", vm::HEADING, "vm_added.svg"),
+        ("6", vm_arm64::HEADING, "arm64_added.svg"),
+    ] {
         if let Some(body) = vm::section_body(old, num) {
             d = vm::splice_section(&d, num, heading, &body);
+            // Its plot, made by the run that wrote the section, is listed.
+            if body.contains(plot) {
+                if let Some(p) = d.find("\nPlots: ") {
+                    let end = d[p + 1..].find('\n').map_or(d.len(), |e| p + 1 + e);
+                    if !d[p..end].contains(plot) {
+                        d.insert_str(end, &format!(", {plot}"));
+                    }
+                }
+            }
         }
     }
     let rows: String = old

@@ -33,27 +33,106 @@ enum Ctx {
 }
 
 /// A region whose START and ENDs are all in one function, by slots from
-/// the function's start.
+/// the function's start. `open` and `closed` are sorted slot lists: `open`
+/// is the region's extent (what its STARTs reach), and `closed` only the
+/// part of it that is also closed (nothing else asks), so the cost is the
+/// region's size, not the function's, per region.
 struct Local {
     id: u32,
     starts: Vec<usize>,
-    open: Vec<bool>,
-    closed: Vec<bool>,
+    open: Vec<usize>,
+    closed: Vec<usize>,
 }
 
-/// Slots reachable from `seeds` (inclusive) without entering a slot of
-/// `stops`.
-fn reach(g: &cfg::Graph, seeds: &[usize], stops: &[usize]) -> Vec<bool> {
-    let mut seen = vec![false; g.insns.len()];
-    let mut stack: Vec<usize> = seeds.to_vec();
+impl Local {
+    fn is_open(&self, q: usize) -> bool {
+        self.open.binary_search(&q).is_ok()
+    }
+    /// Closed at `q`, asked where the region is open.
+    fn is_closed(&self, q: usize) -> bool {
+        self.closed.binary_search(&q).is_ok()
+    }
+}
+
+/// Marks for walks of one function's slots, one epoch per walk, so a walk
+/// costs what it visits (no function-sized vector per region).
+struct Marks {
+    mark: Vec<u32>,
+    epoch: u32,
+}
+
+impl Marks {
+    fn new(n: usize) -> Marks {
+        Marks {
+            mark: vec![0; n],
+            epoch: 0,
+        }
+    }
+    fn next(&mut self) -> u32 {
+        self.epoch += 1;
+        self.epoch
+    }
+}
+
+/// Slots reachable from `seeds` (inclusive) through slots `go` allows, as
+/// a sorted list; marks them with a fresh epoch of `m`, which it returns.
+fn reach(
+    g: &cfg::Graph,
+    m: &mut Marks,
+    seeds: impl IntoIterator<Item = usize>,
+    go: impl Fn(usize) -> bool,
+) -> (Vec<usize>, u32) {
+    let e = m.next();
+    let mut out = Vec::new();
+    let mut stack: Vec<usize> = seeds.into_iter().collect();
     while let Some(i) = stack.pop() {
-        if i >= seen.len() || seen[i] || stops.contains(&i) {
+        if i >= m.mark.len() || m.mark[i] == e || !go(i) {
             continue;
         }
-        seen[i] = true;
+        m.mark[i] = e;
+        out.push(i);
         stack.extend(g.succs[i].iter());
     }
-    seen
+    out.sort_unstable();
+    (out, e)
+}
+
+/// Region `id` of a function: open where its STARTs reach without passing
+/// an END; closed where the entry or an END reaches without passing a
+/// START. Closed is computed inside the open extent only: every slot
+/// outside it that the entry reaches is closed (a path from the entry to it
+/// that passes a START passes an END after the last one, or the slot would
+/// be open), so the closed part of the extent is what those slots, the
+/// entry and the ENDs reach inside it without passing a START. Slots the
+/// entry does not reach (`live` false; the kernel refuses such code) count
+/// as closed only when they are ENDs.
+fn local(
+    g: &cfg::Graph,
+    (open_m, closed_m): (&mut Marks, &mut Marks),
+    preds: &[Vec<u32>],
+    live: &[bool],
+    id: u32,
+    starts: Vec<usize>,
+    ends: &[usize],
+) -> Local {
+    let (open, oe) = reach(g, open_m, starts.iter().copied(), |i| !ends.contains(&i));
+    let in_open = |i: usize| open_m.mark[i] == oe;
+    let outside_closed =
+        |p: usize| !in_open(p) && !starts.contains(&p) && (live[p] || ends.contains(&p));
+    let seeds: Vec<usize> = open
+        .iter()
+        .copied()
+        .filter(|&q| {
+            !starts.contains(&q) && (q == 0 || preds[q].iter().any(|&p| outside_closed(p as usize)))
+        })
+        .collect();
+    let (closed, _) = reach(g, closed_m, seeds, |i| in_open(i) && !starts.contains(&i));
+    Local {
+        id,
+        starts,
+        open,
+        closed,
+    }
 }
 
 struct FuncNest {
@@ -67,9 +146,9 @@ impl FuncNest {
         let open: Vec<&Local> = self
             .locals
             .iter()
-            .filter(|a| Some(a.id) != except && a.open[q])
+            .filter(|a| Some(a.id) != except && a.is_open(q))
             .collect();
-        if let Some(a) = open.iter().find(|a| a.closed[q]) {
+        if let Some(a) = open.iter().find(|a| a.is_closed(q)) {
             return Ctx::Unknown(format!(
                 "region {} in {} may or may not be open at {}+{:#x}",
                 a.id,
@@ -82,7 +161,7 @@ impl FuncNest {
         let inner = open.iter().find(|a| {
             let s = a.starts[0];
             open.iter()
-                .all(|b| b.id == a.id || (b.open[s] && !b.closed[s]))
+                .all(|b| b.id == a.id || (b.is_open(s) && !b.is_closed(s)))
         });
         match (open.is_empty(), inner) {
             (true, _) => Ctx::Inherit,
@@ -136,6 +215,20 @@ pub fn annotate(
     for fi in wanted {
         let f = &funcs[fi];
         let g = cfg::graph(elf, f)?;
+        let n = g.insns.len();
+        let mut preds: Vec<Vec<u32>> = vec![Vec::new(); n];
+        for (i, s) in g.succs.iter().enumerate() {
+            for t in s.iter() {
+                preds[t].push(i as u32);
+            }
+        }
+        let (mut open_m, mut closed_m) = (Marks::new(n), Marks::new(n));
+        let live = {
+            let (l, _) = reach(&g, &mut closed_m, [0], |_| true);
+            let mut v = vec![false; n];
+            l.into_iter().for_each(|i| v[i] = true);
+            v
+        };
         let mut locals = Vec::new();
         for r in regions.iter() {
             let (s, e) = &sites[&r.id];
@@ -147,16 +240,15 @@ pub fn annotate(
             // Every END probe runs before its instruction (Place::Before).
             debug_assert!(e.iter().all(|p| p.place == Place::Before));
             let ends: Vec<usize> = e.iter().map(rel).collect();
-            let open = reach(&g, &starts, &ends);
-            let mut from: Vec<usize> = vec![0];
-            from.extend(&ends);
-            let closed = reach(&g, &from, &starts);
-            locals.push(Local {
-                id: r.id,
+            locals.push(local(
+                &g,
+                (&mut open_m, &mut closed_m),
+                &preds,
+                &live,
+                r.id,
                 starts,
-                open,
-                closed,
-            });
+                &ends,
+            ));
         }
         per_func.insert(fi, FuncNest { locals });
     }
