@@ -549,3 +549,23 @@ pub fn old_kernel_back_edge(g: &Graph) -> Option<(usize, usize)> {
     }
     None
 }
+
+#[cfg(test)]
+impl Graph {
+    /// A graph of its edges alone (up to two successors per slot), for
+    /// tests of the passes that walk graphs.
+    pub fn of_succs(succs: &[Vec<usize>]) -> Graph {
+        Graph {
+            insns: vec![Insn::mov64_imm(0, 0); succs.len()],
+            is_insn: vec![true; succs.len()],
+            succs: succs
+                .iter()
+                .map(|v| {
+                    let mut s = Succs([NONE; 2]);
+                    v.iter().for_each(|&t| s.push(t));
+                    s
+                })
+                .collect(),
+        }
+    }
+}
