@@ -850,11 +850,14 @@ pub fn section(r: &VmResult, notes: &str, img: Option<&str>) -> String {
 }
 
 /// Instructions per disabled site: markers disabled minus one region
-/// disabled (both one sampled entry), over the sites between them.
+/// disabled (both one sampled entry), over the sites between them. In the
+/// repeat loop's steady state, where the sites per packet are counted (an
+/// app whose first iteration takes a longer path, as tunnel's does, would
+/// otherwise divide its fresh frame's sites by the loop's count).
 pub fn per_disabled_site(r: &VmResult, app: &str, c: Counter) -> Option<f64> {
     let sites = r.find(app, VmConfig::Sections(c))?.reads_per_packet.round() as i64;
-    let all = r.added(app, VmConfig::SectionsDisabled(c))?;
-    let one = r.added(app, VmConfig::WholeDisabled(c))?;
+    let all = r.added_steady(app, VmConfig::SectionsDisabled(c))?;
+    let one = r.added_steady(app, VmConfig::WholeDisabled(c))?;
     (sites > 2).then(|| (all - one) as f64 / (sites - 2) as f64)
 }
 
@@ -873,7 +876,8 @@ fn cheap_paths(r: &VmResult) -> String {
          Sampled out: one region (`tsc`), the object's config sampling 1 in 64 or 1024, \
          so the most frequent packet is one the sampling skips. Disabled: every region \
          off, every packet sampled; per site = (markers disabled - one region disabled) \
-         / (the markers' sites - 2), both with one sampled entry. `verified_insns`: the \
+         / (the markers' sites - 2), both with one sampled entry, in the repeat loop \
+         (where the sites per packet are counted). `verified_insns`: the \
          kernel's count for the XDP program as loaded in the guest (module present, the \
          kfunc reads live).\n\n\
          | app | sampled out 1/64 | sampled out 1/1024 | one region disabled | markers disabled | per disabled site | verified_insns uninstrumented | `tsc` markers | ratio | `tsc` one region | ratio |\n\
