@@ -505,6 +505,31 @@ impl Walker {
         }
     }
 
+    /// The slots reachable from `seeds` (inclusive) through slots `go`
+    /// admits (one it refuses is neither marked nor walked on from), sorted;
+    /// [`Walker::seen`] answers for them until the next walk.
+    pub fn collect(
+        &mut self,
+        a: &Graph,
+        seeds: impl IntoIterator<Item = usize>,
+        go: impl Fn(usize) -> bool,
+    ) -> Vec<usize> {
+        self.epoch += 1;
+        self.stack.clear();
+        self.stack.extend(seeds);
+        let mut out = Vec::new();
+        while let Some(i) = self.stack.pop() {
+            if i >= self.mark.len() || self.mark[i] == self.epoch || !go(i) {
+                continue;
+            }
+            self.mark[i] = self.epoch;
+            out.push(i);
+            self.stack.extend(a.succs[i].iter());
+        }
+        out.sort_unstable();
+        out
+    }
+
     pub fn seen(&self, i: usize) -> bool {
         self.mark.get(i) == Some(&self.epoch)
     }

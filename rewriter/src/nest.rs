@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::cfg::{self, Func};
+use crate::cfg::{self, Func, Walker};
 use crate::elf::Elf;
 use crate::error::Result;
 use crate::patch::Place;
@@ -55,49 +55,6 @@ impl Local {
     }
 }
 
-/// Marks for walks of one function's slots, one epoch per walk, so a walk
-/// costs what it visits (no function-sized vector per region).
-struct Marks {
-    mark: Vec<u32>,
-    epoch: u32,
-}
-
-impl Marks {
-    fn new(n: usize) -> Marks {
-        Marks {
-            mark: vec![0; n],
-            epoch: 0,
-        }
-    }
-    fn next(&mut self) -> u32 {
-        self.epoch += 1;
-        self.epoch
-    }
-}
-
-/// Slots reachable from `seeds` (inclusive) through slots `go` allows, as
-/// a sorted list; marks them with a fresh epoch of `m`, which it returns.
-fn reach(
-    g: &cfg::Graph,
-    m: &mut Marks,
-    seeds: impl IntoIterator<Item = usize>,
-    go: impl Fn(usize) -> bool,
-) -> (Vec<usize>, u32) {
-    let e = m.next();
-    let mut out = Vec::new();
-    let mut stack: Vec<usize> = seeds.into_iter().collect();
-    while let Some(i) = stack.pop() {
-        if i >= m.mark.len() || m.mark[i] == e || !go(i) {
-            continue;
-        }
-        m.mark[i] = e;
-        out.push(i);
-        stack.extend(g.succs[i].iter());
-    }
-    out.sort_unstable();
-    (out, e)
-}
-
 /// Each slot's predecessors.
 fn preds_of(g: &cfg::Graph) -> Vec<Vec<u32>> {
     let mut p = vec![Vec::new(); g.insns.len()];
@@ -118,7 +75,7 @@ fn preds_of(g: &cfg::Graph) -> Vec<Vec<u32>> {
 /// closed where a dead END reaches them.
 fn local(
     g: &cfg::Graph,
-    (open_m, closed_m): (&mut Marks, &mut Marks),
+    (open_w, closed_w): (&mut Walker, &mut Walker),
     preds: &[Vec<u32>],
     live: &[bool],
     id: u32,
@@ -129,9 +86,9 @@ fn local(
         // A slot both START and END stops both walks, so what only it
         // leads to is neither open nor closed, and the argument above
         // does not hold: the whole-function walks of the definition.
-        let (open, _) = reach(g, open_m, starts.iter().copied(), |i| !ends.contains(&i));
+        let open = open_w.collect(g, starts.iter().copied(), |i| !ends.contains(&i));
         let from = std::iter::once(0).chain(ends.iter().copied());
-        let (all_closed, _) = reach(g, closed_m, from, |i| !starts.contains(&i));
+        let all_closed = closed_w.collect(g, from, |i| !starts.contains(&i));
         let closed = open
             .iter()
             .copied()
@@ -147,9 +104,9 @@ fn local(
     // Code the entry does not reach is closed where a dead END reaches it
     // (a live slot never leads there): nothing to walk in compiled code.
     let dead_ends = ends.iter().copied().filter(|&e| !live[e]);
-    let (dead_closed, _) = reach(g, closed_m, dead_ends, |i| !live[i] && !starts.contains(&i));
-    let (open, oe) = reach(g, open_m, starts.iter().copied(), |i| !ends.contains(&i));
-    let in_open = |i: usize| open_m.mark[i] == oe;
+    let dead_closed = closed_w.collect(g, dead_ends, |i| !live[i] && !starts.contains(&i));
+    let open = open_w.collect(g, starts.iter().copied(), |i| !ends.contains(&i));
+    let in_open = |i: usize| open_w.seen(i);
     let outside_closed = |p: usize| {
         !in_open(p) && !starts.contains(&p) && (live[p] || dead_closed.binary_search(&p).is_ok())
     };
@@ -160,7 +117,7 @@ fn local(
             !starts.contains(&q) && (q == 0 || preds[q].iter().any(|&p| outside_closed(p as usize)))
         })
         .collect();
-    let (closed, _) = reach(g, closed_m, seeds, |i| in_open(i) && !starts.contains(&i));
+    let closed = closed_w.collect(g, seeds, |i| in_open(i) && !starts.contains(&i));
     Local {
         id,
         starts,
@@ -251,13 +208,9 @@ pub fn annotate(
         let g = cfg::graph(elf, f)?;
         let n = g.insns.len();
         let preds = preds_of(&g);
-        let (mut open_m, mut closed_m) = (Marks::new(n), Marks::new(n));
-        let live = {
-            let (l, _) = reach(&g, &mut closed_m, [0], |_| true);
-            let mut v = vec![false; n];
-            l.into_iter().for_each(|i| v[i] = true);
-            v
-        };
+        let (mut open_w, mut closed_w) = (Walker::new(&g), Walker::new(&g));
+        closed_w.reach(&g, [0]);
+        let live: Vec<bool> = (0..n).map(|i| closed_w.seen(i)).collect();
         let mut locals = Vec::new();
         for r in regions.iter() {
             let (s, e) = &sites[&r.id];
@@ -271,7 +224,7 @@ pub fn annotate(
             let ends: Vec<usize> = e.iter().map(rel).collect();
             locals.push(local(
                 &g,
-                (&mut open_m, &mut closed_m),
+                (&mut open_w, &mut closed_w),
                 &preds,
                 &live,
                 r.id,
@@ -400,10 +353,10 @@ mod tests {
             let mut from = vec![0];
             from.extend(&ends);
             let closed = whole(&g, &from, &starts);
-            let (mut om, mut cm) = (Marks::new(n), Marks::new(n));
+            let (mut ow, mut cw) = (Walker::new(&g), Walker::new(&g));
             let l = local(
                 &g,
-                (&mut om, &mut cm),
+                (&mut ow, &mut cw),
                 &preds_of(&g),
                 &live,
                 7,

@@ -67,6 +67,17 @@ struct VmOutput {
     info: Vec<String>,
 }
 
+impl VmOutput {
+    /// Whether the guest check `name` passed. A name ending in "(" stands
+    /// for the check whose criterion the guest picks (tsc: strictly on a
+    /// clock of an instruction or finer).
+    fn passed(&self, name: &str) -> bool {
+        self.ok
+            .iter()
+            .any(|o| o == name || name.ends_with('(') && o.starts_with(name))
+    }
+}
+
 fn hex(s: &str) -> Vec<u8> {
     (0..s.len() / 2)
         .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex byte"))
@@ -723,12 +734,8 @@ fn check_common(series: &str, out: &VmOutput) {
             "kfunc (rodata guard): pmc0_lo START/END invalid (bit 63)",
         ]
     }) {
-        // A name ending in "(" stands for the check whose criterion the
-        // guest picks (tsc: strictly on a clock of an instruction or finer).
         assert!(
-            out.ok
-                .iter()
-                .any(|o| o == needed || needed.ends_with('(') && o.starts_with(needed)),
+            out.passed(needed),
             "check `{needed}` did not pass; passed: {:#?}",
             out.ok
         );
@@ -773,9 +780,7 @@ fn check_modern(series: &str, out: &VmOutput) {
         "rights: verifier refuses the kfuncs without CAP_PERFMON",
     ] {
         assert!(
-            out.ok
-                .iter()
-                .any(|o| o == needed || needed.ends_with('(') && o.starts_with(needed)),
+            out.passed(needed),
             "Linux {series}: check `{needed}` did not pass"
         );
     }
@@ -1480,7 +1485,7 @@ fn check_arm64_pmu(kseries: &str, out: &VmOutput) {
         "hotplug with events: cpu1 offline -> OFFLINE, online -> ACTIVE",
     ] {
         assert!(
-            out.ok.iter().any(|o| o == needed),
+            out.passed(needed),
             "check `{needed}` did not pass; failed: {:#?}",
             out.failed
         );
