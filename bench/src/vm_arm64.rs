@@ -474,13 +474,8 @@ fn parse(stdout: &str, jobs: &[Job], cfg: &Arm64Cfg) -> Result<Arm64Result> {
     let calibration = jobs.iter().find(|j| j.name == "calib:pmc").and_then(|j| {
         let (rc, lines) = execs.get(&j.name)?;
         let m = measure(j, *rc, lines, None);
-        let r = m
-            .snapshot
-            .filter(|_| m.error.is_none())?
-            .regions
-            .into_iter()
-            .next()?;
-        Some(Calibration::from_empty(&r, 1))
+        let snap = m.snapshot.filter(|_| m.error.is_none())?;
+        Calibration::from_regions(j.manifest.as_ref()?, &snap, 1)
     });
     let mut runs = BTreeMap::new();
     for j in jobs {

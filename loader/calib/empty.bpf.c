@@ -1,9 +1,13 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * Calibration program: one empty region. `inxpect` instruments it with the
- * same counter as the program being measured; its mean is the cost of the
- * probes themselves (the instructions between START's counter read and
- * END's), which the reports subtract as the calibration offset.
+ * Calibration program: empty regions. `inxpect` instruments it with the
+ * same counter as the program being measured; a region's minimum is the
+ * cost of the probes themselves (the instructions between START's counter
+ * read and END's), which the reports subtract as the calibration offset.
+ * `empty` is in the program's own code, `empty_sub` in a subprogram, where
+ * END looks up the per-CPU state before it reads: a region is calibrated
+ * with the one whose sites have probes of its own shape (the manifest's
+ * `window` of each site).
  *
  * Rebuild (committed as empty.bpf.o, so the loader needs no compiler):
  *   clang -O2 -g -target bpf -I../../runtime-bpf/include \
@@ -13,12 +17,23 @@
 #include <bpf/bpf_helpers.h>
 #include "inxpect.h"
 
+static __noinline int empty_sub(void)
+{
+	int r;
+
+	INXPECT_START(empty_sub);
+	INXPECT_END(empty_sub);
+	/* A result the compiler cannot fold into the caller. */
+	asm volatile("%0 = 0" : "=r"(r));
+	return r;
+}
+
 SEC("xdp")
 int xdp_empty(struct xdp_md *ctx)
 {
 	INXPECT_START(empty);
 	INXPECT_END(empty);
-	return XDP_PASS;
+	return XDP_PASS + empty_sub();
 }
 
 /* GPL-compatible: the tsc, pmc and perf counters call GPL-only kfuncs/helpers. */

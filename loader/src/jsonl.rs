@@ -67,7 +67,7 @@ pub struct EventWindow {
     pub calibrated_mean: Option<f64>,
 }
 
-fn window(s: &RegionStats, nev: usize, cal: Option<&Calibration>) -> Window {
+fn window(s: &RegionStats, nev: usize, cal: Option<&[f64]>) -> Window {
     Window {
         count: s.count,
         invalid: s.invalid,
@@ -81,7 +81,7 @@ fn window(s: &RegionStats, nev: usize, cal: Option<&Calibration>) -> Window {
                 p99: s.quantile(e, 0.99),
                 p999: s.quantile(e, 0.999),
                 calibrated_mean: cal
-                    .and_then(|c| c.offset.get(e))
+                    .and_then(|c| c.get(e))
                     .filter(|_| s.count > 0)
                     .map(|o| s.mean(e) - o),
             })
@@ -150,13 +150,18 @@ impl<'a> Stream<'a> {
                     .iter()
                     .chain(std::iter::repeat(&RegionStats::default())),
             )
-            .map(|((r, n), p)| RegionLine {
-                id: r.id,
-                name: display_name_in(m)(r),
-                function: r.function.clone(),
-                enabled: enabled(r.id),
-                total: window(n, nev, self.calibration),
-                interval: window(&n.since(p), nev, self.calibration),
+            .map(|((r, n), p)| {
+                let off = self
+                    .calibration
+                    .map(|c| c.for_region(r, self.events).offset);
+                RegionLine {
+                    id: r.id,
+                    name: display_name_in(m)(r),
+                    function: r.function.clone(),
+                    enabled: enabled(r.id),
+                    total: window(n, nev, off.as_deref()),
+                    interval: window(&n.since(p), nev, off.as_deref()),
+                }
             })
             .collect();
         let line = Interval {

@@ -205,8 +205,8 @@ pub fn load_with(
         }
     }
     before(&prog, &mut open)?;
-    // The runtime calls the module's kfuncs only while `inxpect_kfuncs` (the
-    // first u32 of `.rodata.inxpect`) is 1; clear it where the module is
+    // The runtime calls the module's kfuncs only while `inxpect_kfuncs` (in
+    // `.rodata.inxpect`) is 1; clear it where the module is
     // absent so the verifier drops the calls and the object still loads.
     inxpect_loader::sys::set_kfuncs_flag(&mut open, inxpect_loader::sys::module_kfuncs_present());
     take_log();

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use inxpect_rewriter::runtime::Manifest;
+use inxpect_rewriter::runtime::{Manifest, RegionDesc, Site, Window};
 use serde::Serialize;
 
 use crate::stats::{RegionStats, Runs, Snapshot};
@@ -77,6 +77,47 @@ pub struct Calibration {
     /// when regions nest).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nested: Option<NestCost>,
+    /// Every region of the calibration program with its sites' probe code:
+    /// a region is calibrated by the one whose probes have its shape.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shapes: Vec<CalShape>,
+}
+
+/// One empty region of the calibration program.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct CalShape {
+    pub region: String,
+    /// Its START's and END's probe code inside the window.
+    pub start: Window,
+    pub end: Window,
+    /// Per event, its minimum.
+    pub offset: Vec<f64>,
+}
+
+/// How one region's calibrated values were taken.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct RegionCalibration {
+    /// Per event, what was subtracted.
+    pub offset: Vec<f64>,
+    /// The calibration region whose probes have this region's shape (none:
+    /// no shape matched, or the manifest does not say).
+    pub shape: Option<String>,
+    /// Probe instructions this region's sites run in the window besides
+    /// that shape's (saves and restores of live registers), added to the
+    /// offset of instruction events.
+    pub extra_insns: i64,
+    /// The calibration matches every pair of this region's sites exactly
+    /// (false: no shape matched, or its sites' probes differ in length, and
+    /// the calibrated values are approximate).
+    pub exact: bool,
+}
+
+/// Events the probes' extra instructions are added for: those that count
+/// instructions (the JITs' emit one per probe instruction [`Window`] counts).
+pub fn counts_instructions(event: &str) -> bool {
+    let e = event.to_ascii_lowercase();
+    let base = e.split(':').next().unwrap_or_default();
+    base == "instructions" || base.starts_with("inst_retired")
 }
 
 /// Per event, what one measurement of a child region adds to the
@@ -119,7 +160,90 @@ impl Calibration {
             offset: (0..events).map(|e| s.min[e] as f64).collect(),
             samples: s.count,
             nested: None,
+            shapes: Vec::new(),
         }
+    }
+
+    /// From the calibration program (loader/calib/empty.bpf.c) as `m`
+    /// instrumented it: `empty` gives the offset, and each region with its
+    /// sites' windows is a shape. None if `empty` is missing.
+    pub fn from_regions(m: &Manifest, s: &Snapshot, events: usize) -> Option<Calibration> {
+        let i = m.regions.iter().position(|r| r.name == "empty")?;
+        let mut c = Calibration::from_empty(s.regions.get(i)?, events);
+        for (r, st) in m.regions.iter().zip(&s.regions) {
+            let (Some(start), Some(end)) = (only_window(&r.starts), only_window(&r.ends)) else {
+                continue;
+            };
+            if st.count == 0 {
+                continue;
+            }
+            c.shapes.push(CalShape {
+                region: r.name.clone(),
+                start,
+                end,
+                offset: (0..events).map(|e| st.min[e] as f64).collect(),
+            });
+        }
+        Some(c)
+    }
+
+    /// What region `r` subtracts per event of `events`: the offset of the
+    /// first shape its sites' probes match (the same immediates and calls
+    /// before END's read and after START's), plus the instructions they run
+    /// beyond that shape's for instruction events. Without a match (or
+    /// without shapes), the program-code offset, marked inexact.
+    pub fn for_region(&self, r: &RegionDesc, events: &[String]) -> RegionCalibration {
+        let fallback = RegionCalibration {
+            offset: self.offset.clone(),
+            shape: None,
+            extra_insns: 0,
+            exact: false,
+        };
+        let starts: Option<Vec<Window>> = r.starts.iter().map(|x| x.window).collect();
+        let ends: Option<Vec<Window>> = r.ends.iter().map(|x| x.window).collect();
+        let (Some(starts), Some(ends)) = (starts, ends) else {
+            return fallback;
+        };
+        let same = |a: &Window, b: &Window| a.imm64 == b.imm64 && a.calls == b.calls;
+        let Some(c) = self.shapes.iter().find(|c| {
+            starts.iter().all(|w| same(w, &c.start)) && ends.iter().all(|w| same(w, &c.end))
+        }) else {
+            return fallback;
+        };
+        let span = |ws: &[Window], base: &Window| {
+            let d = ws
+                .iter()
+                .map(|w| i64::from(w.insns) - i64::from(base.insns));
+            (d.clone().min().unwrap_or(0), d.max().unwrap_or(0))
+        };
+        let (s_lo, s_hi) = span(&starts, &c.start);
+        let (e_lo, e_hi) = span(&ends, &c.end);
+        let extra = s_lo + e_lo;
+        RegionCalibration {
+            offset: c
+                .offset
+                .iter()
+                .zip(events)
+                .map(|(o, ev)| {
+                    if counts_instructions(ev) {
+                        o + extra as f64
+                    } else {
+                        *o
+                    }
+                })
+                .collect(),
+            shape: Some(c.region.clone()),
+            extra_insns: extra,
+            exact: s_lo == s_hi && e_lo == e_hi,
+        }
+    }
+}
+
+/// The window of the one site of `sites`.
+fn only_window(sites: &[Site]) -> Option<Window> {
+    match sites {
+        [x] => x.window,
+        _ => None,
     }
 }
 
@@ -140,6 +264,9 @@ pub struct RegionReport {
     /// Of `count`, the measurements a tail call ended (the region was open
     /// when the program tail-called another one).
     pub tail_ends: u64,
+    /// What its calibrated values subtract (absent: uncalibrated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<RegionCalibration>,
     pub events: Vec<EventStats>,
 }
 
@@ -228,32 +355,37 @@ pub fn regions(
     m.regions
         .iter()
         .zip(&snap.regions)
-        .map(|(r, s)| RegionReport {
-            id: r.id,
-            name: display_name_in(m)(r),
-            function: r.function.clone(),
-            section: r.section.clone(),
-            line: r.starts.iter().find_map(|x| x.line.clone()),
-            enabled: enabled(r.id),
-            count: s.count,
-            invalid: s.invalid,
-            tail_ends: s.tail_ends,
-            events: event_names
-                .iter()
-                .enumerate()
-                .map(|(e, name)| {
-                    let raw = Summary::of(s, e);
-                    EventStats {
-                        event: name.clone(),
-                        sum: s.sum[e],
-                        raw,
-                        calibrated: cal
-                            .and_then(|c| c.offset.get(e))
-                            .filter(|_| s.count > 0)
-                            .map(|&o| raw.minus(o)),
-                    }
-                })
-                .collect(),
+        .map(|(r, s)| {
+            let rc = cal.map(|c| c.for_region(r, event_names));
+            RegionReport {
+                id: r.id,
+                name: display_name_in(m)(r),
+                function: r.function.clone(),
+                section: r.section.clone(),
+                line: r.starts.iter().find_map(|x| x.line.clone()),
+                enabled: enabled(r.id),
+                count: s.count,
+                invalid: s.invalid,
+                tail_ends: s.tail_ends,
+                events: event_names
+                    .iter()
+                    .enumerate()
+                    .map(|(e, name)| {
+                        let raw = Summary::of(s, e);
+                        EventStats {
+                            event: name.clone(),
+                            sum: s.sum[e],
+                            raw,
+                            calibrated: rc
+                                .as_ref()
+                                .and_then(|c| c.offset.get(e))
+                                .filter(|_| s.count > 0)
+                                .map(|&o| raw.minus(o)),
+                        }
+                    })
+                    .collect(),
+                calibration: rc,
+            }
         })
         .collect()
 }
@@ -320,11 +452,17 @@ pub fn table(r: &Report) -> String {
         },
     );
     if let Some(c) = &r.calibration {
-        let offs: Vec<String> = c.offset.iter().map(|v| num(*v)).collect();
+        let join = |v: &[f64]| v.iter().map(|x| num(*x)).collect::<Vec<_>>().join("/");
+        let sub = c
+            .shapes
+            .iter()
+            .find(|s| s.region == "empty_sub")
+            .map(|s| format!(" in program code, {} in a subprogram", join(&s.offset)))
+            .unwrap_or_default();
         let _ = writeln!(
             o,
-            "calibration offset {} {u} (minimum of an empty region, {} samples): CAL.* = raw - offset",
-            offs.join("/"),
+            "calibration offset {} {u}{sub} (minimum of an empty region, {} samples): CAL.* = raw - offset",
+            join(&c.offset),
             c.samples
         );
     }
@@ -403,6 +541,20 @@ pub fn table(r: &Report) -> String {
                 cal(|c| c.p99),
             );
         }
+    }
+    // Where the calibration does not fit, say so under the table.
+    let rough: Vec<&str> = r
+        .regions
+        .iter()
+        .filter(|g| g.calibration.as_ref().is_some_and(|c| !c.exact))
+        .map(|g| g.name.as_str())
+        .collect();
+    if !rough.is_empty() && r.calibration.as_ref().is_some_and(|c| !c.shapes.is_empty()) {
+        let _ = writeln!(
+            o,
+            "CAL.* approximate for {}: the probes of their sites match no calibrated shape, or differ in length among themselves",
+            rough.join(", ")
+        );
     }
     if let Some(t) = &r.tree {
         let cost = r
@@ -552,6 +704,131 @@ pub fn print(r: &Report, f: Format) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    fn win(insns: u32, imm64: u32, calls: u32) -> Window {
+        Window {
+            insns,
+            imm64,
+            calls,
+        }
+    }
+
+    fn desc(starts: &[Option<Window>], ends: &[Option<Window>]) -> RegionDesc {
+        let sites = |ws: &[Option<Window>]| {
+            ws.iter()
+                .enumerate()
+                .map(|(i, w)| Site {
+                    offset: 8 * i as u64,
+                    line: None,
+                    window: *w,
+                })
+                .collect()
+        };
+        RegionDesc {
+            id: 0,
+            name: "r".into(),
+            function: "f".into(),
+            section: "xdp".into(),
+            starts: sites(starts),
+            ends: sites(ends),
+            parents: Vec::new(),
+            top: false,
+            nest_unknown: None,
+        }
+    }
+
+    /// The two shapes of loader/calib/empty.bpf.c with pmc, as instrumented.
+    fn two_shapes() -> Calibration {
+        Calibration {
+            offset: vec![14.0, 14.0],
+            samples: 20_000,
+            nested: None,
+            shapes: vec![
+                CalShape {
+                    region: "empty_sub".into(),
+                    start: win(1, 0, 0),
+                    end: win(9, 3, 1),
+                    offset: vec![48.0, 48.0],
+                },
+                CalShape {
+                    region: "empty".into(),
+                    start: win(1, 0, 0),
+                    end: win(4, 0, 0),
+                    offset: vec![14.0, 14.0],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn regions_take_the_calibration_of_their_probes_shape() {
+        let c = two_shapes();
+        let ev = ["instructions".to_string(), "cycles".to_string()];
+        // A subprogram's function region: a live argument restored after
+        // START's read, the return value saved before END's lookup.
+        let sub = c.for_region(&desc(&[Some(win(2, 0, 0))], &[Some(win(10, 3, 1))]), &ev);
+        assert_eq!(sub.shape.as_deref(), Some("empty_sub"));
+        assert_eq!(sub.extra_insns, 2);
+        assert!(sub.exact);
+        // Instructions get the extra two, cycles the shape's offset alone.
+        assert_eq!(sub.offset, vec![50.0, 48.0]);
+        // Program code, two exits alike.
+        let prog = c.for_region(
+            &desc(
+                &[Some(win(1, 0, 0))],
+                &[Some(win(5, 0, 0)), Some(win(5, 0, 0))],
+            ),
+            &ev,
+        );
+        assert_eq!(
+            (prog.shape.as_deref(), prog.extra_insns, prog.exact),
+            (Some("empty"), 1, true)
+        );
+        // Exits that differ: the shorter one's offset, marked approximate.
+        let mixed = c.for_region(
+            &desc(
+                &[Some(win(1, 0, 0))],
+                &[Some(win(4, 0, 0)), Some(win(6, 0, 0))],
+            ),
+            &ev,
+        );
+        assert_eq!((mixed.extra_insns, mixed.exact), (0, false));
+        // An END in program code and one in a subprogram: no shape has both.
+        let across = c.for_region(
+            &desc(
+                &[Some(win(1, 0, 0))],
+                &[Some(win(4, 0, 0)), Some(win(9, 3, 1))],
+            ),
+            &ev,
+        );
+        assert_eq!(across.shape, None);
+        assert!(!across.exact);
+        assert_eq!(across.offset, c.offset);
+        // A manifest without windows (--list, an older object).
+        let old = c.for_region(&desc(&[None], &[None]), &ev);
+        assert_eq!((old.shape, old.exact), (None, false));
+    }
+
+    #[test]
+    fn instruction_events_by_name() {
+        for e in [
+            "instructions",
+            "instructions:long",
+            "INST_RETIRED.ANY",
+            "inst_retired.any_p:u",
+        ] {
+            assert!(counts_instructions(e), "{e}");
+        }
+        for e in [
+            "cycles",
+            "ktime",
+            "tsc",
+            "cache-misses",
+            "branch-instructions",
+        ] {
+            assert!(!counts_instructions(e), "{e}");
+        }
+    }
+
     fn region(id: u32, name: &str, function: &str, count: u64) -> RegionReport {
         let v = if count == 0 { f64::NAN } else { 40.0 };
         RegionReport {
@@ -564,6 +841,7 @@ mod tests {
             count,
             invalid: 0,
             tail_ends: 0,
+            calibration: None,
             events: vec![EventStats {
                 event: "ktime".into(),
                 sum: count * 40,

@@ -66,8 +66,8 @@ pub fn module_kfuncs_present() -> bool {
     std::path::Path::new("/sys/kernel/btf/inxpect").exists()
 }
 
-/// Sets the runtime's `inxpect_kfuncs` flag (the first u32 of
-/// `.rodata.inxpect`) before loading: the runtime calls the module's kfuncs
+/// Sets the runtime's `inxpect_kfuncs` flag (the u32 at
+/// `RODATA_KFUNCS_OFFSET` of `.rodata.inxpect`) before loading: the runtime calls the module's kfuncs
 /// only while it is 1, and with 0 the verifier drops those calls, so the
 /// object also loads where the module is absent. Returns whether the object
 /// has the flag.
@@ -76,8 +76,9 @@ pub fn set_kfuncs_flag(open: &mut OpenObject, on: bool) -> bool {
     for mut m in open.maps_mut() {
         if m.name().to_string_lossy().ends_with(".rodata.inxpect") {
             if let Some(v) = m.initial_value_mut() {
-                if v.len() >= 4 {
-                    v[..4].copy_from_slice(&u32::from(on).to_ne_bytes());
+                let at = inxpect_rewriter::runtime::RODATA_KFUNCS_OFFSET;
+                if v.len() >= at + 4 {
+                    v[at..at + 4].copy_from_slice(&u32::from(on).to_ne_bytes());
                     found = true;
                 }
             }

@@ -336,8 +336,9 @@ fn measure_linear() -> Result<usize> {
     Ok(o.retval as usize)
 }
 
-/// Measures an empty region with the same backend: its minimum per event is
-/// what the probes themselves add, subtracted in the calibrated columns.
+/// Measures the empty regions (program code, subprogram) with the same
+/// backend: their minimum per event is what the probes themselves add,
+/// subtracted in the calibrated columns.
 pub fn calibrate(b: &Backend) -> Result<Calibration> {
     let prep = object::prepare_bytes(
         EMPTY.to_vec(),
@@ -353,11 +354,8 @@ pub fn calibrate(b: &Backend) -> Result<Calibration> {
     let frame = [0u8; 64];
     run_frame(&l, &frame, CALIBRATION_RUNS).context("calibration run")?;
     let s = object::snapshot(&l)?;
-    let r = s
-        .regions
-        .first()
-        .context("calibration object lost its region")?;
-    Ok(Calibration::from_empty(r, b.nr_events()))
+    Calibration::from_regions(&l.manifest, &s, b.nr_events())
+        .context("calibration object lost its region `empty`")
 }
 
 /// Adds to `cal` what a child region's probes cost the region around it

@@ -6,7 +6,8 @@
 //!
 //! self(R) = total(R) - sum over children C of (total(C) + count(C) * nest(C))
 //!
-//! where total = sum - count * offset (the empty region's minimum: the part of
+//! where total = sum - count * offset (the minimum of the empty region with its
+//! probes' shape, report::Calibration::for_region: the part of
 //! a region's own probes between its reads), and nest(C) is what one
 //! measurement of a child's probes adds to its parent's measurement, START
 //! to END (calibration `nested`: measured with a child in the program's own
@@ -31,7 +32,8 @@ pub struct Node {
     /// several, or inside one or none; `why` says which).
     pub placed: bool,
     pub count: u64,
-    /// Per event: sum - count * offset (the raw sum without calibration).
+    /// Per event: sum - count * offset (the region's calibration offset; the
+    /// raw sum without calibration).
     pub total: Vec<f64>,
     /// Per event: total less the children's totals and probe costs; null
     /// where it cannot be known (`why`).
@@ -89,7 +91,15 @@ pub fn build(r: &Report, m: &Manifest) -> Vec<Node> {
     let total = |g: &crate::report::RegionReport| -> Vec<f64> {
         (0..nev)
             .map(|e| {
-                let off = cal.and_then(|c| c.offset.get(e)).copied().unwrap_or(0.0);
+                // The region's own offset (its probes' shape), else the program's.
+                let off = g
+                    .calibration
+                    .as_ref()
+                    .map(|c| &c.offset)
+                    .or(cal.map(|c| &c.offset))
+                    .and_then(|o| o.get(e))
+                    .copied()
+                    .unwrap_or(0.0);
                 g.events[e].sum as f64 - g.count as f64 * off
             })
             .collect()

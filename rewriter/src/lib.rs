@@ -121,6 +121,29 @@ fn manifest(plan: &Plan, opts: &Options) -> Manifest {
     }
 }
 
+/// Each START's and END's window into its manifest site (the points of
+/// `plan`, on the input, in the order of `windows`).
+fn windows_into(m: &mut Manifest, plan: &Plan, windows: &[Option<runtime::Window>]) {
+    for (p, w) in plan.points.iter().zip(windows) {
+        let (id, start) = match p.kind {
+            probe::Kind::Start(id) => (id, true),
+            probe::Kind::End(id) => (id, false),
+            _ => continue,
+        };
+        let Some(r) = m.regions.iter_mut().find(|r| r.id == id) else {
+            continue;
+        };
+        let sites = if start { &mut r.starts } else { &mut r.ends };
+        let offset = p.slot.bytes();
+        if let Some(site) = sites
+            .iter_mut()
+            .find(|x| x.offset == offset && x.window.is_none())
+        {
+            site.window = *w;
+        }
+    }
+}
+
 fn license_is_gpl(elf: &Elf) -> bool {
     let Some(i) = elf.section_index("license") else {
         return false;
@@ -197,7 +220,10 @@ pub fn instrument_with(input: &[u8], opts: &Options, keep: Dwarf) -> Result<Inst
     let lext = parse_ext(&out)?;
     let lplan = plan.rebase(&elf, &out)?;
     let backend = emit::Backend::resolve(&out, opts.counter, m.events)?;
-    let ins = emit::emit(&out, &lplan, &backend)?;
+    let emitted = emit::emit(&out, &lplan, &backend)?;
+    let mut m = m;
+    windows_into(&mut m, &plan, &emitted.windows);
+    let ins = emitted.insertions;
     let moved = patch::apply(&mut out, lext.as_ref().map(|(i, x)| (*i, x)), &ins)?;
     // libbpf's linker drops DWARF: it is carried over from the input.
     if keep == Dwarf::Keep {

@@ -157,6 +157,7 @@ pub fn plan(elf: &Elf, src: &Source<'_>, mode: Mode, only: Option<&[String]>) ->
     let site = |sec: usize, slot: usize| Site {
         offset: Slot(slot).bytes(),
         line: line(src, elf, sec, slot),
+        window: None,
     };
     match mode {
         Mode::Sections => {

@@ -30,6 +30,11 @@ pub const MAP_CONFIG: &str = ".data.inxpect";
 /// Read-only `u32 inxpect_kfuncs` (pmc, tsc): 1 = call the module's kfuncs.
 /// Set it to 0 in the open object before loading where the module is absent.
 pub const MAP_RODATA: &str = ".rodata.inxpect";
+/// Where `inxpect_kfuncs` sits in [`MAP_RODATA`]'s value (bytes). Not 0: the
+/// value is page-aligned, and arm64's JIT writes an address with zero low
+/// bits in fewer instructions, which would make a probe's cost depend on
+/// where the map landed.
+pub const RODATA_KFUNCS_OFFSET: usize = 4;
 pub const MAP_STATS: &str = "inxpect_stats";
 pub const MAP_PCPU: &str = "inxpect_pcpu";
 pub const MAP_PERF: &str = "inxpect_perf";
@@ -267,6 +272,59 @@ impl RegionDesc {
 pub struct Site {
     pub offset: u64,
     pub line: Option<String>,
+    /// The probe code of this site inside the region's measured window
+    /// (absent from `--list`, which emits nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Window>,
+}
+
+/// What a site's own code puts between a region's two counter reads, on the
+/// measured path: after START's read, or before END's. The loader subtracts
+/// the calibration region whose sites have the same `imm64` and `calls`,
+/// adjusted by the difference in `insns`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    /// Instructions other than loads of 64-bit immediates and calls, as the
+    /// x86-64 and arm64 JITs emit them: one each, a conditional jump two
+    /// (compare, branch).
+    pub insns: u32,
+    /// 64-bit immediates (map or global addresses: their JIT length may
+    /// depend on the address).
+    pub imm64: u32,
+    /// Calls (helpers, runtime functions, kfuncs): code of their own.
+    pub calls: u32,
 }
 
 pub const MANIFEST_SECTION: &str = ".inxpect";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The symbols the probes load between two counter reads sit off the
+    /// page-aligned start of their map's value (see [`RODATA_KFUNCS_OFFSET`]),
+    /// and the flag where the loaders write it.
+    #[test]
+    fn probe_symbols_are_off_page_boundaries() {
+        for counter in Counter::ALL {
+            for events in 1..=MAX_EVENTS {
+                let elf = crate::elf::Elf::parse(object(counter, events)).expect("runtime parses");
+                let ro = elf
+                    .section_index(MAP_RODATA)
+                    .expect("runtime has .rodata.inxpect");
+                let at = |name: &str| {
+                    let s = elf
+                        .symbols
+                        .iter()
+                        .find(|s| s.name == name)
+                        .unwrap_or_else(|| panic!("{counter:?}: no {name}"));
+                    assert_eq!(usize::from(s.shndx), ro, "{counter:?}: {name}'s section");
+                    s.value as usize
+                };
+                assert_eq!(at("inxpect_kfuncs"), RODATA_KFUNCS_OFFSET, "{counter:?}");
+                assert_ne!(at("inxpect_zero") % 4096, 0, "{counter:?}");
+                assert_ne!(RODATA_KFUNCS_OFFSET % 4096, 0);
+            }
+        }
+    }
+}

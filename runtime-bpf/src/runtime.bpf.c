@@ -33,6 +33,11 @@
  * latter's ld_imm64 of a kfunc ("isn't KIND_VAR"). The loader clears it
  * before loading where the module is absent; the dead call is then removed.
  */
+/* First in the section and never read. A map's value starts page-aligned,
+ * and the arm64 JIT writes an address whose low 16 bits are zero with one
+ * instruction fewer: a symbol the probes load at offset 0 would make their
+ * cost depend on where the map landed (one load in 16). */
+const volatile __u32 inxpect_ro_pad SEC(".rodata.inxpect") = 0;
 const volatile __u32 inxpect_kfuncs SEC(".rodata.inxpect") = 1;
 /* The key of inxpect_pcpu for the probes the rewriter inlines: a pointer to
  * read-only map memory serves as the key without a stack slot. */

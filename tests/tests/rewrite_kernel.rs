@@ -260,7 +260,8 @@ fn kfunc_backends_load_without_the_module_when_flagged_off() {
         for mut m in open.maps_mut() {
             if m.name().to_string_lossy().ends_with(runtime::MAP_RODATA) {
                 let v = m.initial_value_mut().expect("rodata has an initial value");
-                v[..4].copy_from_slice(&0u32.to_ne_bytes());
+                let at = runtime::RODATA_KFUNCS_OFFSET;
+                v[at..at + 4].copy_from_slice(&0u32.to_ne_bytes());
                 found = true;
             }
         }

@@ -1003,22 +1003,14 @@ fn arm64_extras(kseries: &str, dir: &Path, out: &mut Vec<(PathBuf, String)>) {
         );
         out.push((dir.join(&file), run(&file, FRAMES, "instructions", "")));
     }
-    // --functions on a subprogram that loops back to its first instruction:
-    // one object per pass count, each running its program only.
+    // --functions on subprograms that loop back to their first instruction:
+    // one subprogram and program per pass count, all run from one load.
     let looptop = compile_instr(dir, "looptop");
-    for (n, _) in LOOPTOP_PASSES {
-        let file = format!("looptop{n}.o");
-        instrument_pmc_mode(&looptop, Mode::Functions, 1, &dir.join(&file));
-        out.push((
-            dir.join(&file),
-            run(
-                &file,
-                K_RUNS,
-                "instructions",
-                &format!(" --prog looptop_{n}"),
-            ),
-        ));
-    }
+    instrument_pmc_mode(&looptop, Mode::Functions, 1, &dir.join("looptop.o"));
+    out.push((
+        dir.join("looptop.o"),
+        run("looptop.o", K_RUNS, "instructions", ""),
+    ));
     // A pinned event of another perf user arrives on CPU 0 between two runs
     // (1 event: the pmc0 reads; 2: inxpect_read_pmc): the counters restart,
     // the module's reads find their cache stale and heal it.
@@ -1098,7 +1090,8 @@ fn check_arm64_nesting(kseries: &str, out: &VmOutput) {
         1,
         &dir.path().join("c.o"),
     );
-    let mut cal = Calibration::from_empty(&vm_snapshot(out, "calib-pmc1.o", &cm).regions[0], 1);
+    let mut cal = Calibration::from_regions(&cm, &vm_snapshot(out, "calib-pmc1.o", &cm), 1)
+        .expect("the calibration's region `empty`");
     let nm = instrument_pmc(&nest_calib(), 1, &dir.path().join("n.o"));
     cal.nested = NestCost::from_calibration(&nm, &vm_snapshot(out, "nestcal-pmc1.o", &nm), 1);
     let p = cal.nested.as_ref().expect("nesting calibration").program[0];
@@ -1222,12 +1215,23 @@ fn check_kinsns(
     let km = instrument_pmc(kinsns, n, &dir.join("k.o"));
     let cm = instrument_pmc(calib, n, &dir.join("c.o"));
     let c = vm_report(out, &format!("calib-{tag}.o"), &cm, names, None);
-    let empty = &c.regions[0];
+    let empty = c
+        .regions
+        .iter()
+        .find(|g| g.name == "empty")
+        .expect("the calibration's region `empty`");
     assert_eq!(empty.count, u64::from(CAL_RUNS), "calibration x{n}: {c:?}");
     assert_eq!(c.runs.no_counter, 0, "calibration x{n}: {:?}", c.runs);
-    let cal = Calibration::from_empty(
-        &vm_snapshot(out, &format!("calib-{tag}.o"), &cm).regions[0],
-        n,
+    let cal = Calibration::from_regions(&cm, &vm_snapshot(out, &format!("calib-{tag}.o"), &cm), n)
+        .expect("the calibration's region `empty`");
+    // Both shapes measured: program code and a subprogram.
+    assert_eq!(
+        cal.shapes
+            .iter()
+            .map(|s| s.region.as_str())
+            .collect::<Vec<_>>(),
+        ["empty_sub", "empty"],
+        "x{n}: calibration shapes"
     );
     let r = vm_report(out, &format!("kinsns-{tag}.o"), &km, names, Some(&cal));
     println!("{}", inxpect_loader::report::table(&r));
@@ -1359,21 +1363,23 @@ fn check_arm64_pmu(kseries: &str, out: &VmOutput) {
     // extra pass adds the same exact count (one probe pair per call, not
     // per pass: a probe run again at the back-edge would measure the last
     // pass only, the same count for every n).
+    // The three run from one load: their probes' map addresses, and so their
+    // lengths after arm64's JIT, are the same (two loads may differ by one).
     let looptop = compile_instr(dir.path(), "looptop");
     let lm = instrument_pmc_mode(&looptop, Mode::Functions, 1, &dir.path().join("l.o"));
-    let spin = lm
-        .regions
-        .iter()
-        .position(|r| r.function == "spin")
-        .expect("a region for spin");
+    let snap = vm_snapshot(out, "looptop.o", &lm);
     let mins: Vec<u64> = LOOPTOP_PASSES
         .iter()
         .map(|(n, _)| {
-            let obj = format!("looptop{n}.o");
-            let s = vm_snapshot(out, &obj, &lm);
-            let g = &s.regions[spin];
-            assert_eq!(g.count, u64::from(K_RUNS), "{obj}: spin once per run");
-            assert_eq!(g.invalid, 0, "{obj}: no invalid read");
+            let f = format!("spin_{n}");
+            let spin = lm
+                .regions
+                .iter()
+                .position(|r| r.function == f)
+                .unwrap_or_else(|| panic!("a region for {f}"));
+            let g = &snap.regions[spin];
+            assert_eq!(g.count, u64::from(K_RUNS), "{f}: once per run");
+            assert_eq!(g.invalid, 0, "{f}: no invalid read");
             println!(
                 "INXPECT-ARM64 looptop linux={kseries} passes={n} min={} max={}",
                 g.min[0], g.max[0]
@@ -1391,6 +1397,48 @@ fn check_arm64_pmu(kseries: &str, out: &VmOutput) {
             mins[i] - mins[0],
             extra * pass,
             "spin with {n} passes: {mins:?} (each pass {pass})"
+        );
+    }
+    // Calibrated, a subprogram's region is its own instructions: n passes
+    // and `r0 = 0`. Its END looks the per-CPU state up before it reads (the
+    // calibration's `empty_sub`), START restores the live argument after its
+    // read and END saves the return value (2 more). The calibration is
+    // another load: its map pointer's JIT length may differ by one.
+    let cm = instrument_pmc(
+        &repo_root().join("loader/calib/empty.bpf.o"),
+        1,
+        &dir.path().join("c.o"),
+    );
+    let cal = inxpect_loader::report::Calibration::from_regions(
+        &cm,
+        &vm_snapshot(out, "calib-pmc1.o", &cm),
+        1,
+    )
+    .expect("the calibration's region `empty`");
+    let r = vm_report(out, "looptop.o", &lm, &["instructions"], Some(&cal));
+    for (n, _) in LOOPTOP_PASSES {
+        let f = format!("spin_{n}");
+        let g = r
+            .regions
+            .iter()
+            .find(|g| g.function == f)
+            .unwrap_or_else(|| panic!("a region for {f}"));
+        let rc = g.calibration.as_ref().expect("calibrated");
+        assert_eq!(
+            (rc.shape.as_deref(), rc.extra_insns, rc.exact),
+            (Some("empty_sub"), 2, true),
+            "{f}: calibration"
+        );
+        let got = g.events[0].calibrated.expect("calibrated").min;
+        let truth = (13 * n + 1) as f64;
+        println!(
+            "INXPECT-ARM64 looptop-cal linux={kseries} passes={n} raw_min={} cal_min={got} truth={truth} offset={:?}",
+            g.events[0].raw.min, rc.offset
+        );
+        assert!(
+            (got - truth).abs() <= 1.0,
+            "{f}: calibrated min {got}, its instructions {truth} (offset {:?})",
+            rc.offset
         );
     }
     // A reschedule: reads right before, invalid while the cache is stale

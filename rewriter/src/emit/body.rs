@@ -101,13 +101,13 @@ fn kfunc_guard(s: &mut Seq, b: &Backend, reg: u8, to: Label) {
 fn read(s: &mut Seq, b: &Backend, r: Read, words: Option<Words>, skip: Label) {
     match r {
         Read::Helper(id) => {
-            s.helper(id);
+            s.mark_read().helper(id);
         }
         Read::Kfunc(sym) => {
             if words.is_none() {
                 kfunc_guard(s, b, 1, skip);
             }
-            s.call_symbol(sym);
+            s.mark_read().call_symbol(sym);
         }
     }
 }
@@ -198,7 +198,9 @@ fn start(s: &mut Seq, b: &Backend, words: Option<Words>, spare: Option<u8>, id: 
             s.push(Insn::stx_dw(f, held(id) + 8, 0));
         }
         _ => {
-            s.push(Insn::mov64_imm(1, id as i32)).call_symbol(b.start);
+            s.push(Insn::mov64_imm(1, id as i32))
+                .mark_read()
+                .call_symbol(b.start);
         }
     }
 }
@@ -227,7 +229,9 @@ fn end(s: &mut Seq, b: &Backend, words: Option<Words>, id: u32, done: Label) {
                 .call_symbol(end_value);
         }
         (None, _, _) => {
-            s.push(Insn::mov64_imm(1, id as i32)).call_symbol(b.end);
+            s.push(Insn::mov64_imm(1, id as i32))
+                .mark_read()
+                .call_symbol(b.end);
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::error::Result;
 use crate::insn::{Insn, Slot, CALLER_SAVED};
 use crate::patch::{Insertions, NewInsn, Place};
 use crate::probe::{Kind, Plan};
-use crate::runtime;
+use crate::runtime::{self, Window};
 use seq::Seq;
 use std::collections::BTreeMap;
 
@@ -38,17 +38,28 @@ fn words(a: &Analysis) -> (body::Words, i64) {
     (w, base + 16)
 }
 
+/// Sites by (section, slot, place): the function, and each kind with the
+/// index of its point in the plan.
+type Groups = BTreeMap<(usize, Slot, Place), (usize, Vec<(Kind, usize)>)>;
+
+/// The inserted code, and per point of the plan (same order) the part of a
+/// START's or END's site inside its region's measured window.
+pub struct Emitted {
+    pub insertions: Insertions,
+    pub windows: Vec<Option<Window>>,
+}
+
 /// Builds every probe sequence for `plan` on the linked object `elf`.
-pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Insertions> {
-    // Sites by (section, slot, place), each with its function and kinds.
-    let mut groups: BTreeMap<(usize, Slot, Place), (usize, Vec<Kind>)> = BTreeMap::new();
-    for p in &plan.points {
+pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Emitted> {
+    let mut groups: Groups = BTreeMap::new();
+    for (pi, p) in plan.points.iter().enumerate() {
         groups
             .entry((p.sec, p.slot, p.place))
             .or_insert((p.func, Vec::new()))
             .1
-            .push(p.kind);
+            .push((p.kind, pi));
     }
+    let mut windows = vec![None; plan.points.len()];
     let uses = cfg::call_uses(elf, &plan.funcs)?;
     let mut analyses: BTreeMap<usize, Analysis> = BTreeMap::new();
     for (fi, _) in groups.values() {
@@ -122,7 +133,7 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Insertions> {
         let scratch = (0..=9u8).find(|r| a.live_in[i] & (1 << r) == 0);
         let ids: Option<Vec<u32>> = kinds
             .iter()
-            .map(|k| match k {
+            .map(|(k, _)| match k {
                 Kind::Start(id) | Kind::End(id) if body::in_mask(*id) => Some(*id),
                 _ => None,
             })
@@ -138,7 +149,7 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Insertions> {
             nregions,
             tail_calls,
         };
-        for &k in kinds {
+        for &(k, _) in kinds {
             s.append(body::body(k, b, &site));
         }
         // A call of a runtime function puts its frame on the stack.
@@ -157,7 +168,21 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Insertions> {
             pre.bind(skip);
             s = pre;
         }
-        out.entry(sec).or_default().push((slot, place, s.finish()));
+        let reads = s.reads().to_vec();
+        let code = s.finish();
+        // One read per START or END, in the order of the kinds: START's
+        // window runs from its read to the site's end, END's from the
+        // site's start to its read.
+        let measured = kinds
+            .iter()
+            .filter(|(k, _)| matches!(k, Kind::Start(_) | Kind::End(_)));
+        for (&(k, pi), &at) in measured.zip(&reads) {
+            windows[pi] = match k {
+                Kind::Start(_) => seq::window(&code, at + 1, code.len()),
+                _ => seq::window(&code, 0, at),
+            };
+        }
+        out.entry(sec).or_default().push((slot, place, code));
     }
     for list in out.values_mut() {
         // Stable: the entry zeroing stays ahead of the entry probe at the same slot.
@@ -167,7 +192,10 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Insertions> {
     let callees = cfg::callees(elf, &plan.funcs)?;
     let runtime = runtime_chain(elf, plan, &callees)?;
     stack::check(&plan.funcs, &callees, &frames, runtime)?;
-    Ok(out)
+    Ok(Emitted {
+        insertions: out,
+        windows,
+    })
 }
 
 /// The deepest chain of runtime frames a probe's call can start (the
@@ -207,7 +235,7 @@ fn runtime_chain(elf: &Elf, plan: &Plan, callees: &[Vec<usize>]) -> Result<(i64,
 /// itself can no longer read them. Returns the registers zeroed per function.
 fn zero_uninitialised(
     plan: &Plan,
-    groups: &BTreeMap<(usize, Slot, Place), (usize, Vec<Kind>)>,
+    groups: &Groups,
     analyses: &BTreeMap<usize, Analysis>,
     out: &mut Insertions,
 ) -> BTreeMap<usize, u16> {

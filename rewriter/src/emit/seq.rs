@@ -4,6 +4,7 @@
 
 use crate::insn::{Insn, CLS_JMP, OP_ADD};
 use crate::patch::NewInsn;
+use crate::runtime::Window;
 
 /// A position in a [`Seq`], bound once with [`Seq::bind`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +26,8 @@ pub struct Seq {
     /// (index of the jump in `insns`, label)
     jumps: Vec<(usize, Label)>,
     labels: Vec<Option<usize>>,
+    /// Indices of the counter reads, in order (see [`Seq::mark_read`]).
+    reads: Vec<usize>,
 }
 
 impl Seq {
@@ -104,6 +107,18 @@ impl Seq {
             .push(Insn::stx_dw(base, off, tmp))
     }
 
+    /// The next instruction pushed reads the counter (or calls the runtime
+    /// function that does): the edge of a region's measured window.
+    pub fn mark_read(&mut self) -> &mut Self {
+        self.reads.push(self.insns.len());
+        self
+    }
+
+    /// The marks of [`Seq::mark_read`], in order.
+    pub fn reads(&self) -> &[usize] {
+        &self.reads
+    }
+
     /// Whether some call in the sequence calls a symbol `which` accepts.
     pub fn calls_any(&self, which: impl Fn(usize) -> bool) -> bool {
         self.insns.iter().filter_map(|n| n.call).any(which)
@@ -121,6 +136,7 @@ impl Seq {
                 .iter()
                 .map(|&(i, Label(l))| (i + base, Label(l + lbase))),
         );
+        self.reads.extend(other.reads.iter().map(|r| r + base));
         self.insns.extend(other.insns);
         self
     }
@@ -135,6 +151,36 @@ impl Seq {
         }
         self.insns
     }
+}
+
+/// What runs on the fall-through path of finished code `code` from `from`
+/// (jumps are not taken; `ja` is followed) up to `to`, exclusive. None if
+/// that path leaves before reaching `to`.
+pub fn window(code: &[NewInsn], from: usize, to: usize) -> Option<Window> {
+    let mut w = Window::default();
+    let mut i = from;
+    while i < to {
+        let x = &code[i].insn;
+        if x.is_ld_imm64() {
+            w.imm64 += 1;
+            i += 2;
+            continue;
+        }
+        if x.is_call() {
+            w.calls += 1;
+        } else if x.is_unconditional() {
+            // One jump instruction; a `goto +0` the verifier removes.
+            w.insns += u32::from(x.branch_off() != 0);
+            i = usize::try_from(i as i64 + 1 + x.branch_off()).ok()?;
+            continue;
+        } else if x.is_exit() {
+            return None;
+        } else {
+            w.insns += if x.is_branch() { 2 } else { 1 };
+        }
+        i += 1;
+    }
+    (i == to).then_some(w)
 }
 
 fn jmp_reg(op: u8, dst: u8, src: u8) -> Insn {
@@ -165,6 +211,31 @@ mod tests {
         // Over the ld_imm64 (two slots) and the mov.
         assert_eq!(v[0].insn.off, 3);
         assert_eq!(v[1].load, Some(7));
+    }
+
+    #[test]
+    fn windows_follow_the_fall_through_path() {
+        let mut s = Seq::new();
+        let skip = s.label();
+        let over = s.label();
+        s.push(Insn::mov64_imm(1, 0))
+            .jump_to(Cond::EqImm(1, 0), skip)
+            .load_symbol(2, 7)
+            .jump_to(Cond::Always, over)
+            .push(Insn::mov64_imm(3, 0));
+        s.bind(over);
+        s.mark_read().call_symbol(3).push(Insn::mov64_imm(4, 0));
+        s.bind(skip);
+        let at = s.reads()[0];
+        let v = s.finish();
+        assert_eq!(at, 6);
+        // mov, the untaken jump (2), the immediate, the `ja` over the mov.
+        let head = window(&v, 0, at).expect("reaches the read");
+        assert_eq!((head.insns, head.imm64, head.calls), (4, 1, 0));
+        let tail = window(&v, at + 1, v.len()).expect("reaches the end");
+        assert_eq!((tail.insns, tail.imm64, tail.calls), (1, 0, 0));
+        // A path that jumps past the read never reaches it.
+        assert_eq!(window(&v, 4, 5), None);
     }
 
     #[test]

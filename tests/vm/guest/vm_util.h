@@ -37,7 +37,7 @@ static int read_file(const char *path, unsigned char **buf, size_t *len)
 	return *len ? 0 : -EINVAL;
 }
 
-/* kfuncs: set the runtime's `inxpect_kfuncs` flag (the first u32 of
+/* kfuncs: set the runtime's `inxpect_kfuncs` flag (the second u32 of
  * `.rodata.inxpect`) before loading, as the loader does where the module is
  * loaded (inxpect_loader::sys::set_kfuncs_flag). */
 static struct bpf_object *open_load_flag(const char *path, bool kfuncs, int *err)
@@ -61,9 +61,10 @@ static struct bpf_object *open_load_flag(const char *path, bool kfuncs, int *err
 
 		if (!kfuncs || nl < sl || strcmp(n + nl - sl, ".rodata.inxpect"))
 			continue;
+		/* inxpect_kfuncs is the second u32 (RODATA_KFUNCS_OFFSET). */
 		flag = bpf_map__initial_value(m, &sz);
-		if (flag && sz >= sizeof(*flag))
-			*flag = 1;
+		if (flag && sz >= 2 * sizeof(*flag))
+			flag[1] = 1;
 	}
 	*err = bpf_object__load(obj);
 	if (*err) {
