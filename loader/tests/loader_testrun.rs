@@ -107,15 +107,27 @@ fn calibration_cancels_an_empty_region() {
         "ktime",
         "--json",
     ]);
-    let ev = &v["regions"][0]["events"][0];
-    let raw = ev["raw"]["min"].as_f64().unwrap();
-    let cal = ev["calibrated"]["min"].as_f64().unwrap();
-    let off = v["calibration"]["offset"][0].as_f64().unwrap();
-    assert!(raw > 0.0 && off > 0.0, "{v}");
-    assert!((raw - off - cal).abs() < 1e-6);
-    let mean = ev["raw"]["mean"].as_f64().unwrap();
-    let cal_mean = ev["calibrated"]["mean"].as_f64().unwrap();
-    assert!((mean - off - cal_mean).abs() < 1e-6);
+    let regions = v["regions"].as_array().expect("regions");
+    assert_eq!(regions.len(), 2, "{v}");
+    for g in regions {
+        // Each region is calibrated by itself: its own shape, exactly.
+        let name = g["name"].as_str().unwrap();
+        assert_eq!(g["calibration"]["shape"], name, "{g}");
+        assert_eq!(g["calibration"]["exact"], true, "{g}");
+        assert_eq!(g["calibration"]["extra_insns"], 0, "{g}");
+        let ev = &g["events"][0];
+        let raw = ev["raw"]["min"].as_f64().unwrap();
+        let cal = ev["calibrated"]["min"].as_f64().unwrap();
+        let off = g["calibration"]["offset"][0].as_f64().unwrap();
+        assert!(raw > 0.0 && off > 0.0, "{v}");
+        assert!((raw - off - cal).abs() < 1e-6);
+        let mean = ev["raw"]["mean"].as_f64().unwrap();
+        let cal_mean = ev["calibrated"]["mean"].as_f64().unwrap();
+        assert!((mean - off - cal_mean).abs() < 1e-6);
+        if name == "empty" {
+            assert_eq!(v["calibration"]["offset"][0], off, "{v}");
+        }
+    }
 }
 
 #[test]
