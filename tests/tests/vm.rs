@@ -1082,16 +1082,10 @@ fn nest_builds() -> [(&'static str, Option<Vec<String>>); 2] {
 /// so the tree's self can only read high: self + mid's total >= the truth,
 /// and by how much is printed (README "Nested regions").
 fn check_arm64_nesting(kseries: &str, out: &VmOutput) {
-    use inxpect_loader::report::{Calibration, NestCost};
+    use inxpect_loader::report::NestCost;
     let dir = tempfile::tempdir().expect("tempdir");
     let names = ["instructions"];
-    let cm = instrument_pmc(
-        &repo_root().join("loader/calib/empty.bpf.o"),
-        1,
-        &dir.path().join("c.o"),
-    );
-    let mut cal = Calibration::from_regions(&cm, &vm_snapshot(out, "calib-pmc1.o", &cm), 1)
-        .expect("the calibration's region `empty`");
+    let mut cal = calibration_pmc1(out, dir.path());
     let nm = instrument_pmc(&nest_calib(), 1, &dir.path().join("n.o"));
     cal.nested = NestCost::from_calibration(&nm, &vm_snapshot(out, "nestcal-pmc1.o", &nm), 1);
     let p = cal.nested.as_ref().expect("nesting calibration").program[0];
@@ -1170,6 +1164,21 @@ fn vm_snapshot(
             .collect()
     })
     .expect("inxpect_stats / inxpect_pcpu values")
+}
+
+/// The calibration the guest's run of calib-pmc1.o gives (instructions).
+fn calibration_pmc1(out: &VmOutput, dir: &Path) -> inxpect_loader::report::Calibration {
+    let cm = instrument_pmc(
+        &repo_root().join("loader/calib/empty.bpf.o"),
+        1,
+        &dir.join("c.o"),
+    );
+    inxpect_loader::report::Calibration::from_regions(
+        &cm,
+        &vm_snapshot(out, "calib-pmc1.o", &cm),
+        1,
+    )
+    .expect("the calibration's region `empty`")
 }
 
 /// The report `inxpect test-run` would print for `obj`, calibrated by `cal`.
@@ -1404,17 +1413,7 @@ fn check_arm64_pmu(kseries: &str, out: &VmOutput) {
     // calibration's `empty_sub`), START restores the live argument after its
     // read and END saves the return value (2 more). The calibration is
     // another load: its map pointer's JIT length may differ by one.
-    let cm = instrument_pmc(
-        &repo_root().join("loader/calib/empty.bpf.o"),
-        1,
-        &dir.path().join("c.o"),
-    );
-    let cal = inxpect_loader::report::Calibration::from_regions(
-        &cm,
-        &vm_snapshot(out, "calib-pmc1.o", &cm),
-        1,
-    )
-    .expect("the calibration's region `empty`");
+    let cal = calibration_pmc1(out, dir.path());
     let r = vm_report(out, "looptop.o", &lm, &["instructions"], Some(&cal));
     for (n, _) in LOOPTOP_PASSES {
         let f = format!("spin_{n}");
