@@ -5,9 +5,10 @@
  * cost of the probes themselves (the instructions between START's counter
  * read and END's), which the reports subtract as the calibration offset.
  * `empty` is in the program's own code, `empty_sub` in a subprogram, where
- * END looks up the per-CPU state before it reads: a region is calibrated
- * with the one whose sites have probes of its own shape (the manifest's
- * `window` of each site).
+ * END looks up the per-CPU state before it reads, and each again with no
+ * register free at START (`_busy`): a region is calibrated with the one
+ * whose sites have probes of its own shape (the manifest's `window` of each
+ * site).
  *
  * Rebuild (committed as empty.bpf.o, so the loader needs no compiler):
  *   clang -O2 -g -target bpf -I../../runtime-bpf/include \
@@ -16,6 +17,14 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include "inxpect.h"
+
+/* Four values live across the markers (read by instructions after them):
+ * the sites save them in the four callee-saved registers, and with none
+ * left free START calls the runtime to read (the `_busy` regions). */
+#define BUSY_BEGIN                                      \
+	asm volatile("%0 = 1\n%1 = 2\n%2 = 3\n%3 = 4" \
+		     : "=r"(a), "=r"(b), "=r"(c), "=r"(d))
+#define BUSY_END asm volatile("%0 += %1\n%0 += %2\n%0 += %3" : "+r"(a) : "r"(b), "r"(c), "r"(d))
 
 static __noinline int empty_sub(void)
 {
@@ -28,12 +37,32 @@ static __noinline int empty_sub(void)
 	return r;
 }
 
+static __noinline int empty_sub_busy(void)
+{
+	__u64 a, b, c, d;
+	int r;
+
+	BUSY_BEGIN;
+
+	INXPECT_START(empty_sub_busy);
+	INXPECT_END(empty_sub_busy);
+	BUSY_END;
+	asm volatile("%0 = 0" : "=r"(r));
+	return r;
+}
+
 SEC("xdp")
 int xdp_empty(struct xdp_md *ctx)
 {
+	__u64 a, b, c, d;
+
 	INXPECT_START(empty);
 	INXPECT_END(empty);
-	return XDP_PASS + empty_sub();
+	BUSY_BEGIN;
+	INXPECT_START(empty_busy);
+	INXPECT_END(empty_busy);
+	BUSY_END;
+	return XDP_PASS + empty_sub() + empty_sub_busy();
 }
 
 /* GPL-compatible: the tsc, pmc and perf counters call GPL-only kfuncs/helpers. */

@@ -411,7 +411,7 @@ fn check_invalid(out: &VmOutput) {
             assert_eq!(v["sampled"].as_u64(), Some(sampled), "{what}: {v}");
             assert_eq!(v["no_counter"].as_u64(), Some(0), "{what}: {v}");
             let regions = v["regions"].as_array().expect("regions");
-            assert_eq!(regions.len(), KINSNS.len(), "{what}: {v}");
+            assert_eq!(regions.len(), KINSNS.len() + KSHAPES.len(), "{what}: {v}");
             for g in regions {
                 assert_eq!(
                     (
@@ -810,6 +810,15 @@ fn vm_linux_7() {
 /// Region kN of tests/vm/instr/kinsns.bpf.c holds N BPF instructions, one
 /// arm64 instruction each after the JIT.
 const KINSNS: [(&str, u64); 4] = [("k0", 0), ("k1", 1), ("k10", 10), ("k100", 100)];
+/// kinsns' regions of k instructions whose probes have another shape, with
+/// the calibration region of that shape and how far a calibrated minimum
+/// may be from k (the subprogram's END loads the per-CPU map's address,
+/// whose arm64 JIT length may differ by one between the calibration's load
+/// and this one).
+const KSHAPES: [(&str, u64, &str, f64); 2] = [
+    ("kbusy10", 10, "empty_busy", 0.0),
+    ("ksub10", 10, "empty_sub", 1.0),
+];
 /// test_run repeats of the k-instructions program and of the calibration
 /// program (as many as `inxpect test-run` calibrates with).
 const K_RUNS: u32 = 1000;
@@ -1239,7 +1248,7 @@ fn check_kinsns(
             .iter()
             .map(|s| s.region.as_str())
             .collect::<Vec<_>>(),
-        ["empty_sub", "empty"],
+        ["empty_sub", "empty_sub_busy", "empty", "empty_busy"],
         "x{n}: calibration shapes"
     );
     let r = vm_report(out, &format!("kinsns-{tag}.o"), &km, names, Some(&cal));
@@ -1286,6 +1295,33 @@ fn check_kinsns(
             println!(
                 "INXPECT-ARM64 kinsns linux={kseries} events={n} slot={e} event={} region={name} k={k} raw_min={} raw_mean={} cal_min={} cal_mean={} empty_min={} cal_offset={}",
                 ev.event, ev.raw.min, ev.raw.mean, cv.min, cv.mean, empty.events[e].raw.min, cal.offset[e]
+            );
+        }
+    }
+    // Other probe shapes: the calibration region of the same shape takes
+    // them out (kbusy10: START calls the runtime, no register free; ksub10:
+    // in a subprogram).
+    for (name, k, shape, bound) in KSHAPES {
+        let g = region(name);
+        assert_eq!(g.count, u64::from(K_RUNS), "x{n} {name}: every run");
+        let rc = g.calibration.as_ref().expect("calibrated");
+        assert_eq!(
+            (rc.shape.as_deref(), rc.extra_insns, rc.exact),
+            (Some(shape), 0, true),
+            "x{n} {name}: calibration"
+        );
+        for ev in &g.events {
+            let cv = ev.calibrated.expect("calibrated");
+            println!(
+                "INXPECT-ARM64 kshape linux={kseries} events={n} event={} region={name} k={k} raw_min={} cal_min={} shape={shape}",
+                ev.event, ev.raw.min, cv.min
+            );
+            assert!(
+                (cv.min - k as f64).abs() <= bound,
+                "Linux {kseries}, {n} event(s), {name} ({}): calibrated min {} for {k} instructions (offset {:?})",
+                ev.event,
+                cv.min,
+                rc.offset
             );
         }
     }

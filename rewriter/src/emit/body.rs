@@ -199,7 +199,7 @@ fn start(s: &mut Seq, b: &Backend, words: Option<Words>, spare: Option<u8>, id: 
         }
         _ => {
             s.push(Insn::mov64_imm(1, id as i32))
-                .mark_read()
+                .mark_call_read()
                 .call_symbol(b.start);
         }
     }
@@ -230,7 +230,7 @@ fn end(s: &mut Seq, b: &Backend, words: Option<Words>, id: u32, done: Label) {
         }
         (None, _, _) => {
             s.push(Insn::mov64_imm(1, id as i32))
-                .mark_read()
+                .mark_call_read()
                 .call_symbol(b.end);
         }
     }

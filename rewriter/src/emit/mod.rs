@@ -176,10 +176,10 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Emitted> {
         let measured = kinds
             .iter()
             .filter(|(k, _)| matches!(k, Kind::Start(_) | Kind::End(_)));
-        for (&(k, pi), &at) in measured.zip(&reads) {
+        for (&(k, pi), r) in measured.zip(&reads) {
             windows[pi] = match k {
-                Kind::Start(_) => seq::window(&code, at + 1, code.len()),
-                _ => seq::window(&code, 0, at),
+                Kind::Start(_) => seq::window(&code, r.after(), code.len()),
+                _ => seq::window(&code, 0, r.before()),
             };
         }
         out.entry(sec).or_default().push((slot, place, code));

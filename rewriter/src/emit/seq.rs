@@ -20,14 +20,35 @@ pub enum Cond {
     NeReg(u8, u8),
 }
 
+/// Where a counter read is in a [`Seq`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Read {
+    /// Index of the instruction that reads, or of the call that does.
+    pub at: usize,
+    /// The read is inside a runtime function `at` calls: the call, and the
+    /// function's code before or after the read, are in the window.
+    pub in_call: bool,
+}
+
+impl Read {
+    /// Where the window after this read (START's) begins.
+    pub fn after(&self) -> usize {
+        self.at + usize::from(!self.in_call)
+    }
+    /// Where the window before this read (END's) ends, exclusive.
+    pub fn before(&self) -> usize {
+        self.at + usize::from(self.in_call)
+    }
+}
+
 #[derive(Default)]
 pub struct Seq {
     insns: Vec<NewInsn>,
     /// (index of the jump in `insns`, label)
     jumps: Vec<(usize, Label)>,
     labels: Vec<Option<usize>>,
-    /// Indices of the counter reads, in order (see [`Seq::mark_read`]).
-    reads: Vec<usize>,
+    /// The counter reads, in order (see [`Seq::mark_read`]).
+    reads: Vec<Read>,
 }
 
 impl Seq {
@@ -110,12 +131,24 @@ impl Seq {
     /// The next instruction pushed reads the counter (or calls the runtime
     /// function that does): the edge of a region's measured window.
     pub fn mark_read(&mut self) -> &mut Self {
-        self.reads.push(self.insns.len());
+        self.reads.push(Read {
+            at: self.insns.len(),
+            in_call: false,
+        });
         self
     }
 
-    /// The marks of [`Seq::mark_read`], in order.
-    pub fn reads(&self) -> &[usize] {
+    /// The next instruction calls a runtime function that reads the counter.
+    pub fn mark_call_read(&mut self) -> &mut Self {
+        self.reads.push(Read {
+            at: self.insns.len(),
+            in_call: true,
+        });
+        self
+    }
+
+    /// The marks of [`Seq::mark_read`] and [`Seq::mark_call_read`], in order.
+    pub fn reads(&self) -> &[Read] {
         &self.reads
     }
 
@@ -136,7 +169,10 @@ impl Seq {
                 .iter()
                 .map(|&(i, Label(l))| (i + base, Label(l + lbase))),
         );
-        self.reads.extend(other.reads.iter().map(|r| r + base));
+        self.reads.extend(other.reads.iter().map(|r| Read {
+            at: r.at + base,
+            in_call: r.in_call,
+        }));
         self.insns.extend(other.insns);
         self
     }
@@ -226,7 +262,7 @@ mod tests {
         s.bind(over);
         s.mark_read().call_symbol(3).push(Insn::mov64_imm(4, 0));
         s.bind(skip);
-        let at = s.reads()[0];
+        let at = s.reads()[0].at;
         let v = s.finish();
         assert_eq!(at, 6);
         // mov, the untaken jump (2), the immediate, the `ja` over the mov.
