@@ -188,9 +188,9 @@ impl Calibration {
     }
 
     /// What region `r` subtracts per event of `events`: the offset of the
-    /// first shape its sites' probes match (the same immediates and calls
-    /// before END's read and after START's), plus the instructions they run
-    /// beyond that shape's for instruction events. Without a match (or
+    /// shape its sites' probes match (the same immediates and calls before
+    /// END's read and after START's; the closest in length of those), plus
+    /// the instructions they run beyond that shape's for instruction events. Without a match (or
     /// without shapes), the program-code offset, marked inexact.
     pub fn for_region(&self, r: &RegionDesc, events: &[String]) -> RegionCalibration {
         let fallback = RegionCalibration {
@@ -205,16 +205,23 @@ impl Calibration {
             return fallback;
         };
         let same = |a: &Window, b: &Window| a.imm64 == b.imm64 && a.calls == b.calls;
-        let Some(c) = self.shapes.iter().find(|c| {
-            starts.iter().all(|w| same(w, &c.start)) && ends.iter().all(|w| same(w, &c.end))
-        }) else {
-            return fallback;
-        };
         let span = |ws: &[Window], base: &Window| {
             let d = ws
                 .iter()
                 .map(|w| i64::from(w.insns) - i64::from(base.insns));
             (d.clone().min().unwrap_or(0), d.max().unwrap_or(0))
+        };
+        // Of the shapes that match, the one closest in length: the fewer
+        // instructions the count adds, the less it assumes.
+        let Some(c) = self
+            .shapes
+            .iter()
+            .filter(|c| {
+                starts.iter().all(|w| same(w, &c.start)) && ends.iter().all(|w| same(w, &c.end))
+            })
+            .min_by_key(|c| span(&starts, &c.start).0.abs() + span(&ends, &c.end).0.abs())
+        else {
+            return fallback;
         };
         let (s_lo, s_hi) = span(&starts, &c.start);
         let (e_lo, e_hi) = span(&ends, &c.end);
@@ -803,6 +810,19 @@ mod tests {
         assert_eq!(across.shape, None);
         assert!(!across.exact);
         assert_eq!(across.offset, c.offset);
+        // Two shapes alike but for saved registers: the closer one.
+        let mut c2 = c.clone();
+        c2.shapes.push(CalShape {
+            region: "empty_busy".into(),
+            start: win(5, 0, 0),
+            end: win(8, 0, 0),
+            offset: vec![30.0, 30.0],
+        });
+        let busy = c2.for_region(&desc(&[Some(win(5, 0, 0))], &[Some(win(8, 0, 0))]), &ev);
+        assert_eq!(
+            (busy.shape.as_deref(), busy.extra_insns),
+            (Some("empty_busy"), 0)
+        );
         // A manifest without windows (--list, an older object).
         let old = c.for_region(&desc(&[None], &[None]), &ev);
         assert_eq!((old.shape, old.exact), (None, false));
