@@ -110,6 +110,10 @@ pub struct RegionCalibration {
     /// (false: no shape matched, or its sites' probes differ in length, and
     /// the calibrated values are approximate).
     pub exact: bool,
+    /// With a shape: how many instructions longer the probes of its
+    /// longest START and END pair are than of its shortest (the offset
+    /// takes the shortest; 0 when exact).
+    pub spread: i64,
 }
 
 /// Events the probes' extra instructions are added for: those that count
@@ -198,6 +202,7 @@ impl Calibration {
             shape: None,
             extra_insns: 0,
             exact: false,
+            spread: 0,
         };
         let starts: Option<Vec<Window>> = r.starts.iter().map(|x| x.window).collect();
         let ends: Option<Vec<Window>> = r.ends.iter().map(|x| x.window).collect();
@@ -242,6 +247,7 @@ impl Calibration {
             shape: Some(c.region.clone()),
             extra_insns: extra,
             exact: s_lo == s_hi && e_lo == e_hi,
+            spread: s_hi - s_lo + e_hi - e_lo,
         }
     }
 }
@@ -550,18 +556,24 @@ pub fn table(r: &Report) -> String {
         }
     }
     // Where the calibration does not fit, say so under the table.
-    let rough: Vec<&str> = r
+    let rough: Vec<String> = r
         .regions
         .iter()
-        .filter(|g| g.calibration.as_ref().is_some_and(|c| !c.exact))
-        .map(|g| g.name.as_str())
+        .filter_map(|g| {
+            let c = g.calibration.as_ref().filter(|c| !c.exact)?;
+            Some(match c.shape {
+                Some(_) => format!(
+                    "{} (its sites' probes differ by up to {} instruction{})",
+                    g.name,
+                    c.spread,
+                    if c.spread == 1 { "" } else { "s" }
+                ),
+                None => format!("{} (its sites' probes match no calibrated shape)", g.name),
+            })
+        })
         .collect();
     if !rough.is_empty() && r.calibration.as_ref().is_some_and(|c| !c.shapes.is_empty()) {
-        let _ = writeln!(
-            o,
-            "CAL.* approximate for {}: the probes of their sites match no calibrated shape, or differ in length among themselves",
-            rough.join(", ")
-        );
+        let _ = writeln!(o, "CAL.* approximate for {}", rough.join("; "));
     }
     if let Some(t) = &r.tree {
         let cost = r
@@ -798,7 +810,10 @@ mod tests {
             ),
             &ev,
         );
-        assert_eq!((mixed.extra_insns, mixed.exact), (0, false));
+        assert_eq!(
+            (mixed.extra_insns, mixed.exact, mixed.spread),
+            (0, false, 2)
+        );
         // An END in program code and one in a subprogram: no shape has both.
         let across = c.for_region(
             &desc(
