@@ -132,6 +132,18 @@ pub struct NestCost {
     pub program: Vec<f64>,
     /// The child's probes in a subprogram (calls into the runtime).
     pub subprogram: Vec<f64>,
+    /// Each calibration child with its sites' whole probe code: a child is
+    /// charged the one whose probes have its shape.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shapes: Vec<CalShape>,
+}
+
+/// What one measurement of child `r` costs its parent per event of
+/// `events`, and, where the calibration's children do not fit its probes,
+/// why the figure is approximate.
+pub struct ChildCost {
+    pub cost: Vec<f64>,
+    pub approximate: Option<String>,
 }
 
 impl NestCost {
@@ -150,7 +162,52 @@ impl NestCost {
             n.subprogram
                 .push(min("outer_call", e)? - min("outer_plain", e)?);
         }
+        for (child, cost) in [("child", &n.program), ("sub_child", &n.subprogram)] {
+            let r = m.regions.iter().find(|r| r.name == child)?;
+            if let ([a], [b]) = (&r.starts[..], &r.ends[..]) {
+                if let (Some(start), Some(end)) = (a.whole, b.whole) {
+                    n.shapes.push(CalShape {
+                        region: child.into(),
+                        start,
+                        end,
+                        offset: cost.clone(),
+                    });
+                }
+            }
+        }
         Some(n)
+    }
+
+    /// The cost of a child `r` (in a program's code or not: `in_program`):
+    /// the calibration child its whole sites fit, plus the instructions
+    /// they run beyond it for instruction events. Without a fit, the cost
+    /// for where it sits, marked approximate.
+    pub fn for_child(&self, r: &RegionDesc, in_program: bool, events: &[String]) -> ChildCost {
+        match fit(&self.shapes, r, |x| x.whole) {
+            Some(f) => ChildCost {
+                cost: f.add_to(&self.shapes[f.shape].offset, events),
+                approximate: (f.spread != 0).then(|| {
+                    format!(
+                        "{}'s probes differ by up to {} instructions among its sites",
+                        r.qualified(),
+                        f.spread
+                    )
+                }),
+            },
+            None => ChildCost {
+                cost: if in_program {
+                    self.program.clone()
+                } else {
+                    self.subprogram.clone()
+                },
+                approximate: (!self.shapes.is_empty()).then(|| {
+                    format!(
+                        "{}'s probes have a shape the nesting calibration did not measure",
+                        r.qualified()
+                    )
+                }),
+            },
+        }
     }
 }
 
@@ -194,8 +251,9 @@ impl Calibration {
     /// What region `r` subtracts per event of `events`: the offset of the
     /// shape its sites' probes match (the same immediates and calls before
     /// END's read and after START's; the closest in length of those), plus
-    /// the instructions they run beyond that shape's for instruction events. Without a match (or
-    /// without shapes), the program-code offset, marked inexact.
+    /// the instructions they run beyond that shape's for instruction events.
+    /// Without a match (or without shapes), the program-code offset, marked
+    /// inexact.
     pub fn for_region(&self, r: &RegionDesc, events: &[String]) -> RegionCalibration {
         let fallback = RegionCalibration {
             offset: self.offset.clone(),
@@ -204,52 +262,76 @@ impl Calibration {
             exact: false,
             spread: 0,
         };
-        let starts: Option<Vec<Window>> = r.starts.iter().map(|x| x.window).collect();
-        let ends: Option<Vec<Window>> = r.ends.iter().map(|x| x.window).collect();
-        let (Some(starts), Some(ends)) = (starts, ends) else {
+        let Some(f) = fit(&self.shapes, r, |x| x.window) else {
             return fallback;
         };
-        let same = |a: &Window, b: &Window| a.imm64 == b.imm64 && a.calls == b.calls;
-        let span = |ws: &[Window], base: &Window| {
-            let d = ws
-                .iter()
-                .map(|w| i64::from(w.insns) - i64::from(base.insns));
-            (d.clone().min().unwrap_or(0), d.max().unwrap_or(0))
-        };
-        // Of the shapes that match, the one closest in length: the fewer
-        // instructions the count adds, the less it assumes.
-        let Some(c) = self
-            .shapes
-            .iter()
-            .filter(|c| {
-                starts.iter().all(|w| same(w, &c.start)) && ends.iter().all(|w| same(w, &c.end))
-            })
-            .min_by_key(|c| span(&starts, &c.start).0.abs() + span(&ends, &c.end).0.abs())
-        else {
-            return fallback;
-        };
-        let (s_lo, s_hi) = span(&starts, &c.start);
-        let (e_lo, e_hi) = span(&ends, &c.end);
-        let extra = s_lo + e_lo;
+        let c = &self.shapes[f.shape];
         RegionCalibration {
-            offset: c
-                .offset
-                .iter()
-                .zip(events)
-                .map(|(o, ev)| {
-                    if counts_instructions(ev) {
-                        o + extra as f64
-                    } else {
-                        *o
-                    }
-                })
-                .collect(),
+            offset: f.add_to(&c.offset, events),
             shape: Some(c.region.clone()),
-            extra_insns: extra,
-            exact: s_lo == s_hi && e_lo == e_hi,
-            spread: s_hi - s_lo + e_hi - e_lo,
+            extra_insns: f.extra,
+            exact: f.spread == 0,
+            spread: f.spread,
         }
     }
+}
+
+/// How a region's sites fit one of a list of shapes.
+struct Fit {
+    /// Index of the shape.
+    shape: usize,
+    /// Instructions the region's shortest START and END pair runs beyond
+    /// the shape's.
+    extra: i64,
+    /// Its longest pair's instructions beyond its shortest's.
+    spread: i64,
+}
+
+impl Fit {
+    /// `offset` with the extra instructions added for instruction events.
+    fn add_to(&self, offset: &[f64], events: &[String]) -> Vec<f64> {
+        offset
+            .iter()
+            .zip(events)
+            .map(|(o, ev)| {
+                if counts_instructions(ev) {
+                    o + self.extra as f64
+                } else {
+                    *o
+                }
+            })
+            .collect()
+    }
+}
+
+/// The shape of `shapes` whose START and END have the immediates and
+/// calls of every START and END of `r` (their `part`), the closest in
+/// length of those: the fewer instructions the count adds, the less it
+/// assumes. None if a site lacks the part or nothing matches.
+fn fit(shapes: &[CalShape], r: &RegionDesc, part: fn(&Site) -> Option<Window>) -> Option<Fit> {
+    let starts: Vec<Window> = r.starts.iter().map(part).collect::<Option<_>>()?;
+    let ends: Vec<Window> = r.ends.iter().map(part).collect::<Option<_>>()?;
+    let same = |a: &Window, b: &Window| a.imm64 == b.imm64 && a.calls == b.calls;
+    let span = |ws: &[Window], base: &Window| {
+        let d = ws
+            .iter()
+            .map(|w| i64::from(w.insns) - i64::from(base.insns));
+        (d.clone().min().unwrap_or(0), d.max().unwrap_or(0))
+    };
+    let (shape, c) = shapes
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| {
+            starts.iter().all(|w| same(w, &c.start)) && ends.iter().all(|w| same(w, &c.end))
+        })
+        .min_by_key(|(_, c)| span(&starts, &c.start).0.abs() + span(&ends, &c.end).0.abs())?;
+    let (s_lo, s_hi) = span(&starts, &c.start);
+    let (e_lo, e_hi) = span(&ends, &c.end);
+    Some(Fit {
+        shape,
+        extra: s_lo + e_lo,
+        spread: s_hi - s_lo + e_hi - e_lo,
+    })
 }
 
 /// The window of the one site of `sites`.
@@ -739,6 +821,7 @@ mod tests {
                     offset: 8 * i as u64,
                     line: None,
                     window: *w,
+                    whole: None,
                 })
                 .collect()
         };

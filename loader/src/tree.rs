@@ -11,7 +11,8 @@
 //! a region's own probes between its reads), and nest(C) is what one
 //! measurement of a child's probes adds to its parent's measurement, START
 //! to END (calibration `nested`: measured with a child in the program's own
-//! code or in a subprogram, as C is).
+//! code and in a subprogram; C is charged the one its sites' probes fit,
+//! plus the instructions they run beyond it, report::NestCost::for_child).
 
 use serde::Serialize;
 
@@ -39,6 +40,8 @@ pub struct Node {
     /// where it cannot be known (`why`).
     #[serde(rename = "self")]
     pub self_: Option<Vec<f64>>,
+    /// Why `self` is null, or why it is approximate (a child's probes the
+    /// nesting calibration does not fit exactly).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub why: Option<String>,
 }
@@ -147,11 +150,14 @@ pub fn build(r: &Report, m: &Manifest) -> Vec<Node> {
                         });
                         continue;
                     };
-                    let cost = if in_program(c.id) {
-                        &n.program
-                    } else {
-                        &n.subprogram
+                    let Some(d) = desc(c.id) else {
+                        continue;
                     };
+                    let cc = n.for_child(d, in_program(c.id), &r.events);
+                    if let Some(a) = cc.approximate {
+                        why.get_or_insert(format!("approximate: {a}"));
+                    }
+                    let cost = &cc.cost;
                     for (e, t) in total(c).iter().enumerate() {
                         me[e] -= t + c.count as f64 * cost.get(e).copied().unwrap_or(0.0);
                     }

@@ -123,7 +123,11 @@ fn manifest(plan: &Plan, opts: &Options) -> Manifest {
 
 /// Each START's and END's window into its manifest site (the points of
 /// `plan`, on the input, in the order of `windows`).
-fn windows_into(m: &mut Manifest, plan: &Plan, windows: &[Option<runtime::Window>]) {
+fn windows_into(
+    m: &mut Manifest,
+    plan: &Plan,
+    windows: &[(Option<runtime::Window>, Option<runtime::Window>)],
+) {
     for (p, w) in plan.points.iter().zip(windows) {
         let (id, start) = match p.kind {
             probe::Kind::Start(id) => (id, true),
@@ -139,7 +143,7 @@ fn windows_into(m: &mut Manifest, plan: &Plan, windows: &[Option<runtime::Window
             .iter_mut()
             .find(|x| x.offset == offset && x.window.is_none())
         {
-            site.window = *w;
+            (site.window, site.whole) = *w;
         }
     }
 }

@@ -158,6 +158,7 @@ pub fn plan(elf: &Elf, src: &Source<'_>, mode: Mode, only: Option<&[String]>) ->
         offset: Slot(slot).bytes(),
         line: line(src, elf, sec, slot),
         window: None,
+        whole: None,
     };
     match mode {
         Mode::Sections => {

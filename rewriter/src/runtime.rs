@@ -276,6 +276,10 @@ pub struct Site {
     /// (absent from `--list`, which emits nothing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<Window>,
+    /// All of the site's probe code on its measured path, its read
+    /// included: what it adds to a region around it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whole: Option<Window>,
 }
 
 /// What a site's own code puts between a region's two counter reads, on the

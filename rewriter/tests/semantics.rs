@@ -195,7 +195,13 @@ fn list_on_an_instrumented_object_gives_its_regions() {
                 r.name,
                 s.offset
             );
-            s.window = None;
+            assert!(
+                s.whole.is_some(),
+                "{}: site {} has no whole",
+                r.name,
+                s.offset
+            );
+            (s.window, s.whole) = (None, None);
         }
     }
     assert_eq!(after.regions, before.regions);

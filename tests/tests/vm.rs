@@ -1086,10 +1086,10 @@ fn nest_builds() -> [(&'static str, Option<Vec<String>>); 2] {
 /// (byte 14 = 0x45 odd, byte 15 = 0 even) takes nest's outer and mid, not
 /// inner, the same way every run. Outer measured with mid not instrumented
 /// at all is the truth for outer's self plus mid's total. The calibration's
-/// child is an empty region with nothing live around it, the cheapest probes
-/// a child can have (a real site also saves the registers live across it),
-/// so the tree's self can only read high: self + mid's total >= the truth,
-/// and by how much is printed (README "Nested regions").
+/// child is an empty region with nothing live around it; mid's sites also
+/// save the registers live there, which the tree adds to the child's cost
+/// from the sites' whole probe code: self + mid's total is the truth,
+/// exactly (README "Nested regions").
 fn check_arm64_nesting(kseries: &str, out: &VmOutput) {
     use inxpect_loader::report::NestCost;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1097,9 +1097,18 @@ fn check_arm64_nesting(kseries: &str, out: &VmOutput) {
     let mut cal = calibration_pmc1(out, dir.path());
     let nm = instrument_pmc(&nest_calib(), 1, &dir.path().join("n.o"));
     cal.nested = NestCost::from_calibration(&nm, &vm_snapshot(out, "nestcal-pmc1.o", &nm), 1);
-    let p = cal.nested.as_ref().expect("nesting calibration").program[0];
     let [(all, _), (alone, only)] = nest_builds();
     let ma = instrument_pmc_only(&nest_truth(), 1, None, &dir.path().join(all));
+    // What the tree charges outer per measurement of mid: the calibration
+    // child its whole sites fit, plus the registers mid's sites save.
+    let mid_desc = ma.regions.iter().find(|r| r.name == "mid").expect("mid");
+    let cc = cal.nested.as_ref().expect("nesting calibration").for_child(
+        mid_desc,
+        true,
+        &["instructions".to_string()],
+    );
+    assert_eq!(cc.approximate, None, "mid's probes fit a calibration child");
+    let p = cc.cost[0];
     let mo = instrument_pmc_only(&nest_truth(), 1, only, &dir.path().join(alone));
     let mut r = vm_report(out, all, &ma, &names, Some(&cal));
     let nodes = inxpect_loader::tree::build(&r, &ma);
@@ -1141,8 +1150,8 @@ fn check_arm64_nesting(kseries: &str, out: &VmOutput) {
         full - lone
     );
     assert!(
-        p > 0.0 && gap >= 0.0,
-        "Linux {kseries}: the calibrated child cost {p} is more than mid's probes cost outer ({}): outer's self + mid's total = {tree_says} instructions, outer alone {lone}",
+        p > 0.0 && gap == 0.0,
+        "Linux {kseries}: the calibrated child cost {p} is not what mid's probes cost outer ({}): outer's self + mid's total = {tree_says} instructions, outer alone {lone}",
         full - lone
     );
     // The tree's own (mean-based) numbers: the same bound, within the

@@ -42,11 +42,12 @@ fn words(a: &Analysis) -> (body::Words, i64) {
 /// index of its point in the plan.
 type Groups = BTreeMap<(usize, Slot, Place), (usize, Vec<(Kind, usize)>)>;
 
-/// The inserted code, and per point of the plan (same order) the part of a
-/// START's or END's site inside its region's measured window.
+/// The inserted code, and per point of the plan (same order), for a START
+/// or END: the part of its site inside its region's measured window, and
+/// the whole site.
 pub struct Emitted {
     pub insertions: Insertions,
-    pub windows: Vec<Option<Window>>,
+    pub windows: Vec<(Option<Window>, Option<Window>)>,
 }
 
 /// Builds every probe sequence for `plan` on the linked object `elf`.
@@ -59,7 +60,7 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Emitted> {
             .1
             .push((p.kind, pi));
     }
-    let mut windows = vec![None; plan.points.len()];
+    let mut windows = vec![(None, None); plan.points.len()];
     let uses = cfg::call_uses(elf, &plan.funcs)?;
     let mut analyses: BTreeMap<usize, Analysis> = BTreeMap::new();
     for (fi, _) in groups.values() {
@@ -176,11 +177,13 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Emitted> {
         let measured = kinds
             .iter()
             .filter(|(k, _)| matches!(k, Kind::Start(_) | Kind::End(_)));
+        let whole = seq::window(&code, 0, code.len());
         for (&(k, pi), r) in measured.zip(&reads) {
-            windows[pi] = match k {
+            let inside = match k {
                 Kind::Start(_) => seq::window(&code, r.after(), code.len()),
                 _ => seq::window(&code, 0, r.before()),
             };
+            windows[pi] = (inside, whole);
         }
         out.entry(sec).or_default().push((slot, place, code));
     }
