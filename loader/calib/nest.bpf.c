@@ -8,8 +8,12 @@
  *   child in the program's own code: min(nest_inline) - min(nest_alone)
  *   child in a subprogram:           min(nest_call)   - min(nest_plain)
  *
- * (the two leaves differ only by the child region). The reports subtract
- * these from a parent's total, once per child measurement, for its self.
+ * (the two leaves differ only by the child region), and each again with
+ * four values live across the child (`_busy`: no register is free at its
+ * START, which then calls the runtime to read). The reports subtract from
+ * a parent's total, once per child measurement, the cost of the child
+ * whose probes have the shape of the real child's (the manifest's `whole`
+ * of each site), for its self.
  *
  * Rebuild (committed as nest.bpf.o, so the loader needs no compiler):
  *   clang -O2 -g -target bpf -I../../runtime-bpf/include \
@@ -28,6 +32,30 @@ static __attribute__((noinline)) int leaf_marked(struct xdp_md *ctx)
 
 static __attribute__((noinline)) int leaf_plain(struct xdp_md *ctx)
 {
+	return ctx->ingress_ifindex;
+}
+
+/* Four values live from BUSY_BEGIN to BUSY_END (read by instructions
+ * there): in a region around them no register is left free. */
+#define BUSY_BEGIN                                      \
+	__u64 a, b, c, d;                               \
+	asm volatile("%0 = 1\n%1 = 2\n%2 = 3\n%3 = 4" \
+		     : "=r"(a), "=r"(b), "=r"(c), "=r"(d))
+#define BUSY_END asm volatile("%0 += %1\n%0 += %2\n%0 += %3" : "+r"(a) : "r"(b), "r"(c), "r"(d))
+
+static __attribute__((noinline)) int leaf_marked_busy(struct xdp_md *ctx)
+{
+	BUSY_BEGIN;
+	INXPECT_START(sub_child_busy);
+	INXPECT_END(sub_child_busy);
+	BUSY_END;
+	return ctx->ingress_ifindex;
+}
+
+static __attribute__((noinline)) int leaf_plain_busy(struct xdp_md *ctx)
+{
+	BUSY_BEGIN;
+	BUSY_END;
 	return ctx->ingress_ifindex;
 }
 
@@ -68,6 +96,54 @@ int nest_plain(struct xdp_md *ctx)
 	INXPECT_START(outer_plain);
 	r = leaf_plain(ctx);
 	INXPECT_END(outer_plain);
+	return r == 12345 ? XDP_DROP : XDP_PASS;
+}
+
+SEC("xdp")
+int nest_alone_busy(struct xdp_md *ctx)
+{
+	INXPECT_START(alone_busy);
+	{
+		BUSY_BEGIN;
+		BUSY_END;
+	}
+	INXPECT_END(alone_busy);
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int nest_inline_busy(struct xdp_md *ctx)
+{
+	INXPECT_START(outer_inline_busy);
+	{
+		BUSY_BEGIN;
+		INXPECT_START(child_busy);
+		INXPECT_END(child_busy);
+		BUSY_END;
+	}
+	INXPECT_END(outer_inline_busy);
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int nest_call_busy(struct xdp_md *ctx)
+{
+	int r;
+
+	INXPECT_START(outer_call_busy);
+	r = leaf_marked_busy(ctx);
+	INXPECT_END(outer_call_busy);
+	return r == 12345 ? XDP_DROP : XDP_PASS;
+}
+
+SEC("xdp")
+int nest_plain_busy(struct xdp_md *ctx)
+{
+	int r;
+
+	INXPECT_START(outer_plain_busy);
+	r = leaf_plain_busy(ctx);
+	INXPECT_END(outer_plain_busy);
 	return r == 12345 ? XDP_DROP : XDP_PASS;
 }
 

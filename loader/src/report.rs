@@ -162,18 +162,36 @@ impl NestCost {
             n.subprogram
                 .push(min("outer_call", e)? - min("outer_plain", e)?);
         }
-        for (child, cost) in [("child", &n.program), ("sub_child", &n.subprogram)] {
-            let r = m.regions.iter().find(|r| r.name == child)?;
-            if let ([a], [b]) = (&r.starts[..], &r.ends[..]) {
-                if let (Some(start), Some(end)) = (a.whole, b.whole) {
-                    n.shapes.push(CalShape {
-                        region: child.into(),
-                        start,
-                        end,
-                        offset: cost.clone(),
-                    });
-                }
-            }
+        // Each child, and the two regions whose difference is its cost
+        // (the busy ones: an object built before them lacks them).
+        let pairs = [
+            ("child", "outer_inline", "alone"),
+            ("sub_child", "outer_call", "outer_plain"),
+            ("child_busy", "outer_inline_busy", "alone_busy"),
+            ("sub_child_busy", "outer_call_busy", "outer_plain_busy"),
+        ];
+        for (child, with, without) in pairs {
+            let Some(r) = m.regions.iter().find(|r| r.name == child) else {
+                continue;
+            };
+            let ([a], [b]) = (&r.starts[..], &r.ends[..]) else {
+                continue;
+            };
+            let (Some(start), Some(end)) = (a.whole, b.whole) else {
+                continue;
+            };
+            let Some(offset) = (0..events)
+                .map(|e| Some(min(with, e)? - min(without, e)?))
+                .collect::<Option<Vec<f64>>>()
+            else {
+                continue;
+            };
+            n.shapes.push(CalShape {
+                region: child.into(),
+                start,
+                end,
+                offset,
+            });
         }
         Some(n)
     }
@@ -311,7 +329,9 @@ impl Fit {
 fn fit(shapes: &[CalShape], r: &RegionDesc, part: fn(&Site) -> Option<Window>) -> Option<Fit> {
     let starts: Vec<Window> = r.starts.iter().map(part).collect::<Option<_>>()?;
     let ends: Vec<Window> = r.ends.iter().map(part).collect::<Option<_>>()?;
-    let same = |a: &Window, b: &Window| a.imm64 == b.imm64 && a.calls == b.calls;
+    let same = |a: &Window, b: &Window| {
+        (a.imm64, a.calls, a.runtime_calls) == (b.imm64, b.calls, b.runtime_calls)
+    };
     let span = |ws: &[Window], base: &Window| {
         let d = ws
             .iter()
@@ -810,6 +830,7 @@ mod tests {
             insns,
             imm64,
             calls,
+            runtime_calls: 0,
         }
     }
 

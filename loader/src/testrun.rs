@@ -376,7 +376,16 @@ pub fn calibrate_nesting(mut cal: Calibration, b: &Backend, m: &Manifest) -> Res
     let mut l = object::load(&prep, Some("nest_alone"), b.perf.as_ref())?;
     object::configure(&l, 0, None)?;
     let frame = [0u8; 64];
-    for p in ["nest_alone", "nest_inline", "nest_call", "nest_plain"] {
+    for p in [
+        "nest_alone",
+        "nest_inline",
+        "nest_call",
+        "nest_plain",
+        "nest_alone_busy",
+        "nest_inline_busy",
+        "nest_call_busy",
+        "nest_plain_busy",
+    ] {
         l.prog = p.into();
         run_frame(&l, &frame, CALIBRATION_RUNS).with_context(|| format!("{what}: {p}"))?;
     }

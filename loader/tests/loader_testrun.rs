@@ -108,7 +108,7 @@ fn calibration_cancels_an_empty_region() {
         "--json",
     ]);
     let regions = v["regions"].as_array().expect("regions");
-    assert_eq!(regions.len(), 2, "{v}");
+    assert_eq!(regions.len(), 4, "{v}");
     for g in regions {
         // Each region is calibrated by itself: its own shape, exactly.
         let name = g["name"].as_str().unwrap();

@@ -132,7 +132,26 @@ fn nested_sections_tree_matches_the_source() {
             byte(f, 14) >= 0 && byte(f, 14) & 1 == 1 && byte(f, 15) >= 0 && byte(f, 15) & 1 == 1
         })
         .count() as u64;
+    // The nesting calibration measured a child of each probe shape, and
+    // nest's children fit one (no approximate charge).
+    let shapes: Vec<&str> = v["calibration"]["nested"]["shapes"]
+        .as_array()
+        .expect("nesting shapes")
+        .iter()
+        .map(|s| s["region"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        shapes,
+        ["child", "sub_child", "child_busy", "sub_child_busy"],
+        "{v}"
+    );
     let t = tree(&v);
+    for (path, n) in &t {
+        assert!(
+            !n["why"].as_str().unwrap_or("").contains("approximate"),
+            "{path}: {n}"
+        );
+    }
     let got = counts(&t);
     assert_eq!(
         got,

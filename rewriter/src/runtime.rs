@@ -297,6 +297,9 @@ pub struct Window {
     pub imm64: u32,
     /// Calls (helpers, runtime functions, kfuncs): code of their own.
     pub calls: u32,
+    /// Of `calls`, calls of the runtime's BPF functions.
+    #[serde(default)]
+    pub runtime_calls: u32,
 }
 
 pub const MANIFEST_SECTION: &str = ".inxpect";

@@ -177,11 +177,12 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Emitted> {
         let measured = kinds
             .iter()
             .filter(|(k, _)| matches!(k, Kind::Start(_) | Kind::End(_)));
-        let whole = seq::window(&code, 0, code.len());
+        let runtime = |sym| b.is_runtime_fn(sym);
+        let whole = seq::window(&code, 0, code.len(), runtime);
         for (&(k, pi), r) in measured.zip(&reads) {
             let inside = match k {
-                Kind::Start(_) => seq::window(&code, r.after(), code.len()),
-                _ => seq::window(&code, 0, r.before()),
+                Kind::Start(_) => seq::window(&code, r.after(), code.len(), runtime),
+                _ => seq::window(&code, 0, r.before(), runtime),
             };
             windows[pi] = (inside, whole);
         }

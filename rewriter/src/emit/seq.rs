@@ -192,7 +192,12 @@ impl Seq {
 /// What runs on the fall-through path of finished code `code` from `from`
 /// (jumps are not taken; `ja` is followed) up to `to`, exclusive. None if
 /// that path leaves before reaching `to`.
-pub fn window(code: &[NewInsn], from: usize, to: usize) -> Option<Window> {
+pub fn window(
+    code: &[NewInsn],
+    from: usize,
+    to: usize,
+    runtime: impl Fn(usize) -> bool,
+) -> Option<Window> {
     let mut w = Window::default();
     let mut i = from;
     while i < to {
@@ -204,6 +209,7 @@ pub fn window(code: &[NewInsn], from: usize, to: usize) -> Option<Window> {
         }
         if x.is_call() {
             w.calls += 1;
+            w.runtime_calls += u32::from(code[i].call.is_some_and(&runtime));
         } else if x.is_unconditional() {
             // One jump instruction; a `goto +0` the verifier removes.
             w.insns += u32::from(x.branch_off() != 0);
@@ -266,12 +272,14 @@ mod tests {
         let v = s.finish();
         assert_eq!(at, 6);
         // mov, the untaken jump (2), the immediate, the `ja` over the mov.
-        let head = window(&v, 0, at).expect("reaches the read");
+        let head = window(&v, 0, at, |_| false).expect("reaches the read");
         assert_eq!((head.insns, head.imm64, head.calls), (4, 1, 0));
-        let tail = window(&v, at + 1, v.len()).expect("reaches the end");
+        let tail = window(&v, at + 1, v.len(), |_| false).expect("reaches the end");
         assert_eq!((tail.insns, tail.imm64, tail.calls), (1, 0, 0));
+        let all = window(&v, 0, v.len(), |sym| sym == 3).expect("reaches the end");
+        assert_eq!((all.calls, all.runtime_calls), (1, 1));
         // A path that jumps past the read never reaches it.
-        assert_eq!(window(&v, 4, 5), None);
+        assert_eq!(window(&v, 4, 5, |_| false), None);
     }
 
     #[test]
