@@ -143,6 +143,8 @@ pub struct NestCost {
 /// why the figure is approximate.
 pub struct ChildCost {
     pub cost: Vec<f64>,
+    /// The calibration child it fits (None: none does).
+    pub shape: Option<String>,
     pub approximate: Option<String>,
 }
 
@@ -204,6 +206,7 @@ impl NestCost {
         match fit(&self.shapes, r, |x| x.whole) {
             Some(f) => ChildCost {
                 cost: f.add_to(&self.shapes[f.shape].offset, events),
+                shape: Some(self.shapes[f.shape].region.clone()),
                 approximate: (f.spread != 0).then(|| {
                     format!(
                         "{}'s probes differ by up to {} instructions among its sites",
@@ -213,6 +216,7 @@ impl NestCost {
                 }),
             },
             None => ChildCost {
+                shape: None,
                 cost: if in_program {
                     self.program.clone()
                 } else {
