@@ -145,9 +145,10 @@ impl Arm64Result {
         Some((e.raw.min, e.calibrated.map(|c| c.min)))
     }
 
-    /// The empty region: raw minimum of the calibration program.
+    /// The empty region (program code): raw minimum of the calibration
+    /// program's `empty`.
     pub fn ours_noise(&self) -> Option<f64> {
-        self.region_min("calib:pmc", "").map(|x| x.0)
+        self.region_min("calib:pmc", "empty").map(|x| x.0)
     }
 
     /// perf's mechanism around an empty program (kprog, k = 0).
@@ -633,7 +634,7 @@ pub fn section(r: &Arm64Result, notes: &str, img: Option<&str>) -> String {
     s.push_str(
         "Exact means: ours calibrated = k (markers around k instructions); for whole programs of k \
          instructions, each mechanism's count minus its own count at k = 0 = k (the k = 0 program \
-         still runs `r0 = 2; exit`, which ours calibrated also counts).\n\n\
+         still runs `r0 = 2; exit`: ours calibrated counts its `r0 = 2`, 1).\n\n\
          | k | ours markers (region kN of `kinsns`): raw min | calibrated min | ours one region around a k-instruction program: raw min | calibrated min | minus k = 0 | perf's fentry/fexit on that program: min | minus k = 0 |\n\
          |---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );

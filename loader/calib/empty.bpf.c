@@ -5,10 +5,10 @@
  * cost of the probes themselves (the instructions between START's counter
  * read and END's), which the reports subtract as the calibration offset.
  * `empty` is in the program's own code, `empty_sub` in a subprogram, where
- * END looks up the per-CPU state before it reads, and each again with no
- * register free at START (`_busy`): a region is calibrated with the one
- * whose sites have probes of its own shape (the manifest's `window` of each
- * site).
+ * END looks up the per-CPU state before it reads, each again with no
+ * register free at START (`_busy`), and `empty_word` past the 64 regions of
+ * the run mask: a region is calibrated with the one whose sites have probes
+ * of its own shape (the manifest's `window` of each site).
  *
  * Rebuild (committed as empty.bpf.o, so the loader needs no compiler):
  *   clang -O2 -g -target bpf -I../../runtime-bpf/include \
@@ -51,11 +51,20 @@ static __noinline int empty_sub_busy(void)
 	return r;
 }
 
+/* 64 regions that never run (xdp_fill), so that the next one is past the
+ * run mask (regions 0-63): its sites test the sampling themselves
+ * (`empty_word`, `empty_word_busy`, in xdp_word). The loader runs
+ * xdp_empty and xdp_word. */
+#define FILL(n) INXPECT_START(fill_##n); INXPECT_END(fill_##n);
+#define FILL8(a) FILL(a##0) FILL(a##1) FILL(a##2) FILL(a##3) \
+	FILL(a##4) FILL(a##5) FILL(a##6) FILL(a##7)
+
 SEC("xdp")
 int xdp_empty(struct xdp_md *ctx)
 {
 	__u64 a, b, c, d;
 
+	(void)ctx;
 	INXPECT_START(empty);
 	INXPECT_END(empty);
 	BUSY_BEGIN;
@@ -63,6 +72,29 @@ int xdp_empty(struct xdp_md *ctx)
 	INXPECT_END(empty_busy);
 	BUSY_END;
 	return XDP_PASS + empty_sub() + empty_sub_busy();
+}
+
+SEC("xdp")
+int xdp_fill(struct xdp_md *ctx)
+{
+	if (ctx->ingress_ifindex == 0xfffffff0) {
+		FILL8(0) FILL8(1) FILL8(2) FILL8(3) FILL8(4) FILL8(5) FILL8(6) FILL8(7)
+	}
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int xdp_word(struct xdp_md *ctx)
+{
+	__u64 a, b, c, d;
+
+	INXPECT_START(empty_word);
+	INXPECT_END(empty_word);
+	BUSY_BEGIN;
+	INXPECT_START(empty_word_busy);
+	INXPECT_END(empty_word_busy);
+	BUSY_END;
+	return XDP_PASS;
 }
 
 /* GPL-compatible: the tsc, pmc and perf counters call GPL-only kfuncs/helpers. */

@@ -10,7 +10,8 @@
  *
  * (the two leaves differ only by the child region), and each again with
  * four values live across the child (`_busy`: no register is free at its
- * START, which then calls the runtime to read). The reports subtract from
+ * START, which then calls the runtime to read), and the program-code ones
+ * again past the 64 regions of the run mask (`_word`). The reports subtract from
  * a parent's total, once per child measurement, the cost of the child
  * whose probes have the shape of the real child's (the manifest's `whole`
  * of each site), for its self.
@@ -145,6 +146,65 @@ int nest_plain_busy(struct xdp_md *ctx)
 	r = leaf_plain_busy(ctx);
 	INXPECT_END(outer_plain_busy);
 	return r == 12345 ? XDP_DROP : XDP_PASS;
+}
+
+/* 64 regions that never run, so that the regions below are past the run
+ * mask (regions 0-63), whose sites test the sampling themselves. */
+#define FILL(n) INXPECT_START(fill_##n); INXPECT_END(fill_##n);
+#define FILL8(a) FILL(a##0) FILL(a##1) FILL(a##2) FILL(a##3) \
+	FILL(a##4) FILL(a##5) FILL(a##6) FILL(a##7)
+
+SEC("xdp")
+int nest_fill(struct xdp_md *ctx)
+{
+	if (ctx->ingress_ifindex == 0xfffffff0) {
+		FILL8(0) FILL8(1) FILL8(2) FILL8(3) FILL8(4) FILL8(5) FILL8(6) FILL8(7)
+	}
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int nest_alone_word(struct xdp_md *ctx)
+{
+	INXPECT_START(alone_word);
+	INXPECT_END(alone_word);
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int nest_inline_word(struct xdp_md *ctx)
+{
+	INXPECT_START(outer_inline_word);
+	INXPECT_START(child_word);
+	INXPECT_END(child_word);
+	INXPECT_END(outer_inline_word);
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int nest_alone_word_busy(struct xdp_md *ctx)
+{
+	INXPECT_START(alone_word_busy);
+	{
+		BUSY_BEGIN;
+		BUSY_END;
+	}
+	INXPECT_END(alone_word_busy);
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int nest_inline_word_busy(struct xdp_md *ctx)
+{
+	INXPECT_START(outer_inline_word_busy);
+	{
+		BUSY_BEGIN;
+		INXPECT_START(child_word_busy);
+		INXPECT_END(child_word_busy);
+		BUSY_END;
+	}
+	INXPECT_END(outer_inline_word_busy);
+	return XDP_PASS;
 }
 
 /* GPL-compatible: the tsc, pmc and perf counters call GPL-only kfuncs/helpers. */

@@ -171,6 +171,12 @@ impl NestCost {
             ("sub_child", "outer_call", "outer_plain"),
             ("child_busy", "outer_inline_busy", "alone_busy"),
             ("sub_child_busy", "outer_call_busy", "outer_plain_busy"),
+            ("child_word", "outer_inline_word", "alone_word"),
+            (
+                "child_word_busy",
+                "outer_inline_word_busy",
+                "alone_word_busy",
+            ),
         ];
         for (child, with, without) in pairs {
             let Some(r) = m.regions.iter().find(|r| r.name == child) else {
@@ -253,7 +259,11 @@ impl Calibration {
     pub fn from_regions(m: &Manifest, s: &Snapshot, events: usize) -> Option<Calibration> {
         let i = m.regions.iter().position(|r| r.name == "empty")?;
         let mut c = Calibration::from_empty(s.regions.get(i)?, events);
+        // The `empty*` regions (not the fillers that never run).
         for (r, st) in m.regions.iter().zip(&s.regions) {
+            if !r.name.starts_with("empty") {
+                continue;
+            }
             let (Some(start), Some(end)) = (only_window(&r.starts), only_window(&r.ends)) else {
                 continue;
             };

@@ -348,11 +348,14 @@ pub fn calibrate(b: &Backend) -> Result<Calibration> {
         b.nr_events(),
         Mode::Sections,
     )?;
-    let l = object::load(&prep, None, b.perf.as_ref())?;
+    let mut l = object::load(&prep, Some("xdp_empty"), b.perf.as_ref())?;
     object::configure(&l, 0, None)?;
-    // A minimal Ethernet frame: the empty program never looks at it.
+    // A minimal Ethernet frame: the empty programs never look at it.
     let frame = [0u8; 64];
-    run_frame(&l, &frame, CALIBRATION_RUNS).context("calibration run")?;
+    for p in ["xdp_empty", "xdp_word"] {
+        l.prog = p.into();
+        run_frame(&l, &frame, CALIBRATION_RUNS).with_context(|| format!("calibration run: {p}"))?;
+    }
     let s = object::snapshot(&l)?;
     Calibration::from_regions(&l.manifest, &s, b.nr_events())
         .context("calibration object lost its region `empty`")
@@ -385,6 +388,10 @@ pub fn calibrate_nesting(mut cal: Calibration, b: &Backend, m: &Manifest) -> Res
         "nest_inline_busy",
         "nest_call_busy",
         "nest_plain_busy",
+        "nest_alone_word",
+        "nest_inline_word",
+        "nest_alone_word_busy",
+        "nest_inline_word_busy",
     ] {
         l.prog = p.into();
         run_frame(&l, &frame, CALIBRATION_RUNS).with_context(|| format!("{what}: {p}"))?;

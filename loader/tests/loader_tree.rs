@@ -142,7 +142,14 @@ fn nested_sections_tree_matches_the_source() {
         .collect();
     assert_eq!(
         shapes,
-        ["child", "sub_child", "child_busy", "sub_child_busy"],
+        [
+            "child",
+            "sub_child",
+            "child_busy",
+            "sub_child_busy",
+            "child_word",
+            "child_word_busy"
+        ],
         "{v}"
     );
     let t = tree(&v);

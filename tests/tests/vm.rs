@@ -1257,7 +1257,14 @@ fn check_kinsns(
             .iter()
             .map(|s| s.region.as_str())
             .collect::<Vec<_>>(),
-        ["empty_sub", "empty_sub_busy", "empty", "empty_busy"],
+        [
+            "empty_sub",
+            "empty_sub_busy",
+            "empty",
+            "empty_busy",
+            "empty_word",
+            "empty_word_busy"
+        ],
         "x{n}: calibration shapes"
     );
     let r = vm_report(out, &format!("kinsns-{tag}.o"), &km, names, Some(&cal));
