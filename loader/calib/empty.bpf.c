@@ -17,14 +17,7 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include "inxpect.h"
-
-/* Four values live across the markers (read by instructions after them):
- * the sites save them in the four callee-saved registers, and with none
- * left free START calls the runtime to read (the `_busy` regions). */
-#define BUSY_BEGIN                                      \
-	asm volatile("%0 = 1\n%1 = 2\n%2 = 3\n%3 = 4" \
-		     : "=r"(a), "=r"(b), "=r"(c), "=r"(d))
-#define BUSY_END asm volatile("%0 += %1\n%0 += %2\n%0 += %3" : "+r"(a) : "r"(b), "r"(c), "r"(d))
+#include "calib.h"
 
 static __noinline int empty_sub(void)
 {
@@ -39,11 +32,9 @@ static __noinline int empty_sub(void)
 
 static __noinline int empty_sub_busy(void)
 {
-	__u64 a, b, c, d;
 	int r;
 
 	BUSY_BEGIN;
-
 	INXPECT_START(empty_sub_busy);
 	INXPECT_END(empty_sub_busy);
 	BUSY_END;
@@ -51,19 +42,9 @@ static __noinline int empty_sub_busy(void)
 	return r;
 }
 
-/* 64 regions that never run (xdp_fill), so that the next one is past the
- * run mask (regions 0-63): its sites test the sampling themselves
- * (`empty_word`, `empty_word_busy`, in xdp_word). The loader runs
- * xdp_empty and xdp_word. */
-#define FILL(n) INXPECT_START(fill_##n); INXPECT_END(fill_##n);
-#define FILL8(a) FILL(a##0) FILL(a##1) FILL(a##2) FILL(a##3) \
-	FILL(a##4) FILL(a##5) FILL(a##6) FILL(a##7)
-
 SEC("xdp")
 int xdp_empty(struct xdp_md *ctx)
 {
-	__u64 a, b, c, d;
-
 	(void)ctx;
 	INXPECT_START(empty);
 	INXPECT_END(empty);
@@ -74,11 +55,13 @@ int xdp_empty(struct xdp_md *ctx)
 	return XDP_PASS + empty_sub() + empty_sub_busy();
 }
 
+/* Regions that never run, so that xdp_word's are past the run mask. The
+ * loader runs xdp_empty and xdp_word. */
 SEC("xdp")
 int xdp_fill(struct xdp_md *ctx)
 {
 	if (ctx->ingress_ifindex == 0xfffffff0) {
-		FILL8(0) FILL8(1) FILL8(2) FILL8(3) FILL8(4) FILL8(5) FILL8(6) FILL8(7)
+		FILL64
 	}
 	return XDP_PASS;
 }
@@ -86,8 +69,6 @@ int xdp_fill(struct xdp_md *ctx)
 SEC("xdp")
 int xdp_word(struct xdp_md *ctx)
 {
-	__u64 a, b, c, d;
-
 	INXPECT_START(empty_word);
 	INXPECT_END(empty_word);
 	BUSY_BEGIN;

@@ -23,6 +23,7 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include "inxpect.h"
+#include "calib.h"
 
 static __attribute__((noinline)) int leaf_marked(struct xdp_md *ctx)
 {
@@ -35,14 +36,6 @@ static __attribute__((noinline)) int leaf_plain(struct xdp_md *ctx)
 {
 	return ctx->ingress_ifindex;
 }
-
-/* Four values live from BUSY_BEGIN to BUSY_END (read by instructions
- * there): in a region around them no register is left free. */
-#define BUSY_BEGIN                                      \
-	__u64 a, b, c, d;                               \
-	asm volatile("%0 = 1\n%1 = 2\n%2 = 3\n%3 = 4" \
-		     : "=r"(a), "=r"(b), "=r"(c), "=r"(d))
-#define BUSY_END asm volatile("%0 += %1\n%0 += %2\n%0 += %3" : "+r"(a) : "r"(b), "r"(c), "r"(d))
 
 static __attribute__((noinline)) int leaf_marked_busy(struct xdp_md *ctx)
 {
@@ -148,17 +141,13 @@ int nest_plain_busy(struct xdp_md *ctx)
 	return r == 12345 ? XDP_DROP : XDP_PASS;
 }
 
-/* 64 regions that never run, so that the regions below are past the run
- * mask (regions 0-63), whose sites test the sampling themselves. */
-#define FILL(n) INXPECT_START(fill_##n); INXPECT_END(fill_##n);
-#define FILL8(a) FILL(a##0) FILL(a##1) FILL(a##2) FILL(a##3) \
-	FILL(a##4) FILL(a##5) FILL(a##6) FILL(a##7)
-
+/* Regions that never run, so that the `_word` ones below are past the run
+ * mask. */
 SEC("xdp")
 int nest_fill(struct xdp_md *ctx)
 {
 	if (ctx->ingress_ifindex == 0xfffffff0) {
-		FILL8(0) FILL8(1) FILL8(2) FILL8(3) FILL8(4) FILL8(5) FILL8(6) FILL8(7)
+		FILL64
 	}
 	return XDP_PASS;
 }
