@@ -590,9 +590,14 @@ pub fn table(r: &Report) -> String {
             .unwrap_or_default();
         let _ = writeln!(
             o,
-            "calibration offset {} {u}{sub} (minimum of an empty region, {} samples): CAL.* = raw - offset",
+            "calibration offset {} {u}{sub} (minimum of an empty region, {} samples): CAL.* = raw - offset{}",
             join(&c.offset),
-            c.samples
+            c.samples,
+            if c.shapes.is_empty() {
+                ""
+            } else {
+                " of the region's probe shape"
+            }
         );
     }
     // Columns as wide as their longest cell: long names must not shift the rest.
