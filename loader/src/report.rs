@@ -164,8 +164,8 @@ impl NestCost {
             n.subprogram
                 .push(min("outer_call", e)? - min("outer_plain", e)?);
         }
-        // Each child, and the two regions whose difference is its cost
-        // (the busy ones: an object built before them lacks them).
+        // Each child, and the two regions whose difference is its cost (a
+        // pair the object lacks is left out).
         let pairs = [
             ("child", "outer_inline", "alone"),
             ("sub_child", "outer_call", "outer_plain"),

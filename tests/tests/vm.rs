@@ -1088,8 +1088,8 @@ fn nest_builds() -> [(&'static str, Option<Vec<String>>); 2] {
 /// at all is the truth for outer's self plus mid's total. The calibration's
 /// child is an empty region with nothing live around it; mid's sites also
 /// save the registers live there, which the tree adds to the child's cost
-/// from the sites' whole probe code: self + mid's total is the truth,
-/// exactly (README "Nested regions").
+/// from the sites' whole probe code: self + mid's total is the truth, to
+/// one instruction (README "Nested regions").
 fn check_arm64_nesting(kseries: &str, out: &VmOutput) {
     use inxpect_loader::report::NestCost;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1149,8 +1149,13 @@ fn check_arm64_nesting(kseries: &str, out: &VmOutput) {
         "INXPECT-ARM64 nesting linux={kseries} outer_full={full} mid={midv} child_probes_calibrated={p} child_probes_real={} outer_alone={lone} self_plus_child={tree_says} gap={gap}",
         full - lone
     );
+    // Up to one off: a child's whole probes include END's statistics call,
+    // which loads the statistics map's address; that map's struct is
+    // page-sized (256 regions), and the arm64 JIT writes an address with 16
+    // zero low bits one instruction shorter (about one load in 16; the
+    // calibration's load and this one each may).
     assert!(
-        p > 0.0 && gap == 0.0,
+        p > 0.0 && gap.abs() <= 1.0,
         "Linux {kseries}: the calibrated child cost {p} is not what mid's probes cost outer ({}): outer's self + mid's total = {tree_says} instructions, outer alone {lone}",
         full - lone
     );
