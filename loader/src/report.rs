@@ -158,12 +158,18 @@ impl NestCost {
             let i = m.regions.iter().position(|r| r.name == name)?;
             Some(s.regions.get(i)?.min[e] as f64)
         };
-        let mut n = NestCost::default();
-        for e in 0..events {
-            n.program.push(min("outer_inline", e)? - min("alone", e)?);
-            n.subprogram
-                .push(min("outer_call", e)? - min("outer_plain", e)?);
-        }
+        // Per event, what the region `with` a child measures beyond the one
+        // `without`.
+        let cost = |with: &str, without: &str| -> Option<Vec<f64>> {
+            (0..events)
+                .map(|e| Some(min(with, e)? - min(without, e)?))
+                .collect()
+        };
+        let mut n = NestCost {
+            program: cost("outer_inline", "alone")?,
+            subprogram: cost("outer_call", "outer_plain")?,
+            shapes: Vec::new(),
+        };
         // Each child, and the two regions whose difference is its cost (a
         // pair the object lacks is left out).
         let pairs = [
@@ -182,16 +188,12 @@ impl NestCost {
             let Some(r) = m.regions.iter().find(|r| r.name == child) else {
                 continue;
             };
-            let ([a], [b]) = (&r.starts[..], &r.ends[..]) else {
-                continue;
-            };
-            let (Some(start), Some(end)) = (a.whole, b.whole) else {
-                continue;
-            };
-            let Some(offset) = (0..events)
-                .map(|e| Some(min(with, e)? - min(without, e)?))
-                .collect::<Option<Vec<f64>>>()
+            let (Some(start), Some(end)) =
+                (only(&r.starts, |x| x.whole), only(&r.ends, |x| x.whole))
             else {
+                continue;
+            };
+            let Some(offset) = cost(with, without) else {
                 continue;
             };
             n.shapes.push(CalShape {
@@ -264,7 +266,9 @@ impl Calibration {
             if !r.name.starts_with("empty") {
                 continue;
             }
-            let (Some(start), Some(end)) = (only_window(&r.starts), only_window(&r.ends)) else {
+            let (Some(start), Some(end)) =
+                (only(&r.starts, |x| x.window), only(&r.ends, |x| x.window))
+            else {
                 continue;
             };
             if st.count == 0 {
@@ -368,10 +372,10 @@ fn fit(shapes: &[CalShape], r: &RegionDesc, part: fn(&Site) -> Option<Window>) -
     })
 }
 
-/// The window of the one site of `sites`.
-fn only_window(sites: &[Site]) -> Option<Window> {
+/// `part` of the one site of `sites`.
+fn only(sites: &[Site], part: fn(&Site) -> Option<Window>) -> Option<Window> {
     match sites {
-        [x] => x.window,
+        [x] => part(x),
         _ => None,
     }
 }
