@@ -95,6 +95,7 @@ pub fn build(input: &[u8], variant: Variant) -> Result<Vec<u8>> {
         counter,
         events: 1,
         only,
+        read_fn: None,
     };
     Ok(instrument(input, &opts)
         .with_context(|| format!("instrumenting for {}", variant.short()))?

@@ -208,6 +208,7 @@ fn instrument_pmc(input: &[u8], whole: bool) -> Result<(Vec<u8>, Manifest)> {
         } else {
             None
         },
+        read_fn: None,
     };
     let r = instrument(input, &opts)?;
     Ok((r.object, r.manifest))

@@ -55,6 +55,7 @@ pub fn prepare_bytes(
         counter,
         events,
         only: None,
+        read_fn: None,
     };
     // The in-memory object is never written out: its DWARF is moot.
     let out = inxpect_rewriter::instrument_with(&bytes, &opts, inxpect_rewriter::Dwarf::Strip)

@@ -97,6 +97,7 @@ fn main() {
             counter: Counter::Ktime,
             events: 1,
             only: None,
+            read_fn: None,
         };
         // More tries on small objects: a single hiccup of a busy machine dominates them.
         let tries = if insns <= 200_000 { 9 } else { 3 };

@@ -41,8 +41,10 @@ pub const EXIT: u8 = 0x90;
 
 pub const LD_IMM64: u8 = 0x18;
 pub const SIZE_W: u8 = 0x00;
+pub const SIZE_B: u8 = 0x10;
 pub const SIZE_DW: u8 = 0x18;
 pub const OP_ADD: u8 = 0x00;
+pub const OP_SUB: u8 = 0x10;
 pub const OP_OR: u8 = 0x40;
 pub const OP_AND: u8 = 0x50;
 pub const OP_LSH: u8 = 0x60;
@@ -203,6 +205,16 @@ impl Insn {
             src: 0,
             off: 0,
             imm,
+        }
+    }
+    /// `wdst = wsrc`: the low 32 bits, zero-extended.
+    pub fn mov32_reg(dst: u8, src: u8) -> Insn {
+        Insn {
+            code: CLS_ALU | 0xb0 | 0x08,
+            dst,
+            src,
+            off: 0,
+            imm: 0,
         }
     }
     pub fn alu64_reg(op: u8, dst: u8, src: u8) -> Insn {

@@ -41,6 +41,9 @@ pub struct Options {
     /// PMC slots read per probe (`pmc` only), 1..=4.
     pub events: usize,
     pub only: Option<Vec<String>>,
+    /// A test hook: the sites read the counter by calling this global
+    /// function of the object (see [`emit::Backend::resolve`]).
+    pub read_fn: Option<String>,
 }
 
 impl Default for Options {
@@ -50,6 +53,7 @@ impl Default for Options {
             counter: Counter::Ktime,
             events: 1,
             only: None,
+            read_fn: None,
         }
     }
 }
@@ -223,7 +227,7 @@ pub fn instrument_with(input: &[u8], opts: &Options, keep: Dwarf) -> Result<Inst
     }
     let lext = parse_ext(&out)?;
     let lplan = plan.rebase(&elf, &out)?;
-    let backend = emit::Backend::resolve(&out, opts.counter, m.events)?;
+    let backend = emit::Backend::resolve(&out, opts.counter, m.events, opts.read_fn.as_deref())?;
     let emitted = emit::emit(&out, &lplan, &backend)?;
     let mut m = m;
     windows_into(&mut m, &plan, &emitted.windows);

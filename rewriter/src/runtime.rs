@@ -36,6 +36,12 @@ pub const MAP_RODATA: &str = ".rodata.inxpect";
 /// where the map landed.
 pub const RODATA_KFUNCS_OFFSET: usize = 4;
 pub const MAP_STATS: &str = "inxpect_stats";
+/// `inxpect_ids[i] == i` (read-only): region i's key of the stats map.
+pub const SYM_IDS: &str = "inxpect_ids";
+/// The histogram bucket of every delta below 2^12 (read-only, one byte each).
+pub const SYM_BUCKETS: &str = "inxpect_bucket_lo";
+/// Deltas below this take END's inlined statistics; others call the runtime.
+pub const FAST_DELTA: i32 = 1 << 12;
 pub const MAP_PCPU: &str = "inxpect_pcpu";
 pub const MAP_PERF: &str = "inxpect_perf";
 

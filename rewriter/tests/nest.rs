@@ -15,6 +15,7 @@ fn manifest(name: &str, src: &str, mode: Mode) -> Manifest {
         counter: Counter::Ktime,
         events: 1,
         only: None,
+        read_fn: None,
     };
     instrument(&input, &opts).expect("instrument").manifest
 }

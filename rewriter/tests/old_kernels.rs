@@ -71,6 +71,7 @@ fn instrumented_objects_pass_linux_6_1_cfg_check() {
                     counter,
                     events,
                     only: None,
+                    read_fn: None,
                 };
                 // Objects made to be refused (tests/errors.rs) fail here too.
                 let Ok(out) = instrument(&input, &opts) else {

@@ -39,6 +39,7 @@ fn rewritten(app: &str, mode: Mode, counter: Counter) -> String {
             counter,
             events: 1,
             only: None,
+            read_fn: None,
         },
     )
     .expect("instrument");
@@ -94,6 +95,7 @@ fn each_backend_links_its_runtime() {
                 counter: c,
                 events: 1,
                 only: None,
+                read_fn: None,
             },
         )
         .expect("instrument");

@@ -42,6 +42,16 @@ const volatile __u32 inxpect_kfuncs SEC(".rodata.inxpect") = 1;
 /* The key of inxpect_pcpu for the probes the rewriter inlines: a pointer to
  * read-only map memory serves as the key without a stack slot. */
 const volatile __u32 inxpect_zero SEC(".rodata.inxpect") = 0;
+/* inxpect_ids[i] == i: region i's key of inxpect_stats in read-only memory,
+ * for the statistics inlined at END sites and for record() (no stack slot,
+ * so __inxpect_record sets up no frame for it). */
+#define ID1(x) (x)
+#define ID4(x) ID1(x), ID1(x + 1), ID1(x + 2), ID1(x + 3)
+#define ID16(x) ID4(x), ID4(x + 4), ID4(x + 8), ID4(x + 12)
+#define ID64(x) ID16(x), ID16(x + 16), ID16(x + 32), ID16(x + 48)
+const volatile __u32 inxpect_ids[INXPECT_MAX_REGIONS] SEC(".rodata.inxpect") = {
+	ID64(0), ID64(64), ID64(128), ID64(192),
+};
 
 volatile struct inxpect_config inxpect_config SEC(".data.inxpect") = {
 	.enabled = { ~0ULL, ~0ULL, ~0ULL, ~0ULL },
@@ -221,7 +231,8 @@ __probe int __inxpect_start_prep(__u32 id)
 #define POW2(k) B4(k, 0), B4(k, 4), B4(k, 8), B4(k, 12)
 #define LIN1(x) [x] = x
 #define LIN4(x) LIN1(x), LIN1(x + 1), LIN1(x + 2), LIN1(x + 3)
-static const __u8 bucket_lo[1 << 12] SEC(".rodata.inxpect") = {
+/* Global: the statistics the rewriter inlines at END sites index it too. */
+const volatile __u8 inxpect_bucket_lo[1 << 12] SEC(".rodata.inxpect") = {
 	LIN4(0), LIN4(4), LIN4(8), LIN4(12),
 	POW2(4), POW2(5), POW2(6), POW2(7), POW2(8), POW2(9), POW2(10), POW2(11),
 };
@@ -235,13 +246,13 @@ static const __u8 bucket_lo[1 << 12] SEC(".rodata.inxpect") = {
 static __always_inline __u32 bucket(__u64 d)
 {
 	if (d < (1 << 12))
-		return bucket_lo[d];
+		return inxpect_bucket_lo[d];
 	if (d < (1 << 20))
-		return bucket_lo[d >> 8] + 8 * HS;
+		return inxpect_bucket_lo[d >> 8] + 8 * HS;
 	if (d < (1 << 28))
-		return bucket_lo[d >> 16] + 16 * HS;
+		return inxpect_bucket_lo[d >> 16] + 16 * HS;
 	if (d < (1ULL << 32))
-		return bucket_lo[d >> 24] + 24 * HS;
+		return inxpect_bucket_lo[d >> 24] + 24 * HS;
 	return INXPECT_HIST_BUCKETS - 1;
 }
 
@@ -253,7 +264,9 @@ static __always_inline int record(__u32 id, __u64 *now, __u64 *then, int tail)
 	__u32 b;
 	int e;
 
-	s = bpf_map_lookup_elem(&inxpect_stats, &id);
+	if (id >= INXPECT_MAX_REGIONS)
+		return 0;
+	s = bpf_map_lookup_elem(&inxpect_stats, (const void *)&inxpect_ids[id]);
 	if (!s)
 		return 0;
 	/* Unrolled: a rotated loop entered in its middle is refused by 6.1's

@@ -18,6 +18,7 @@ fn manifest(bytes: &[u8], mode: Mode, counter: Counter, events: usize) -> Option
         counter,
         events,
         only: None,
+        read_fn: None,
     };
     instrument(bytes, &opts).ok().map(|r| r.manifest)
 }

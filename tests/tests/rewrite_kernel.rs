@@ -38,6 +38,7 @@ fn check(app: &str, variant: &str, mode: Mode, counter: Counter, shift: u32) -> 
             counter,
             events: 1,
             only: None,
+            read_fn: None,
         },
     )
     .with_context(|| what.clone())?;
@@ -241,6 +242,7 @@ fn kfunc_backends_load_without_the_module_when_flagged_off() {
             counter,
             events,
             only: None,
+            read_fn: None,
         };
         let r = instrument(&input, &opts).expect("instrument");
         let dir = tempfile::tempdir().expect("tmp");

@@ -243,6 +243,7 @@ fn extras(series: &str) -> (tempfile::TempDir, Vec<(PathBuf, String)>) {
                 counter,
                 events: 1,
                 only: None,
+                read_fn: None,
             };
             let r = instrument(&bytes, &opts)
                 .unwrap_or_else(|e| panic!("instrumenting {app} ({tag}): {e}"));
@@ -959,6 +960,7 @@ fn instrument_pmc_with(
         counter: Counter::Pmc,
         events,
         only,
+        read_fn: None,
     };
     let r = instrument(&bytes, &opts)
         .unwrap_or_else(|e| panic!("instrumenting {} (pmc x{events}): {e}", input.display()));

@@ -170,6 +170,7 @@ fn run(cli: Cli) -> Result<()> {
             ),
         },
         only: cli.only.clone(),
+        read_fn: None,
     };
     let opts = Options {
         only: only_names(&input, &opts).with_context(|| name.clone())?,

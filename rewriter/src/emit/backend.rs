@@ -38,6 +38,19 @@ pub struct Backend {
     /// END's read where it differs from START's (pmc: the module validates
     /// after END's read and before START's, outside the measurement).
     pub end_read: Option<Read>,
+    /// With `record`: what END's inlined statistics address.
+    pub stats: Option<StatsSyms>,
+}
+
+/// The symbols of END's inlined statistics (see `body::record_inline`).
+#[derive(Clone, Copy, Debug)]
+pub struct StatsSyms {
+    /// The `inxpect_stats` map.
+    pub map: usize,
+    /// `inxpect_ids`: each region's key in read-only memory.
+    pub ids: usize,
+    /// `inxpect_bucket_lo`: the histogram bucket of every delta below 2^12.
+    pub buckets: usize,
 }
 
 fn defined(elf: &Elf, name: &str, func: bool) -> Option<usize> {
@@ -61,7 +74,15 @@ impl Backend {
                 .is_some_and(|(_, prep, end_value)| sym == prep || sym == end_value)
     }
 
-    pub fn resolve(elf: &Elf, counter: Counter, events: usize) -> Result<Backend> {
+    /// `read_fn`: a global function of the object that sites call to read
+    /// the counter instead of the backend's read (a test hook: chosen
+    /// values through the very code the probes run).
+    pub fn resolve(
+        elf: &Elf,
+        counter: Counter,
+        events: usize,
+        read_fn: Option<&str>,
+    ) -> Result<Backend> {
         let ext = |name: &str| {
             elf.symbols
                 .iter()
@@ -83,6 +104,18 @@ impl Backend {
             (Counter::Pmc, 1) => Some(Read::Kfunc(ext("inxpect_read_pmc0_lo_end")?)),
             _ => read,
         };
+        let (read, end_read) = match (read_fn, read) {
+            (Some(name), Some(_)) => {
+                let f = Read::Kfunc(required(elf, name, true)?);
+                (Some(f), Some(f))
+            }
+            (Some(name), None) => {
+                return Err(Error::Layout(format!(
+                    "{name}: a read function needs a backend whose sites read (one event, not perf)"
+                )))
+            }
+            _ => (read, end_read),
+        };
         let inline = match read {
             Some(r) => Some((
                 r,
@@ -93,6 +126,14 @@ impl Backend {
         };
         let record = match inline {
             Some(_) => Some(required(elf, runtime::FN_RECORD, true)?),
+            None => None,
+        };
+        let stats = match record {
+            Some(_) => Some(StatsSyms {
+                map: required(elf, runtime::MAP_STATS, false)?,
+                ids: required(elf, runtime::SYM_IDS, false)?,
+                buckets: required(elf, runtime::SYM_BUCKETS, false)?,
+            }),
             None => None,
         };
         Ok(Backend {
@@ -108,6 +149,7 @@ impl Backend {
             inline,
             record,
             end_read,
+            stats,
         })
     }
 }

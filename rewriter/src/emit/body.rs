@@ -6,11 +6,11 @@
 //! (or reads the counter itself) only when this run measures its region, so
 //! an unsampled run or a disabled region costs a load and a test per site.
 
-use super::backend::{Backend, Read};
+use super::backend::{Backend, Read, StatsSyms};
 use super::seq::{Cond, Label, Seq};
-use crate::insn::{Insn, OP_ADD, OP_AND, OP_OR, SIZE_DW, SIZE_W};
+use crate::insn::{Insn, OP_ADD, OP_AND, OP_LSH, OP_OR, OP_SUB, SIZE_B, SIZE_DW, SIZE_W};
 use crate::probe::Kind;
-use crate::runtime::{config, pcpu};
+use crate::runtime::{config, pcpu, stats, Counter, FAST_DELTA};
 
 /// A program's two run words, stack slots written at its entry.
 #[derive(Clone, Copy, Debug)]
@@ -147,7 +147,7 @@ pub fn body(k: Kind, b: &Backend, site: &Site) -> Seq {
             if matches!(k, Kind::Start(_)) {
                 start(&mut s, b, words, site.spare, id, done);
             } else {
-                end(&mut s, b, words, id, done);
+                end(&mut s, b, words, site.spare, id, done);
             }
         }
         // Before a tail call: mark it under way, so the program it enters
@@ -206,7 +206,7 @@ fn start(s: &mut Seq, b: &Backend, words: Option<Words>, spare: Option<u8>, id: 
 }
 
 /// END reads first, then hands the value to the runtime.
-fn end(s: &mut Seq, b: &Backend, words: Option<Words>, id: u32, done: Label) {
+fn end(s: &mut Seq, b: &Backend, words: Option<Words>, spare: Option<u8>, id: u32, done: Label) {
     match (b.inline, b.record, words) {
         // In a program: the held START checked and cleared inline through
         // the word's per-CPU pointer, then only the statistics are a call.
@@ -217,8 +217,13 @@ fn end(s: &mut Seq, b: &Backend, words: Option<Words>, id: u32, done: Label) {
                 .push(Insn::ldx(SIZE_DW, 3, 1, pcpu::SAMPLED as i16))
                 .jump_to(Cond::NeReg(2, 3), done)
                 .push(Insn::st_dw(1, held(id), 0))
-                .push(Insn::ldx(SIZE_DW, 3, 1, held(id) + 8))
-                .push(Insn::mov64_reg(2, 0))
+                .push(Insn::ldx(SIZE_DW, 3, 1, held(id) + 8));
+            let slow = s.label();
+            if let Some(st) = b.stats {
+                record_inline(s, b.counter, st, w, spare, id, slow, done);
+            }
+            s.bind(slow);
+            s.push(Insn::mov64_reg(2, 0))
                 .push(Insn::mov64_imm(1, id as i32))
                 .call_symbol(record);
         }
@@ -319,4 +324,92 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
     s.bind(unsampled);
     s.push(Insn::alu64_imm(OP_ADD, 1, -1))
         .push(Insn::stx_dw(0, pcpu::LEFT as i16, 1));
+}
+
+/// END's statistics inline, for the common measurement: R0 = `now`, R3 =
+/// `then`, R1 = the per-CPU pointer, region `id` held and cleared. A delta
+/// below [`FAST_DELTA`] from two valid reads adds to the statistics here,
+/// as `record()` in the runtime would (count, sum, min, max, its bucket
+/// from the runtime's table) and jumps to `done`; anything else (an invalid
+/// read, a clock that went back, a long delta) goes to `slow`, which calls
+/// the runtime with R0 and R3 unchanged. No call and no frame on the
+/// common path.
+#[allow(clippy::too_many_arguments)]
+fn record_inline(
+    s: &mut Seq,
+    counter: Counter,
+    st: StatsSyms,
+    w: Words,
+    spare: Option<u8>,
+    id: u32,
+    slow: Label,
+    done: Label,
+) {
+    s.push(Insn::mov64_reg(2, 0))
+        .push(Insn::alu64_reg(OP_SUB, 2, 3));
+    match counter {
+        // 32-bit counters: the delta mod 2^32 (the runtime's DELTA_32).
+        Counter::Tsc | Counter::Pmc => {
+            s.push(Insn::mov32_reg(2, 2));
+        }
+        // 64-bit: a negative delta is >= FAST_DELTA unsigned, so slow.
+        _ => {}
+    }
+    if counter == Counter::Pmc {
+        // An invalid read (bit 63) at either end: the runtime counts it.
+        s.push(Insn::mov64_reg(4, 0))
+            .push(Insn::alu64_reg(OP_OR, 4, 3))
+            .jump_to(Cond::SltImm(4, 0), slow);
+    }
+    s.jump_to(Cond::GeImm(2, FAST_DELTA), slow);
+    // The delta across the look-up: a spare callee-saved register keeps it
+    // and its bound; else the held slot just cleared does.
+    let d = match spare {
+        Some(f) => {
+            s.push(Insn::mov64_reg(f, 2));
+            f
+        }
+        None => {
+            s.push(Insn::stx_dw(1, held(id) + 8, 2));
+            2
+        }
+    };
+    s.load_symbol(1, st.map)
+        .load_symbol_at(2, st.ids, 4 * id as i32)
+        .helper(1)
+        .jump_to(Cond::EqImm(0, 0), done);
+    if spare.is_none() {
+        // Reloaded from memory: the bound the verifier lost, kept by a mask.
+        s.push(Insn::ldx_dw(1, 10, w.pcpu))
+            .push(Insn::ldx(SIZE_DW, d, 1, held(id) + 8))
+            .push(Insn::alu64_imm(OP_AND, d, FAST_DELTA - 1));
+    }
+    let off = |o: usize| o as i16;
+    let min_ok = s.label();
+    let set_min = s.label();
+    s.push(Insn::ldx(SIZE_DW, 3, 0, off(stats::COUNT)))
+        .push(Insn::ldx(SIZE_DW, 4, 0, off(stats::MIN)))
+        .jump_to(Cond::EqImm(3, 0), set_min)
+        .jump_to(Cond::GeReg(d, 4), min_ok);
+    s.bind(set_min);
+    s.push(Insn::stx_dw(0, off(stats::MIN), d));
+    s.bind(min_ok);
+    let max_ok = s.label();
+    s.push(Insn::alu64_imm(OP_ADD, 3, 1))
+        .push(Insn::stx_dw(0, off(stats::COUNT), 3))
+        .push(Insn::ldx(SIZE_DW, 4, 0, off(stats::MAX)))
+        .jump_to(Cond::LeReg(d, 4), max_ok)
+        .push(Insn::stx_dw(0, off(stats::MAX), d));
+    s.bind(max_ok);
+    s.push(Insn::ldx(SIZE_DW, 4, 0, off(stats::SUM)))
+        .push(Insn::alu64_reg(OP_ADD, 4, d))
+        .push(Insn::stx_dw(0, off(stats::SUM), 4))
+        // hist[0][bucket_lo[d]]++
+        .load_symbol(3, st.buckets)
+        .push(Insn::alu64_reg(OP_ADD, 3, d))
+        .push(Insn::ldx(SIZE_B, 3, 3, 0))
+        .push(Insn::alu64_imm(OP_LSH, 3, 3))
+        .push(Insn::alu64_reg(OP_ADD, 3, 0))
+        .bump(3, off(stats::HIST), 4)
+        .jump_to(Cond::Always, done);
 }

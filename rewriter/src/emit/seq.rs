@@ -18,6 +18,13 @@ pub enum Cond {
     NeImm(u8, i32),
     EqReg(u8, u8),
     NeReg(u8, u8),
+    /// Unsigned `>=`.
+    GeImm(u8, i32),
+    GeReg(u8, u8),
+    /// Unsigned `<=`.
+    LeReg(u8, u8),
+    /// Signed `<`.
+    SltImm(u8, i32),
 }
 
 /// Where a counter read is in a [`Seq`].
@@ -83,7 +90,14 @@ impl Seq {
     /// `dst = &sym` (a map, or a global's address): an `ld_imm64` libbpf
     /// resolves through a relocation.
     pub fn load_symbol(&mut self, dst: u8, sym: usize) -> &mut Self {
-        let [a, b] = Insn::ld_imm64(dst);
+        self.load_symbol_at(dst, sym, 0)
+    }
+
+    /// `dst = &sym + off`: the offset is the relocation's addend, which a
+    /// REL relocation keeps in the first slot's immediate.
+    pub fn load_symbol_at(&mut self, dst: u8, sym: usize, off: i32) -> &mut Self {
+        let [mut a, b] = Insn::ld_imm64(dst);
+        a.imm = off;
         self.insns.push(NewInsn {
             insn: a,
             call: None,
@@ -115,6 +129,10 @@ impl Seq {
             Cond::NeImm(r, imm) => Insn::jeq_imm(r, imm, 0, true),
             Cond::EqReg(a, b) => jmp_reg(0x10, a, b),
             Cond::NeReg(a, b) => jmp_reg(0x50, a, b),
+            Cond::GeImm(r, imm) => jmp_imm(0x30, r, imm),
+            Cond::GeReg(a, b) => jmp_reg(0x30, a, b),
+            Cond::LeReg(a, b) => jmp_reg(0xb0, a, b),
+            Cond::SltImm(r, imm) => jmp_imm(0xc0, r, imm),
         };
         self.jumps.push((self.insns.len(), l));
         self.insns.push(NewInsn::plain(i));
@@ -223,6 +241,16 @@ pub fn window(
         i += 1;
     }
     (i == to).then_some(w)
+}
+
+fn jmp_imm(op: u8, dst: u8, imm: i32) -> Insn {
+    Insn {
+        code: CLS_JMP | op,
+        dst,
+        src: 0,
+        off: 0,
+        imm,
+    }
 }
 
 fn jmp_reg(op: u8, dst: u8, src: u8) -> Insn {
