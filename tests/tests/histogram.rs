@@ -205,7 +205,7 @@ fn pairs(c: Counter, values: &[u64], r: &mut Lcg) -> Vec<(u64, u64)> {
                 // A valid pmc read has bit 63 clear, and so must `now`.
                 Counter::Pmc => r.next() >> 24,
                 // Low words near 2^32, so some deltas wrap.
-                Counter::Tsc if r.next() % 4 == 0 => (r.next() << 32) | 0xffff_ff00,
+                Counter::Tsc if r.next().is_multiple_of(4) => (r.next() << 32) | 0xffff_ff00,
                 _ => r.next(),
             };
             (then, then.wrapping_add(v))
@@ -213,10 +213,19 @@ fn pairs(c: Counter, values: &[u64], r: &mut Lcg) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// Replayed `(then, now)` pairs and the statistics they must give: the
+/// valid deltas and how many pairs are invalid.
+struct Case {
+    name: &'static str,
+    pairs: Vec<(u64, u64)>,
+    values: Vec<u64>,
+    invalid: u64,
+}
+
 /// Pairs the runtime must count as invalid, and valid ones that look odd.
-fn specials(c: Counter) -> (Vec<(u64, u64)>, Vec<u64>, u64) {
+fn specials(c: Counter) -> Case {
     let bit63 = 1u64 << 63;
-    match c {
+    let (pairs, values, invalid) = match c {
         // Bit 63 at either end: a read the module marked invalid.
         Counter::Pmc => (
             vec![
@@ -242,6 +251,12 @@ fn specials(c: Counter) -> (Vec<(u64, u64)>, Vec<u64>, u64) {
             vec![(1 << 32) - 50, 0x20, 0],
             0,
         ),
+    };
+    Case {
+        name: "specials",
+        pairs,
+        values,
+        invalid,
     }
 }
 
@@ -279,12 +294,16 @@ fn probe_end_statistics_are_exact_for_chosen_deltas() -> Result<()> {
         let out = instrument(&input, &opts).with_context(|| format!("{counter:?}"))?;
         let path = dir.path().join(format!("replay-{counter:?}.o"));
         std::fs::write(&path, &out.object)?;
-        let (sp, sv, si) = specials(counter);
-        let mut cases: Vec<(&str, Vec<(u64, u64)>, Vec<u64>, u64)> = dists
+        let mut cases: Vec<Case> = dists
             .iter()
-            .map(|(n, v)| (*n, pairs(counter, v, &mut r), v.clone(), 0))
+            .map(|(name, v)| Case {
+                name,
+                pairs: pairs(counter, v, &mut r),
+                values: v.clone(),
+                invalid: 0,
+            })
             .collect();
-        cases.push(("specials", sp, sv, si));
+        cases.push(specials(counter));
         for prog_name in ["replay", "replay_busy"] {
             let id = out
                 .manifest
@@ -293,15 +312,15 @@ fn probe_end_statistics_are_exact_for_chosen_deltas() -> Result<()> {
                 .find(|g| g.function == prog_name)
                 .with_context(|| format!("no region in {prog_name}"))?
                 .id;
-            for (name, pairs, values, invalid) in &cases {
-                let what = format!("{counter:?} {prog_name} {name}");
+            for c in &cases {
+                let what = format!("{counter:?} {prog_name} {}", c.name);
                 // A fresh load: the statistics start empty.
                 let obj = load_object(&path).with_context(|| what.clone())?;
                 let prog = obj
                     .progs_mut()
                     .find(|p| p.name() == prog_name)
                     .with_context(|| format!("{what}: no program"))?;
-                for &(then, now) in pairs {
+                for &(then, now) in &c.pairs {
                     let (verdict, _) = test_run(&prog, &replay_frame(then, now))?;
                     // XDP_DROP: both probes read (2: the region was measured).
                     ensure!(
@@ -313,7 +332,7 @@ fn probe_end_statistics_are_exact_for_chosen_deltas() -> Result<()> {
                     .maps()
                     .find(|m| m.name() == runtime::MAP_STATS)
                     .context("no inxpect_stats map")?;
-                check_with_invalid(&what, &read_region(&stats, id)?, values, *invalid)?;
+                check_with_invalid(&what, &read_region(&stats, id)?, &c.values, c.invalid)?;
             }
         }
     }
