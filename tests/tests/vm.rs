@@ -1162,13 +1162,17 @@ fn check_arm64_nesting(kseries: &str, out: &VmOutput) {
         full - lone
     );
     // The tree's own (mean-based) numbers: the same bound, within the
-    // interrupts' noise (under an instruction per run on average).
+    // interrupts' noise. The lone run's mean leaves out its largest
+    // measurement: a timer tick (4 ms, far longer than the whole run) lands
+    // in at most one, and alone it moves the mean by ~18 per run (CI saw 56
+    // against a minimum of 38). One landing in the full run only raises it.
     let per_run = |v: f64| v / f64::from(K_RUNS);
     let mean_says = per_run(outer.self_.as_ref().expect("self")[0] + mid.total[0]);
-    let lone_mean = a.regions.iter().find(|g| g.name == "outer").unwrap().events[0]
+    let lone = a.regions.iter().find(|g| g.name == "outer").unwrap().events[0]
         .calibrated
-        .unwrap()
-        .mean;
+        .unwrap();
+    let n = f64::from(K_RUNS);
+    let lone_mean = (lone.mean * n - lone.max) / (n - 1.0);
     assert!(
         mean_says - lone_mean >= -2.0,
         "Linux {kseries}: tree self + child = {mean_says} per run, outer alone {lone_mean}"
