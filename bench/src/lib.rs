@@ -42,6 +42,9 @@ pub enum Variant {
     /// two counter reads per sampled run (with `perf`: perf's mechanism,
     /// two `bpf_perf_event_read_value` per run, without the trampolines).
     Whole(Counter),
+    /// `Sections(c)` with `--stats call`: END always calls the runtime for
+    /// the statistics (what the verifier walks less of).
+    SectionsCall(Counter),
 }
 
 impl Variant {
@@ -49,6 +52,7 @@ impl Variant {
         match self {
             Variant::Base => "uninstrumented".into(),
             Variant::Sections(c) => format!("ours `{}` (markers)", c.name()),
+            Variant::SectionsCall(c) => format!("ours `{}` (markers, `--stats call`)", c.name()),
             Variant::Whole(Counter::Perf) => {
                 "perf's mechanism reproduced (`perf`, one region: 2 reads/run)".into()
             }
@@ -60,6 +64,7 @@ impl Variant {
         match self {
             Variant::Base => "base".into(),
             Variant::Sections(c) => c.name().to_string(),
+            Variant::SectionsCall(c) => format!("{}-call", c.name()),
             Variant::Whole(Counter::Perf) => "perf-mech".into(),
             Variant::Whole(c) => format!("{}-whole", c.name()),
         }
@@ -87,7 +92,7 @@ pub(crate) fn prog_name(bytes: &[u8]) -> Result<String> {
 pub fn build(input: &[u8], variant: Variant) -> Result<Vec<u8>> {
     let (mode, counter, only) = match variant {
         Variant::Base => return Ok(input.to_vec()),
-        Variant::Sections(c) => (Mode::Sections, c, None),
+        Variant::Sections(c) | Variant::SectionsCall(c) => (Mode::Sections, c, None),
         Variant::Whole(c) => (Mode::Functions, c, Some(vec![prog_name(input)?])),
     };
     let opts = Options {
@@ -96,6 +101,10 @@ pub fn build(input: &[u8], variant: Variant) -> Result<Vec<u8>> {
         events: 1,
         only,
         read_fn: None,
+        stats: match variant {
+            Variant::SectionsCall(_) => inxpect_rewriter::Stats::Call,
+            _ => inxpect_rewriter::Stats::Inline,
+        },
     };
     Ok(instrument(input, &opts)
         .with_context(|| format!("instrumenting for {}", variant.short()))?
@@ -116,7 +125,7 @@ pub fn load(bytes: &[u8], variant: Variant) -> Result<Loaded> {
     let obj = open.load().context("loading")?;
     let mut fds = Vec::new();
     let counter = match variant {
-        Variant::Sections(c) | Variant::Whole(c) => Some(c),
+        Variant::Sections(c) | Variant::Whole(c) | Variant::SectionsCall(c) => Some(c),
         Variant::Base => None,
     };
     if counter == Some(Counter::Perf) {
@@ -460,6 +469,7 @@ pub fn verifier(apps: &[String]) -> Result<Vec<VerifierRow>> {
     let variants = [
         Variant::Base,
         Variant::Sections(Counter::Ktime),
+        Variant::SectionsCall(Counter::Ktime),
         Variant::Sections(Counter::Perf),
         Variant::Sections(Counter::Tsc),
         Variant::Sections(Counter::Pmc),
@@ -475,6 +485,9 @@ pub fn verifier(apps: &[String]) -> Result<Vec<VerifierRow>> {
                 variant: match v {
                     Variant::Base => "uninstrumented".into(),
                     Variant::Sections(c) => format!("--sections --counter {}", c.name()),
+                    Variant::SectionsCall(c) => {
+                        format!("--sections --counter {} --stats call", c.name())
+                    }
                     Variant::Whole(c) => {
                         format!("--functions --only <prog> --counter {}", c.name())
                     }

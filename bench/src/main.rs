@@ -618,6 +618,13 @@ fn vm_targets(s: &mut String, r: &vm::VmResult) {
                 met(q <= 1.5)
             );
         }
+        if let Some((x, b, q)) = vm::verified_ratio(r, app, VmConfig::SectionsCall(Counter::Tsc)) {
+            let _ = writeln!(
+                s,
+                "| verified_insns with `tsc` (markers, `--stats call`), module present: <= 1.5x uninstrumented, {app} (VM, 6.12) | {x} vs {b} = {q:.2}x | {} |",
+                met(q <= 1.5)
+            );
+        }
     }
     for app in &r.cfg.apps {
         if let (Some(ours), Some(perf)) = (

@@ -42,6 +42,8 @@ pub enum VmConfig {
     /// sampled): the cost of disabled sites.
     WholeDisabled(Counter),
     SectionsDisabled(Counter),
+    /// `Sections(c)` with `--stats call` (END's statistics always a call).
+    SectionsCall(Counter),
 }
 
 impl VmConfig {
@@ -54,6 +56,7 @@ impl VmConfig {
             VmConfig::WholeSampledOut(c, k) => format!("{}-whole-1in{}", c.name(), 1u64 << k),
             VmConfig::WholeDisabled(c) => format!("{}-whole-off", c.name()),
             VmConfig::SectionsDisabled(c) => format!("{}-off", c.name()),
+            VmConfig::SectionsCall(c) => format!("{}-call", c.name()),
         }
     }
 
@@ -76,6 +79,9 @@ impl VmConfig {
             VmConfig::SectionsDisabled(c) => {
                 format!("ours `{}` (markers), every region disabled", c.name())
             }
+            VmConfig::SectionsCall(c) => {
+                format!("ours `{}` (markers, `--stats call`)", c.name())
+            }
         }
     }
 
@@ -87,6 +93,7 @@ impl VmConfig {
                 Some(Variant::Whole(c))
             }
             VmConfig::SectionsDisabled(c) => Some(Variant::Sections(c)),
+            VmConfig::SectionsCall(c) => Some(Variant::SectionsCall(c)),
         }
     }
 
@@ -102,9 +109,10 @@ impl VmConfig {
 }
 
 /// Every configuration, in report order.
-pub const CONFIGS: [VmConfig; 12] = [
+pub const CONFIGS: [VmConfig; 13] = [
     VmConfig::Base,
     VmConfig::Sections(Counter::Tsc),
+    VmConfig::SectionsCall(Counter::Tsc),
     VmConfig::Sections(Counter::Pmc),
     VmConfig::Sections(Counter::Ktime),
     VmConfig::Sections(Counter::Perf),
@@ -879,9 +887,10 @@ fn cheap_paths(r: &VmResult) -> String {
          / (the markers' sites - 2), both with one sampled entry, in the repeat loop \
          (where the sites per packet are counted). `verified_insns`: the \
          kernel's count for the XDP program as loaded in the guest (module present, the \
-         kfunc reads live).\n\n\
-         | app | sampled out 1/64 | sampled out 1/1024 | one region disabled | markers disabled | per disabled site | verified_insns uninstrumented | `tsc` markers | ratio | `tsc` one region | ratio |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         kfunc reads live); `--stats call`: the same markers with END's statistics \
+         always a call of the runtime.\n\n\
+         | app | sampled out 1/64 | sampled out 1/1024 | one region disabled | markers disabled | per disabled site | verified_insns uninstrumented | `tsc` markers | ratio | `tsc` markers, `--stats call` | ratio | `tsc` one region | ratio |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let t = Counter::Tsc;
     for app in &r.cfg.apps {
@@ -895,10 +904,11 @@ fn cheap_paths(r: &VmResult) -> String {
                 .unwrap_or(("-".into(), "-".into()))
         };
         let (vm, vmr) = v(VmConfig::Sections(t));
+        let (vc, vcr) = v(VmConfig::SectionsCall(t));
         let (vw, vwr) = v(VmConfig::Whole(t));
         let _ = writeln!(
             s,
-            "| {app} | {} | {} | {} | {} | {} | {} | {vm} | {vmr} | {vw} | {vwr} |",
+            "| {app} | {} | {} | {} | {} | {} | {} | {vm} | {vmr} | {vc} | {vcr} | {vw} | {vwr} |",
             a(VmConfig::WholeSampledOut(t, 6)),
             a(VmConfig::WholeSampledOut(t, 10)),
             a(VmConfig::WholeDisabled(t)),

@@ -209,6 +209,7 @@ fn instrument_pmc(input: &[u8], whole: bool) -> Result<(Vec<u8>, Manifest)> {
             None
         },
         read_fn: None,
+        stats: inxpect_rewriter::Stats::Inline,
     };
     let r = instrument(input, &opts)?;
     Ok((r.object, r.manifest))

@@ -56,6 +56,7 @@ pub fn prepare_bytes(
         events,
         only: None,
         read_fn: None,
+        stats: inxpect_rewriter::Stats::Inline,
     };
     // The in-memory object is never written out: its DWARF is moot.
     let out = inxpect_rewriter::instrument_with(&bytes, &opts, inxpect_rewriter::Dwarf::Strip)

@@ -98,6 +98,7 @@ fn main() {
             events: 1,
             only: None,
             read_fn: None,
+            stats: inxpect_rewriter::Stats::Inline,
         };
         // More tries on small objects: a single hiccup of a busy machine dominates them.
         let tries = if insns <= 200_000 { 9 } else { 3 };

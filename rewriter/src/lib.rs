@@ -44,6 +44,23 @@ pub struct Options {
     /// A test hook: the sites read the counter by calling this global
     /// function of the object (see [`emit::Backend::resolve`]).
     pub read_fn: Option<String>,
+    /// Where END adds a measurement to the statistics at program-level
+    /// sites of a one-event backend (see [`Stats`]).
+    pub stats: Stats,
+}
+
+/// Where END's statistics are computed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Stats {
+    /// Inline for a delta below 2^12 from valid reads, the runtime's call
+    /// otherwise: ~20 fewer instructions per measurement, but the verifier
+    /// walks the inline code once per state reaching the site (about twice
+    /// the `verified_insns` of `Call` on the bundled apps).
+    #[default]
+    Inline,
+    /// Always the runtime's `__inxpect_record` (a global function, verified
+    /// once): for programs near the verifier's limits.
+    Call,
 }
 
 impl Default for Options {
@@ -54,6 +71,7 @@ impl Default for Options {
             events: 1,
             only: None,
             read_fn: None,
+            stats: Stats::Inline,
         }
     }
 }
@@ -227,7 +245,13 @@ pub fn instrument_with(input: &[u8], opts: &Options, keep: Dwarf) -> Result<Inst
     }
     let lext = parse_ext(&out)?;
     let lplan = plan.rebase(&elf, &out)?;
-    let backend = emit::Backend::resolve(&out, opts.counter, m.events, opts.read_fn.as_deref())?;
+    let backend = emit::Backend::resolve(
+        &out,
+        opts.counter,
+        m.events,
+        opts.read_fn.as_deref(),
+        opts.stats,
+    )?;
     let emitted = emit::emit(&out, &lplan, &backend)?;
     let mut m = m;
     windows_into(&mut m, &plan, &emitted.windows);

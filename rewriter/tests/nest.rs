@@ -16,6 +16,7 @@ fn manifest(name: &str, src: &str, mode: Mode) -> Manifest {
         events: 1,
         only: None,
         read_fn: None,
+        stats: inxpect_rewriter::Stats::Inline,
     };
     instrument(&input, &opts).expect("instrument").manifest
 }

@@ -72,6 +72,7 @@ fn instrumented_objects_pass_linux_6_1_cfg_check() {
                     events,
                     only: None,
                     read_fn: None,
+                    stats: inxpect_rewriter::Stats::Inline,
                 };
                 // Objects made to be refused (tests/errors.rs) fail here too.
                 let Ok(out) = instrument(&input, &opts) else {

@@ -40,6 +40,7 @@ fn rewritten(app: &str, mode: Mode, counter: Counter) -> String {
             events: 1,
             only: None,
             read_fn: None,
+            stats: inxpect_rewriter::Stats::Inline,
         },
     )
     .expect("instrument");
@@ -96,6 +97,7 @@ fn each_backend_links_its_runtime() {
                 events: 1,
                 only: None,
                 read_fn: None,
+                stats: inxpect_rewriter::Stats::Inline,
             },
         )
         .expect("instrument");

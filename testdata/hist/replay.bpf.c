@@ -30,17 +30,25 @@ struct frame {
 	__u64 now;
 };
 
-SEC("xdp")
-int replay(struct xdp_md *ctx)
+/* Hands the frame's two values to replay_read(); NULL for a short frame. */
+static __always_inline struct frame *replay_arm(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
 	struct frame *f = data;
 
 	if ((void *)(f + 1) > data_end)
-		return XDP_ABORTED;
+		return 0;
 	replay_vals[0] = f->then;
 	replay_vals[1] = f->now;
 	replay_next = 0;
+	return f;
+}
+
+SEC("xdp")
+int replay(struct xdp_md *ctx)
+{
+	if (!replay_arm(ctx))
+		return XDP_ABORTED;
 	INXPECT_START(r);
 	INXPECT_END(r);
 	/* Both reads happened: the region was measured. */
@@ -54,15 +62,11 @@ int replay(struct xdp_md *ctx)
 SEC("xdp")
 int replay_busy(struct xdp_md *ctx)
 {
-	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
-	struct frame *f = data;
+	struct frame *f = replay_arm(ctx);
 	__u64 a, b, c, d, e, g;
 
-	if ((void *)(f + 1) > data_end)
+	if (!f)
 		return XDP_ABORTED;
-	replay_vals[0] = f->then;
-	replay_vals[1] = f->now;
-	replay_next = 0;
 	INXPECT_START(r);
 	a = f->then;
 	b = f->now;

@@ -19,6 +19,7 @@ fn manifest(bytes: &[u8], mode: Mode, counter: Counter, events: usize) -> Option
         events,
         only: None,
         read_fn: None,
+        stats: inxpect_rewriter::Stats::Inline,
     };
     instrument(bytes, &opts).ok().map(|r| r.manifest)
 }

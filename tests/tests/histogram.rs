@@ -266,12 +266,13 @@ fn specials(c: Counter) -> Case {
 /// `now` to END. Every delta goes through the held check, the inlined
 /// statistics of a program-level END (deltas below 2^12) or their fallback
 /// call of `__inxpect_record` (longer ones, invalid reads), for each
-/// one-event backend and for both END shapes (a spare callee-saved register
+/// one-event backend, with the statistics inline or always called
+/// (`--stats call`), and for both END shapes (a spare callee-saved register
 /// for the delta, or none: `replay_busy`). Counts, sums, extremes and every
 /// bucket must be exact, the percentiles within the bound.
 #[test]
 fn probe_end_statistics_are_exact_for_chosen_deltas() -> Result<()> {
-    use inxpect_rewriter::{instrument, Mode, Options};
+    use inxpect_rewriter::{instrument, Mode, Options, Stats};
     let input = std::fs::read(testdata().join("hist/replay.o")).context("replay.o")?;
     let dir = tempfile::tempdir()?;
     let mut r = Lcg(0x7e91a1);
@@ -283,16 +284,32 @@ fn probe_end_statistics_are_exact_for_chosen_deltas() -> Result<()> {
     let mut fast: Vec<u64> = (0..2000).map(|_| r.range(0, 4095)).collect();
     fast.extend([4095, 4096, 4097]);
     dists.push(("below 2^12", fast));
-    for counter in [Counter::Ktime, Counter::Tsc, Counter::Pmc] {
+    let backends = [Counter::Ktime, Counter::Tsc, Counter::Pmc]
+        .into_iter()
+        .flat_map(|c| [(c, Stats::Inline), (c, Stats::Call)]);
+    let mut inline_ids = 0;
+    for (counter, stats) in backends {
         let opts = Options {
             mode: Mode::Sections,
             counter,
             events: 1,
             only: None,
             read_fn: Some("replay_read".into()),
+            stats,
         };
-        let out = instrument(&input, &opts).with_context(|| format!("{counter:?}"))?;
-        let path = dir.path().join(format!("replay-{counter:?}.o"));
+        let out = instrument(&input, &opts).with_context(|| format!("{counter:?} {stats:?}"))?;
+        // The inline statistics reach the region's entry through the ids
+        // table (one reference per END site); the runtime's own uses are
+        // all a call leaves.
+        let ids = relocations_to(&out.object, "inxpect_ids")?;
+        match stats {
+            Stats::Inline => inline_ids = ids,
+            Stats::Call => ensure!(
+                inline_ids == ids + 2,
+                "{counter:?}: {inline_ids} reference(s) to inxpect_ids inline, {ids} with calls (2 END sites)"
+            ),
+        }
+        let path = dir.path().join(format!("replay-{counter:?}-{stats:?}.o"));
         std::fs::write(&path, &out.object)?;
         let mut cases: Vec<Case> = dists
             .iter()
@@ -313,7 +330,7 @@ fn probe_end_statistics_are_exact_for_chosen_deltas() -> Result<()> {
                 .with_context(|| format!("no region in {prog_name}"))?
                 .id;
             for c in &cases {
-                let what = format!("{counter:?} {prog_name} {}", c.name);
+                let what = format!("{counter:?} {stats:?} {prog_name} {}", c.name);
                 // A fresh load: the statistics start empty.
                 let obj = load_object(&path).with_context(|| what.clone())?;
                 let prog = obj
@@ -337,4 +354,14 @@ fn probe_end_statistics_are_exact_for_chosen_deltas() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Relocations in `elf` that name the symbol `name`.
+fn relocations_to(elf: &[u8], name: &str) -> Result<usize> {
+    let e = goblin::elf::Elf::parse(elf)?;
+    Ok(e.shdr_relocs
+        .iter()
+        .flat_map(|(_, rs)| rs.iter())
+        .filter(|r| e.syms.get(r.r_sym).and_then(|y| e.strtab.get_at(y.st_name)) == Some(name))
+        .count())
 }

@@ -39,6 +39,7 @@ fn check(app: &str, variant: &str, mode: Mode, counter: Counter, shift: u32) -> 
             events: 1,
             only: None,
             read_fn: None,
+            stats: inxpect_rewriter::Stats::Inline,
         },
     )
     .with_context(|| what.clone())?;
@@ -243,6 +244,7 @@ fn kfunc_backends_load_without_the_module_when_flagged_off() {
             events,
             only: None,
             read_fn: None,
+            stats: inxpect_rewriter::Stats::Inline,
         };
         let r = instrument(&input, &opts).expect("instrument");
         let dir = tempfile::tempdir().expect("tmp");

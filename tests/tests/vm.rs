@@ -244,6 +244,7 @@ fn extras(series: &str) -> (tempfile::TempDir, Vec<(PathBuf, String)>) {
                 events: 1,
                 only: None,
                 read_fn: None,
+                stats: inxpect_rewriter::Stats::Inline,
             };
             let r = instrument(&bytes, &opts)
                 .unwrap_or_else(|e| panic!("instrumenting {app} ({tag}): {e}"));
@@ -961,6 +962,7 @@ fn instrument_pmc_with(
         events,
         only,
         read_fn: None,
+        stats: inxpect_rewriter::Stats::Inline,
     };
     let r = instrument(&bytes, &opts)
         .unwrap_or_else(|e| panic!("instrumenting {} (pmc x{events}): {e}", input.display()));

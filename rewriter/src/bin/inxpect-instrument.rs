@@ -3,7 +3,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Parser;
-use inxpect_rewriter::{dump, instrument_with, list, Counter, Dwarf, Mode, Options};
+use inxpect_rewriter::{dump, instrument_with, list, Counter, Dwarf, Mode, Options, Stats};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -55,6 +55,13 @@ struct Cli {
     /// names `inxpect -e` will program (only their number matters here).
     #[arg(long)]
     events: Option<String>,
+    /// Where END adds a measurement to the statistics (one-event backends,
+    /// sites in a program's own code): inline, no call for a delta below
+    /// 2^12 (fewer instructions per packet); or call, the runtime's
+    /// function every time (about half the verifier's work, for programs
+    /// near its limits).
+    #[arg(long, default_value = "inline", value_parser = stats_arg())]
+    stats: Stats,
     /// Print the manifest as JSON with --list.
     #[arg(short = 'j', long, requires = "list")]
     json: bool,
@@ -171,6 +178,7 @@ fn run(cli: Cli) -> Result<()> {
         },
         only: cli.only.clone(),
         read_fn: None,
+        stats: cli.stats,
     };
     let opts = Options {
         only: only_names(&input, &opts).with_context(|| name.clone())?,
@@ -275,6 +283,13 @@ fn main() {
 }
 
 /// The library's counters as clap values (the library itself knows no clap).
+fn stats_arg() -> impl TypedValueParser<Value = Stats> {
+    PossibleValuesParser::new(["inline", "call"]).map(|s| match s.as_str() {
+        "call" => Stats::Call,
+        _ => Stats::Inline,
+    })
+}
+
 fn counter_arg() -> impl TypedValueParser<Value = Counter> {
     PossibleValuesParser::new(Counter::ALL.map(Counter::name))
         .map(|s| s.parse().expect("one of the possible values"))

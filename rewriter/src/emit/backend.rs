@@ -82,6 +82,7 @@ impl Backend {
         counter: Counter,
         events: usize,
         read_fn: Option<&str>,
+        stats: crate::Stats,
     ) -> Result<Backend> {
         let ext = |name: &str| {
             elf.symbols
@@ -129,12 +130,12 @@ impl Backend {
             None => None,
         };
         let stats = match record {
-            Some(_) => Some(StatsSyms {
+            Some(_) if stats == crate::Stats::Inline => Some(StatsSyms {
                 map: required(elf, runtime::MAP_STATS, false)?,
                 ids: required(elf, runtime::SYM_IDS, false)?,
                 buckets: required(elf, runtime::SYM_BUCKETS, false)?,
             }),
-            None => None,
+            _ => None,
         };
         Ok(Backend {
             counter,

@@ -385,31 +385,33 @@ fn record_inline(
             .push(Insn::alu64_imm(OP_AND, d, FAST_DELTA - 1));
     }
     let off = |o: usize| o as i16;
+    // Count, sum and bucket first, min and max last: a compare narrows d
+    // (d > max gives d >= 1), so after it d must be dead for the verifier
+    // to prune the join instead of walking the rest once per side. The
+    // first measurement (count + 1 == 1) sets min.
+    s.push(Insn::ldx(SIZE_DW, 3, 0, off(stats::COUNT)))
+        .push(Insn::alu64_imm(OP_ADD, 3, 1))
+        .push(Insn::stx_dw(0, off(stats::COUNT), 3))
+        .push(Insn::ldx(SIZE_DW, 4, 0, off(stats::SUM)))
+        .push(Insn::alu64_reg(OP_ADD, 4, d))
+        .push(Insn::stx_dw(0, off(stats::SUM), 4))
+        // hist[0][bucket_lo[d]]++, through R5 (R3 is the count)
+        .load_symbol(5, st.buckets)
+        .push(Insn::alu64_reg(OP_ADD, 5, d))
+        .push(Insn::ldx(SIZE_B, 5, 5, 0))
+        .push(Insn::alu64_imm(OP_LSH, 5, 3))
+        .push(Insn::alu64_reg(OP_ADD, 5, 0))
+        .bump(5, off(stats::HIST), 4);
     let min_ok = s.label();
     let set_min = s.label();
-    s.push(Insn::ldx(SIZE_DW, 3, 0, off(stats::COUNT)))
-        .push(Insn::ldx(SIZE_DW, 4, 0, off(stats::MIN)))
-        .jump_to(Cond::EqImm(3, 0), set_min)
+    s.push(Insn::ldx(SIZE_DW, 4, 0, off(stats::MIN)))
+        .jump_to(Cond::EqImm(3, 1), set_min)
         .jump_to(Cond::GeReg(d, 4), min_ok);
     s.bind(set_min);
     s.push(Insn::stx_dw(0, off(stats::MIN), d));
     s.bind(min_ok);
-    let max_ok = s.label();
-    s.push(Insn::alu64_imm(OP_ADD, 3, 1))
-        .push(Insn::stx_dw(0, off(stats::COUNT), 3))
-        .push(Insn::ldx(SIZE_DW, 4, 0, off(stats::MAX)))
-        .jump_to(Cond::LeReg(d, 4), max_ok)
-        .push(Insn::stx_dw(0, off(stats::MAX), d));
-    s.bind(max_ok);
-    s.push(Insn::ldx(SIZE_DW, 4, 0, off(stats::SUM)))
-        .push(Insn::alu64_reg(OP_ADD, 4, d))
-        .push(Insn::stx_dw(0, off(stats::SUM), 4))
-        // hist[0][bucket_lo[d]]++
-        .load_symbol(3, st.buckets)
-        .push(Insn::alu64_reg(OP_ADD, 3, d))
-        .push(Insn::ldx(SIZE_B, 3, 3, 0))
-        .push(Insn::alu64_imm(OP_LSH, 3, 3))
-        .push(Insn::alu64_reg(OP_ADD, 3, 0))
-        .bump(3, off(stats::HIST), 4)
+    s.push(Insn::ldx(SIZE_DW, 4, 0, off(stats::MAX)))
+        .jump_to(Cond::LeReg(d, 4), done)
+        .push(Insn::stx_dw(0, off(stats::MAX), d))
         .jump_to(Cond::Always, done);
 }
