@@ -911,6 +911,7 @@ pub fn attach(a: AttachArgs) -> Result<()> {
         b.explicit,
         b.nr_events(),
         c.mode(),
+        b.stats,
     )?;
     let shift = crate::parse_sample(&c.sample)?;
     if let Some(r) = &c.regions {

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use inxpect_rewriter::runtime::Counter;
-use inxpect_rewriter::Mode;
+use inxpect_rewriter::{Mode, Stats};
 
 use events::PerfAttr;
 use inxpect_loader::stats::Snapshot;
@@ -127,6 +127,15 @@ enum ModuleOp {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StatsArg {
+    /// Inline at program-level END sites (one-event counters): no call for
+    /// a delta below 2^12.
+    Inline,
+    /// The runtime's function every time: about half the verifier's work.
+    Call,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum CounterArg {
     /// pmc with the module and a PMU, tsc with the module alone, else ktime.
     Auto,
@@ -164,6 +173,11 @@ pub struct Common {
     /// Only measure these regions (names or ids, comma-separated).
     #[arg(long)]
     pub regions: Option<String>,
+    /// Where END adds a measurement to the statistics, for an object
+    /// instrumented here [default: inline] (an instrumented object keeps
+    /// what inxpect-instrument --stats chose).
+    #[arg(long, value_enum)]
+    pub stats: Option<StatsArg>,
     /// Instrument every function instead of the marked regions.
     #[arg(long, conflicts_with = "sections")]
     pub functions: bool,
@@ -230,6 +244,9 @@ struct TestRunArgs {
 pub struct Backend {
     pub counter: Counter,
     pub explicit: bool,
+    /// The object's statistics code (its manifest's, or what it is
+    /// instrumented with here): the calibration objects get the same.
+    pub stats: Stats,
     pub pmc: Vec<PerfAttr>,
     pub perf: Option<PerfAttr>,
     /// Owns the PMC configuration for the run's lifetime; dropped (CLEAR,
@@ -258,10 +275,22 @@ impl Backend {
 /// Picks the backend: the explicit choice, or the one an instrumented
 /// object was built for, or what the machine offers.
 pub fn backend(c: &Common, bytes: &[u8]) -> Result<Backend> {
-    let built = inxpect_rewriter::read_manifest(bytes)
-        .ok()
-        .flatten()
-        .map(|m| m.counter);
+    let manifest = inxpect_rewriter::read_manifest(bytes).ok().flatten();
+    let built = manifest.as_ref().map(|m| m.counter);
+    let asked = c.stats.map(|s| match s {
+        StatsArg::Inline => Stats::Inline,
+        StatsArg::Call => Stats::Call,
+    });
+    let stats = match (&manifest, asked) {
+        (Some(m), Some(a)) if m.stats != a => bail!(
+            "{} is already instrumented with --stats {}, not {}: instrument the original object again, or drop --stats",
+            c.obj.display(),
+            m.stats.name(),
+            a.name()
+        ),
+        (Some(m), _) => m.stats,
+        (None, a) => a.unwrap_or_default(),
+    };
     let (counter, explicit) = match c.counter {
         CounterArg::Ktime => (Counter::Ktime, true),
         CounterArg::Perf => (Counter::Perf, true),
@@ -293,6 +322,7 @@ pub fn backend(c: &Common, bytes: &[u8]) -> Result<Backend> {
     let mut b = Backend {
         counter,
         explicit,
+        stats,
         pmc: Vec::new(),
         perf: None,
         _dev: None,
@@ -366,6 +396,7 @@ pub fn load_for(
         b.explicit,
         b.nr_events(),
         c.mode(),
+        b.stats,
     )?;
     let shift = parse_sample(&c.sample)?;
     // Check region names before the (slow) load.

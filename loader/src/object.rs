@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Context, Result};
 use inxpect_rewriter::runtime::{self, config, Counter, Manifest};
-use inxpect_rewriter::{Mode, Options};
+use inxpect_rewriter::{Mode, Options, Stats};
 use libbpf_rs::{MapCore, MapFlags, Object, ObjectBuilder, PrintLevel, ProgramType};
 
 use crate::events::PerfAttr;
@@ -31,6 +31,7 @@ pub fn prepare_bytes(
     explicit: bool,
     events: usize,
     mode: Mode,
+    stats: Stats,
 ) -> Result<Prepared> {
     let existing = inxpect_rewriter::read_manifest(&bytes).map_err(|e| anyhow!("{origin}: {e}"))?;
     if let Some(m) = existing {
@@ -56,7 +57,7 @@ pub fn prepare_bytes(
         events,
         only: None,
         read_fn: None,
-        stats: inxpect_rewriter::Stats::Inline,
+        stats,
     };
     // The in-memory object is never written out: its DWARF is moot.
     let out = inxpect_rewriter::instrument_with(&bytes, &opts, inxpect_rewriter::Dwarf::Strip)

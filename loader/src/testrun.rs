@@ -347,6 +347,7 @@ pub fn calibrate(b: &Backend) -> Result<Calibration> {
         true,
         b.nr_events(),
         Mode::Sections,
+        b.stats,
     )?;
     let mut l = object::load(&prep, Some("xdp_empty"), b.perf.as_ref())?;
     object::configure(&l, 0, None)?;
@@ -375,6 +376,7 @@ pub fn calibrate_nesting(mut cal: Calibration, b: &Backend, m: &Manifest) -> Res
         true,
         b.nr_events(),
         Mode::Sections,
+        b.stats,
     )?;
     let mut l = object::load(&prep, Some("nest_alone"), b.perf.as_ref())?;
     object::configure(&l, 0, None)?;

@@ -228,6 +228,55 @@ fn nested_sections_tree_matches_the_source() {
     check_self(&fv_json, &folded_of(&fv_json), &|_| true);
 }
 
+/// An object instrumented here with `--stats call` (END's statistics always
+/// a call) is calibrated with objects instrumented the same way: its
+/// children's probes fit a measured shape (no approximate charge), and the
+/// counts are the model's as with the inline statistics. An object already
+/// instrumented keeps its own choice: asking for the other is an error.
+#[test]
+fn stats_call_is_calibrated_by_its_own_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pcap, fs) = frames(dir.path());
+    let obj = truth("nest");
+    let inline = report("test-run nest", &test_run(&obj, &pcap, &["--json"]));
+    let call = report(
+        "test-run nest --stats call",
+        &test_run(&obj, &pcap, &["--json", "--stats", "call"]),
+    );
+    let t = tree(&call);
+    for (path, n) in &t {
+        assert!(
+            !n["why"].as_str().unwrap_or("").contains("approximate"),
+            "{path}: {n}"
+        );
+    }
+    assert_eq!(counts(&t), counts(&tree(&inline)), "{call}");
+    assert_eq!(counts(&t)[0].1, fs.len() as u64);
+    // The child's probes differ between the two (a call in place of the
+    // inline code): each run charges its own calibrated cost.
+    let child = |v: &Value| v["calibration"]["nested"]["program"][0].as_f64();
+    assert!(child(&call).is_some() && child(&inline).is_some(), "{call}");
+    let out = dir.path().join("nest.inline.o");
+    let done = inxpect_rewriter::instrument(
+        &std::fs::read(&obj).unwrap(),
+        &inxpect_rewriter::Options::default(),
+    )
+    .unwrap();
+    assert_eq!(done.manifest.stats, inxpect_rewriter::Stats::Inline);
+    std::fs::write(&out, done.object).unwrap();
+    let o = test_run(
+        &out.display().to_string(),
+        &pcap,
+        &["--json", "--stats", "call"],
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("already instrumented with --stats inline, not call"),
+        "{err}"
+    );
+}
+
 /// mix() of call.bpf.c.
 fn mix(x: u32) -> u32 {
     x.wrapping_mul(2_654_435_761) >> 28

@@ -27,7 +27,7 @@ pub mod runtime;
 
 pub use error::{Error, Loc, Result};
 pub use probe::Mode;
-pub use runtime::{Counter, Manifest};
+pub use runtime::{Counter, Manifest, Stats};
 
 use btf_ext::BtfExt;
 use elf::Elf;
@@ -47,20 +47,6 @@ pub struct Options {
     /// Where END adds a measurement to the statistics at program-level
     /// sites of a one-event backend (see [`Stats`]).
     pub stats: Stats,
-}
-
-/// Where END's statistics are computed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Stats {
-    /// Inline for a delta below 2^12 from valid reads, the runtime's call
-    /// otherwise: ~20 fewer instructions per measurement, but the verifier
-    /// walks the inline code once per state reaching the site (about twice
-    /// the `verified_insns` of `Call` on the bundled apps).
-    #[default]
-    Inline,
-    /// Always the runtime's `__inxpect_record` (a global function, verified
-    /// once): for programs near the verifier's limits.
-    Call,
 }
 
 impl Default for Options {
@@ -128,6 +114,7 @@ fn manifest(plan: &Plan, opts: &Options) -> Manifest {
             Mode::Functions => "functions".into(),
         },
         counter: opts.counter,
+        stats: opts.stats,
         events: if opts.counter == Counter::Pmc {
             opts.events
         } else {

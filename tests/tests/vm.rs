@@ -1153,7 +1153,7 @@ fn check_arm64_nesting(kseries: &str, out: &VmOutput) {
         "INXPECT-ARM64 nesting linux={kseries} outer_full={full} mid={midv} child_probes_calibrated={p} child_probes_real={} outer_alone={lone} self_plus_child={tree_says} gap={gap}",
         full - lone
     );
-    // Up to one off: a child's whole probes include END's statistics call,
+    // Up to one off: a child's whole probes include END's statistics,
     // which loads the statistics map's address; that map's struct is
     // page-sized (256 regions), and the arm64 JIT writes an address with 16
     // zero low bits one instruction shorter (about one load in 16; the
