@@ -1154,7 +1154,7 @@ fn check_arm64_nesting(kseries: &str, out: &VmOutput) {
         full - lone
     );
     // Up to one off: a child's whole probes include END's statistics,
-    // which loads the statistics map's address; that map's struct is
+    // whose code loads the statistics map's address; that map's struct is
     // page-sized (256 regions), and the arm64 JIT writes an address with 16
     // zero low bits one instruction shorter (about one load in 16; the
     // calibration's load and this one each may).
