@@ -1539,8 +1539,17 @@ fn check_arm64_pmu(kseries: &str, out: &VmOutput) {
                 "{obj} {name}: the cache did not heal ({} recorded)",
                 b.count
             );
+            // The same code in another load: equal to one instruction (the
+            // arm64 JIT writes a map address with a zero 16-bit halfword one
+            // instruction shorter, so a load's runtime calls between the
+            // reads may be one shorter than the other's; CI saw 222 vs 223).
             for e in 0..n {
-                assert_eq!(b.min[e], q.min[e], "{obj} {name} event {e}: min");
+                assert!(
+                    b.min[e].abs_diff(q.min[e]) <= 1,
+                    "{obj} {name} event {e}: min {} here, {} in the quiet load",
+                    b.min[e],
+                    q.min[e]
+                );
             }
         }
         // The cache is constant during a run: every region of a run is
