@@ -60,7 +60,19 @@ pub enum Stats {
     Call,
 }
 
+impl std::str::FromStr for Stats {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Stats, String> {
+        Stats::ALL
+            .into_iter()
+            .find(|x| x.name() == s)
+            .ok_or_else(|| format!("unknown statistics code {s:?} (inline or call)"))
+    }
+}
+
 impl Stats {
+    pub const ALL: [Stats; 2] = [Stats::Inline, Stats::Call];
+
     pub fn name(self) -> &'static str {
         match self {
             Stats::Inline => "inline",

@@ -282,14 +282,13 @@ fn main() {
     }
 }
 
-/// The library's counters as clap values (the library itself knows no clap).
+/// The library's statistics codes as clap values.
 fn stats_arg() -> impl TypedValueParser<Value = Stats> {
-    PossibleValuesParser::new(["inline", "call"]).map(|s| match s.as_str() {
-        "call" => Stats::Call,
-        _ => Stats::Inline,
-    })
+    PossibleValuesParser::new(Stats::ALL.map(Stats::name))
+        .map(|s| s.parse().expect("one of the possible values"))
 }
 
+/// The library's counters as clap values (the library itself knows no clap).
 fn counter_arg() -> impl TypedValueParser<Value = Counter> {
     PossibleValuesParser::new(Counter::ALL.map(Counter::name))
         .map(|s| s.parse().expect("one of the possible values"))

@@ -76,13 +76,14 @@ impl Backend {
 
     /// `read_fn`: a global function of the object that sites call to read
     /// the counter instead of the backend's read (a test hook: chosen
-    /// values through the very code the probes run).
+    /// values through the very code the probes run). `stats_code`: END's
+    /// statistics inline (where the backend allows) or always a call.
     pub fn resolve(
         elf: &Elf,
         counter: Counter,
         events: usize,
         read_fn: Option<&str>,
-        stats: crate::Stats,
+        stats_code: crate::Stats,
     ) -> Result<Backend> {
         let ext = |name: &str| {
             elf.symbols
@@ -130,7 +131,7 @@ impl Backend {
             None => None,
         };
         let stats = match record {
-            Some(_) if stats == crate::Stats::Inline => Some(StatsSyms {
+            Some(_) if stats_code == crate::Stats::Inline => Some(StatsSyms {
                 map: required(elf, runtime::MAP_STATS, false)?,
                 ids: required(elf, runtime::SYM_IDS, false)?,
                 buckets: required(elf, runtime::SYM_BUCKETS, false)?,
