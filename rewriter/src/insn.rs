@@ -49,6 +49,8 @@ pub const OP_OR: u8 = 0x40;
 pub const OP_AND: u8 = 0x50;
 pub const OP_LSH: u8 = 0x60;
 pub const OP_RSH: u8 = 0x70;
+pub const OP_XOR: u8 = 0xa0;
+pub const OP_ARSH: u8 = 0xc0;
 pub const PSEUDO_CALL: u8 = 1;
 pub const PSEUDO_KFUNC_CALL: u8 = 2;
 pub const PSEUDO_FUNC: u8 = 4;
@@ -156,6 +158,26 @@ impl Insn {
             src,
             off,
             imm: 0,
+        }
+    }
+    /// `*(size *)(dst + off) = src`.
+    pub fn stx(size: u8, dst: u8, off: i16, src: u8) -> Insn {
+        Insn {
+            code: CLS_STX | 0x60 | size,
+            dst,
+            src,
+            off,
+            imm: 0,
+        }
+    }
+    /// `wdst = imm`, zero-extended.
+    pub fn mov32_imm(dst: u8, imm: i32) -> Insn {
+        Insn {
+            code: CLS_ALU | 0xb0,
+            dst,
+            src: 0,
+            off: 0,
+            imm,
         }
     }
     pub fn st_dw(dst: u8, off: i16, imm: i32) -> Insn {

@@ -8,7 +8,9 @@
 
 use super::backend::{Backend, Read, StatsSyms};
 use super::seq::{Cond, Label, Seq};
-use crate::insn::{Insn, OP_ADD, OP_AND, OP_LSH, OP_OR, OP_SUB, SIZE_B, SIZE_DW, SIZE_W};
+use crate::insn::{
+    Insn, OP_ADD, OP_AND, OP_ARSH, OP_LSH, OP_OR, OP_SUB, OP_XOR, SIZE_B, SIZE_DW, SIZE_W,
+};
 use crate::probe::Kind;
 use crate::runtime::{config, pcpu, stats, Counter, FAST_DELTA};
 
@@ -18,10 +20,27 @@ pub struct Words {
     /// This CPU's `inxpect_pcpu` entry, on every run: a pointer the verifier
     /// tracks through the slot, so no site looks it up again.
     pub pcpu: i16,
-    /// The regions this run measures: `enabled[0]` in a sampled run with the
-    /// counter there, else 0 (a 0 the verifier knows where the module is
-    /// absent, which makes every site dead code). Regions 0..63 only.
+    /// The regions this run does *not* measure, regions 0..31: the low half
+    /// of `!enabled[0]` in a sampled run with the counter there, else all
+    /// ones, which the verifier knows (so every site of an unsampled run,
+    /// or of any run where the module is absent, is dead code to it). A
+    /// 32-bit value in an 8-byte slot of its own: 6.1 tracks a narrow spill
+    /// only at an aligned offset. Inverted so that a site is one `jset`
+    /// that skips, whose fall-through, the measured path, the verifier
+    /// walks first.
     pub mask: i16,
+    /// Regions 32..63 likewise, where the object has more than 32.
+    pub mask_hi: Option<i16>,
+}
+
+impl Words {
+    /// The slot of region `id`'s half of the mask.
+    fn half(&self, id: u32) -> i16 {
+        match id / 32 {
+            0 => self.mask,
+            _ => self.mask_hi.expect("a mask half for every region below 64"),
+        }
+    }
 }
 
 /// What a body needs to know about its site.
@@ -45,36 +64,31 @@ pub fn in_mask(id: u32) -> bool {
     id < 64
 }
 
-/// Loads the run mask into `reg` and goes on when it has the bit of some
-/// region of `ids`, else jumps to `skip`.
+/// Loads the run mask's half into `reg` and jumps to `skip` unless this run
+/// measures some region of `ids`.
 ///
-/// The bits are tested on a 32-bit half of the word. A branch on a full
-/// fill would teach the verifier the bit of the mask's stack slot (a fill
-/// shares the spilled value's identity), so a region's END would be
-/// decided by its START's test and the verifier would walk each region's
-/// measured and unmeasured paths apart instead of merging them after each
-/// site; a narrow fill of an unknown 64-bit value is a fresh unknown on
-/// every kernel, while the unsampled run's zeroed word still reads as a
-/// known 0 (the sites are dead code where the module is absent).
+/// One region: `jset` on its bit, two instructions. The fill is a fresh
+/// unknown in a sampled run (the entry's spill of a 64-bit value breaks
+/// the identity a fill would share with the slot), so a branch on it
+/// teaches the verifier nothing about the next site's: each region's
+/// measured and unmeasured paths merge after every site.
 ///
-/// (A `jset` would save the `and`, but its fall-through is the unmeasured
-/// path, which the verifier then walks first; measured on cms, nat and
-/// router it verified 5-30% more instructions.)
-pub fn test_mask(s: &mut Seq, reg: u8, mask: i16, ids: &[u32], skip: Label) {
+/// Several regions at one site (in one half): skip when all their bits
+/// are set. Bit 31's immediate is sign-extended where the loaded half is
+/// not, so a group with region 31 never skips here; nor does one with
+/// regions in both halves (no test at all). Each body then tests its own.
+pub fn test_mask(s: &mut Seq, reg: u8, w: Words, ids: &[u32], skip: Label) {
     let half = |id: u32| id / 32;
-    if ids.iter().all(|&id| half(id) == half(ids[0])) {
-        // Immediates are sign-extended; the loaded half is not, so bit 31
-        // tests that bit alone.
-        let bits = ids.iter().fold(0u32, |m, &id| m | 1 << (id % 32)) as i32;
-        s.push(Insn::ldx(SIZE_W, reg, 10, mask + 4 * half(ids[0]) as i16))
-            .push(Insn::alu64_imm(OP_AND, reg, bits))
-            .jump_to(Cond::EqImm(reg, 0), skip);
+    if !ids.iter().all(|&id| half(id) == half(ids[0])) {
+        return;
+    }
+    let bits = ids.iter().fold(0u32, |m, &id| m | 1 << (id % 32)) as i32;
+    s.push(Insn::ldx(SIZE_W, reg, 10, w.half(ids[0])));
+    if let [_] = ids {
+        s.jump_to(Cond::SetImm(reg, bits), skip);
     } else {
-        // Regions in both halves: any bit set (each body tests its own),
-        // on an ALU result for the same reason.
-        s.push(Insn::ldx_dw(reg, 10, mask))
-            .push(Insn::alu64_imm(OP_OR, reg, 0))
-            .jump_to(Cond::EqImm(reg, 0), skip);
+        s.push(Insn::alu64_imm(OP_AND, reg, bits))
+            .jump_to(Cond::EqImm(reg, bits), skip);
     }
 }
 
@@ -94,7 +108,7 @@ fn kfunc_guard(s: &mut Seq, b: &Backend, reg: u8, to: Label) {
 }
 
 /// The counter read into R0. A site in a program needs no guard: without
-/// the module the entry stores a run mask of 0 the verifier knows, which
+/// the module the entry stores a run mask of all ones the verifier knows, which
 /// makes the whole site dead code (and a guard would put two more
 /// instructions between END's read and START's). Elsewhere a missing module
 /// jumps to `skip`.
@@ -135,7 +149,7 @@ pub fn body(k: Kind, b: &Backend, site: &Site) -> Seq {
             let words = site.words.filter(|_| in_mask(id));
             match words {
                 Some(_) if site.checked => {}
-                Some(w) => test_mask(&mut s, 1, w.mask, &[id], done),
+                Some(w) => test_mask(&mut s, 1, w, &[id], done),
                 // Not in a program (no words): sampled while left == load.
                 None => {
                     pcpu_ptr(&mut s, b, site.words, done);
@@ -242,17 +256,36 @@ fn end(s: &mut Seq, b: &Backend, words: Option<Words>, spare: Option<u8>, id: u3
 }
 
 /// The run mask of a run that measures: the config's `enabled[0]` into the
-/// mask word, through `tmp`.
+/// mask words, through `tmp`.
 fn store_mask(s: &mut Seq, b: &Backend, w: Words, tmp: u8) {
     s.load_symbol(tmp, b.config)
-        .push(Insn::ldx(SIZE_DW, tmp, tmp, config::ENABLED as i16))
-        .push(Insn::stx_dw(10, w.mask, tmp));
+        .push(Insn::ldx(SIZE_DW, tmp, tmp, config::ENABLED as i16));
+    store_inverted(s, w, tmp);
+}
+
+/// `!reg` into the mask words, by halves. Each half is stored from a 64-bit
+/// value, a narrowing spill the verifier gives no identity (6.1 keeps no
+/// spill of an unknown at all), so the sites' fills are unrelated unknowns.
+fn store_inverted(s: &mut Seq, w: Words, reg: u8) {
+    s.push(Insn::alu64_imm(OP_XOR, reg, -1))
+        .push(Insn::stx(SIZE_W, 10, w.mask, reg));
+    if let Some(hi) = w.mask_hi {
+        s.push(Insn::alu64_imm(OP_ARSH, reg, 32))
+            .push(Insn::stx(SIZE_W, 10, hi, reg));
+    }
 }
 
 /// A program entry. `done` follows.
 fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
     let w = site.words.expect("a program entry has the run words");
-    s.push(Insn::st_dw(10, w.mask, 0));
+    // Nothing measured until the entry decides otherwise: all ones, a
+    // spilled register's constant the verifier tracks (6.1 does not track
+    // a stored immediate), which makes an unsampled run's sites dead code.
+    s.push(Insn::mov32_imm(1, -1))
+        .push(Insn::stx(SIZE_W, 10, w.mask, 1));
+    if let Some(hi) = w.mask_hi {
+        s.push(Insn::stx(SIZE_W, 10, hi, 1));
+    }
     pcpu_lookup(s, b);
     // A one-entry per-CPU array's key 0 is always found: the impossible
     // miss leaves the program (0 is in every type's return range) instead
@@ -288,7 +321,7 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
     s.bind(fresh);
     // The sampling countdown. A sampled run falls through: the verifier
     // walks the program with an unknown mask first, and the unsampled
-    // run's known 0 is then pruned against it at `done`.
+    // run's known all-ones mask is then pruned against it at `done`.
     let unsampled = s.label();
     s.push(Insn::ldx(SIZE_DW, 1, 0, pcpu::LEFT as i16))
         .jump_to(Cond::NeImm(1, 0), unsampled);
@@ -306,7 +339,7 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
         .push(Insn::stx_dw(0, pcpu::LEFT as i16, 1))
         .bump(0, pcpu::SAMPLED as i16, 1);
     // Without the module (`inxpect_kfuncs` 0, which the verifier knows)
-    // the run counts `no_counter` and its mask stays a known 0, so every
+    // the run counts `no_counter` and its mask stays a known all ones, so every
     // site of the run is dead code.
     if let Some(kf) = b.kfunc_flag {
         let present = s.label();
@@ -317,10 +350,10 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
             .jump_to(Cond::Always, done);
         s.bind(present);
     }
-    s.push(Insn::ldx(SIZE_DW, 2, 2, config::ENABLED as i16))
-        .push(Insn::stx_dw(10, w.mask, 2))
-        .jump_to(Cond::Always, done);
-    // An unsampled run takes one off `left`; its mask stays 0.
+    s.push(Insn::ldx(SIZE_DW, 2, 2, config::ENABLED as i16));
+    store_inverted(s, w, 2);
+    s.jump_to(Cond::Always, done);
+    // An unsampled run takes one off `left`; its mask stays all ones.
     s.bind(unsampled);
     s.push(Insn::alu64_imm(OP_ADD, 1, -1))
         .push(Insn::stx_dw(0, pcpu::LEFT as i16, 1));

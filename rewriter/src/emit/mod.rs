@@ -28,14 +28,17 @@ enum SaveTo {
 }
 
 /// The stack slots (below R10) of a program's run words, below everything
-/// the program uses, and the depth with them.
-fn words(a: &Analysis) -> (body::Words, i64) {
+/// the program uses, and the depth with them: the mask's second half only
+/// for an object with more than 32 regions.
+fn words(a: &Analysis, nregions: u32) -> (body::Words, i64) {
     let base = (a.stack_depth + 7) / 8 * 8;
+    let hi = nregions > 32;
     let w = body::Words {
         pcpu: -(base as i16) - 8,
         mask: -(base as i16) - 16,
+        mask_hi: hi.then_some(-(base as i16) - 24),
     };
-    (w, base + 16)
+    (w, base + 16 + if hi { 8 } else { 0 })
 }
 
 /// Sites by (section, slot, place): the function, and each kind with the
@@ -102,7 +105,7 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Emitted> {
         let keep = a.live_in[i] & init & CALLER_SAVED;
         let mut free: Vec<u8> = (6..=9).filter(|r| a.live_in[i] & (1 << r) == 0).collect();
         let (words, mut depth) = if f.is_prog {
-            let (w, d) = words(a);
+            let (w, d) = words(a, nregions);
             (Some(w), d)
         } else {
             (None, a.stack_depth)
@@ -164,7 +167,7 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Emitted> {
         if let Some((w, d, ids)) = precheck {
             let mut pre = Seq::new();
             let skip = pre.label();
-            body::test_mask(&mut pre, d, w.mask, &ids, skip);
+            body::test_mask(&mut pre, d, w, &ids, skip);
             pre.append(s);
             pre.bind(skip);
             s = pre;

@@ -25,6 +25,8 @@ pub enum Cond {
     LeReg(u8, u8),
     /// Signed `<`.
     SltImm(u8, i32),
+    /// `reg & imm` (sign-extended) nonzero.
+    SetImm(u8, i32),
 }
 
 /// Where a counter read is in a [`Seq`].
@@ -133,6 +135,7 @@ impl Seq {
             Cond::GeReg(a, b) => jmp_reg(0x30, a, b),
             Cond::LeReg(a, b) => jmp_reg(0xb0, a, b),
             Cond::SltImm(r, imm) => jmp_imm(0xc0, r, imm),
+            Cond::SetImm(r, imm) => jmp_imm(0x40, r, imm),
         };
         self.jumps.push((self.insns.len(), l));
         self.insns.push(NewInsn::plain(i));
