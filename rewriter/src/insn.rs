@@ -152,13 +152,7 @@ impl Insn {
         }
     }
     pub fn stx_dw(dst: u8, off: i16, src: u8) -> Insn {
-        Insn {
-            code: CLS_STX | 0x18 | 0x60,
-            dst,
-            src,
-            off,
-            imm: 0,
-        }
+        Insn::stx(SIZE_DW, dst, off, src)
     }
     /// `*(size *)(dst + off) = src`.
     pub fn stx(size: u8, dst: u8, off: i16, src: u8) -> Insn {

@@ -108,7 +108,7 @@ fn kfunc_guard(s: &mut Seq, b: &Backend, reg: u8, to: Label) {
 }
 
 /// The counter read into R0. A site in a program needs no guard: without
-/// the module the entry stores a run mask of all ones the verifier knows, which
+/// the module the run mask stays all ones, known to the verifier, which
 /// makes the whole site dead code (and a guard would put two more
 /// instructions between END's read and START's). Elsewhere a missing module
 /// jumps to `skip`.
@@ -339,8 +339,8 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
         .push(Insn::stx_dw(0, pcpu::LEFT as i16, 1))
         .bump(0, pcpu::SAMPLED as i16, 1);
     // Without the module (`inxpect_kfuncs` 0, which the verifier knows)
-    // the run counts `no_counter` and its mask stays a known all ones, so every
-    // site of the run is dead code.
+    // the run counts `no_counter` and its mask stays all ones, known to the
+    // verifier, so every site of the run is dead code.
     if let Some(kf) = b.kfunc_flag {
         let present = s.label();
         s.load_symbol(3, kf)
