@@ -303,6 +303,74 @@ pub fn annotate(
     Ok(())
 }
 
+/// Whether an END of a region may run in a run that passed none of its
+/// STARTs since the function's entry or the region's last END: some END is
+/// reached from slot 0, or from what follows an END the entry reaches (its
+/// instruction on), without entering a START. `false`: every END closes a
+/// START of the same run.
+fn end_unstarted(g: &cfg::Graph, w: &mut Walker, starts: &[usize], ends: &[usize]) -> bool {
+    if starts.iter().any(|s| ends.contains(s)) {
+        return true;
+    }
+    w.reach(g, [0]);
+    let mut seeds = vec![0];
+    for &e in ends.iter().filter(|&&e| w.seen(e)) {
+        seeds.extend(g.succs[e].iter());
+    }
+    w.collect(g, seeds, |i| !starts.contains(&i));
+    ends.iter().any(|&e| w.seen(e))
+}
+
+/// The regions of program functions whose every END closes a START of the
+/// same run: all their STARTs and ENDs in one program's function that makes
+/// no tail call (a tail call's continuation ends the regions the caller
+/// holds by their run marks), and no END reached without passing a START
+/// ([`end_unstarted`]). START and END test the same bit of the run's mask,
+/// fixed at the entry, so such an END measures exactly when a START of
+/// this run did: its held START needs no run mark to check.
+pub fn always_started(elf: &Elf, funcs: &[Func], points: &[Point]) -> Result<BTreeSet<u32>> {
+    let mut sites: HashMap<u32, (Vec<&Point>, Vec<&Point>)> = HashMap::new();
+    for p in points {
+        match p.kind {
+            Kind::Start(id) => sites.entry(id).or_default().0.push(p),
+            Kind::End(id) => sites.entry(id).or_default().1.push(p),
+            _ => {}
+        }
+    }
+    let tail_callers: BTreeSet<usize> = points
+        .iter()
+        .filter(|p| matches!(p.kind, Kind::TailMark | Kind::TailClear))
+        .map(|p| p.func)
+        .collect();
+    let mut graphs: HashMap<usize, (cfg::Graph, Walker)> = HashMap::new();
+    let mut out = BTreeSet::new();
+    for (&id, (s, e)) in &sites {
+        let Some(fi) = s.first().map(|p| p.func) else {
+            continue;
+        };
+        if !funcs[fi].is_prog
+            || tail_callers.contains(&fi)
+            || e.is_empty()
+            || s.iter().chain(e.iter()).any(|p| p.func != fi)
+        {
+            continue;
+        }
+        if !graphs.contains_key(&fi) {
+            let g = cfg::graph(elf, &funcs[fi])?;
+            let w = Walker::new(&g);
+            graphs.insert(fi, (g, w));
+        }
+        let (g, w) = graphs.get_mut(&fi).expect("inserted above");
+        let rel = |p: &&Point| p.slot.0 - funcs[fi].start;
+        let starts: Vec<usize> = s.iter().map(rel).collect();
+        let ends: Vec<usize> = e.iter().map(rel).collect();
+        if !end_unstarted(g, w, &starts, &ends) {
+            out.insert(id);
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,5 +440,69 @@ mod tests {
             }
         }
         assert!(checked > 10_000, "{checked} open slots checked");
+    }
+
+    /// On random graphs, [`end_unstarted`] answers what running the region
+    /// answers: a search over (slot, a START held) from (entry, none),
+    /// where a START takes it and an END gives it back, finds an END
+    /// reached with nothing held.
+    #[test]
+    fn unstarted_ends_agree_with_a_run_of_the_region() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move |k: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % k as u64) as usize
+        };
+        let (mut yes, mut no) = (0, 0);
+        for _ in 0..4000 {
+            let n = 2 + rnd(16);
+            let succs: Vec<Vec<usize>> = (0..n)
+                .map(|i| match rnd(6) {
+                    _ if i + 1 == n => vec![],
+                    0 => vec![rnd(n)],
+                    1 | 2 => vec![i + 1, rnd(n)],
+                    _ => vec![i + 1],
+                })
+                .collect();
+            let g = cfg::Graph::of_succs(&succs);
+            let starts: Vec<usize> = (0..1 + rnd(2)).map(|_| rnd(n)).collect();
+            let ends: Vec<usize> = (0..1 + rnd(3)).map(|_| rnd(n)).collect();
+            let mut seen = vec![[false; 2]; n];
+            let mut stack = vec![(0usize, false)];
+            let mut found = false;
+            while let Some((i, held)) = stack.pop() {
+                if seen[i][held as usize] {
+                    continue;
+                }
+                seen[i][held as usize] = true;
+                let held = if ends.contains(&i) {
+                    found |= !held;
+                    false
+                } else {
+                    held || starts.contains(&i)
+                };
+                stack.extend(succs[i].iter().map(|&t| (t, held)));
+            }
+            // A slot both START and END: which runs first is the site's
+            // business, so the region always keeps its marks.
+            found |= starts.iter().any(|s| ends.contains(s));
+            let mut w = Walker::new(&g);
+            assert_eq!(
+                end_unstarted(&g, &mut w, &starts, &ends),
+                found,
+                "{succs:?} starts {starts:?} ends {ends:?}"
+            );
+            if found {
+                yes += 1
+            } else {
+                no += 1
+            }
+        }
+        assert!(
+            yes > 500 && no > 500,
+            "{yes} unstarted, {no} always started"
+        );
     }
 }

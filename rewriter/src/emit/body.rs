@@ -56,6 +56,10 @@ pub struct Site {
     pub nregions: u32,
     /// The object makes tail calls: program entries may continue a run.
     pub tail_calls: bool,
+    /// Regions (bit per id) whose program-level START holds its value with
+    /// no run mark and whose END takes it unchecked: every END of theirs
+    /// closes a START of the same run (`nest::always_started`).
+    pub unmarked: u64,
 }
 
 /// Region `id` has a bit in the run mask (else its sites check the config
@@ -158,10 +162,11 @@ pub fn body(k: Kind, b: &Backend, site: &Site) -> Seq {
                         .jump_to(Cond::NeReg(1, 2), done);
                 }
             }
+            let marked = site.unmarked & 1u64.checked_shl(id).unwrap_or(0) == 0;
             if matches!(k, Kind::Start(_)) {
-                start(&mut s, b, words, site.spare, id, done);
+                start(&mut s, b, words, site.spare, id, marked, done);
             } else {
-                end(&mut s, b, words, site.spare, id, done);
+                end(&mut s, b, words, site.spare, id, marked, done);
             }
         }
         // Before a tail call: mark it under way, so the program it enters
@@ -188,15 +193,25 @@ fn held(id: u32) -> i16 {
 }
 
 /// START, once its run measures region `id`.
-fn start(s: &mut Seq, b: &Backend, words: Option<Words>, spare: Option<u8>, id: u32, done: Label) {
+fn start(
+    s: &mut Seq,
+    b: &Backend,
+    words: Option<Words>,
+    spare: Option<u8>,
+    id: u32,
+    marked: bool,
+    done: Label,
+) {
     match (b.inline, spare, words) {
-        // In a program: `held.run = sampled` through the word's per-CPU
-        // pointer, kept in `f` across the read, then the read stored there;
-        // no runtime call.
+        // In a program: `held.run = sampled` (where END checks it) through
+        // the word's per-CPU pointer, kept in `f` across the read, then the
+        // read stored there; no runtime call.
         (Some((r, _, _)), Some(f), Some(w)) => {
-            s.push(Insn::ldx_dw(f, 10, w.pcpu))
-                .push(Insn::ldx(SIZE_DW, 1, f, pcpu::SAMPLED as i16))
-                .push(Insn::stx_dw(f, held(id), 1));
+            s.push(Insn::ldx_dw(f, 10, w.pcpu));
+            if marked {
+                s.push(Insn::ldx(SIZE_DW, 1, f, pcpu::SAMPLED as i16))
+                    .push(Insn::stx_dw(f, held(id), 1));
+            }
             read(s, b, r, words, done);
             s.push(Insn::stx_dw(f, held(id) + 8, 0));
         }
@@ -220,18 +235,29 @@ fn start(s: &mut Seq, b: &Backend, words: Option<Words>, spare: Option<u8>, id: 
 }
 
 /// END reads first, then hands the value to the runtime.
-fn end(s: &mut Seq, b: &Backend, words: Option<Words>, spare: Option<u8>, id: u32, done: Label) {
+fn end(
+    s: &mut Seq,
+    b: &Backend,
+    words: Option<Words>,
+    spare: Option<u8>,
+    id: u32,
+    marked: bool,
+    done: Label,
+) {
     match (b.inline, b.record, words) {
         // In a program: the held START checked and cleared inline through
-        // the word's per-CPU pointer, then only the statistics are a call.
+        // the word's per-CPU pointer (unmarked: a START of this run surely
+        // holds it), then only the statistics are a call.
         (Some((r, _, _)), Some(record), Some(w)) => {
             read(s, b, b.end_read.unwrap_or(r), words, done);
-            s.push(Insn::ldx_dw(1, 10, w.pcpu))
-                .push(Insn::ldx(SIZE_DW, 2, 1, held(id)))
-                .push(Insn::ldx(SIZE_DW, 3, 1, pcpu::SAMPLED as i16))
-                .jump_to(Cond::NeReg(2, 3), done)
-                .push(Insn::st_dw(1, held(id), 0))
-                .push(Insn::ldx(SIZE_DW, 3, 1, held(id) + 8));
+            s.push(Insn::ldx_dw(1, 10, w.pcpu));
+            if marked {
+                s.push(Insn::ldx(SIZE_DW, 2, 1, held(id)))
+                    .push(Insn::ldx(SIZE_DW, 3, 1, pcpu::SAMPLED as i16))
+                    .jump_to(Cond::NeReg(2, 3), done)
+                    .push(Insn::st_dw(1, held(id), 0));
+            }
+            s.push(Insn::ldx(SIZE_DW, 3, 1, held(id) + 8));
             let slow = s.label();
             if let Some(st) = b.stats {
                 record_inline(s, b.counter, st, w, spare, id, slow, done);

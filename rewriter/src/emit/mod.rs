@@ -79,6 +79,16 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Emitted> {
         .collect();
     let tail_calls = !tail_callers.is_empty();
     let nregions = plan.regions.len() as u32;
+    // Program-level START and END both inline (the run mark is then only
+    // ever checked by END's inline code): the regions every END of which
+    // closes a START of the same run hold theirs without a mark.
+    let unmarked = match (b.inline, b.record) {
+        (Some(_), Some(_)) => crate::nest::always_started(elf, &plan.funcs, &plan.points)?
+            .into_iter()
+            .filter(|&id| body::in_mask(id))
+            .fold(0u64, |m, id| m | 1 << id),
+        _ => 0,
+    };
     let mut frames: Vec<stack::Frame> = Vec::with_capacity(plan.funcs.len());
     for (fi, f) in plan.funcs.iter().enumerate() {
         let d = match analyses.get(&fi) {
@@ -152,6 +162,7 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Emitted> {
             spare: free.first().copied(),
             nregions,
             tail_calls,
+            unmarked,
         };
         for &(k, _) in kinds {
             s.append(body::body(k, b, &site));
