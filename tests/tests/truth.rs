@@ -515,6 +515,11 @@ fn truth_early_exits_in_a_region() {
 }
 
 #[test]
+fn truth_ends_that_may_run_without_a_start() {
+    shape("unstarted", "unstarted", false);
+}
+
+#[test]
 fn truth_nested_regions() {
     shape("nest", "nest", false);
 }
