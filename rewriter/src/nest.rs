@@ -13,6 +13,7 @@
 //! (`--functions`: the calling function's region). A region whose START
 //! and END are in different functions makes the whole tree unknown.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 
 use crate::cfg::{self, Func, Walker};
@@ -165,14 +166,8 @@ impl FuncNest {
     }
 }
 
-/// Fills `parents`, `top` and `nest_unknown` of every region.
-pub fn annotate(
-    elf: &Elf,
-    funcs: &[Func],
-    points: &[Point],
-    regions: &mut [RegionDesc],
-) -> Result<()> {
-    // Per region, its START and END points.
+/// Per region, its START and END points.
+fn sites_of(points: &[Point]) -> HashMap<u32, (Vec<&Point>, Vec<&Point>)> {
     let mut sites: HashMap<u32, (Vec<&Point>, Vec<&Point>)> = HashMap::new();
     for p in points {
         match p.kind {
@@ -181,6 +176,17 @@ pub fn annotate(
             _ => {}
         }
     }
+    sites
+}
+
+/// Fills `parents`, `top` and `nest_unknown` of every region.
+pub fn annotate(
+    elf: &Elf,
+    funcs: &[Func],
+    points: &[Point],
+    regions: &mut [RegionDesc],
+) -> Result<()> {
+    let sites = sites_of(points);
     let spanning = regions.iter().find(|r| match sites.get(&r.id) {
         Some((s, e)) if !s.is_empty() => s.iter().chain(e.iter()).any(|p| p.func != s[0].func),
         // No START (refused earlier by the region checks): nothing to nest.
@@ -329,14 +335,7 @@ fn end_unstarted(g: &cfg::Graph, w: &mut Walker, starts: &[usize], ends: &[usize
 /// fixed at the entry, so such an END measures exactly when a START of
 /// this run did: its held START needs no run mark to check.
 pub fn always_started(elf: &Elf, funcs: &[Func], points: &[Point]) -> Result<BTreeSet<u32>> {
-    let mut sites: HashMap<u32, (Vec<&Point>, Vec<&Point>)> = HashMap::new();
-    for p in points {
-        match p.kind {
-            Kind::Start(id) => sites.entry(id).or_default().0.push(p),
-            Kind::End(id) => sites.entry(id).or_default().1.push(p),
-            _ => {}
-        }
-    }
+    let sites = sites_of(points);
     let tail_callers: BTreeSet<usize> = points
         .iter()
         .filter(|p| matches!(p.kind, Kind::TailMark | Kind::TailClear))
@@ -355,12 +354,14 @@ pub fn always_started(elf: &Elf, funcs: &[Func], points: &[Point]) -> Result<BTr
         {
             continue;
         }
-        if !graphs.contains_key(&fi) {
-            let g = cfg::graph(elf, &funcs[fi])?;
-            let w = Walker::new(&g);
-            graphs.insert(fi, (g, w));
-        }
-        let (g, w) = graphs.get_mut(&fi).expect("inserted above");
+        let (g, w) = match graphs.entry(fi) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => {
+                let g = cfg::graph(elf, &funcs[fi])?;
+                let w = Walker::new(&g);
+                v.insert((g, w))
+            }
+        };
         let rel = |p: &&Point| p.slot.0 - funcs[fi].start;
         let starts: Vec<usize> = s.iter().map(rel).collect();
         let ends: Vec<usize> = e.iter().map(rel).collect();
@@ -390,21 +391,22 @@ mod tests {
         seen
     }
 
-    /// On random graphs (loops, joins, STARTs and ENDs anywhere, a START
-    /// also an END, dead code), a region's extent walks answer what the
-    /// whole-function walks of the definition answer, at every slot.
-    #[test]
-    fn extent_walks_agree_with_whole_function_walks() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    /// A function's successors, a region's START and END slots.
+    type Region = (Vec<Vec<usize>>, Vec<usize>, Vec<usize>);
+
+    /// Random functions of at most `max` slots (loops, joins, dead code),
+    /// each with a region: 1-2 STARTs and 1-3 ENDs anywhere, a START
+    /// possibly also an END.
+    fn random_regions(seed: u64, max: usize) -> impl FnMut() -> Region {
+        let mut x = seed;
         let mut rnd = move |k: usize| {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             (x % k as u64) as usize
         };
-        let mut checked = 0;
-        for _ in 0..3000 {
-            let n = 2 + rnd(24);
+        move || {
+            let n = 2 + rnd(max - 1);
             let succs: Vec<Vec<usize>> = (0..n)
                 .map(|i| match rnd(6) {
                     _ if i + 1 == n => vec![],
@@ -413,9 +415,22 @@ mod tests {
                     _ => vec![i + 1],
                 })
                 .collect();
+            let starts = (0..1 + rnd(2)).map(|_| rnd(n)).collect();
+            let ends = (0..1 + rnd(3)).map(|_| rnd(n)).collect();
+            (succs, starts, ends)
+        }
+    }
+
+    /// On random graphs, a region's extent walks answer what the
+    /// whole-function walks of the definition answer, at every slot.
+    #[test]
+    fn extent_walks_agree_with_whole_function_walks() {
+        let mut next = random_regions(0x9e37_79b9_7f4a_7c15, 25);
+        let mut checked = 0;
+        for _ in 0..3000 {
+            let (succs, starts, ends) = next();
+            let n = succs.len();
             let g = cfg::Graph::of_succs(&succs);
-            let starts: Vec<usize> = (0..1 + rnd(2)).map(|_| rnd(n)).collect();
-            let ends: Vec<usize> = (0..1 + rnd(3)).map(|_| rnd(n)).collect();
             let live = whole(&g, &[0], &[]);
             let open = whole(&g, &starts, &ends);
             let mut from = vec![0];
@@ -448,27 +463,12 @@ mod tests {
     /// reached with nothing held.
     #[test]
     fn unstarted_ends_agree_with_a_run_of_the_region() {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut rnd = move |k: usize| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % k as u64) as usize
-        };
+        let mut next = random_regions(0x2545_f491_4f6c_dd1d, 17);
         let (mut yes, mut no) = (0, 0);
         for _ in 0..4000 {
-            let n = 2 + rnd(16);
-            let succs: Vec<Vec<usize>> = (0..n)
-                .map(|i| match rnd(6) {
-                    _ if i + 1 == n => vec![],
-                    0 => vec![rnd(n)],
-                    1 | 2 => vec![i + 1, rnd(n)],
-                    _ => vec![i + 1],
-                })
-                .collect();
+            let (succs, starts, ends) = next();
+            let n = succs.len();
             let g = cfg::Graph::of_succs(&succs);
-            let starts: Vec<usize> = (0..1 + rnd(2)).map(|_| rnd(n)).collect();
-            let ends: Vec<usize> = (0..1 + rnd(3)).map(|_| rnd(n)).collect();
             let mut seen = vec![[false; 2]; n];
             let mut stack = vec![(0usize, false)];
             let mut found = false;

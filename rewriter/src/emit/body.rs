@@ -162,11 +162,16 @@ pub fn body(k: Kind, b: &Backend, site: &Site) -> Seq {
                         .jump_to(Cond::NeReg(1, 2), done);
                 }
             }
-            let marked = site.unmarked & 1u64.checked_shl(id).unwrap_or(0) == 0;
+            let p = Probe {
+                words,
+                spare: site.spare,
+                id,
+                marked: site.unmarked & 1u64.checked_shl(id).unwrap_or(0) == 0,
+            };
             if matches!(k, Kind::Start(_)) {
-                start(&mut s, b, words, site.spare, id, marked, done);
+                start(&mut s, b, p, done);
             } else {
-                end(&mut s, b, words, site.spare, id, marked, done);
+                end(&mut s, b, p, done);
             }
         }
         // Before a tail call: mark it under way, so the program it enters
@@ -192,16 +197,25 @@ fn held(id: u32) -> i16 {
     (pcpu::HELD + pcpu::HELD_SIZE * id as usize) as i16
 }
 
-/// START, once its run measures region `id`.
-fn start(
-    s: &mut Seq,
-    b: &Backend,
+/// A START or END of region `id` at its site.
+#[derive(Clone, Copy)]
+struct Probe {
+    /// In a program: its run words (region `id` in the mask).
     words: Option<Words>,
     spare: Option<u8>,
     id: u32,
+    /// The held value carries the run's id, checked by END.
     marked: bool,
-    done: Label,
-) {
+}
+
+/// START, once its run measures region `id`.
+fn start(s: &mut Seq, b: &Backend, p: Probe, done: Label) {
+    let Probe {
+        words,
+        spare,
+        id,
+        marked,
+    } = p;
     match (b.inline, spare, words) {
         // In a program: `held.run = sampled` (where END checks it) through
         // the word's per-CPU pointer, kept in `f` across the read, then the
@@ -235,15 +249,8 @@ fn start(
 }
 
 /// END reads first, then hands the value to the runtime.
-fn end(
-    s: &mut Seq,
-    b: &Backend,
-    words: Option<Words>,
-    spare: Option<u8>,
-    id: u32,
-    marked: bool,
-    done: Label,
-) {
+fn end(s: &mut Seq, b: &Backend, p: Probe, done: Label) {
+    let (words, id) = (p.words, p.id);
     match (b.inline, b.record, words) {
         // In a program: the held START checked and cleared inline through
         // the word's per-CPU pointer (unmarked: a START of this run surely
@@ -251,7 +258,7 @@ fn end(
         (Some((r, _, _)), Some(record), Some(w)) => {
             read(s, b, b.end_read.unwrap_or(r), words, done);
             s.push(Insn::ldx_dw(1, 10, w.pcpu));
-            if marked {
+            if p.marked {
                 s.push(Insn::ldx(SIZE_DW, 2, 1, held(id)))
                     .push(Insn::ldx(SIZE_DW, 3, 1, pcpu::SAMPLED as i16))
                     .jump_to(Cond::NeReg(2, 3), done)
@@ -260,7 +267,7 @@ fn end(
             s.push(Insn::ldx(SIZE_DW, 3, 1, held(id) + 8));
             let slow = s.label();
             if let Some(st) = b.stats {
-                record_inline(s, b.counter, st, w, spare, id, slow, done);
+                record_inline(s, b.counter, st, w, p.spare, id, slow, done);
             }
             s.bind(slow);
             s.push(Insn::mov64_reg(2, 0))
