@@ -314,12 +314,22 @@ pub fn annotate(
 /// reached from slot 0, or from what follows an END the entry reaches (its
 /// instruction on), without entering a START. `false`: every END closes a
 /// START of the same run.
-fn end_unstarted(g: &cfg::Graph, w: &mut Walker, starts: &[usize], ends: &[usize]) -> bool {
+///
+/// `entered`: a START at the function's entry ([`Place::Entry`]), which
+/// runs once per call, before slot 0, and not on a jump back to it: the
+/// entry is then started, and `starts` holds only the other STARTs.
+fn end_unstarted(
+    g: &cfg::Graph,
+    w: &mut Walker,
+    entered: bool,
+    starts: &[usize],
+    ends: &[usize],
+) -> bool {
     if starts.iter().any(|s| ends.contains(s)) {
         return true;
     }
     w.reach(g, [0]);
-    let mut seeds = vec![0];
+    let mut seeds = if entered { vec![] } else { vec![0] };
     for &e in ends.iter().filter(|&&e| w.seen(e)) {
         seeds.extend(g.succs[e].iter());
     }
@@ -363,9 +373,14 @@ pub fn always_started(elf: &Elf, funcs: &[Func], points: &[Point]) -> Result<BTr
             }
         };
         let rel = |p: &&Point| p.slot.0 - funcs[fi].start;
-        let starts: Vec<usize> = s.iter().map(rel).collect();
+        let entered = s.iter().any(|p| p.place == Place::Entry);
+        let starts: Vec<usize> = s
+            .iter()
+            .filter(|p| p.place != Place::Entry)
+            .map(rel)
+            .collect();
         let ends: Vec<usize> = e.iter().map(rel).collect();
-        if !end_unstarted(g, w, &starts, &ends) {
+        if !end_unstarted(g, w, entered, &starts, &ends) {
             out.insert(id);
         }
     }
@@ -490,7 +505,7 @@ mod tests {
             found |= starts.iter().any(|s| ends.contains(s));
             let mut w = Walker::new(&g);
             assert_eq!(
-                end_unstarted(&g, &mut w, &starts, &ends),
+                end_unstarted(&g, &mut w, false, &starts, &ends),
                 found,
                 "{succs:?} starts {starts:?} ends {ends:?}"
             );
@@ -504,5 +519,19 @@ mod tests {
             yes > 500 && no > 500,
             "{yes} unstarted, {no} always started"
         );
+    }
+
+    /// A START at the function's entry runs once per call: a loop back to
+    /// slot 0 does not pass it, so an END in that loop may close nothing.
+    #[test]
+    fn an_entry_start_is_not_on_a_jump_back_to_slot_0() {
+        // 0: body; 1: END, then back to 0 or on to 2: exit.
+        let g = cfg::Graph::of_succs(&[vec![1], vec![2, 0], vec![]]);
+        let mut w = Walker::new(&g);
+        assert!(end_unstarted(&g, &mut w, true, &[], &[1]));
+        // The same START placed before slot 0 runs on the jump back too.
+        assert!(!end_unstarted(&g, &mut w, false, &[0], &[1]));
+        // An END only at the exit: the entry START covers it.
+        assert!(!end_unstarted(&g, &mut w, true, &[], &[2]));
     }
 }
