@@ -52,12 +52,13 @@ impl RegionStats {
             }
             s.invalid += u64at(v, stats::INVALID);
             s.tail_ends += u64at(v, stats::TAIL_ENDS);
-            let n = u64at(v, stats::COUNT);
+            let n = stats::count(v);
             if n == 0 {
                 continue;
             }
             for e in 0..MAX_EVENTS {
-                let mn = u64at(v, stats::MIN + 8 * e);
+                // Unused events have none (0, as they always read).
+                let mn = stats::min(v, e).unwrap_or(0);
                 let mx = u64at(v, stats::MAX + 8 * e);
                 s.min[e] = if s.count == 0 { mn } else { s.min[e].min(mn) };
                 s.max[e] = s.max[e].max(mx);

@@ -210,16 +210,38 @@ pub mod hist {
 /// Byte layout of `struct inxpect_stats` (one per region per CPU).
 pub mod stats {
     use super::{HIST_BUCKETS, MAX_EVENTS};
-    pub const COUNT: usize = 0;
     /// Measurements dropped for an invalid read (never in sum/min/max/hist).
     pub const INVALID: usize = 8;
-    /// Of `COUNT`, the measurements a tail call ended.
+    /// Of the measurements, those a tail call ended.
     pub const TAIL_ENDS: usize = 16;
     pub const SUM: usize = 32;
+    /// Stored complemented (`!min`): 0 is "no measurement", so the first
+    /// one needs no test of a count.
     pub const MIN: usize = SUM + 8 * MAX_EVENTS;
     pub const MAX: usize = MIN + 8 * MAX_EVENTS;
     pub const HIST: usize = MAX + 8 * MAX_EVENTS;
     pub const SIZE: usize = HIST + 8 * MAX_EVENTS * HIST_BUCKETS;
+
+    fn at(v: &[u8], o: usize) -> u64 {
+        v.get(o..o + 8)
+            .map(|s| u64::from_ne_bytes(s.try_into().expect("8 bytes")))
+            .unwrap_or(0)
+    }
+
+    /// One CPU's completed measurements: each added one to a bucket of
+    /// event 0's histogram (no count is kept: one store fewer per
+    /// measurement).
+    pub fn count(v: &[u8]) -> u64 {
+        (0..HIST_BUCKETS).map(|b| at(v, HIST + 8 * b)).sum()
+    }
+
+    /// One CPU's minimum of event `e`, if it measured anything.
+    pub fn min(v: &[u8], e: usize) -> Option<u64> {
+        match at(v, MIN + 8 * e) {
+            0 => None,
+            m => Some(!m),
+        }
+    }
 }
 
 /// Byte layout of the head of `struct inxpect_pcpu`.

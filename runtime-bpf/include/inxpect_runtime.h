@@ -31,14 +31,18 @@ struct inxpect_config {
 
 /* Map `inxpect_stats`: PERCPU_ARRAY, key = region id. */
 struct inxpect_stats {
-	__u64 count;                     /* completed measurements */
+	__u64 pad1;                      /* was `count`: the completed
+					  * measurements are the sum of
+					  * hist[0], one bucket each */
 	__u64 invalid;                   /* dropped: a read was invalid (bit 63
 					  * set: inactive or moved counter, no
 					  * module) or went backwards */
-	__u64 tail_ends;                 /* of count: ended by a tail call */
+	__u64 tail_ends;                 /* of those: ended by a tail call */
 	__u64 pad;
 	__u64 sum[INXPECT_MAX_EVENTS];
-	__u64 min[INXPECT_MAX_EVENTS];
+	__u64 min[INXPECT_MAX_EVENTS];   /* complemented (~min): 0 = no
+					  * measurement, so the first needs
+					  * no test of a count */
 	__u64 max[INXPECT_MAX_EVENTS];
 	/* bucket b: d < 16: b = d; d < 2^32 with k = floor(log2 d):
 	 * b = (k - 3) * 16 + ((d >> (k - 4)) & 15); else the last one. */

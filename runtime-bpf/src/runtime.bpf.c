@@ -290,15 +290,14 @@ static __always_inline int record(__u32 id, __u64 *now, __u64 *then, int tail)
 		__u64 d = delta(now[e], then[e]);
 
 		s->sum[e] += d;
-		if (!s->count || d < s->min[e])
-			s->min[e] = d;
+		if (~d > s->min[e])
+			s->min[e] = ~d;
 		if (d > s->max[e])
 			s->max[e] = d;
 		b = bucket(d);
 		if (b < INXPECT_HIST_BUCKETS)
 			s->hist[e][b]++;
 	}
-	s->count++;
 	if (tail)
 		s->tail_ends++;
 	return 0;

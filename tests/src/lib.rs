@@ -669,6 +669,22 @@ pub fn percpu_u64(obj: &Object, map: &str, key: u32, off: usize) -> Result<u64> 
         .sum())
 }
 
+/// Region `key`'s completed measurements over every CPU (the sum of
+/// their histograms: the statistics keep no count).
+pub fn percpu_count(obj: &Object, key: u32) -> Result<u64> {
+    let m = obj
+        .maps()
+        .find(|m| m.name() == inxpect_rewriter::runtime::MAP_STATS)
+        .context("stats map")?;
+    let vals = m
+        .lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)?
+        .with_context(|| format!("stats[{key}] missing"))?;
+    Ok(vals
+        .iter()
+        .map(|v| inxpect_rewriter::runtime::stats::count(v))
+        .sum())
+}
+
 /// A software cpu-clock perf event per CPU in `inxpect_perf`, as the loader
 /// does for `perf` on a machine without a PMU.
 pub fn attach_perf_events(obj: &Object) -> Result<Vec<std::os::fd::OwnedFd>> {

@@ -117,7 +117,7 @@ fn check_counts(what: &str, inst: &Object, m: &Manifest, app: &str, sampled: u64
         if !always {
             continue;
         }
-        let c = percpu_u64(inst, runtime::MAP_STATS, r.id, runtime::stats::COUNT)?;
+        let c = inxpect_tests::percpu_count(inst, r.id)?;
         ensure!(
             c == sampled,
             "{what}: region {} counted {c}, want {sampled}",
@@ -299,7 +299,7 @@ fn kfunc_backends_load_without_the_module_when_flagged_off() {
         } else {
             assert!(none as usize >= want, "{app} {counter:?}: {none}");
         }
-        let c = percpu_u64(&obj, runtime::MAP_STATS, 0, runtime::stats::COUNT).expect("stats");
+        let c = inxpect_tests::percpu_count(&obj, 0).expect("stats");
         assert_eq!(
             c, 0,
             "{counter:?}: nothing may be recorded without a counter"
@@ -507,8 +507,7 @@ SEC("xdp") int shapes(struct xdp_md *ctx)
         *want.entry("across").or_default() += u64::from(n != 3);
     }
     for reg in &r.manifest.regions {
-        let got =
-            percpu_u64(&inst, runtime::MAP_STATS, reg.id, runtime::stats::COUNT).expect("stats");
+        let got = inxpect_tests::percpu_count(&inst, reg.id).expect("stats");
         assert_eq!(
             Some(&got),
             want.get(reg.name.as_str()),

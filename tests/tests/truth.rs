@@ -25,7 +25,7 @@ use std::sync::Mutex;
 use anyhow::{bail, ensure, Context, Result};
 use inxpect_rewriter::{instrument, runtime, Counter, Mode, Options};
 use inxpect_tests::{
-    app_maps, attach_perf_events, load_object, percpu_u64, set_disabled, set_sampling, test_run,
+    app_maps, attach_perf_events, load_object, percpu_count, set_disabled, set_sampling, test_run,
     testdata, xlated_insns, MapEntry,
 };
 use libbpf_rs::btf::types::{MemberAttr, Struct};
@@ -412,7 +412,7 @@ fn check(
             fails.push(format!("region {key} has no ground truth (no witness {w})"));
             continue;
         }
-        let got = percpu_u64(&inst, runtime::MAP_STATS, reg.id, runtime::stats::COUNT)?;
+        let got = percpu_count(&inst, reg.id)?;
         let on = |i: usize| !Shape::off_at(&phases, i).contains(&reg.id);
         let want = t.expected_in(&w, |i| sampled(i, shift) && on(i));
         if got != want {
@@ -631,12 +631,7 @@ fn region_min(obj: &Object, id: u32) -> Result<Option<u64>> {
     let vals = m
         .lookup_percpu(&id.to_ne_bytes(), MapFlags::ANY)?
         .context("stats entry")?;
-    let at = |v: &[u8], o: usize| u64::from_ne_bytes(v[o..o + 8].try_into().expect("8 bytes"));
-    Ok(vals
-        .iter()
-        .filter(|v| at(v, runtime::stats::COUNT) > 0)
-        .map(|v| at(v, runtime::stats::MIN))
-        .min())
+    Ok(vals.iter().filter_map(|v| runtime::stats::min(v, 0)).min())
 }
 
 /// Counts cannot tell whether a function's entry probe ran again at a

@@ -395,8 +395,8 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
 /// END's statistics inline, for the common measurement: R0 = `now`, R3 =
 /// `then`, R1 = the per-CPU pointer, region `id` held and cleared. A delta
 /// below [`FAST_DELTA`] from two valid reads adds to the statistics here,
-/// as `record()` in the runtime would (count, sum, min, max, its bucket
-/// from the runtime's table) and jumps to `done`; anything else (an invalid
+/// as `record()` in the runtime would (sum, min, max, its bucket from the
+/// runtime's table) and jumps to `done`; anything else (an invalid
 /// read, a clock that went back, a long delta) goes to `slow`, which calls
 /// the runtime with R0 and R3 unchanged. No call and no frame on the
 /// common path.
@@ -451,17 +451,15 @@ fn record_inline(
             .push(Insn::alu64_imm(OP_AND, d, FAST_DELTA - 1));
     }
     let off = |o: usize| o as i16;
-    // Count, sum and bucket first, min and max last: a compare narrows d
-    // (d > max gives d >= 1), so after it d must be dead for the verifier
-    // to prune the join instead of walking the rest once per side. The
-    // first measurement (count + 1 == 1) sets min.
-    s.push(Insn::ldx(SIZE_DW, 3, 0, off(stats::COUNT)))
-        .push(Insn::alu64_imm(OP_ADD, 3, 1))
-        .push(Insn::stx_dw(0, off(stats::COUNT), 3))
-        .push(Insn::ldx(SIZE_DW, 4, 0, off(stats::SUM)))
+    // Sum and bucket first, min and max last: a compare narrows d (d >
+    // max gives d >= 1), so after it d must be dead for the verifier to
+    // prune the join instead of walking the rest once per side. No count:
+    // the histogram's sum is the count. The minimum is stored complemented
+    // (0: none yet), so the first measurement needs no test: !d > !min.
+    s.push(Insn::ldx(SIZE_DW, 4, 0, off(stats::SUM)))
         .push(Insn::alu64_reg(OP_ADD, 4, d))
         .push(Insn::stx_dw(0, off(stats::SUM), 4))
-        // hist[0][bucket_lo[d]]++, through R5 (R3 is the count)
+        // hist[0][bucket_lo[d]]++, through R5
         .load_symbol(5, st.buckets)
         .push(Insn::alu64_reg(OP_ADD, 5, d))
         .push(Insn::ldx(SIZE_B, 5, 5, 0))
@@ -469,12 +467,11 @@ fn record_inline(
         .push(Insn::alu64_reg(OP_ADD, 5, 0))
         .bump(5, off(stats::HIST), 4);
     let min_ok = s.label();
-    let set_min = s.label();
-    s.push(Insn::ldx(SIZE_DW, 4, 0, off(stats::MIN)))
-        .jump_to(Cond::EqImm(3, 1), set_min)
-        .jump_to(Cond::GeReg(d, 4), min_ok);
-    s.bind(set_min);
-    s.push(Insn::stx_dw(0, off(stats::MIN), d));
+    s.push(Insn::mov64_reg(3, d))
+        .push(Insn::alu64_imm(OP_XOR, 3, -1))
+        .push(Insn::ldx(SIZE_DW, 4, 0, off(stats::MIN)))
+        .jump_to(Cond::GeReg(4, 3), min_ok)
+        .push(Insn::stx_dw(0, off(stats::MIN), 3));
     s.bind(min_ok);
     s.push(Insn::ldx(SIZE_DW, 4, 0, off(stats::MAX)))
         .jump_to(Cond::LeReg(d, 4), done)
