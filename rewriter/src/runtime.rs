@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub const ABI: u32 = 5;
+pub const ABI: u32 = 6;
 pub const MAX_REGIONS: usize = 256;
 pub const MAX_EVENTS: usize = 4;
 /// Log-linear histogram (see [`hist`]): 2^HIST_SUB_BITS buckets per power of two.

@@ -8,7 +8,7 @@
 #ifndef __INXPECT_RUNTIME_H
 #define __INXPECT_RUNTIME_H
 
-#define INXPECT_ABI 5
+#define INXPECT_ABI 6
 #define INXPECT_MAX_REGIONS 256
 #define INXPECT_MAX_EVENTS 4
 /* Log-linear histogram: deltas below 2^SUB_BITS have a bucket each; above,
