@@ -1,7 +1,7 @@
 //! Reading the per-CPU statistics maps and summarising them.
 
 use anyhow::{bail, Context, Result};
-use inxpect_rewriter::runtime::{hist, pcpu, stats, HIST_BUCKETS, MAX_EVENTS};
+use inxpect_rewriter::runtime::{hist, pcpu, stats, u64_at as u64at, HIST_BUCKETS, MAX_EVENTS};
 use libbpf_rs::{MapCore, MapFlags};
 
 /// One region's statistics, summed over CPUs.
@@ -30,12 +30,6 @@ impl Default for RegionStats {
             hist: [[0; HIST_BUCKETS]; MAX_EVENTS],
         }
     }
-}
-
-fn u64at(b: &[u8], o: usize) -> u64 {
-    b.get(o..o + 8)
-        .map(|s| u64::from_ne_bytes(s.try_into().expect("8 bytes")))
-        .unwrap_or(0)
 }
 
 impl RegionStats {

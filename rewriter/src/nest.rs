@@ -13,8 +13,7 @@
 //! (`--functions`: the calling function's region). A region whose START
 //! and END are in different functions makes the whole tree unknown.
 
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::cfg::{self, Func, Walker};
 use crate::elf::Elf;
@@ -344,14 +343,17 @@ fn end_unstarted(
 /// ([`end_unstarted`]). START and END test the same bit of the run's mask,
 /// fixed at the entry, so such an END measures exactly when a START of
 /// this run did: its held START needs no run mark to check.
-pub fn always_started(elf: &Elf, funcs: &[Func], points: &[Point]) -> Result<BTreeSet<u32>> {
+///
+/// `graphs`: the control flow of every function with a site; `tail_callers`:
+/// the functions that make a tail call.
+pub fn always_started(
+    funcs: &[Func],
+    points: &[Point],
+    graphs: &BTreeMap<usize, &cfg::Graph>,
+    tail_callers: &BTreeSet<usize>,
+) -> BTreeSet<u32> {
     let sites = sites_of(points);
-    let tail_callers: BTreeSet<usize> = points
-        .iter()
-        .filter(|p| matches!(p.kind, Kind::TailMark | Kind::TailClear))
-        .map(|p| p.func)
-        .collect();
-    let mut graphs: HashMap<usize, (cfg::Graph, Walker)> = HashMap::new();
+    let mut walkers: HashMap<usize, Walker> = HashMap::new();
     let mut out = BTreeSet::new();
     for (&id, (s, e)) in &sites {
         let Some(fi) = s.first().map(|p| p.func) else {
@@ -364,14 +366,8 @@ pub fn always_started(elf: &Elf, funcs: &[Func], points: &[Point]) -> Result<BTr
         {
             continue;
         }
-        let (g, w) = match graphs.entry(fi) {
-            Entry::Occupied(o) => o.into_mut(),
-            Entry::Vacant(v) => {
-                let g = cfg::graph(elf, &funcs[fi])?;
-                let w = Walker::new(&g);
-                v.insert((g, w))
-            }
-        };
+        let g = graphs[&fi];
+        let w = walkers.entry(fi).or_insert_with(|| Walker::new(g));
         let rel = |p: &&Point| p.slot.0 - funcs[fi].start;
         let entered = s.iter().any(|p| p.place == Place::Entry);
         let starts: Vec<usize> = s
@@ -384,7 +380,7 @@ pub fn always_started(elf: &Elf, funcs: &[Func], points: &[Point]) -> Result<BTr
             out.insert(id);
         }
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]

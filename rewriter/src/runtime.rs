@@ -209,7 +209,7 @@ pub mod hist {
 
 /// Byte layout of `struct inxpect_stats` (one per region per CPU).
 pub mod stats {
-    use super::{HIST_BUCKETS, MAX_EVENTS};
+    use super::{u64_at as at, HIST_BUCKETS, MAX_EVENTS};
     /// Measurements dropped for an invalid read (never in sum/min/max/hist).
     pub const INVALID: usize = 8;
     /// Of the measurements, those a tail call ended.
@@ -221,12 +221,6 @@ pub mod stats {
     pub const MAX: usize = MIN + 8 * MAX_EVENTS;
     pub const HIST: usize = MAX + 8 * MAX_EVENTS;
     pub const SIZE: usize = HIST + 8 * MAX_EVENTS * HIST_BUCKETS;
-
-    fn at(v: &[u8], o: usize) -> u64 {
-        v.get(o..o + 8)
-            .map(|s| u64::from_ne_bytes(s.try_into().expect("8 bytes")))
-            .unwrap_or(0)
-    }
 
     /// One CPU's completed measurements: each added one to a bucket of
     /// event 0's histogram (no count is kept: one store fewer per
@@ -242,6 +236,13 @@ pub mod stats {
             m => Some(!m),
         }
     }
+}
+
+/// The native-endian u64 at byte `o` of a map value, 0 past its end.
+pub fn u64_at(v: &[u8], o: usize) -> u64 {
+    v.get(o..o + 8)
+        .map(|s| u64::from_ne_bytes(s.try_into().expect("8 bytes")))
+        .unwrap_or(0)
 }
 
 /// Byte layout of the head of `struct inxpect_pcpu`.

@@ -83,10 +83,13 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Emitted> {
     // ever checked by END's inline code): the regions every END of which
     // closes a START of the same run hold theirs without a mark.
     let unmarked = match (b.inline, b.record) {
-        (Some(_), Some(_)) => crate::nest::always_started(elf, &plan.funcs, &plan.points)?
-            .into_iter()
-            .filter(|&id| body::in_mask(id))
-            .fold(0u64, |m, id| m | 1 << id),
+        (Some(_), Some(_)) => {
+            let graphs = analyses.iter().map(|(&fi, a)| (fi, &a.g)).collect();
+            crate::nest::always_started(&plan.funcs, &plan.points, &graphs, &tail_callers)
+                .into_iter()
+                .filter(|&id| body::in_mask(id))
+                .fold(0u64, |m, id| m | 1 << id)
+        }
         _ => 0,
     };
     let mut frames: Vec<stack::Frame> = Vec::with_capacity(plan.funcs.len());
