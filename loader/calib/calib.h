@@ -3,14 +3,16 @@
 #ifndef __INXPECT_CALIB_H
 #define __INXPECT_CALIB_H
 
-/* Four values live from BUSY_BEGIN to BUSY_END (read by instructions
- * there): the sites between save them in the four callee-saved registers,
- * and with none left free a START calls the runtime to read. */
+/* Four values live from BUSY_BEGIN to BUSY_END, in the four callee-saved
+ * registers (BUSY_END clobbers R0-R5 before it reads them): no register is
+ * dead at the sites between, so a START calls the runtime to read. */
 #define BUSY_BEGIN                                      \
 	__u64 a, b, c, d;                               \
 	asm volatile("%0 = 1\n%1 = 2\n%2 = 3\n%3 = 4" \
 		     : "=r"(a), "=r"(b), "=r"(c), "=r"(d))
-#define BUSY_END asm volatile("%0 += %1\n%0 += %2\n%0 += %3" : "+r"(a) : "r"(b), "r"(c), "r"(d))
+#define BUSY_END                                                        \
+	asm volatile("" ::: "r0", "r1", "r2", "r3", "r4", "r5");        \
+	asm volatile("%0 += %1\n%0 += %2\n%0 += %3" : "+r"(a) : "r"(b), "r"(c), "r"(d))
 
 /* 64 regions (put them where they never run), so that the regions after
  * them are past the run mask (regions 0-63), whose sites test the sampling

@@ -106,6 +106,10 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Emitted> {
         });
     }
 
+    let regs_used: BTreeMap<usize, u16> = analyses
+        .iter()
+        .map(|(&fi, a)| (fi, regs_used(&a.g)))
+        .collect();
     let mut out = Insertions::new();
     let zeroed = zero_uninitialised(plan, &groups, &analyses, &mut out);
     for (&(sec, slot, place), (fi, kinds)) in &groups {
@@ -116,7 +120,14 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Emitted> {
         let i = slot.0 - f.start + usize::from(place == Place::After);
         let init = a.must_init[i] | zeroed.get(&fi).copied().unwrap_or(0);
         let keep = a.live_in[i] & init & CALLER_SAVED;
-        let mut free: Vec<u8> = (6..=9).filter(|r| a.live_in[i] & (1 << r) == 0).collect();
+        // Dead callee-saved registers. One the function never touches
+        // would be pushed and popped by the JIT on every run, for a save a
+        // stack slot does as cheaply: saves take only those it uses, and
+        // the probe's spare (kept across its read) prefers them.
+        let used = regs_used[&fi];
+        let (mut free, fresh): (Vec<u8>, Vec<u8>) = (6..=9u8)
+            .filter(|r| a.live_in[i] & (1 << r) == 0)
+            .partition(|r| used & (1 << r) != 0);
         let (words, mut depth) = if f.is_prog {
             let (w, d) = words(a, nregions);
             (Some(w), d)
@@ -147,7 +158,12 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Emitted> {
         // A site whose regions this run does not measure (unsampled run,
         // regions disabled) skips everything, saves included, after a load
         // of the run's mask and a test, when a dead register can take it.
-        let scratch = (0..=9u8).find(|r| a.live_in[i] & (1 << r) == 0);
+        // Any dead register, one the JIT already saves first.
+        let dead = |r: &u8| a.live_in[i] & (1 << r) == 0;
+        let scratch = (0..=9u8)
+            .filter(dead)
+            .find(|&r| r < 6 || used & (1 << r) != 0)
+            .or_else(|| (6..=9u8).find(dead));
         let ids: Option<Vec<u32>> = kinds
             .iter()
             .map(|(k, _)| match k {
@@ -162,7 +178,7 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Emitted> {
         let site = body::Site {
             words,
             checked: precheck.as_ref().is_some_and(|p| p.2.len() == 1),
-            spare: free.first().copied(),
+            spare: free.first().or(fresh.first()).copied(),
             nregions,
             tail_calls,
             unmarked,
@@ -217,6 +233,24 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Emitted> {
         insertions: out,
         windows,
     })
+}
+
+/// The registers a function's instructions name (the JIT saves the
+/// callee-saved ones among them in its prologue): a call's and an
+/// `ld_imm64`'s source field is not a register.
+fn regs_used(g: &cfg::Graph) -> u16 {
+    g.insns
+        .iter()
+        .zip(&g.is_insn)
+        .filter(|(_, &real)| real)
+        .fold(0u16, |m, (x, _)| {
+            let src = if x.is_call() || x.is_ld_imm64() {
+                0
+            } else {
+                1 << x.src
+            };
+            m | 1 << x.dst | src
+        })
 }
 
 /// The deepest chain of runtime frames a probe's call can start (the

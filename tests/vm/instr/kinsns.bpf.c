@@ -45,12 +45,14 @@ int xdp_kinsns(struct xdp_md *ctx)
 	INXPECT_START(k100);
 	KINSNS(100);
 	INXPECT_END(k100);
-	/* Four values live across the region: no register is left free at
+	/* Four values live across the region in the callee-saved registers
+	 * (R0-R5 clobbered before they are read): no register is dead at
 	 * START, which calls the runtime to read (`empty_busy`). */
 	asm volatile("%0 = 1\n%1 = 2\n%2 = 3\n%3 = 4" : "=r"(a), "=r"(b), "=r"(c), "=r"(d));
 	INXPECT_START(kbusy10);
 	KINSNS(10);
 	INXPECT_END(kbusy10);
+	asm volatile("" ::: "r0", "r1", "r2", "r3", "r4", "r5");
 	asm volatile("%0 += %1\n%0 += %2\n%0 += %3" : "+r"(a) : "r"(b), "r"(c), "r"(d));
 	return XDP_PASS + ksub();
 }
