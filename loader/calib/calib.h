@@ -5,7 +5,8 @@
 
 /* Four values live from BUSY_BEGIN to BUSY_END, in the four callee-saved
  * registers (BUSY_END clobbers R0-R5 before it reads them): no register is
- * dead at the sites between, so a START calls the runtime to read. */
+ * dead at the sites between, so a START fills the per-CPU pointer again
+ * after its read (in a subprogram: calls the runtime to read). */
 #define BUSY_BEGIN                                      \
 	__u64 a, b, c, d;                               \
 	asm volatile("%0 = 1\n%1 = 2\n%2 = 3\n%3 = 4" \

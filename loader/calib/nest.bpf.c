@@ -10,7 +10,8 @@
  *
  * (the two leaves differ only by the child region), and each again with
  * four values live across the child (`_busy`: no register is free at its
- * START, which then calls the runtime to read), and the program-code ones
+ * START, which then fills the per-CPU pointer again after its read, or
+ * in a subprogram calls the runtime to read), and the program-code ones
  * again past the 64 regions of the run mask (`_word`). The reports subtract from
  * a parent's total, once per child measurement, the cost of the child
  * whose probes have the shape of the real child's (the manifest's `whole`

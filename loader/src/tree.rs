@@ -44,6 +44,19 @@ pub struct Node {
     /// nesting calibration does not fit exactly).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub why: Option<String>,
+    /// With a parent and the nesting calibration: what each of its
+    /// measurements adds to its parent's, taken out of the parent's self.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub charge: Option<Charge>,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Charge {
+    /// The calibration child whose probes it fits (null: none, the
+    /// program's or subprogram's child cost instead).
+    pub shape: Option<String>,
+    /// Per event.
+    pub cost: Vec<f64>,
 }
 
 /// The tree of `r`'s regions (described by `m`), in the report's order.
@@ -109,6 +122,16 @@ pub fn build(r: &Report, m: &Manifest) -> Vec<Node> {
     };
     let parents: Vec<Result<Option<u32>, String>> = regs.iter().map(|g| parent_of(g.id)).collect();
     let in_program = |id: u32| desc(id).is_some_and(|d| m.programs.contains(&d.function));
+    let nested = cal.and_then(|c| c.nested.as_ref());
+    // What each region with a parent costs it per measurement.
+    let charges: Vec<Option<crate::report::ChildCost>> = regs
+        .iter()
+        .zip(&parents)
+        .map(|(g, p)| match (p, nested, desc(g.id)) {
+            (Ok(Some(_)), Some(n), Some(d)) => Some(n.for_child(d, in_program(g.id), &r.events)),
+            _ => None,
+        })
+        .collect();
     let mut nodes = Vec::new();
     for (i, g) in regs.iter().enumerate() {
         let parent = parents[i].clone().ok().flatten();
@@ -138,23 +161,21 @@ pub fn build(r: &Report, m: &Manifest) -> Vec<Node> {
         }
         let mut me = total(g);
         let mut known = true;
-        let nested = cal.and_then(|c| c.nested.as_ref());
         for (k, c) in regs.iter().enumerate() {
             match &parents[k] {
                 Ok(Some(p)) if *p == g.id => {
-                    let Some(n) = nested else {
+                    if nested.is_none() {
                         known = false;
                         why.get_or_insert_with(|| {
                             "no calibration (--no-calibrate): the children's probe cost is unknown"
                                 .into()
                         });
                         continue;
-                    };
-                    let Some(d) = desc(c.id) else {
+                    }
+                    let Some(cc) = &charges[k] else {
                         continue;
                     };
-                    let cc = n.for_child(d, in_program(c.id), &r.events);
-                    if let Some(a) = cc.approximate {
+                    if let Some(a) = &cc.approximate {
                         why.get_or_insert(format!("approximate: {a}"));
                     }
                     let cost = &cc.cost;
@@ -183,6 +204,10 @@ pub fn build(r: &Report, m: &Manifest) -> Vec<Node> {
             total: total(g),
             self_: known.then_some(me),
             why,
+            charge: charges[i].as_ref().map(|c| Charge {
+                shape: c.shape.clone(),
+                cost: c.cost.clone(),
+            }),
         });
     }
     nodes

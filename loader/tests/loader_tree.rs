@@ -66,6 +66,39 @@ fn counts(t: &BTreeMap<String, Value>) -> Vec<(&str, u64)> {
         .collect()
 }
 
+/// What child `c` (at `path`) is charged per measurement: the nesting
+/// calibration's child it fits, one where it sits (program code or a
+/// subprogram), at that child's measured cost (time events: no
+/// instruction difference is added), or without a fit the cost of where it
+/// sits.
+fn charge(nest: &Value, path: &str, c: &Value, in_program: bool) -> f64 {
+    let cost = c["charge"]["cost"][0]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{path}: no charge: {c}"));
+    let want = match c["charge"]["shape"].as_str() {
+        Some(shape) => {
+            assert_eq!(
+                !shape.starts_with("sub_"),
+                in_program,
+                "{path}: charged as {shape}"
+            );
+            nest["shapes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["region"] == shape)
+                .unwrap_or_else(|| panic!("{path}: {shape} is not a calibration child"))["offset"]
+                [0]
+            .as_f64()
+            .unwrap()
+        }
+        None if in_program => nest["program"][0].as_f64().unwrap(),
+        None => nest["subprogram"][0].as_f64().unwrap(),
+    };
+    assert_eq!(cost, want, "{path}: charge");
+    cost
+}
+
 /// Every node's self is its total less its children's totals and their
 /// probes' cost (the calibration's `nested`, by where the child sits), and
 /// `--folded` prints exactly the nodes with their rounded self.
@@ -77,11 +110,7 @@ fn check_self(v: &Value, folded: &str, in_program: &dyn Fn(&str) -> bool) {
         for (cpath, c) in &t {
             if c["parent"] == n["id"] {
                 let leaf = cpath.rsplit(';').next().unwrap();
-                let cost = if in_program(leaf) {
-                    nest["program"][0].as_f64().unwrap()
-                } else {
-                    nest["subprogram"][0].as_f64().unwrap()
-                };
+                let cost = charge(nest, cpath, c, in_program(leaf));
                 want -= c["total"][0].as_f64().unwrap() + c["count"].as_f64().unwrap() * cost;
             }
         }

@@ -50,8 +50,13 @@ pub struct Site {
     /// The site already tested this kind's bit of the run mask.
     pub checked: bool,
     /// A dead callee-saved register left after the saves: a START keeps the
-    /// per-CPU pointer there across its own read.
+    /// per-CPU pointer there across its own read (without one, a program's
+    /// START fills it again after the read).
     pub spare: Option<u8>,
+    /// Without a spare, a stack slot of the site's own (in a program with
+    /// an END here): END keeps its delta there across the statistics'
+    /// look-up.
+    pub spill: Option<i16>,
     /// Regions in the object (what a tail-call continuation closes).
     pub nregions: u32,
     /// The object makes tail calls: program entries may continue a run.
@@ -165,6 +170,7 @@ pub fn body(k: Kind, b: &Backend, site: &Site) -> Seq {
             let p = Probe {
                 words,
                 spare: site.spare,
+                spill: site.spill,
                 id,
                 marked: site.unmarked & 1u64.checked_shl(id).unwrap_or(0) == 0,
             };
@@ -203,6 +209,7 @@ struct Probe {
     /// In a program: its run words (region `id` in the mask).
     words: Option<Words>,
     spare: Option<u8>,
+    spill: Option<i16>,
     id: u32,
     /// The held value carries the run's id, checked by END.
     marked: bool,
@@ -215,18 +222,28 @@ fn start(s: &mut Seq, b: &Backend, p: Probe, done: Label) {
         spare,
         id,
         marked,
+        ..
     } = p;
     match (b.inline, spare, words) {
         // In a program: `held.run = sampled` (where END checks it) through
         // the word's per-CPU pointer, kept in `f` across the read, then the
         // read stored there; no runtime call.
-        (Some((r, _, _)), Some(f), Some(w)) => {
-            s.push(Insn::ldx_dw(f, 10, w.pcpu));
+        // With no register free, the pointer is filled again after the
+        // read: one instruction more in the window, against a runtime call
+        // of ~40.
+        (Some((r, _, _)), spare, Some(w)) => {
+            let f = spare.unwrap_or(1);
             if marked {
-                s.push(Insn::ldx(SIZE_DW, 1, f, pcpu::SAMPLED as i16))
-                    .push(Insn::stx_dw(f, held(id), 1));
+                s.push(Insn::ldx_dw(f, 10, w.pcpu))
+                    .push(Insn::ldx(SIZE_DW, 2, f, pcpu::SAMPLED as i16))
+                    .push(Insn::stx_dw(f, held(id), 2));
+            } else if spare.is_some() {
+                s.push(Insn::ldx_dw(f, 10, w.pcpu));
             }
             read(s, b, r, words, done);
+            if spare.is_none() {
+                s.push(Insn::ldx_dw(f, 10, w.pcpu));
+            }
             s.push(Insn::stx_dw(f, held(id) + 8, 0));
         }
         // Elsewhere: the bookkeeping in the runtime, then the read here.
@@ -267,7 +284,12 @@ fn end(s: &mut Seq, b: &Backend, p: Probe, done: Label) {
             s.push(Insn::ldx(SIZE_DW, 3, 1, held(id) + 8));
             let slow = s.label();
             if let Some(st) = b.stats {
-                record_inline(s, b.counter, st, w, p.spare, id, slow, done);
+                let keep = match (p.spare, p.spill) {
+                    (Some(f), _) => Keep::Reg(f),
+                    (None, Some(o)) => Keep::Slot(o),
+                    (None, None) => unreachable!("a program's END site has a spare or a slot"),
+                };
+                record_inline(s, b.counter, st, keep, id, slow, done);
             }
             s.bind(slow);
             s.push(Insn::mov64_reg(2, 0))
@@ -400,13 +422,20 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
 /// read, a clock that went back, a long delta) goes to `slow`, which calls
 /// the runtime with R0 and R3 unchanged. No call and no frame on the
 /// common path.
-#[allow(clippy::too_many_arguments)]
+/// Where END keeps its delta across the statistics' look-up, its bound
+/// with it (a callee-saved register, or a spilled scalar: a store to the
+/// map value would lose the bound).
+#[derive(Clone, Copy)]
+enum Keep {
+    Reg(u8),
+    Slot(i16),
+}
+
 fn record_inline(
     s: &mut Seq,
     counter: Counter,
     st: StatsSyms,
-    w: Words,
-    spare: Option<u8>,
+    keep: Keep,
     id: u32,
     slow: Label,
     done: Label,
@@ -428,15 +457,13 @@ fn record_inline(
             .jump_to(Cond::SltImm(4, 0), slow);
     }
     s.jump_to(Cond::GeImm(2, FAST_DELTA), slow);
-    // The delta across the look-up: a spare callee-saved register keeps it
-    // and its bound; else the held slot just cleared does.
-    let d = match spare {
-        Some(f) => {
+    let d = match keep {
+        Keep::Reg(f) => {
             s.push(Insn::mov64_reg(f, 2));
             f
         }
-        None => {
-            s.push(Insn::stx_dw(1, held(id) + 8, 2));
+        Keep::Slot(o) => {
+            s.push(Insn::stx_dw(10, o, 2));
             2
         }
     };
@@ -444,11 +471,8 @@ fn record_inline(
         .load_symbol_at(2, st.ids, 4 * id as i32)
         .helper(1)
         .jump_to(Cond::EqImm(0, 0), done);
-    if spare.is_none() {
-        // Reloaded from memory: the bound the verifier lost, kept by a mask.
-        s.push(Insn::ldx_dw(1, 10, w.pcpu))
-            .push(Insn::ldx(SIZE_DW, d, 1, held(id) + 8))
-            .push(Insn::alu64_imm(OP_AND, d, FAST_DELTA - 1));
+    if let Keep::Slot(o) = keep {
+        s.push(Insn::ldx_dw(d, 10, o));
     }
     let off = |o: usize| o as i16;
     // Sum and bucket first, min and max last: a compare narrows d (d >

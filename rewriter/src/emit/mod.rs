@@ -146,6 +146,18 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Emitted> {
                 saves.push((r, SaveTo::Stack(-(depth as i16))));
             }
         }
+        let spare = free.first().or(fresh.first()).copied();
+        // END's inline statistics keep the delta across their look-up.
+        let inline_end = words.is_some()
+            && b.stats.is_some()
+            && b.record.is_some()
+            && kinds
+                .iter()
+                .any(|(k, _)| matches!(k, Kind::End(id) if body::in_mask(*id)));
+        let spill = (spare.is_none() && inline_end).then(|| {
+            depth = (depth + 7) / 8 * 8 + 8;
+            -(depth as i16)
+        });
         let fr = &mut frames[fi];
         fr.instrumented = fr.instrumented.max(depth);
         let mut s = Seq::new();
@@ -178,7 +190,8 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Emitted> {
         let site = body::Site {
             words,
             checked: precheck.as_ref().is_some_and(|p| p.2.len() == 1),
-            spare: free.first().or(fresh.first()).copied(),
+            spare,
+            spill,
             nregions,
             tail_calls,
             unmarked,

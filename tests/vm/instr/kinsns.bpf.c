@@ -47,7 +47,8 @@ int xdp_kinsns(struct xdp_md *ctx)
 	INXPECT_END(k100);
 	/* Four values live across the region in the callee-saved registers
 	 * (R0-R5 clobbered before they are read): no register is dead at
-	 * START, which calls the runtime to read (`empty_busy`). */
+	 * START, which fills the per-CPU pointer again after its read
+	 * (`empty_busy`). */
 	asm volatile("%0 = 1\n%1 = 2\n%2 = 3\n%3 = 4" : "=r"(a), "=r"(b), "=r"(c), "=r"(d));
 	INXPECT_START(kbusy10);
 	KINSNS(10);
