@@ -14,7 +14,6 @@ pub const HIST_BUCKETS: usize = (32 - HIST_SUB_BITS as usize + 1) * HIST_SUB + 1
 
 pub const FN_START: &str = "__inxpect_start";
 pub const FN_END: &str = "__inxpect_end";
-pub const FN_START_PREP: &str = "__inxpect_start_prep";
 pub const FN_END_VALUE: &str = "__inxpect_end_value";
 /// END's statistics for a program-level site that checked the held START itself.
 pub const FN_RECORD: &str = "__inxpect_record";

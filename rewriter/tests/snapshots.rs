@@ -22,12 +22,7 @@ const APPS: [&str; 10] = [
 
 /// The runtime's functions (runtime-bpf/src/runtime.bpf.c), cut from the
 /// user-code snapshots.
-const RUNTIME_FUNCS: [&str; 4] = [
-    "__inxpect_start",
-    "__inxpect_end",
-    "__inxpect_start_prep",
-    "__inxpect_end_value",
-];
+const RUNTIME_FUNCS: [&str; 3] = ["__inxpect_start", "__inxpect_end", "__inxpect_end_value"];
 
 fn rewritten(app: &str, mode: Mode, counter: Counter) -> String {
     let p = common::root().join(format!("testdata/objects/{app}.clang-O2-g.o"));

@@ -205,19 +205,6 @@ __probe int __inxpect_start(__u32 id)
 	return 0;
 }
 
-#if INXPECT_NR_EVENTS == 1 && !defined(INXPECT_BACKEND_PERF)
-/*
- * For sites that read the counter themselves (one event, a kfunc or
- * bpf_ktime_get_ns): START's bookkeeping, then the site reads and stores
- * the value into held[id].val[0]; returns whether to read. With END the
- * site reads first and passes the value to __inxpect_end_value. No frame is
- * then set up or torn down between the two reads.
- */
-__probe int __inxpect_start_prep(__u32 id)
-{
-	return start_hold(id) != 0;
-}
-#endif
 
 /*
  * The bucket of every delta below 2^12, one byte each (the largest, 143, is

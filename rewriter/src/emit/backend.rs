@@ -29,9 +29,9 @@ pub struct Backend {
     /// `inxpect_kfuncs` (pmc, tsc): 0 where the module is absent, a
     /// read-only value the verifier folds.
     pub kfunc_flag: Option<usize>,
-    /// Sites read the counter themselves (one event, not `perf`): the read,
-    /// `__inxpect_start_prep` and `__inxpect_end_value`.
-    pub inline: Option<(Read, usize, usize)>,
+    /// Sites read the counter themselves (one event, not `perf`): the read
+    /// and `__inxpect_end_value`.
+    pub inline: Option<(Read, usize)>,
     /// With `inline`: `__inxpect_record`, END's statistics alone (program-
     /// level sites check and clear the held START themselves).
     pub record: Option<usize>,
@@ -69,9 +69,7 @@ impl Backend {
     pub fn is_runtime_fn(&self, sym: usize) -> bool {
         [self.start, self.end, self.tail_enter].contains(&sym)
             || self.record == Some(sym)
-            || self
-                .inline
-                .is_some_and(|(_, prep, end_value)| sym == prep || sym == end_value)
+            || self.inline.is_some_and(|(_, end_value)| sym == end_value)
     }
 
     /// `read_fn`: a global function of the object that sites call to read
@@ -119,11 +117,7 @@ impl Backend {
             _ => (read, end_read),
         };
         let inline = match read {
-            Some(r) => Some((
-                r,
-                required(elf, runtime::FN_START_PREP, true)?,
-                required(elf, runtime::FN_END_VALUE, true)?,
-            )),
+            Some(r) => Some((r, required(elf, runtime::FN_END_VALUE, true)?)),
             None => None,
         };
         let record = match inline {

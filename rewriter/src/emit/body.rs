@@ -9,7 +9,7 @@
 use super::backend::{Backend, Read, StatsSyms};
 use super::seq::{Cond, Label, Seq};
 use crate::insn::{
-    Insn, OP_ADD, OP_AND, OP_ARSH, OP_LSH, OP_OR, OP_SUB, OP_XOR, SIZE_B, SIZE_DW, SIZE_W,
+    Insn, OP_ADD, OP_AND, OP_ARSH, OP_LSH, OP_OR, OP_RSH, OP_SUB, OP_XOR, SIZE_B, SIZE_DW, SIZE_W,
 };
 use crate::probe::Kind;
 use crate::runtime::{config, pcpu, stats, Counter, FAST_DELTA};
@@ -231,7 +231,7 @@ fn start(s: &mut Seq, b: &Backend, p: Probe, done: Label) {
         // With no register free, the pointer is filled again after the
         // read: one instruction more in the window, against a runtime call
         // of ~40.
-        (Some((r, _, _)), spare, Some(w)) => {
+        (Some((r, _)), spare, Some(w)) => {
             let f = spare.unwrap_or(1);
             if marked {
                 s.push(Insn::ldx_dw(f, 10, w.pcpu))
@@ -246,14 +246,15 @@ fn start(s: &mut Seq, b: &Backend, p: Probe, done: Label) {
             }
             s.push(Insn::stx_dw(f, held(id) + 8, 0));
         }
-        // Elsewhere: the bookkeeping in the runtime, then the read here.
-        (Some((r, prep, _)), Some(f), None) => {
-            s.push(Insn::mov64_imm(1, id as i32))
-                .call_symbol(prep)
-                .jump_to(Cond::EqImm(0, 0), done);
-            pcpu_lookup(s, b);
-            s.jump_to(Cond::EqImm(0, 0), done)
-                .push(Insn::mov64_reg(f, 0));
+        // Elsewhere, R0 the per-CPU pointer of a sampled run (the site
+        // checked): the region enabled, the held mark, the read; no call.
+        (Some((r, _)), Some(f), None) => {
+            test_enabled(s, b, id, done);
+            s.push(Insn::mov64_reg(f, 0));
+            if marked {
+                s.push(Insn::ldx(SIZE_DW, 1, f, pcpu::SAMPLED as i16))
+                    .push(Insn::stx_dw(f, held(id), 1));
+            }
             read(s, b, r, words, done);
             s.push(Insn::stx_dw(f, held(id) + 8, 0));
         }
@@ -265,6 +266,22 @@ fn start(s: &mut Seq, b: &Backend, p: Probe, done: Label) {
     }
 }
 
+/// `if region id is disabled goto skip` (the config's `enabled` bit),
+/// through R1.
+fn test_enabled(s: &mut Seq, b: &Backend, id: u32, skip: Label) {
+    let word = config::ENABLED + 8 * (id / 64) as usize;
+    s.load_symbol(1, b.config)
+        .push(Insn::ldx(SIZE_DW, 1, 1, word as i16));
+    match id % 64 {
+        // An immediate is sign-extended: bit 31 and up by a shift.
+        bit @ 0..=30 => s.push(Insn::alu64_imm(OP_AND, 1, 1 << bit)),
+        bit => s
+            .push(Insn::alu64_imm(OP_RSH, 1, bit as i32))
+            .push(Insn::alu64_imm(OP_AND, 1, 1)),
+    };
+    s.jump_to(Cond::EqImm(1, 0), skip);
+}
+
 /// END reads first, then hands the value to the runtime.
 fn end(s: &mut Seq, b: &Backend, p: Probe, done: Label) {
     let (words, id) = (p.words, p.id);
@@ -272,7 +289,7 @@ fn end(s: &mut Seq, b: &Backend, p: Probe, done: Label) {
         // In a program: the held START checked and cleared inline through
         // the word's per-CPU pointer (unmarked: a START of this run surely
         // holds it), then only the statistics are a call.
-        (Some((r, _, _)), Some(record), Some(w)) => {
+        (Some((r, _)), Some(record), Some(w)) => {
             read(s, b, b.end_read.unwrap_or(r), words, done);
             s.push(Insn::ldx_dw(1, 10, w.pcpu));
             if p.marked {
@@ -296,7 +313,7 @@ fn end(s: &mut Seq, b: &Backend, p: Probe, done: Label) {
                 .push(Insn::mov64_imm(1, id as i32))
                 .call_symbol(record);
         }
-        (Some((r, _, end_value)), _, _) => {
+        (Some((r, end_value)), _, _) => {
             read(s, b, b.end_read.unwrap_or(r), words, done);
             s.push(Insn::mov64_reg(2, 0))
                 .push(Insn::mov64_imm(1, id as i32))
@@ -333,14 +350,9 @@ fn store_inverted(s: &mut Seq, w: Words, reg: u8) {
 /// A program entry. `done` follows.
 fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
     let w = site.words.expect("a program entry has the run words");
-    // Nothing measured until the entry decides otherwise: all ones, a
-    // spilled register's constant the verifier tracks (6.1 does not track
-    // a stored immediate), which makes an unsampled run's sites dead code.
-    s.push(Insn::mov32_imm(1, -1))
-        .push(Insn::stx(SIZE_W, 10, w.mask, 1));
-    if let Some(hi) = w.mask_hi {
-        s.push(Insn::stx(SIZE_W, 10, hi, 1));
-    }
+    // A run that measures nothing (unsampled, or no counter) gets the
+    // all-ones mask here, the others theirs before they jump to `done`.
+    let nothing = s.label();
     pcpu_lookup(s, b);
     // A one-entry per-CPU array's key 0 is always found: the impossible
     // miss leaves the program (0 is in every type's return range) instead
@@ -366,8 +378,8 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
             // The caller's run was sampled: load + 1 == left + 1.
             .push(Insn::ldx(SIZE_DW, 1, 0, pcpu::LOAD as i16))
             .push(Insn::alu64_imm(OP_ADD, 1, 1))
-            .jump_to(Cond::NeReg(1, 2), done);
-        kfunc_guard(s, b, 2, done);
+            .jump_to(Cond::NeReg(1, 2), nothing);
+        kfunc_guard(s, b, 2, nothing);
         store_mask(s, b, w, 2);
         s.push(Insn::mov64_imm(1, site.nregions as i32))
             .call_symbol(b.tail_enter)
@@ -402,16 +414,25 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
             .push(Insn::ldx(SIZE_W, 3, 3, 0))
             .jump_to(Cond::NeImm(3, 0), present)
             .bump(0, pcpu::NO_COUNTER as i16, 3)
-            .jump_to(Cond::Always, done);
+            .jump_to(Cond::Always, nothing);
         s.bind(present);
     }
     s.push(Insn::ldx(SIZE_DW, 2, 2, config::ENABLED as i16));
     store_inverted(s, w, 2);
     s.jump_to(Cond::Always, done);
-    // An unsampled run takes one off `left`; its mask stays all ones.
+    // An unsampled run takes one off `left`.
     s.bind(unsampled);
     s.push(Insn::alu64_imm(OP_ADD, 1, -1))
         .push(Insn::stx_dw(0, pcpu::LEFT as i16, 1));
+    // Nothing measured: all ones, a spilled register's constant the
+    // verifier tracks (6.1 does not track a stored immediate), which makes
+    // every site of the run dead code to it.
+    s.bind(nothing);
+    s.push(Insn::mov32_imm(1, -1))
+        .push(Insn::stx(SIZE_W, 10, w.mask, 1));
+    if let Some(hi) = w.mask_hi {
+        s.push(Insn::stx(SIZE_W, 10, hi, 1));
+    }
 }
 
 /// END's statistics inline, for the common measurement: R0 = `now`, R3 =
