@@ -249,7 +249,7 @@ fn start(s: &mut Seq, b: &Backend, p: Probe, done: Label) {
         // Elsewhere, R0 the per-CPU pointer of a sampled run (the site
         // checked): the region enabled, the held mark, the read; no call.
         (Some((r, _)), Some(f), None) => {
-            test_enabled(s, b, id, done);
+            test_enabled(s, b.config, id, done);
             s.push(Insn::mov64_reg(f, 0));
             if marked {
                 s.push(Insn::ldx(SIZE_DW, 1, f, pcpu::SAMPLED as i16))
@@ -266,11 +266,11 @@ fn start(s: &mut Seq, b: &Backend, p: Probe, done: Label) {
     }
 }
 
-/// `if region id is disabled goto skip` (the config's `enabled` bit),
-/// through R1.
-fn test_enabled(s: &mut Seq, b: &Backend, id: u32, skip: Label) {
+/// `if region id is disabled goto skip` (the `enabled` bit of the config,
+/// symbol `config`), through R1.
+fn test_enabled(s: &mut Seq, config: usize, id: u32, skip: Label) {
     let word = config::ENABLED + 8 * (id / 64) as usize;
-    s.load_symbol(1, b.config)
+    s.load_symbol(1, config)
         .push(Insn::ldx(SIZE_DW, 1, 1, word as i16));
     match id % 64 {
         // An immediate is sign-extended: bit 31 and up by a shift.
@@ -522,4 +522,57 @@ fn record_inline(
         .jump_to(Cond::LeReg(d, 4), done)
         .push(Insn::stx_dw(0, off(stats::MAX), d))
         .jump_to(Cond::Always, done);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::insn::{CLS_ALU64, CLS_JMP, CLS_LDX};
+
+    /// The enabled test skips exactly when the region's bit of its config
+    /// word is clear, bits 31 and up included (an AND's immediate is
+    /// sign-extended), run here on chosen words.
+    #[test]
+    fn enabled_test_skips_on_the_regions_bit_alone() {
+        for id in [0u32, 1, 30, 31, 32, 40, 63, 64, 94, 95, 96, 127, 255] {
+            let mut s = Seq::new();
+            let skip = s.label();
+            test_enabled(&mut s, 7, id, skip);
+            s.bind(skip);
+            let code = s.finish();
+            let bit = 1u64 << (id % 64);
+            for word in [bit, !bit, u64::MAX, 0, bit | 1, bit | 1 << 63] {
+                let (mut r1, mut skipped, mut i) = (0u64, None, 0);
+                while i < code.len() {
+                    let x = code[i].insn;
+                    if x.is_ld_imm64() {
+                        assert_eq!((x.dst, code[i].load), (1, Some(7)), "{id}: the config");
+                        i += 2;
+                        continue;
+                    }
+                    match (x.class(), x.code & 0xf0) {
+                        (CLS_LDX, _) => {
+                            let at = config::ENABLED + 8 * (id / 64) as usize;
+                            assert_eq!(x.off as usize, at, "{id}: the word");
+                            r1 = word;
+                        }
+                        (CLS_ALU64, OP_AND) => r1 &= x.imm as i64 as u64,
+                        (CLS_ALU64, OP_RSH) => r1 >>= x.imm,
+                        // JEQ R1, imm
+                        (CLS_JMP, 0x10) => {
+                            assert_eq!(x.dst, 1);
+                            skipped = Some(r1 == x.imm as i64 as u64);
+                        }
+                        other => panic!("{id}: unexpected {other:?}"),
+                    }
+                    i += 1;
+                }
+                assert_eq!(
+                    skipped,
+                    Some(word & bit == 0),
+                    "region {id}, word {word:#x}"
+                );
+            }
+        }
+    }
 }
