@@ -435,14 +435,6 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
     }
 }
 
-/// END's statistics inline, for the common measurement: R0 = `now`, R3 =
-/// `then`, R1 = the per-CPU pointer, region `id` held and cleared. A delta
-/// below [`FAST_DELTA`] from two valid reads adds to the statistics here,
-/// as `record()` in the runtime would (sum, min, max, its bucket from the
-/// runtime's table) and jumps to `done`; anything else (an invalid
-/// read, a clock that went back, a long delta) goes to `slow`, which calls
-/// the runtime with R0 and R3 unchanged. No call and no frame on the
-/// common path.
 /// Where END keeps its delta across the statistics' look-up, its bound
 /// with it (a callee-saved register, or a spilled scalar: a store to the
 /// map value would lose the bound).
@@ -452,6 +444,14 @@ enum Keep {
     Slot(i16),
 }
 
+/// END's statistics inline, for the common measurement: R0 = `now`, R3 =
+/// `then`, R1 = the per-CPU pointer, region `id` held and cleared. A delta
+/// below [`FAST_DELTA`] from two valid reads adds to the statistics here,
+/// as `record()` in the runtime would (sum, min, max, its bucket from the
+/// runtime's table) and jumps to `done`; anything else (an invalid
+/// read, a clock that went back, a long delta) goes to `slow`, which calls
+/// the runtime with R0 and R3 unchanged. No call and no frame on the
+/// common path.
 fn record_inline(
     s: &mut Seq,
     counter: Counter,
@@ -461,12 +461,18 @@ fn record_inline(
     slow: Label,
     done: Label,
 ) {
-    s.push(Insn::mov64_reg(2, 0))
-        .push(Insn::alu64_reg(OP_SUB, 2, 3));
+    // The delta computed where it stays across the look-up: the spare
+    // register, or R2 then spilled to the site's slot.
+    let d = match keep {
+        Keep::Reg(f) => f,
+        Keep::Slot(_) => 2,
+    };
+    s.push(Insn::mov64_reg(d, 0))
+        .push(Insn::alu64_reg(OP_SUB, d, 3));
     match counter {
         // 32-bit counters: the delta mod 2^32 (the runtime's DELTA_32).
         Counter::Tsc | Counter::Pmc => {
-            s.push(Insn::mov32_reg(2, 2));
+            s.push(Insn::mov32_reg(d, d));
         }
         // 64-bit: a negative delta is >= FAST_DELTA unsigned, so slow.
         _ => {}
@@ -477,17 +483,10 @@ fn record_inline(
             .push(Insn::alu64_reg(OP_OR, 4, 3))
             .jump_to(Cond::SltImm(4, 0), slow);
     }
-    s.jump_to(Cond::GeImm(2, FAST_DELTA), slow);
-    let d = match keep {
-        Keep::Reg(f) => {
-            s.push(Insn::mov64_reg(f, 2));
-            f
-        }
-        Keep::Slot(o) => {
-            s.push(Insn::stx_dw(10, o, 2));
-            2
-        }
-    };
+    s.jump_to(Cond::GeImm(d, FAST_DELTA), slow);
+    if let Keep::Slot(o) = keep {
+        s.push(Insn::stx_dw(10, o, 2));
+    }
     s.load_symbol(1, st.map)
         .load_symbol_at(2, st.ids, 4 * id as i32)
         .helper(1)
