@@ -226,19 +226,18 @@ fn start(s: &mut Seq, b: &Backend, p: Probe, done: Label) {
     } = p;
     match (b.inline, spare, words) {
         // In a program: `held.run = sampled` (where END checks it) through
-        // the word's per-CPU pointer, kept in `f` across the read, then the
-        // read stored there; no runtime call.
-        // With no register free, the pointer is filled again after the
-        // read: one instruction more in the window, against a runtime call
-        // of ~40.
+        // the word's per-CPU pointer, kept in the spare across the read,
+        // then the read stored there; no runtime call. With no register
+        // free, R1 takes the pointer and fills it again after the read:
+        // one instruction more in the window, against a call of ~40.
         (Some((r, _)), spare, Some(w)) => {
             let f = spare.unwrap_or(1);
-            if marked {
-                s.push(Insn::ldx_dw(f, 10, w.pcpu))
-                    .push(Insn::ldx(SIZE_DW, 2, f, pcpu::SAMPLED as i16))
-                    .push(Insn::stx_dw(f, held(id), 2));
-            } else if spare.is_some() {
+            if spare.is_some() || marked {
                 s.push(Insn::ldx_dw(f, 10, w.pcpu));
+            }
+            if marked {
+                s.push(Insn::ldx(SIZE_DW, 2, f, pcpu::SAMPLED as i16))
+                    .push(Insn::stx_dw(f, held(id), 2));
             }
             read(s, b, r, words, done);
             if spare.is_none() {
