@@ -140,11 +140,15 @@ pub struct NestCost {
 
 /// What one measurement of child `r` costs its parent per event of
 /// `events`, and, where the calibration's children do not fit its probes,
-/// why the figure is approximate.
+/// why the figure is approximate (said in the parent's `why`).
+#[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct ChildCost {
-    pub cost: Vec<f64>,
-    /// The calibration child it fits (None: none does).
+    /// The calibration child it fits (null: none does, the program's or
+    /// subprogram's child cost instead).
     pub shape: Option<String>,
+    /// Per event.
+    pub cost: Vec<f64>,
+    #[serde(skip)]
     pub approximate: Option<String>,
 }
 

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use inxpect_rewriter::runtime::Manifest;
 
-use crate::report::Report;
+use crate::report::{ChildCost, Report};
 
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct Node {
@@ -47,16 +47,7 @@ pub struct Node {
     /// With a parent and the nesting calibration: what each of its
     /// measurements adds to its parent's, taken out of the parent's self.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub charge: Option<Charge>,
-}
-
-#[derive(Serialize, Debug, Clone, PartialEq)]
-pub struct Charge {
-    /// The calibration child whose probes it fits (null: none, the
-    /// program's or subprogram's child cost instead).
-    pub shape: Option<String>,
-    /// Per event.
-    pub cost: Vec<f64>,
+    pub charge: Option<ChildCost>,
 }
 
 /// The tree of `r`'s regions (described by `m`), in the report's order.
@@ -124,7 +115,7 @@ pub fn build(r: &Report, m: &Manifest) -> Vec<Node> {
     let in_program = |id: u32| desc(id).is_some_and(|d| m.programs.contains(&d.function));
     let nested = cal.and_then(|c| c.nested.as_ref());
     // What each region with a parent costs it per measurement.
-    let charges: Vec<Option<crate::report::ChildCost>> = regs
+    let charges: Vec<Option<ChildCost>> = regs
         .iter()
         .zip(&parents)
         .map(|(g, p)| match (p, nested, desc(g.id)) {
@@ -204,10 +195,7 @@ pub fn build(r: &Report, m: &Manifest) -> Vec<Node> {
             total: total(g),
             self_: known.then_some(me),
             why,
-            charge: charges[i].as_ref().map(|c| Charge {
-                shape: c.shape.clone(),
-                cost: c.cost.clone(),
-            }),
+            charge: charges[i].clone(),
         });
     }
     nodes
