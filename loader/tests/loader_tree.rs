@@ -100,7 +100,7 @@ fn charge(nest: &Value, path: &str, c: &Value, in_program: bool) -> f64 {
 }
 
 /// Every node's self is its total less its children's totals and their
-/// probes' cost (the calibration's `nested`, by where the child sits), and
+/// probes' cost (each child's charge, checked by `charge`), and
 /// `--folded` prints exactly the nodes with their rounded self.
 fn check_self(v: &Value, folded: &str, in_program: &dyn Fn(&str) -> bool) {
     let t = tree(v);
