@@ -269,12 +269,16 @@ pub fn runs(obj: &Object) -> Result<inxpect_loader::stats::Runs> {
     inxpect_loader::stats::read_runs(&map_by_name(obj, inxpect_rewriter::runtime::MAP_PCPU)?)
 }
 
+/// Every CPU's value of per-CPU array `map` at `key`.
+pub fn percpu_values(obj: &Object, map: &str, key: u32) -> Result<Vec<Vec<u8>>> {
+    map_by_name(obj, map)?
+        .lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)?
+        .with_context(|| format!("{map}[{key}] missing"))
+}
+
 /// Sum over CPUs of a per-CPU array's u32 or u64 value at `key`.
 pub fn percpu_sum(obj: &Object, map: &str, key: u32) -> Result<u64> {
-    let m = map_by_name(obj, map)?;
-    let vals = m
-        .lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)?
-        .with_context(|| format!("{map}[{key}] missing"))?;
+    let vals = percpu_values(obj, map, key)?;
     let mut sum = 0u64;
     for v in vals {
         sum += match v.len() {
@@ -656,14 +660,7 @@ pub fn app_maps(obj: &Object) -> Result<Vec<MapEntry>> {
 
 /// Sum over CPUs of the u64 at byte `off` of `map[key]`.
 pub fn percpu_u64(obj: &Object, map: &str, key: u32, off: usize) -> Result<u64> {
-    let m = obj
-        .maps()
-        .find(|m| m.name() == map)
-        .with_context(|| format!("map {map}"))?;
-    let vals = m
-        .lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)?
-        .with_context(|| format!("{map}[{key}] missing"))?;
-    Ok(vals
+    Ok(percpu_values(obj, map, key)?
         .iter()
         .map(|v| u64::from_ne_bytes(v[off..off + 8].try_into().expect("8 bytes")))
         .sum())
@@ -672,17 +669,12 @@ pub fn percpu_u64(obj: &Object, map: &str, key: u32, off: usize) -> Result<u64> 
 /// Region `key`'s completed measurements over every CPU (the sum of
 /// their histograms: the statistics keep no count).
 pub fn percpu_count(obj: &Object, key: u32) -> Result<u64> {
-    let m = obj
-        .maps()
-        .find(|m| m.name() == inxpect_rewriter::runtime::MAP_STATS)
-        .context("stats map")?;
-    let vals = m
-        .lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)?
-        .with_context(|| format!("stats[{key}] missing"))?;
-    Ok(vals
-        .iter()
-        .map(|v| inxpect_rewriter::runtime::stats::count(v))
-        .sum())
+    Ok(
+        percpu_values(obj, inxpect_rewriter::runtime::MAP_STATS, key)?
+            .iter()
+            .map(|v| inxpect_rewriter::runtime::stats::count(v))
+            .sum(),
+    )
 }
 
 /// A software cpu-clock perf event per CPU in `inxpect_perf`, as the loader

@@ -25,8 +25,8 @@ use std::sync::Mutex;
 use anyhow::{bail, ensure, Context, Result};
 use inxpect_rewriter::{instrument, runtime, Counter, Mode, Options};
 use inxpect_tests::{
-    app_maps, attach_perf_events, load_object, percpu_count, set_disabled, set_sampling, test_run,
-    testdata, xlated_insns, MapEntry,
+    app_maps, attach_perf_events, load_object, percpu_count, percpu_values, set_disabled,
+    set_sampling, test_run, testdata, xlated_insns, MapEntry,
 };
 use libbpf_rs::btf::types::{MemberAttr, Struct};
 use libbpf_rs::btf::Btf;
@@ -624,14 +624,10 @@ fn truth_disabled_functions_report_nothing() {
 
 /// Smallest `min` of event 0 among the CPUs that measured region `id`.
 fn region_min(obj: &Object, id: u32) -> Result<Option<u64>> {
-    let m = obj
-        .maps()
-        .find(|m| m.name() == runtime::MAP_STATS)
-        .context("stats map")?;
-    let vals = m
-        .lookup_percpu(&id.to_ne_bytes(), MapFlags::ANY)?
-        .context("stats entry")?;
-    Ok(vals.iter().filter_map(|v| runtime::stats::min(v, 0)).min())
+    Ok(percpu_values(obj, runtime::MAP_STATS, id)?
+        .iter()
+        .filter_map(|v| runtime::stats::min(v, 0))
+        .min())
 }
 
 /// Counts cannot tell whether a function's entry probe ran again at a
