@@ -35,6 +35,12 @@ pub struct AttachArgs {
     /// Profile the tcx program at this hook instead of the XDP program.
     #[arg(long, value_enum)]
     tc: Option<TcDir>,
+    /// Measure in time windows, ON of every PERIOD (e.g. 10ms/1s): the
+    /// instrumented build is swapped in for ON, the original back for the
+    /// rest, so packets between windows run the program as it was and cost
+    /// nothing; `--sample` still applies inside a window.
+    #[arg(long, value_name = "ON/PERIOD")]
+    window: Option<String>,
     #[command(flatten)]
     session: SessionArgs,
 }
@@ -860,6 +866,11 @@ pub fn attach(a: AttachArgs) -> Result<()> {
         bail!("--config: attach reuses the running program's maps, with their contents");
     }
     let live = run::Live::parse(&a.session)?;
+    let windows = a
+        .window
+        .as_deref()
+        .map(crate::window::Windows::parse)
+        .transpose()?;
     // Bound before entering --netns, as run does.
     let endpoint = crate::live::Endpoint::start(&a.session.live)?;
     if let Some(ns) = &a.netns {
@@ -932,7 +943,7 @@ pub fn attach(a: AttachArgs) -> Result<()> {
         Some(testrun::calibrate(&b)?)
     };
     let new_id = libbpf_rs::Program::id_from_fd(l.prog_fd()?)?;
-    let swap = Swap {
+    let swap = std::sync::Arc::new(Swap {
         hook,
         ifindex,
         link: match hook {
@@ -945,8 +956,8 @@ pub fn attach(a: AttachArgs) -> Result<()> {
         orig_id,
         new: l.prog_fd()?.try_clone_to_owned()?,
         new_id,
-    };
-    let session = run::Session::new("attach", c, &l, &b, cal, &a.dev, ifindex, hook.mode())?;
+    });
+    let mut session = run::Session::new("attach", c, &l, &b, cal, &a.dev, ifindex, hook.mode())?;
     run::catch_signals();
     let guard = Guard::spawn(hook, ifindex, orig_id, new_id)?;
     // Pinned once swapped in: pins on the device mean the swap is done.
@@ -977,7 +988,46 @@ pub fn attach(a: AttachArgs) -> Result<()> {
                 .join(", ")
         }
     ));
+    // The windows' thread inherits this thread's network namespace (the
+    // netlink swaps need it).
+    let mut cycler = match windows {
+        Some(w) => {
+            let (o, c) = (std::sync::Arc::clone(&swap), std::sync::Arc::clone(&swap));
+            let cy = crate::window::Cycler::start(
+                w,
+                move || o.replace(o.orig.as_fd(), o.new.as_fd()),
+                move || c.replace(c.new.as_fd(), c.orig.as_fd()),
+            );
+            match cy {
+                Ok(cy) => {
+                    note(&format!(
+                        "measuring in windows of {:?} every {:?} ({:.1}% of the time); the original runs between them",
+                        w.on,
+                        w.period,
+                        100.0 * w.duty()
+                    ));
+                    session.set_windows(cy.probe());
+                    Some(cy)
+                }
+                Err(e) => {
+                    let _ = swap.restore()?;
+                    guard.dismiss();
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
     let watched = session.watch(&live, &cfg0, endpoint.as_ref());
+    // No swap after this: the restore below is the last word.
+    if let Some(t) = cycler.as_mut().map(|c| c.stop()) {
+        if let Some(e) = &t.error {
+            note(&format!(
+                "warning: the windows stopped after {} (a swap failed: {e})",
+                t.opened
+            ));
+        }
+    }
     // Restore first, whatever the live view did.
     let restored = swap.restore();
     match &restored {

@@ -13,6 +13,7 @@ mod run;
 mod state;
 mod tc;
 mod testrun;
+mod window;
 
 use std::path::{Path, PathBuf};
 
@@ -82,6 +83,7 @@ Examples:
     #[command(after_help = "\
 Examples:
   inxpect attach router.o --dev eth0 --sample 1/64 --duration 30s
+  inxpect attach router.o --dev eth0 --window 10ms/1s   # between windows: the original, free
   inxpect attach tc_app.o --dev eth0 --tc ingress -j > report.json")]
     Attach(attach::AttachArgs),
     /// Change sampling and enabled regions of a running `inxpect run` or `attach`.

@@ -207,6 +207,24 @@ impl Collector for Scrape {
             MetricType::Gauge,
             &[(base.clone(), ConstGauge::new(r.sample as i64))],
         )?;
+        if let Some(w) = r.live.as_ref().and_then(|l| l.window.as_ref()) {
+            family(
+                &mut enc,
+                "inxpect_window_measured_seconds",
+                "attach --window: time the instrumented build was attached (runs are of that time only).",
+                None,
+                MetricType::Counter,
+                &[(base.clone(), ConstCounter::new(w.measured_seconds))],
+            )?;
+            family(
+                &mut enc,
+                "inxpect_windows_opened",
+                "attach --window: windows opened so far.",
+                None,
+                MetricType::Counter,
+                &[(base.clone(), ConstCounter::new(w.opened))],
+            )?;
+        }
         let region_labels = |reg: &crate::report::RegionReport| -> Labels {
             let mut l = base.clone();
             l.extend([

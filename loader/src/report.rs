@@ -64,6 +64,34 @@ pub struct LiveInfo {
     pub device: String,
     pub mode: String,
     pub seconds: f64,
+    /// `attach --window`: when the instrumented build was attached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowInfo>,
+}
+
+/// `attach --window ON/PERIOD`: the instrumented build ran for ON of every
+/// PERIOD, the original (uncounted) the rest of the time.
+#[derive(Serialize, Debug, Clone)]
+pub struct WindowInfo {
+    pub on_seconds: f64,
+    pub period_seconds: f64,
+    /// Windows opened, the one still open included.
+    pub opened: u64,
+    /// Time the instrumented build was attached: `runs` are the packets
+    /// of that time only.
+    pub measured_seconds: f64,
+    /// Why the windows stopped before the session did (a swap failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
+}
+
+/// `0.01` as `10 ms`, `2` as `2 s`.
+fn seconds_text(s: f64) -> String {
+    if s < 1.0 {
+        format!("{} ms", (s * 1e6).round() / 1e3)
+    } else {
+        format!("{s} s")
+    }
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -573,6 +601,20 @@ pub fn table(r: &Report) -> String {
             "run on {} ({} mode) for {:.1} s",
             l.device, l.mode, l.seconds
         );
+        if let Some(w) = &l.window {
+            let _ = writeln!(
+                o,
+                "windows of {} every {}: {} opened, {:.2} s measured (outside them the original ran, uncounted){}",
+                seconds_text(w.on_seconds),
+                seconds_text(w.period_seconds),
+                w.opened,
+                w.measured_seconds,
+                w.stopped
+                    .as_ref()
+                    .map(|e| format!("; STOPPED EARLY: {e}"))
+                    .unwrap_or_default()
+            );
+        }
     }
     let _ = writeln!(
         o,
@@ -1023,6 +1065,57 @@ mod tests {
                 calibrated: None,
             }],
         }
+    }
+
+    /// `attach --window`: the table says what share of the time was
+    /// measured, and loudly when the windows stopped early.
+    #[test]
+    fn windows_are_stated_under_the_live_line() {
+        let mut r = Report {
+            schema: SCHEMA,
+            command: "attach".into(),
+            object: "app.o".into(),
+            program: "xdp_app".into(),
+            counter: "ktime".into(),
+            unit: "ns".into(),
+            events: vec!["ktime".into()],
+            sample: 1,
+            runs: Runs {
+                runs: 10,
+                sampled: 10,
+                no_counter: 0,
+            },
+            test_run: None,
+            live: Some(LiveInfo {
+                device: "eth0".into(),
+                mode: "native".into(),
+                seconds: 3.0,
+                window: Some(WindowInfo {
+                    on_seconds: 0.01,
+                    period_seconds: 1.0,
+                    opened: 3,
+                    measured_seconds: 0.0302,
+                    stopped: None,
+                }),
+            }),
+            calibration: None,
+            regions: vec![region(0, "parse", "xdp_app", 10)],
+            tree: None,
+        };
+        let t = table(&r);
+        assert!(
+            t.contains("windows of 10 ms every 1 s: 3 opened, 0.03 s measured (outside them the original ran, uncounted)\n"),
+            "{t}"
+        );
+        let w = r.live.as_mut().unwrap().window.as_mut().unwrap();
+        w.stopped = Some("program 9 is attached".into());
+        let t = table(&r);
+        assert!(t.contains("; STOPPED EARLY: program 9 is attached"), "{t}");
+        let j = serde_json::to_value(&r).unwrap();
+        assert_eq!(j["live"]["window"]["opened"], 3);
+        r.live.as_mut().unwrap().window = None;
+        let j = serde_json::to_value(&r).unwrap();
+        assert!(j["live"].get("window").is_none(), "{j}");
     }
 
     /// Issue #16: a long region or function name widens its column instead

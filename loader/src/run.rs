@@ -545,6 +545,7 @@ pub struct Session<'a> {
     unit: String,
     names: Vec<String>,
     out: crate::outputs::Final,
+    window: Option<crate::window::Probe>,
 }
 
 /// Where the live view stopped: what `finish` needs for the last window.
@@ -584,7 +585,13 @@ impl<'a> Session<'a> {
             unit: crate::unit(b),
             names: b.event_names(),
             out: crate::outputs::Final::new(c)?,
+            window: None,
         })
+    }
+
+    /// Reports say when the instrumented build was attached (`attach --window`).
+    pub fn set_windows(&mut self, p: crate::window::Probe) {
+        self.window = Some(p);
     }
 
     fn report_of(&self, snap: &Snapshot, cfg: &Config, secs: f64) -> Report {
@@ -604,6 +611,7 @@ impl<'a> Session<'a> {
                 device: self.dev.clone(),
                 mode: self.mode.clone(),
                 seconds: secs,
+                window: self.window.as_ref().map(|w| w.info()),
             }),
             regions: report::regions(
                 &l.manifest,

@@ -766,6 +766,86 @@ fn tc_egress_clsact_filter_swap_counts_every_frame_and_restores() {
 }
 
 /// Compiles `src` (a testdata app, edited by `edit`) with clang.
+/// `--window`: the builds take turns at the hook many times over while
+/// frames flow. Every frame still goes through one of them (the map both
+/// share counts each once; the router routes each), the instrumented build
+/// sees only some (its runs are fewer than the frames), and the original is
+/// attached at the end.
+fn windowed(how: How) {
+    let p = Pair::new("w");
+    let (obj, tc) = match how.tc() {
+        Some(dir) => (tc_object(), Some(dir)),
+        None => (object("router.clang-O2-g.o"), None),
+    };
+    let d = Daemon::start(&p, &obj, how);
+    if tc.is_none() {
+        fill_routes(&d);
+    }
+    let orig = d.prog_id;
+    let t = Traffic::start(&p.b, &p.vb, &p.b, &p.vb);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut child = spawn_attach(
+        &p,
+        &obj,
+        tc,
+        &[
+            "--window",
+            "20ms/100ms",
+            "--duration",
+            "2s",
+            "--sample",
+            "1/1",
+        ],
+    );
+    d.wait_attached(|id| id != orig, &mut child, "swapped in");
+    let o = child.wait_with_output().expect("wait");
+    let v = report("attach", &o);
+    assert_eq!(d.attached(), orig, "the original is not back");
+    let (sent, seen) = t.finish();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("measuring in windows of 20ms every 100ms"),
+        "{err}"
+    );
+    let w = &v["live"]["window"];
+    assert_eq!(w["on_seconds"], 0.02, "{w}");
+    assert_eq!(w["period_seconds"], 0.1, "{w}");
+    assert!(w.get("stopped").is_none(), "{w}");
+    let opened = w["opened"].as_u64().expect("opened");
+    assert!(opened >= 2, "no window closed and opened again: {w}");
+    let runs = v["runs"].as_u64().expect("runs");
+    assert!(
+        runs > 0 && runs < sent,
+        "runs {runs} of {sent} frames: the instrumented build ran all along or never"
+    );
+    if tc.is_some() {
+        assert_eq!(
+            tc_flows(&d, DST_A),
+            sent,
+            "a frame went by without a program"
+        );
+    } else {
+        let ok = seen.get(&(DST_A, ROUTED_DMAC, 63)).copied().unwrap_or(0);
+        assert_eq!(ok, sent, "sent {sent}, received {seen:?}");
+        let parse = region_counts(&v)
+            .into_iter()
+            .find(|(n, _)| n == "parse")
+            .expect("parse")
+            .1;
+        assert_eq!(parse, runs, "every run goes through parse at 1/1");
+    }
+}
+
+#[test]
+fn windows_swap_xdp_netlink_many_times_and_every_frame_is_routed() {
+    windowed(How::XdpNetlinkGeneric);
+}
+
+#[test]
+fn windows_swap_a_tcx_link_many_times_and_every_frame_is_counted() {
+    windowed(How::TcxLinkIngress);
+}
+
 fn compile_variant(dir: &std::path::Path, app: &str, edit: impl Fn(String) -> String) -> String {
     let src = std::fs::read_to_string(root().join(format!("testdata/apps/{app}.bpf.c"))).unwrap();
     let c = dir.join(format!("{app}.bpf.c"));
