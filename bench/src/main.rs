@@ -445,6 +445,24 @@ fn targets(
             );
         }
     }
+    // `attach --window ON/PERIOD` with ON/PERIOD = 1/64 and every packet of
+    // a window measured: the original runs between windows, so the mix is
+    // 63 baseline packets to one of the 1/1 row (derived from this run's
+    // two rows; a swap costs the control plane, not the packets).
+    for app in ["drop", "cms", "nat", "router", "tunnel"] {
+        let goal = if app == "drop" { 0.90 } else { 0.97 };
+        let (m, v) = both(app, Variant::Sections(Counter::Ktime), 0, &|r| {
+            let w = 1.0 / (1.0 + (1.0 / r.kept - 1.0) / 64.0);
+            (100.0 * w, w >= goal)
+        });
+        if !m.is_empty() {
+            let _ = writeln!(
+                s,
+                "| 1/64 of packets measured in time windows (`attach --window`, duty 1/64, `--sample 1/1`; derived from the 1/1 row), {app}, `ktime`: >= {:.0}% | {m} | {v} |",
+                goal * 100.0
+            );
+        }
+    }
     for app in ["drop", "cms", "nat", "router", "tunnel"] {
         for (m, name) in [
             (Method::Repeat, "repeat"),
@@ -595,6 +613,25 @@ fn vm_targets(s: &mut String, r: &vm::VmResult) {
                 s,
                 "| disabled region: <= 2 x86 insns per site, {app} (VM, markers all disabled vs one region disabled) | {x:.1} | {} |",
                 met(x <= 2.0)
+            );
+        }
+    }
+    // `attach --window` at duty 1/64, every packet of a window measured:
+    // between windows the original program runs (+0), so per packet on
+    // average a 64th of the markers' 1/1 cost (derived from the exact rows).
+    for app in &r.cfg.apps {
+        if let (Some(b), Some(x)) = (
+            r.find(app, VmConfig::Base).and_then(|x| x.first),
+            r.find(app, VmConfig::Sections(Counter::Tsc))
+                .and_then(|x| x.first),
+        ) {
+            let added = (x as f64 - b as f64) / 64.0;
+            let kept = b as f64 / (b as f64 + added);
+            let _ = writeln!(
+                s,
+                "| 1/64 of packets measured in time windows (`attach --window`, duty 1/64), {app}, `tsc` markers: >= 97% of the uninstrumented instructions' throughput (VM, derived: a packet between windows runs the original, +0; a 64th of the 1/1 row's added) | {:.1}% ({added:+.1} per packet on average) | {} |",
+                100.0 * kept,
+                met(kept >= 0.97)
             );
         }
     }

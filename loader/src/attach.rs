@@ -35,12 +35,6 @@ pub struct AttachArgs {
     /// Profile the tcx program at this hook instead of the XDP program.
     #[arg(long, value_enum)]
     tc: Option<TcDir>,
-    /// Measure in time windows, ON of every PERIOD (e.g. 10ms/1s): the
-    /// instrumented build is swapped in for ON, the original back for the
-    /// rest, so packets between windows run the program as it was and cost
-    /// nothing; `--sample` still applies inside a window.
-    #[arg(long, value_name = "ON/PERIOD")]
-    window: Option<String>,
     #[command(flatten)]
     session: SessionArgs,
 }
@@ -591,15 +585,9 @@ impl Swap {
         let (from, to) = (from.as_raw_fd(), to.as_raw_fd());
         let rc = match self.hook {
             Hook::XdpLink { .. } | Hook::TcxLink { .. } => {
-                let o = libbpf_sys::bpf_link_update_opts {
-                    sz: std::mem::size_of::<libbpf_sys::bpf_link_update_opts>() as _,
-                    flags: libbpf_sys::BPF_F_REPLACE,
-                    old_prog_fd: from as u32,
-                    ..Default::default()
-                };
-                let link = self.link.as_ref().context("no link")?.as_raw_fd();
-                // SAFETY: valid fds and opts.
-                unsafe { libbpf_sys::bpf_link_update(link, to, &o) }
+                let link = self.link.as_ref().context("no link")?;
+                return run::link_replace(link.as_fd(), from, to)
+                    .with_context(|| format!("replacing the program at {}", self.hook.describe()));
             }
             Hook::XdpNetlink { flags } => {
                 let o = libbpf_sys::bpf_xdp_attach_opts {
@@ -867,6 +855,7 @@ pub fn attach(a: AttachArgs) -> Result<()> {
     }
     let live = run::Live::parse(&a.session)?;
     let windows = a
+        .session
         .window
         .as_deref()
         .map(crate::window::Windows::parse)
@@ -1000,12 +989,7 @@ pub fn attach(a: AttachArgs) -> Result<()> {
             );
             match cy {
                 Ok(cy) => {
-                    note(&format!(
-                        "measuring in windows of {:?} every {:?} ({:.1}% of the time); the original runs between them",
-                        w.on,
-                        w.period,
-                        100.0 * w.duty()
-                    ));
+                    note(&w.describe());
                     session.set_windows(cy.probe());
                     Some(cy)
                 }
@@ -1020,13 +1004,8 @@ pub fn attach(a: AttachArgs) -> Result<()> {
     };
     let watched = session.watch(&live, &cfg0, endpoint.as_ref());
     // No swap after this: the restore below is the last word.
-    if let Some(t) = cycler.as_mut().map(|c| c.stop()) {
-        if let Some(e) = &t.error {
-            note(&format!(
-                "warning: the windows stopped after {} (a swap failed: {e})",
-                t.opened
-            ));
-        }
+    if let Some(m) = cycler.as_mut().and_then(|c| c.stop().warning()) {
+        note(&m);
     }
     // Restore first, whatever the live view did.
     let restored = swap.restore();

@@ -251,6 +251,54 @@ pub fn load_with(
     })
 }
 
+/// The uninstrumented program `l` was built from (`run --window`): `bytes`
+/// loaded as they are, only that program, every map shared with `l` by name,
+/// so that between windows it runs on the same state. A prog array is
+/// refused: its entries are the instrumented build's programs, which the
+/// original's tail calls would enter uncounted.
+pub fn load_original(bytes: &[u8], origin: &str, l: &Loaded) -> Result<Object> {
+    let mut open = ObjectBuilder::default()
+        .open_memory(bytes)
+        .with_context(|| format!("opening {origin}"))?;
+    for mut p in open.progs_mut() {
+        let it = p.name() == OsStr::new(&l.prog);
+        if p.prog_type() == ProgramType::Unspec {
+            p.set_prog_type(ProgramType::Xdp);
+        }
+        p.set_autoload(it);
+    }
+    for mut m in open.maps_mut() {
+        let name = m.name().to_string_lossy().into_owned();
+        if m.map_type() == libbpf_rs::MapType::ProgArray {
+            bail!("--window: map {name} of {origin} is a prog array; between windows the original's tail calls would enter the instrumented programs it holds: profile without --window");
+        }
+        let theirs = l
+            .obj
+            .maps()
+            .find(|x| x.name() == m.name())
+            .with_context(|| {
+                format!("--window: map {name} of {origin} is not in its instrumented build")
+            })?;
+        m.reuse_fd(theirs.as_fd())
+            .with_context(|| format!("--window: sharing map {name}"))?;
+    }
+    take_log();
+    open.load().map_err(|e| {
+        anyhow!(
+            "loading {origin} as it is (the program between windows): {e}\n  libbpf said:\n    {}",
+            take_log()
+                .lines()
+                .rev()
+                .take(15)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n    ")
+        )
+    })
+}
+
 /// One perf event per online CPU, stored at index cpu of `inxpect_perf`.
 fn open_perf_events(obj: &Object, attr: &PerfAttr) -> Result<Vec<OwnedFd>> {
     let map = obj

@@ -4,7 +4,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::io::Write as _;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -68,8 +68,34 @@ pub struct SessionArgs {
     /// <dev>-tc-<hook> for tc).
     #[arg(long)]
     pub pin_dir: Option<PathBuf>,
+    /// Measure in time windows, ON of every PERIOD (e.g. 10ms/1s): the
+    /// instrumented build is swapped in for ON, the original back for the
+    /// rest, so packets between windows run the program as it was and cost
+    /// nothing; `--sample` still applies inside a window.
+    #[arg(long, value_name = "ON/PERIOD")]
+    pub window: Option<String>,
     #[command(flatten)]
     pub live: crate::live::LiveArgs,
+}
+
+/// Replaces `from` with `to` on a bpf_link (XDP or tcx), atomically, and
+/// only if `from` is the program attached.
+pub fn link_replace(link: BorrowedFd<'_>, from: i32, to: i32) -> Result<()> {
+    let o = libbpf_sys::bpf_link_update_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_link_update_opts>() as _,
+        flags: libbpf_sys::BPF_F_REPLACE,
+        old_prog_fd: from as u32,
+        ..Default::default()
+    };
+    // SAFETY: valid fds and opts.
+    let rc = unsafe { libbpf_sys::bpf_link_update(link.as_raw_fd(), to, &o) };
+    if rc < 0 {
+        bail!(
+            "bpf_link_update: {}",
+            std::io::Error::from_raw_os_error(-rc)
+        );
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -464,7 +490,15 @@ pub fn run(a: RunArgs) -> Result<()> {
     let ifindex = netdev::ifindex(&a.dev, a.netns.as_deref())?;
     let k = key(&a.dev, a.netns.as_deref(), a.tc);
     let plan = pin_plan(a.session.pin_dir.as_deref(), &k)?;
+    let windows = a
+        .session
+        .window
+        .as_deref()
+        .map(crate::window::Windows::parse)
+        .transpose()?;
     let bytes = crate::read_obj(&c.obj)?;
+    // The program between windows is the object as it is.
+    let original = windows.map(|_| bytes.clone());
     let b = backend(c, &bytes)?;
     let cal = if c.no_calibrate {
         None
@@ -473,6 +507,22 @@ pub fn run(a: RunArgs) -> Result<()> {
     };
     let kind = if a.tc.is_some() { Kind::Tc } else { Kind::Xdp };
     let (l, cfg0) = load_for(c, &b, bytes, Some(kind))?;
+    // Loaded before anything is attached, so that a refusal changes nothing.
+    let ofd = match &original {
+        Some(bytes) => {
+            let orig = object::load_original(bytes, &c.obj.display().to_string(), &l)?;
+            let p = orig
+                .progs()
+                .find(|p| p.name() == std::ffi::OsStr::new(&l.prog))
+                .context("the original program vanished")?;
+            // The program lives as long as this fd, the object may go.
+            Some(p.as_fd().try_clone_to_owned()?)
+        }
+        None => None,
+    };
+    if windows.is_some() && a.tc_hook == TcHook::Clsact {
+        bail!("--window swaps the program on its bpf_link, and a cls_bpf filter has none: use --tc-hook tcx (Linux 6.6+)");
+    }
     let fd = l.prog_fd()?.as_raw_fd();
     let prog_id = libbpf_rs::Program::id_from_fd(l.prog_fd()?)?;
     catch_signals();
@@ -505,8 +555,32 @@ pub fn run(a: RunArgs) -> Result<()> {
         a.dev,
         describe(&l.manifest, &cfg0)
     ));
-    let s = Session::new("run", c, &l, &b, cal, &a.dev, ifindex, mode)?;
+    let mut s = Session::new("run", c, &l, &b, cal, &a.dev, ifindex, mode)?;
+    // Declared after `att`, so dropped (stopped) before it detaches.
+    let mut cycler = match windows {
+        Some(w) => {
+            let link = match &att.what {
+                Some(Attachment::Link(link)) => link.try_clone()?,
+                _ => bail!("--window swaps the program on its bpf_link, and a cls_bpf filter has none: use --tc-hook tcx (Linux 6.6+)"),
+            };
+            let ofd = ofd.context("the original program")?;
+            let nfd = l.prog_fd()?.try_clone_to_owned()?;
+            let (l2, o2, n2) = (link.try_clone()?, ofd.try_clone()?, nfd.try_clone()?);
+            let cy = crate::window::Cycler::start(
+                w,
+                move || link_replace(link.as_fd(), ofd.as_raw_fd(), nfd.as_raw_fd()),
+                move || link_replace(l2.as_fd(), n2.as_raw_fd(), o2.as_raw_fd()),
+            )?;
+            note(&w.describe());
+            s.set_windows(cy.probe());
+            Some(cy)
+        }
+        _ => None,
+    };
     let w = s.watch(&live, &cfg0, endpoint.as_ref())?;
+    if let Some(m) = cycler.as_mut().and_then(|c| c.stop().warning()) {
+        note(&m);
+    }
     att.detach()?;
     drop(pins);
     if w.gone {

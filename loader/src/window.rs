@@ -50,6 +50,16 @@ impl Windows {
         Ok(w)
     }
 
+    /// What the session says when the windows start.
+    pub fn describe(&self) -> String {
+        format!(
+            "measuring in windows of {:?} every {:?} ({:.1}% of the time); the original runs between them",
+            self.on,
+            self.period,
+            100.0 * self.duty()
+        )
+    }
+
     /// The share of time measured.
     pub fn duty(&self) -> f64 {
         self.on.as_secs_f64() / self.period.as_secs_f64()
@@ -103,6 +113,18 @@ impl Probe {
             measured_seconds: t.measured.as_secs_f64(),
             stopped: t.error,
         }
+    }
+}
+
+impl Tally {
+    /// What to tell the user when the windows stopped early.
+    pub fn warning(&self) -> Option<String> {
+        self.error.as_ref().map(|e| {
+            format!(
+                "warning: the windows stopped after {} (a swap failed: {e})",
+                self.opened
+            )
+        })
     }
 }
 

@@ -846,6 +846,96 @@ fn windows_swap_a_tcx_link_many_times_and_every_frame_is_counted() {
     windowed(How::TcxLinkIngress);
 }
 
+/// `run --window`: inxpect loads the object as it is beside its
+/// instrumented build (every map shared) and swaps the two on its own
+/// bpf_link. Every frame is still routed by the routes `--config` wrote
+/// into the shared map, whichever build ran it, and the instrumented build
+/// runs only some of them.
+#[test]
+fn run_windows_share_the_maps_and_route_every_frame() {
+    let p = Pair::new("w");
+    let t = Traffic::start(&p.b, &p.vb, &p.b, &p.vb);
+    let mut child = common::netns::spawn_run(
+        &p,
+        "router",
+        "generic",
+        &[
+            "--window",
+            "20ms/100ms",
+            "--duration",
+            "2s",
+            "--sample",
+            "1/1",
+            "--no-calibrate",
+        ],
+    );
+    let o = loop {
+        if let Some(_st) = child.try_wait().unwrap() {
+            break child.wait_with_output().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (sent, seen) = t.finish();
+    let v = report("run", &o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("measuring in windows of 20ms every 100ms"),
+        "{err}"
+    );
+    let w = &v["live"]["window"];
+    assert!(w["opened"].as_u64().unwrap() >= 2, "{w}");
+    assert!(w.get("stopped").is_none(), "{w}");
+    let runs = v["runs"].as_u64().unwrap();
+    assert!(runs > 0 && runs < sent, "runs {runs} of {sent} frames");
+    // Frames sent before the attach, or after the detach, are not routed:
+    // every routed one went through a build, and while inxpect ran, every
+    // frame was routed (at least the instrumented build's runs, plus more).
+    let routed = seen.get(&(DST_A, ROUTED_DMAC, 63)).copied().unwrap_or(0);
+    assert!(
+        routed > runs,
+        "routed {routed}, runs {runs}: the original never ran"
+    );
+    let other: u64 = seen
+        .iter()
+        .filter(|(k, _)| k.0 == DST_A && k.1 != ROUTED_DMAC)
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(other, 0, "misrouted: {seen:?}");
+    assert!(!p.pin_dir().exists(), "pins left behind");
+}
+
+#[test]
+fn run_window_on_a_prog_array_is_refused() {
+    let p = Pair::new("w");
+    let o = run(&[
+        "run",
+        &root()
+            .join("testdata/foreign/tailcall.clang-O2-g.o")
+            .display()
+            .to_string(),
+        "--functions",
+        "--prog",
+        "entry",
+        "--netns",
+        &p.a,
+        "--dev",
+        &p.va,
+        "--mode",
+        "generic",
+        "--counter",
+        "ktime",
+        "--window",
+        "10ms/100ms",
+        "--duration",
+        "1s",
+        "--no-calibrate",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("is a prog array"), "{err}");
+    assert!(!p.xdp_attached(), "a program was left attached");
+}
+
 fn compile_variant(dir: &std::path::Path, app: &str, edit: impl Fn(String) -> String) -> String {
     let src = std::fs::read_to_string(root().join(format!("testdata/apps/{app}.bpf.c"))).unwrap();
     let c = dir.join(format!("{app}.bpf.c"));
