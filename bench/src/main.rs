@@ -635,16 +635,31 @@ fn vm_targets(s: &mut String, r: &vm::VmResult) {
             );
         }
     }
-    if let (Some(b), Some(x)) = (
-        r.find("cms", VmConfig::Base).and_then(|x| x.first),
-        r.find("cms", VmConfig::Sections(Counter::Tsc))
-            .and_then(|x| x.first),
+    // Both methods: the repeat loop is exact and stable (cms drops the frame
+    // unchanged, so every iteration takes the full path); the fresh frame's
+    // first iteration varies from run to run under TCG, whose TSC follows
+    // host time (a delta that reaches 2^12 takes END's call).
+    if let (Some(base), Some(x)) = (
+        r.find("cms", VmConfig::Base),
+        r.find("cms", VmConfig::Sections(Counter::Tsc)),
     ) {
-        let q = x as f64 / b as f64;
+        let mut meas = Vec::new();
+        let mut verdicts = Vec::new();
+        for (name, b, x) in [
+            ("repeat", base.per_packet, x.per_packet),
+            ("fresh frame", base.first, x.first),
+        ] {
+            if let (Some(b), Some(x)) = (b, x) {
+                let q = x as f64 / b as f64;
+                meas.push(format!("{name}: {x} vs {b} = {q:.2}x"));
+                verdicts.push(format!("{} ({name})", met(q <= 2.0)));
+            }
+        }
         let _ = writeln!(
             s,
-            "| cms with its markers at 1/1, `tsc`: <= 2x the uninstrumented instructions (VM, fresh frame) | {x} vs {b} = {q:.2}x | {} |",
-            met(q <= 2.0)
+            "| cms with its markers at 1/1, `tsc`: <= 2x the uninstrumented instructions (VM) | {} | {} |",
+            meas.join(" / "),
+            verdicts.join(", ")
         );
     }
     for app in ["cms", "nat", "router", "tunnel"] {

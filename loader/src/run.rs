@@ -521,7 +521,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         None => None,
     };
     if windows.is_some() && a.tc_hook == TcHook::Clsact {
-        bail!("--window swaps the program on its bpf_link, and a cls_bpf filter has none: use --tc-hook tcx (Linux 6.6+)");
+        bail!(crate::window::NO_LINK);
     }
     let fd = l.prog_fd()?.as_raw_fd();
     let prog_id = libbpf_rs::Program::id_from_fd(l.prog_fd()?)?;
@@ -561,7 +561,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         Some(w) => {
             let link = match &att.what {
                 Some(Attachment::Link(link)) => link.try_clone()?,
-                _ => bail!("--window swaps the program on its bpf_link, and a cls_bpf filter has none: use --tc-hook tcx (Linux 6.6+)"),
+                _ => bail!(crate::window::NO_LINK),
             };
             let ofd = ofd.context("the original program")?;
             let nfd = l.prog_fd()?.try_clone_to_owned()?;
@@ -663,7 +663,7 @@ impl<'a> Session<'a> {
         })
     }
 
-    /// Reports say when the instrumented build was attached (`attach --window`).
+    /// Reports say when the instrumented build was attached (`--window`).
     pub fn set_windows(&mut self, p: crate::window::Probe) {
         self.window = Some(p);
     }

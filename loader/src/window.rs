@@ -19,6 +19,9 @@ use anyhow::{bail, Context, Result};
 use crate::run::parse_duration;
 use inxpect_loader::report::WindowInfo;
 
+/// Why `run --window` refuses a cls_bpf filter.
+pub const NO_LINK: &str = "--window swaps the program on its bpf_link, and a cls_bpf filter has none: use --tc-hook tcx (Linux 6.6+)";
+
 /// ON of every PERIOD.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Windows {

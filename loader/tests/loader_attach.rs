@@ -846,6 +846,11 @@ fn windows_swap_a_tcx_link_many_times_and_every_frame_is_counted() {
     windowed(How::TcxLinkIngress);
 }
 
+#[test]
+fn windows_swap_a_clsact_filter_many_times_and_every_frame_is_counted() {
+    windowed(How::ClsactIngress);
+}
+
 /// `run --window`: inxpect loads the object as it is beside its
 /// instrumented build (every map shared) and swaps the two on its own
 /// bpf_link. Every frame is still routed by the routes `--config` wrote
