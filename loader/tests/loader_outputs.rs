@@ -126,6 +126,49 @@ fn jsonl_run_intervals_add_up() {
     p.assert_clean();
 }
 
+/// `--window`: `/metrics` counts the windows and the time measured, and
+/// stays valid exposition text.
+#[test]
+fn prometheus_counts_windows() {
+    let p = Pair::new("o");
+    let (child, err) = start(&p, &["--listen", "127.0.0.1:0", "--window", "20ms/100ms"]);
+    let addr = listen_addr(&err);
+    let t0 = Instant::now();
+    let text = loop {
+        let (st, text) = get(&addr, "/metrics", "text/plain");
+        assert_eq!(st, 200, "{text}");
+        if sample(&text, "inxpect_windows_opened_total", &[]).is_some_and(|n| n >= 2.0) {
+            break text;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no second window: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let measured = sample(&text, "inxpect_window_measured_seconds_total", &[]);
+    assert!(measured.is_some_and(|m| m > 0.0), "{text}");
+    let mut pt = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; .ci/install)");
+    pt.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let o = pt.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    sigint(&child);
+    let v = finish(child);
+    assert!(v["live"]["window"]["opened"].as_u64() >= Some(2), "{v}");
+    p.assert_clean();
+}
+
 /// An HTTP/1.0 GET (no chunked answer): status and body.
 fn get(addr: &str, path: &str, accept: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
