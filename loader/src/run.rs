@@ -68,10 +68,11 @@ pub struct SessionArgs {
     /// <dev>-tc-<hook> for tc).
     #[arg(long)]
     pub pin_dir: Option<PathBuf>,
-    /// Measure in time windows, ON of every PERIOD (e.g. 10ms/1s): the
-    /// instrumented build is swapped in for ON, the original back for the
-    /// rest, so packets between windows run the program as it was and cost
-    /// nothing; `--sample` still applies inside a window.
+    /// Measure in time windows, ON of every PERIOD (e.g. 10ms/1s; each
+    /// window at a random offset in its period): the instrumented build is
+    /// swapped in for ON, the original back for the rest, so packets between
+    /// windows run the program as it was and cost nothing; `--sample` still
+    /// applies inside a window.
     #[arg(long, value_name = "ON/PERIOD")]
     pub window: Option<String>,
     #[command(flatten)]

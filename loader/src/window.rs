@@ -1,5 +1,6 @@
-//! Time windows (`attach --window ON/PERIOD`): the instrumented build is
-//! attached for ON of every PERIOD and the original the rest of the time.
+//! Time windows (`--window ON/PERIOD`): the instrumented build is attached
+//! for ON of every PERIOD, at a random offset in each period, and the
+//! original the rest of the time.
 //! A packet outside a window runs the uninstrumented program, so it pays
 //! nothing at all, where a packet that per-packet sampling skips still runs
 //! the probes' entry and mask tests (BENCHMARKS.md, "Unsampled probes are
@@ -164,15 +165,20 @@ impl Cycler {
                     matches!(rx.recv_timeout(d), Err(RecvTimeoutError::Timeout))
                 };
                 let fail = |e: anyhow::Error| st.lock().unwrap().error = Some(format!("{e:#}"));
-                // Windows on a fixed grid, so that slow swaps (a netlink XDP
-                // replace can take milliseconds) do not stretch the period;
-                // a window that starts late still closes on time.
+                // One window per period of a fixed grid, so that slow swaps (a
+                // netlink XDP replace can take milliseconds) do not stretch
+                // the period, each at a random offset in its period, so that
+                // traffic with the period's own rhythm is neither always
+                // missed nor always caught. The first opens with the session.
                 let t0 = Instant::now();
                 let period = windows.period.as_nanos() as u64;
+                let slack = period - windows.on.as_nanos() as u64;
                 let at = |k: u64| t0 + Duration::from_nanos(period.saturating_mul(k));
+                let mut rng = fastrand::Rng::new();
                 let mut k = 0u64;
+                let mut close_at = t0 + windows.on;
                 loop {
-                    if !wait(at(k) + windows.on) {
+                    if !wait(close_at) {
                         break;
                     }
                     let r = close();
@@ -186,15 +192,17 @@ impl Cycler {
                         fail(e);
                         return;
                     }
-                    // The next window on the grid that is still ahead.
+                    // The next period of the grid that is still ahead.
                     k = (k + 1).max(t0.elapsed().as_nanos() as u64 / period + 1);
-                    if !wait(at(k)) {
+                    let open_at = at(k) + Duration::from_nanos(rng.u64(0..=slack));
+                    if !wait(open_at) {
                         return;
                     }
                     if let Err(e) = open() {
                         fail(e);
                         return;
                     }
+                    close_at = open_at + windows.on;
                     let mut s = st.lock().unwrap();
                     s.opened += 1;
                     s.open_since = Some(Instant::now());
