@@ -854,12 +854,7 @@ pub fn attach(a: AttachArgs) -> Result<()> {
         bail!("--config: attach reuses the running program's maps, with their contents");
     }
     let live = run::Live::parse(&a.session)?;
-    let windows = a
-        .session
-        .window
-        .as_deref()
-        .map(crate::window::Windows::parse)
-        .transpose()?;
+    let windows = a.session.windows()?;
     // Bound before entering --netns, as run does.
     let endpoint = crate::live::Endpoint::start(&a.session.live)?;
     if let Some(ns) = &a.netns {

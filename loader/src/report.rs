@@ -1067,13 +1067,11 @@ mod tests {
         }
     }
 
-    /// `attach --window`: the table says what share of the time was
-    /// measured, and loudly when the windows stopped early.
-    #[test]
-    fn windows_are_stated_under_the_live_line() {
-        let mut r = Report {
+    /// A ten-run ktime report of `xdp_app` in `app.o`.
+    fn sample_report(command: &str, live: Option<LiveInfo>, regions: Vec<RegionReport>) -> Report {
+        Report {
             schema: SCHEMA,
-            command: "attach".into(),
+            command: command.into(),
             object: "app.o".into(),
             program: "xdp_app".into(),
             counter: "ktime".into(),
@@ -1086,7 +1084,20 @@ mod tests {
                 no_counter: 0,
             },
             test_run: None,
-            live: Some(LiveInfo {
+            live,
+            calibration: None,
+            regions,
+            tree: None,
+        }
+    }
+
+    /// `attach --window`: the table says what share of the time was
+    /// measured, and loudly when the windows stopped early.
+    #[test]
+    fn windows_are_stated_under_the_live_line() {
+        let mut r = sample_report(
+            "attach",
+            Some(LiveInfo {
                 device: "eth0".into(),
                 mode: "native".into(),
                 seconds: 3.0,
@@ -1098,10 +1109,8 @@ mod tests {
                     stopped: None,
                 }),
             }),
-            calibration: None,
-            regions: vec![region(0, "parse", "xdp_app", 10)],
-            tree: None,
-        };
+            vec![region(0, "parse", "xdp_app", 10)],
+        );
         let t = table(&r);
         assert!(
             t.contains("windows of 10 ms every 1 s: 3 opened, 0.03 s measured (outside them the original ran, uncounted)\n"),
@@ -1122,24 +1131,10 @@ mod tests {
     /// of pushing its row's numbers out of line; no measurement prints `-`.
     #[test]
     fn long_names_keep_the_columns_aligned() {
-        let r = Report {
-            schema: SCHEMA,
-            command: "test-run".into(),
-            object: "app.o".into(),
-            program: "xdp_app".into(),
-            counter: "ktime".into(),
-            unit: "ns".into(),
-            events: vec!["ktime".into()],
-            sample: 1,
-            runs: Runs {
-                runs: 10,
-                sampled: 10,
-                no_counter: 0,
-            },
-            test_run: None,
-            live: None,
-            calibration: None,
-            regions: vec![
+        let r = sample_report(
+            "test-run",
+            None,
+            vec![
                 region(0, "parse", "xdp_app", 10),
                 region(
                     1,
@@ -1149,8 +1144,7 @@ mod tests {
                 ),
                 region(2, "never", "xdp_app", 0),
             ],
-            tree: None,
-        };
+        );
         let t = table(&r);
         let bars: Vec<usize> = t.lines().filter_map(|l| l.find(" | ")).collect();
         assert_eq!(bars.len(), 5, "header, units and 3 rows:\n{t}");

@@ -79,6 +79,16 @@ pub struct SessionArgs {
     pub live: crate::live::LiveArgs,
 }
 
+impl SessionArgs {
+    /// `--window`, parsed.
+    pub fn windows(&self) -> Result<Option<crate::window::Windows>> {
+        self.window
+            .as_deref()
+            .map(crate::window::Windows::parse)
+            .transpose()
+    }
+}
+
 /// Replaces `from` with `to` on a bpf_link (XDP or tcx), atomically, and
 /// only if `from` is the program attached.
 pub fn link_replace(link: BorrowedFd<'_>, from: i32, to: i32) -> Result<()> {
@@ -491,12 +501,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     let ifindex = netdev::ifindex(&a.dev, a.netns.as_deref())?;
     let k = key(&a.dev, a.netns.as_deref(), a.tc);
     let plan = pin_plan(a.session.pin_dir.as_deref(), &k)?;
-    let windows = a
-        .session
-        .window
-        .as_deref()
-        .map(crate::window::Windows::parse)
-        .transpose()?;
+    let windows = a.session.windows()?;
     let bytes = crate::read_obj(&c.obj)?;
     // The program between windows is the object as it is.
     let original = windows.map(|_| bytes.clone());

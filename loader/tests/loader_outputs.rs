@@ -148,6 +148,15 @@ fn prometheus_counts_windows() {
     };
     let measured = sample(&text, "inxpect_window_measured_seconds_total", &[]);
     assert!(measured.is_some_and(|m| m > 0.0), "{text}");
+    promtool_check(&text);
+    sigint(&child);
+    let v = finish(child);
+    assert!(v["live"]["window"]["opened"].as_u64() >= Some(2), "{v}");
+    p.assert_clean();
+}
+
+/// `promtool check metrics` accepts `text`.
+fn promtool_check(text: &str) {
     let mut pt = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -163,10 +172,6 @@ fn prometheus_counts_windows() {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-    sigint(&child);
-    let v = finish(child);
-    assert!(v["live"]["window"]["opened"].as_u64() >= Some(2), "{v}");
-    p.assert_clean();
 }
 
 /// An HTTP/1.0 GET (no chunked answer): status and body.
@@ -232,21 +237,7 @@ fn prometheus_scrapes_run() {
     // and the counts are the frames sent.
     let (st, text) = get(&addr, "/metrics", "text/plain");
     assert_eq!(st, 200, "{text}");
-    let mut pt = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus; .ci/install)");
-    pt.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let o = pt.wait_with_output().unwrap();
-    assert!(
-        o.status.success(),
-        "promtool check metrics: {}{}\n{text}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    promtool_check(&text);
     let parse = "region=\"parse\"";
     assert_eq!(
         sample(&text, "inxpect_runs_total", &[]),
