@@ -132,6 +132,40 @@ impl Tally {
     }
 }
 
+/// Where the windows go: period k spans [k P, (k+1) P) ns from the start,
+/// and its window opens at an offset that leaves ON before the next period.
+struct Grid {
+    period: u64,
+    on: u64,
+}
+
+impl Grid {
+    fn of(w: Windows) -> Grid {
+        Grid {
+            period: w.period.as_nanos() as u64,
+            on: w.on.as_nanos() as u64,
+        }
+    }
+
+    /// The largest offset of a window in its period.
+    fn slack(&self) -> u64 {
+        self.period - self.on
+    }
+
+    /// After the window of period `k` closed at `elapsed`: the next period
+    /// still wholly ahead and its window's opening, `draw` (in
+    /// `0..=slack()`) into it.
+    fn next(&self, k: u64, elapsed: u64, draw: u64) -> (u64, u64) {
+        let k = (k + 1).max(elapsed / self.period + 1);
+        (
+            k,
+            self.period
+                .saturating_mul(k)
+                .saturating_add(draw.min(self.slack())),
+        )
+    }
+}
+
 /// The thread that swaps the builds.
 pub struct Cycler {
     windows: Windows,
@@ -171,9 +205,7 @@ impl Cycler {
                 // traffic with the period's own rhythm is neither always
                 // missed nor always caught. The first opens with the session.
                 let t0 = Instant::now();
-                let period = windows.period.as_nanos() as u64;
-                let slack = period - windows.on.as_nanos() as u64;
-                let at = |k: u64| t0 + Duration::from_nanos(period.saturating_mul(k));
+                let grid = Grid::of(windows);
                 let mut rng = fastrand::Rng::new();
                 let mut k = 0u64;
                 let mut close_at = t0 + windows.on;
@@ -192,9 +224,10 @@ impl Cycler {
                         fail(e);
                         return;
                     }
-                    // The next period of the grid that is still ahead.
-                    k = (k + 1).max(t0.elapsed().as_nanos() as u64 / period + 1);
-                    let open_at = at(k) + Duration::from_nanos(rng.u64(0..=slack));
+                    let (next, opening) =
+                        grid.next(k, t0.elapsed().as_nanos() as u64, rng.u64(0..=grid.slack()));
+                    k = next;
+                    let open_at = t0 + Duration::from_nanos(opening);
                     if !wait(open_at) {
                         return;
                     }
@@ -304,6 +337,34 @@ mod tests {
         std::thread::sleep(Duration::from_millis(10));
         assert_eq!(*log.lock().unwrap(), seen, "a swap after stop");
         assert_eq!(c.tally(), t, "the tally moved after stop");
+    }
+
+    /// Each window lies inside its own period, in a period that starts
+    /// after the previous window closed, however late that was.
+    #[test]
+    fn windows_stay_inside_periods_ahead() {
+        let g = Grid::of(Windows::parse("10ms/100ms").unwrap());
+        let (p, on) = (100_000_000u64, 10_000_000u64);
+        assert_eq!(g.slack(), p - on);
+        for (k, elapsed) in [
+            (0, on),
+            (0, 5 * p + 3),
+            (3, 3 * p + on),
+            (7, 7 * p + p - 1),
+            (2, 9 * p),
+        ] {
+            for draw in [0, 1, g.slack() / 2, g.slack(), u64::MAX] {
+                let (n, open) = g.next(k, elapsed, draw);
+                assert!(n > k, "{k} {elapsed}");
+                assert!(n * p > elapsed, "period {n} started before {elapsed}");
+                assert!(
+                    open >= n * p && open + on <= (n + 1) * p,
+                    "{k} {elapsed} {draw}: {open}"
+                );
+            }
+        }
+        // On time, the next period is the next one.
+        assert_eq!(g.next(4, 4 * p + on, 0), (5, 5 * p));
     }
 
     /// A failed swap stops the windows and says why.
