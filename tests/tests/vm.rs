@@ -329,8 +329,35 @@ fn extras(series: &str) -> (tempfile::TempDir, Vec<(PathBuf, String)>) {
     )
     .expect("write cycles.sh");
     out.push((cycles, "exec cycles /bin/sh /objs/cycles.sh".into()));
+    // Time windows with the module's tsc: bursts spread over the session,
+    // some inside a window, some outside. The instrumented build stays
+    // loaded between windows, so the module stays pinned throughout.
+    let window = dir.path().join("window.sh");
+    std::fs::write(
+        &window,
+        format!(
+            "ip link set lo up\n\
+             /objs/inxpect run /objs/drop.clang-O2-g.o --dev lo --mode generic --counter tsc \
+             --window 50ms/200ms --duration 10s --interval 1s --no-calibrate --json >/tmp/w.json 2>/tmp/w.err &\n\
+             sleep 3\n\
+             i=0\n\
+             while [ $i -lt {WINDOW_BURSTS} ]; do /objs/inxpect replay --dev lo --count {WINDOW_BURST} >/dev/null; sleep 0.1; i=$((i+1)); done\n\
+             rmmod inxpect 2>/dev/null && {{ echo WINDOW-RMMOD-OK; insmod /inxpect.ko; }}\n\
+             wait $!\n\
+             rc=$?\n\
+             cat /tmp/w.json\n\
+             ip link show dev lo | grep -q xdp && echo STILL-ATTACHED\n\
+             exit $rc\n"
+        ),
+    )
+    .expect("write window.sh");
+    out.push((window, "exec window /bin/sh /objs/window.sh".into()));
     (dir, out)
 }
+
+/// `--window` in the guest: bursts of frames sent over the session.
+const WINDOW_BURSTS: u64 = 20;
+const WINDOW_BURST: u64 = 10;
 
 /// The `invalid` oracle of x86 (no PMU: every pmc read has bit 63 set):
 /// kinsns with pmc, 1 and 2 events (the inlined single-event probes and the
@@ -597,6 +624,28 @@ fn check_loader(out: &VmOutput) {
     );
     assert!(
         !exec("live").2.iter().any(|l| l.contains("STILL-ATTACHED")),
+        "XDP left on lo"
+    );
+    // `run --window`: the module's counter, some bursts measured and some
+    // not, windows opened and closed, the module held all along, nothing
+    // left attached.
+    let r = json("window");
+    assert_eq!(r["counter"], "tsc", "window: {r}");
+    let sent = WINDOW_BURSTS * WINDOW_BURST;
+    let runs = r["runs"].as_u64().unwrap_or(0);
+    assert!(runs < sent, "window: every frame measured: {r}");
+    assert_eq!(r["regions"][0]["count"].as_u64(), Some(runs), "window: {r}");
+    assert!(
+        r["live"]["window"]["opened"].as_u64() >= Some(2),
+        "window: {r}"
+    );
+    let wl = &exec("window").2;
+    assert!(
+        !wl.iter().any(|l| l.contains("WINDOW-RMMOD-OK")),
+        "the module left while a windowed session held its program"
+    );
+    assert!(
+        !wl.iter().any(|l| l.contains("STILL-ATTACHED")),
         "XDP left on lo"
     );
     let (_, rc, lines) = exec("cycles");
