@@ -20,7 +20,7 @@ use crate::tc::{self, TcDir, TcHook};
 use crate::{backend, load_for, netdev, testrun, Backend, Common};
 use inxpect_loader::jsonl;
 use inxpect_loader::report::{self, Format, LiveInfo, Report};
-use inxpect_loader::stats::Snapshot;
+use inxpect_loader::stats::{Runs, Snapshot};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum XdpMode {
@@ -339,24 +339,43 @@ fn attach(prog_fd: i32, ifindex: u32, mode: XdpMode, dev: &str) -> Result<OwnedF
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// The interval's first line: runs, their rate (with `--window`, per
+/// second of the interval that a window was open), sampled runs.
+fn runs_line(now: Runs, prev: Runs, elapsed: f64, secs: f64, measured: Option<f64>) -> String {
+    let runs = now.runs.saturating_sub(prev.runs);
+    let rate = match measured {
+        None => format!("{:.0}/s", runs as f64 / secs.max(1e-9)),
+        Some(w) => format!(
+            "{w:.2}s of it in windows, {:.0}/s while measured",
+            runs as f64 / w.max(1e-9)
+        ),
+    };
+    format!(
+        "[{elapsed:7.1}s] runs {} (+{runs} in {secs:.1}s, {rate})  sampled {}",
+        now.runs, now.sampled
+    )
+}
+
+/// The live table of one interval. `measured`: with `--window`, the
+/// seconds of the interval a window was open, which the rate is of (the
+/// runs between windows ran the original, uncounted).
+#[allow(clippy::too_many_arguments)]
 fn interval_table(
     m: &Manifest,
     now: &Snapshot,
     prev: &Snapshot,
     elapsed: f64,
     secs: f64,
+    measured: Option<f64>,
     unit: &str,
     enabled: impl Fn(u32) -> bool,
 ) -> String {
     use std::fmt::Write as _;
     let mut o = String::new();
-    let runs = now.runs.runs.saturating_sub(prev.runs.runs);
     let _ = writeln!(
         o,
-        "[{elapsed:7.1}s] runs {} (+{runs} in {secs:.1}s, {:.0}/s)  sampled {}",
-        now.runs.runs,
-        runs as f64 / secs.max(1e-9),
-        now.runs.sampled
+        "{}",
+        runs_line(now.runs, prev.runs, elapsed, secs, measured)
     );
     // As wide as the longest name: a long one must not shift the columns.
     let names: Vec<String> = m
@@ -735,6 +754,7 @@ impl<'a> Session<'a> {
         let mut prev = object::snapshot(l)?;
         let mut last = Instant::now();
         let mut cfg_prev = cfg0.clone();
+        let mut measured_prev = 0.0;
         let mut gone = false;
         while !STOP.load(Ordering::SeqCst) {
             if live.duration.is_some_and(|d| start.elapsed() >= d) {
@@ -773,12 +793,19 @@ impl<'a> Session<'a> {
                 cfg_prev = cfg.clone();
             }
             let secs = last.elapsed().as_secs_f64();
+            let measured = self.window.as_ref().map(|w| {
+                let m = w.tally().measured.as_secs_f64();
+                let d = m - measured_prev;
+                measured_prev = m;
+                d
+            });
             text.push_str(&interval_table(
                 &l.manifest,
                 &now,
                 &prev,
                 start.elapsed().as_secs_f64(),
                 secs,
+                measured,
                 &self.unit,
                 |id| cfg.is_enabled(id),
             ));
@@ -1137,4 +1164,32 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
     }
     println!("inxpect: sent {sent} frames on {}", a.dev);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runs(runs: u64, sampled: u64) -> Runs {
+        Runs {
+            runs,
+            sampled,
+            no_counter: 0,
+        }
+    }
+
+    /// With `--window` the rate is of the time a window was open: the
+    /// packets between windows ran the original and are not in `runs`.
+    #[test]
+    fn the_rate_is_per_measured_second_in_windows() {
+        let (now, prev) = (runs(1500, 1500), runs(500, 500));
+        assert_eq!(
+            runs_line(now, prev, 3.0, 1.0, None),
+            "[    3.0s] runs 1500 (+1000 in 1.0s, 1000/s)  sampled 1500"
+        );
+        assert_eq!(
+            runs_line(now, prev, 3.0, 1.0, Some(0.1)),
+            "[    3.0s] runs 1500 (+1000 in 1.0s, 0.10s of it in windows, 10000/s while measured)  sampled 1500"
+        );
+    }
 }
