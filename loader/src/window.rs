@@ -23,6 +23,9 @@ use inxpect_loader::report::WindowInfo;
 /// Why `run --window` refuses a cls_bpf filter.
 pub const NO_LINK: &str = "--window swaps the program on its bpf_link, and a cls_bpf filter has none: use --tc-hook tcx (Linux 6.6+)";
 
+/// The shortest PERIOD `--window` takes.
+pub const MIN_PERIOD: Duration = Duration::from_millis(100);
+
 /// ON of every PERIOD.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Windows {
@@ -50,6 +53,14 @@ impl Windows {
         }
         if w.on < Duration::from_millis(1) {
             bail!("bad window {s:?}: ON must be at least 1ms (each window is two swaps)");
+        }
+        // Every swap takes the kernel's RTNL lock (XDP, tcx, cls_bpf alike):
+        // at most 20 a second, so that the host's network configuration
+        // (routes, links, other tools) never queues behind the profiler.
+        if w.period < MIN_PERIOD {
+            bail!(
+                "bad window {s:?}: PERIOD must be at least {MIN_PERIOD:?} (each window is two swaps, and each swap takes the kernel's RTNL lock, which the host's network configuration shares)"
+            );
         }
         Ok(w)
     }
@@ -294,11 +305,23 @@ mod tests {
         assert_eq!(w.on, Duration::from_millis(10));
         assert_eq!(w.period, Duration::from_secs(1));
         assert!((w.duty() - 0.01).abs() < 1e-12);
-        for bad in ["10ms", "1s/1s", "2s/1s", "0.5ms/1s", "x/1s", "10ms/", "/1s"] {
+        for bad in [
+            "10ms",
+            "1s/1s",
+            "2s/1s",
+            "0.5ms/1s",
+            "x/1s",
+            "10ms/",
+            "/1s",
+            "10ms/50ms",
+        ] {
             assert!(Windows::parse(bad).is_err(), "{bad} accepted");
         }
         let e = format!("{:#}", Windows::parse("2s/1s").unwrap_err());
         assert!(e.contains("shorter than PERIOD"), "{e}");
+        let e = format!("{:#}", Windows::parse("10ms/50ms").unwrap_err());
+        assert!(e.contains("PERIOD must be at least 100ms"), "{e}");
+        assert!(Windows::parse("20ms/100ms").is_ok());
     }
 
     /// The swaps alternate, the first one closes the window the session
