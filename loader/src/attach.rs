@@ -944,11 +944,26 @@ pub fn attach(a: AttachArgs) -> Result<()> {
     let mut session = run::Session::new("attach", c, &l, &b, cal, &a.dev, ifindex, hook.mode())?;
     run::catch_signals();
     let guard = Guard::spawn(hook, ifindex, orig_id, new_id)?;
-    // Pinned once swapped in: pins on the device mean the swap is done.
-    let pins = swap
+    // Pinned once swapped in: pins on the device mean the swap is done. The
+    // windows' thread inherits this thread's network namespace (the netlink
+    // swaps need it).
+    let started = swap
         .swap_in()
-        .and_then(|_| run::pin_for_set(&l, &k, &a.dev, a.netns.as_deref(), plan));
-    let pins = match pins {
+        .and_then(|_| run::pin_for_set(&l, &k, &a.dev, a.netns.as_deref(), plan))
+        .and_then(|pins| {
+            let cycler = windows
+                .map(|w| {
+                    let (o, c) = (std::sync::Arc::clone(&swap), std::sync::Arc::clone(&swap));
+                    crate::window::Cycler::start(
+                        w,
+                        move || o.replace(o.orig.as_fd(), o.new.as_fd()),
+                        move || c.replace(c.new.as_fd(), c.orig.as_fd()),
+                    )
+                })
+                .transpose()?;
+            Ok((pins, cycler))
+        });
+    let (pins, mut cycler) = match started {
         Ok(p) => p,
         Err(e) => {
             // Puts the original back if the swap went through.
@@ -972,31 +987,10 @@ pub fn attach(a: AttachArgs) -> Result<()> {
                 .join(", ")
         }
     ));
-    // The windows' thread inherits this thread's network namespace (the
-    // netlink swaps need it).
-    let mut cycler = match windows {
-        Some(w) => {
-            let (o, c) = (std::sync::Arc::clone(&swap), std::sync::Arc::clone(&swap));
-            let cy = crate::window::Cycler::start(
-                w,
-                move || o.replace(o.orig.as_fd(), o.new.as_fd()),
-                move || c.replace(c.new.as_fd(), c.orig.as_fd()),
-            );
-            match cy {
-                Ok(cy) => {
-                    note(&w.describe());
-                    session.set_windows(cy.probe());
-                    Some(cy)
-                }
-                Err(e) => {
-                    let _ = swap.restore()?;
-                    guard.dismiss();
-                    return Err(e);
-                }
-            }
-        }
-        None => None,
-    };
+    if let (Some(w), Some(cy)) = (windows, &cycler) {
+        note(&w.describe());
+        session.set_windows(cy.probe());
+    }
     let watched = session.watch(&live, &cfg0, endpoint.as_ref());
     // No swap after this: the restore below is the last word.
     if let Some(m) = cycler.as_mut().and_then(|c| c.stop().warning()) {

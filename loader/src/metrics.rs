@@ -211,7 +211,7 @@ impl Collector for Scrape {
             family(
                 &mut enc,
                 "inxpect_window_measured_seconds",
-                "attach --window: time the instrumented build was attached (runs are of that time only).",
+                "--window: time the instrumented build was attached (runs are of that time only).",
                 None,
                 MetricType::Counter,
                 &[(base.clone(), ConstCounter::new(w.measured_seconds))],
@@ -219,7 +219,7 @@ impl Collector for Scrape {
             family(
                 &mut enc,
                 "inxpect_windows_opened",
-                "attach --window: windows opened so far.",
+                "--window: windows opened so far.",
                 None,
                 MetricType::Counter,
                 &[(base.clone(), ConstCounter::new(w.opened))],

@@ -229,11 +229,9 @@ pub fn load_with(
             } else {
                 ""
             };
-            let tail: Vec<&str> = log.lines().rev().take(25).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
             bail!(
                 "loading {origin}: {e}{hint}\n  libbpf said:\n    {}",
-                tail.join("\n    ")
+                log_tail(&log, 25)
             );
         }
     };
@@ -286,17 +284,16 @@ pub fn load_original(bytes: &[u8], origin: &str, l: &Loaded) -> Result<Object> {
     open.load().map_err(|e| {
         anyhow!(
             "loading {origin} as it is (the program between windows): {e}\n  libbpf said:\n    {}",
-            take_log()
-                .lines()
-                .rev()
-                .take(15)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n    ")
+            log_tail(&take_log(), 15)
         )
     })
+}
+
+/// The last `n` lines of libbpf's log (the verifier's verdict is at the
+/// end), indented for an error message.
+fn log_tail(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n    ")
 }
 
 /// One perf event per online CPU, stored at index cpu of `inxpect_perf`.

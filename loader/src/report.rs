@@ -64,12 +64,12 @@ pub struct LiveInfo {
     pub device: String,
     pub mode: String,
     pub seconds: f64,
-    /// `attach --window`: when the instrumented build was attached.
+    /// `--window`: when the instrumented build was attached.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub window: Option<WindowInfo>,
 }
 
-/// `attach --window ON/PERIOD`: the instrumented build ran for ON of every
+/// `--window ON/PERIOD`: the instrumented build ran for ON of every
 /// PERIOD, the original (uncounted) the rest of the time.
 #[derive(Serialize, Debug, Clone)]
 pub struct WindowInfo {
@@ -1091,7 +1091,7 @@ mod tests {
         }
     }
 
-    /// `attach --window`: the table says what share of the time was
+    /// `--window`: the table says what share of the time was
     /// measured, and loudly when the windows stopped early.
     #[test]
     fn windows_are_stated_under_the_live_line() {

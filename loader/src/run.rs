@@ -532,22 +532,23 @@ pub fn run(a: RunArgs) -> Result<()> {
     };
     let kind = if a.tc.is_some() { Kind::Tc } else { Kind::Xdp };
     let (l, cfg0) = load_for(c, &b, bytes, Some(kind))?;
-    // Loaded before anything is attached, so that a refusal changes nothing.
-    let ofd = match &original {
-        Some(bytes) => {
-            let orig = object::load_original(bytes, &c.obj.display().to_string(), &l)?;
+    // The program between windows, loaded before anything is attached, so
+    // that a refusal changes nothing.
+    let between = match windows.zip(original) {
+        Some((w, bytes)) => {
+            if a.tc_hook == TcHook::Clsact {
+                bail!(crate::window::NO_LINK);
+            }
+            let orig = object::load_original(&bytes, &c.obj.display().to_string(), &l)?;
             let p = orig
                 .progs()
                 .find(|p| p.name() == std::ffi::OsStr::new(&l.prog))
                 .context("the original program vanished")?;
             // The program lives as long as this fd, the object may go.
-            Some(p.as_fd().try_clone_to_owned()?)
+            Some((w, p.as_fd().try_clone_to_owned()?))
         }
         None => None,
     };
-    if windows.is_some() && a.tc_hook == TcHook::Clsact {
-        bail!(crate::window::NO_LINK);
-    }
     let fd = l.prog_fd()?.as_raw_fd();
     let prog_id = libbpf_rs::Program::id_from_fd(l.prog_fd()?)?;
     catch_signals();
@@ -582,13 +583,13 @@ pub fn run(a: RunArgs) -> Result<()> {
     ));
     let mut s = Session::new("run", c, &l, &b, cal, &a.dev, ifindex, mode)?;
     // Declared after `att`, so dropped (stopped) before it detaches.
-    let mut cycler = match windows {
-        Some(w) => {
+    let mut cycler = match between {
+        Some((w, ofd)) => {
+            // `--tc-hook auto` may have fallen back to a cls_bpf filter.
             let link = match &att.what {
                 Some(Attachment::Link(link)) => link.try_clone()?,
                 _ => bail!(crate::window::NO_LINK),
             };
-            let ofd = ofd.context("the original program")?;
             let nfd = l.prog_fd()?.try_clone_to_owned()?;
             let (l2, o2, n2) = (link.try_clone()?, ofd.try_clone()?, nfd.try_clone()?);
             let cy = crate::window::Cycler::start(
@@ -600,7 +601,7 @@ pub fn run(a: RunArgs) -> Result<()> {
             s.set_windows(cy.probe());
             Some(cy)
         }
-        _ => None,
+        None => None,
     };
     let w = s.watch(&live, &cfg0, endpoint.as_ref())?;
     if let Some(m) = cycler.as_mut().and_then(|c| c.stop().warning()) {

@@ -90,6 +90,15 @@ struct State {
     error: Option<String>,
 }
 
+impl State {
+    /// The open window, if any, ends now: its time counts as measured.
+    fn close(&mut self) {
+        if let Some(t) = self.open_since.take() {
+            self.measured += t.elapsed();
+        }
+    }
+}
+
 /// A report's view of the windows.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tally {
@@ -179,10 +188,9 @@ impl Grid {
 
 /// The thread that swaps the builds.
 pub struct Cycler {
-    windows: Windows,
+    probe: Probe,
     stop: Sender<()>,
     thread: Option<JoinHandle<()>>,
-    state: Arc<Mutex<State>>,
 }
 
 impl Cycler {
@@ -225,12 +233,7 @@ impl Cycler {
                         break;
                     }
                     let r = close();
-                    {
-                        let mut s = st.lock().unwrap();
-                        if let Some(t) = s.open_since.take() {
-                            s.measured += t.elapsed();
-                        }
-                    }
+                    st.lock().unwrap().close();
                     if let Err(e) = r {
                         fail(e);
                         return;
@@ -252,30 +255,23 @@ impl Cycler {
                     s.open_since = Some(Instant::now());
                 }
                 // Stopped inside a window: the caller's restore closes it.
-                let mut s = st.lock().unwrap();
-                if let Some(t) = s.open_since.take() {
-                    s.measured += t.elapsed();
-                }
+                st.lock().unwrap().close();
             })
             .context("starting the window thread")?;
         Ok(Cycler {
-            windows,
+            probe: Probe { windows, state },
             stop: tx,
             thread: Some(thread),
-            state,
         })
     }
 
     /// What a report reads the windows through.
     pub fn probe(&self) -> Probe {
-        Probe {
-            windows: self.windows,
-            state: Arc::clone(&self.state),
-        }
+        self.probe.clone()
     }
 
     pub fn tally(&self) -> Tally {
-        self.probe().tally()
+        self.probe.tally()
     }
 
     /// Stops swapping and waits for the thread: after this either build may
