@@ -860,7 +860,7 @@ fn windows_swap_a_clsact_filter_many_times_and_every_frame_is_counted() {
 fn run_windows_share_the_maps_and_route_every_frame() {
     let p = Pair::new("w");
     let t = Traffic::start(&p.b, &p.vb, &p.b, &p.vb);
-    let mut child = common::netns::spawn_run(
+    let child = common::netns::spawn_run(
         &p,
         "router",
         "generic",
@@ -874,12 +874,8 @@ fn run_windows_share_the_maps_and_route_every_frame() {
             "--no-calibrate",
         ],
     );
-    let o = loop {
-        if let Some(_st) = child.try_wait().unwrap() {
-            break child.wait_with_output().unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    // Reading its pipes while it runs: a full stderr must not stall it.
+    let o = child.wait_with_output().unwrap();
     let (sent, seen) = t.finish();
     let v = report("run", &o);
     let err = String::from_utf8_lossy(&o.stderr);
