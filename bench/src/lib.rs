@@ -105,6 +105,7 @@ pub fn build(input: &[u8], variant: Variant) -> Result<Vec<u8>> {
             Variant::SectionsCall(_) => inxpect_rewriter::Stats::Call,
             _ => inxpect_rewriter::Stats::Inline,
         },
+        unsampled_copy: false,
     };
     Ok(instrument(input, &opts)
         .with_context(|| format!("instrumenting for {}", variant.short()))?

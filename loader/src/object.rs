@@ -58,6 +58,7 @@ pub fn prepare_bytes(
         only: None,
         read_fn: None,
         stats,
+        unsampled_copy: false,
     };
     // The in-memory object is never written out: its DWARF is moot.
     let out = inxpect_rewriter::instrument_with(&bytes, &opts, inxpect_rewriter::Dwarf::Strip)

@@ -99,6 +99,7 @@ fn main() {
             only: None,
             read_fn: None,
             stats: inxpect_rewriter::Stats::Inline,
+            unsampled_copy: false,
         };
         // More tries on small objects: a single hiccup of a busy machine dominates them.
         let tries = if insns <= 200_000 { 9 } else { 3 };

@@ -164,6 +164,70 @@ impl BtfExt {
     }
 }
 
+impl BtfExt {
+    /// `.BTF.ext` rebuilt with each record at the offsets `map(kind,
+    /// section, old)` gives it (a copied instruction's line and CO-RE
+    /// records repeat at the copy), each section's records sorted by
+    /// offset as the kernel requires of line_info. The header keeps its
+    /// size; the blocks follow it in order.
+    pub fn rebuild(
+        &self,
+        ext: &[u8],
+        mut map: impl FnMut(Kind, &str, u32) -> Vec<u32>,
+    ) -> Result<Vec<u8>> {
+        let hdr_len = rd32(ext, 4)? as usize;
+        let fields: &[(Kind, usize)] = if hdr_len >= 32 {
+            &[(Kind::Func, 8), (Kind::Line, 16), (Kind::CoRe, 24)]
+        } else {
+            &[(Kind::Func, 8), (Kind::Line, 16)]
+        };
+        let mut out = ext
+            .get(..hdr_len)
+            .ok_or_else(|| Error::BtfExt("truncated header".into()))?
+            .to_vec();
+        let mut body: Vec<u8> = Vec::new();
+        for &(kind, field) in fields {
+            let (off, len) = (rd32(ext, field)? as usize, rd32(ext, field + 4)? as usize);
+            let at = body.len() as u32;
+            if len > 0 {
+                let start = hdr_len + off;
+                let end = start + len;
+                let rec_size = rd32(ext, start)? as usize;
+                body.extend_from_slice(&(rec_size as u32).to_le_bytes());
+                let mut p = start + 4;
+                while p < end {
+                    let sec_off = rd32(ext, p)?;
+                    let n = rd32(ext, p + 4)? as usize;
+                    let section = cstr(&self.strings, sec_off as usize).unwrap_or_default();
+                    p += 8;
+                    let mut recs: Vec<(u32, &[u8])> = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        let rec = ext
+                            .get(p..p + rec_size)
+                            .ok_or_else(|| Error::BtfExt(format!("{kind:?} records overrun")))?;
+                        for o in map(kind, &section, rd32(ext, p)?) {
+                            recs.push((o, rec));
+                        }
+                        p += rec_size;
+                    }
+                    recs.sort_by_key(|r| r.0);
+                    body.extend_from_slice(&sec_off.to_le_bytes());
+                    body.extend_from_slice(&(recs.len() as u32).to_le_bytes());
+                    for (o, rec) in recs {
+                        body.extend_from_slice(&o.to_le_bytes());
+                        body.extend_from_slice(&rec[4..]);
+                    }
+                }
+            }
+            let blen = body.len() as u32 - at;
+            out[field..field + 4].copy_from_slice(&at.to_le_bytes());
+            out[field + 4..field + 8].copy_from_slice(&blen.to_le_bytes());
+        }
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+}
+
 /// Sets the linkage (0 static, 1 global) of the FUNC records named in
 /// `names`, in place. Returns how many records changed.
 pub fn btf_set_func_linkage(

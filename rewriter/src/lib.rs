@@ -47,6 +47,10 @@ pub struct Options {
     /// Where END adds a measurement to the statistics at program-level
     /// sites of a one-event backend (see [`Stats`]).
     pub stats: Stats,
+    /// A sampled-out run of a program takes an uninstrumented copy of the
+    /// program's own code (no cost per site; the verifier walks the
+    /// program's code twice). Programs that make tail calls keep one copy.
+    pub unsampled_copy: bool,
 }
 
 impl Default for Options {
@@ -58,6 +62,7 @@ impl Default for Options {
             only: None,
             read_fn: None,
             stats: Stats::Inline,
+            unsampled_copy: false,
         }
     }
 }
@@ -239,7 +244,7 @@ pub fn instrument_with(input: &[u8], opts: &Options, keep: Dwarf) -> Result<Inst
         opts.read_fn.as_deref(),
         opts.stats,
     )?;
-    let emitted = emit::emit(&out, &lplan, &backend)?;
+    let emitted = emit::emit(&out, &lplan, &backend, opts.unsampled_copy)?;
     let mut m = m;
     windows_into(&mut m, &plan, &emitted.windows);
     let ins = emitted.insertions;

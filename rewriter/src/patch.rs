@@ -24,6 +24,13 @@ pub struct NewInsn {
     /// An `ld_imm64` of this symbol's address (a map, or a global's value):
     /// libbpf resolves it through an R_BPF_64_64 relocation.
     pub load: Option<usize>,
+    /// A copy of the instruction at this old slot (an uninstrumented copy
+    /// of a function): its relocation, CO-RE record and line are repeated
+    /// at the copy, a call is encoded as the original's, and a branch goes
+    /// to the copy of its target.
+    pub copy: Option<usize>,
+    /// A `ja` to the copy of this old slot.
+    pub to_copy: Option<usize>,
 }
 
 impl NewInsn {
@@ -32,6 +39,8 @@ impl NewInsn {
             insn,
             call: None,
             load: None,
+            copy: None,
+            to_copy: None,
         }
     }
 }
@@ -104,6 +113,8 @@ pub fn apply(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
 pub fn remap(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> Result<AddressMap> {
     // 1. Layout: the maps of every code section.
     let mut maps: HashMap<usize, Map> = HashMap::new();
+    // Per code section: where the copy of each copied old slot is.
+    let mut copies: HashMap<usize, HashMap<usize, usize>> = HashMap::new();
     for (si, s) in elf.sections.iter().enumerate().filter(|(_, s)| s.is_exec()) {
         let n = s.data.len() / 8;
         let Some(list) = ins.get(&si) else {
@@ -115,20 +126,29 @@ pub fn remap(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
         let mut pos = Vec::with_capacity(n);
         let mut it = list.iter().peekable();
         let mut len = 0;
+        let here = copies.entry(si).or_default();
+        let mut place = |seq: &[NewInsn], len: &mut usize| {
+            for (j, x) in seq.iter().enumerate() {
+                if let Some(k) = x.copy {
+                    here.insert(k, *len + j);
+                }
+            }
+            *len += seq.len();
+        };
         for i in 0..n {
             target.push(len);
             while let Some((_, _, seq)) = it.next_if(|(at, p, _)| at.0 == i && *p == Place::Entry) {
-                len += seq.len();
+                place(seq, &mut len);
             }
             jump.push(len);
             while let Some((_, _, seq)) = it.next_if(|(at, p, _)| at.0 == i && *p == Place::Before)
             {
-                len += seq.len();
+                place(seq, &mut len);
             }
             pos.push(len);
             len += 1;
             while let Some((_, _, seq)) = it.next_if(|(at, p, _)| at.0 == i && *p == Place::After) {
-                len += seq.len();
+                place(seq, &mut len);
             }
         }
         if let Some((at, _, _)) = it.next() {
@@ -199,23 +219,13 @@ pub fn remap(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
         });
     }
 
-    // 3. New symbol values (needed to re-encode calls through relocations).
-    let new_value = |shndx: u16, v: u64| -> u64 {
-        match maps.get(&(shndx as usize)) {
-            Some(m) => m
-                .target
-                .get(v as usize / 8)
-                .map(|&t| t as u64 * 8)
-                .unwrap_or(v),
-            None => v,
-        }
-    };
-
     // 4. Code: copy, fix branches and calls, insert.
     let mut added_rels: HashMap<usize, Vec<Rel>> = HashMap::new();
     let secs: Vec<usize> = maps.keys().copied().collect();
+    let no_copies = HashMap::new();
     for si in secs {
         let map = &maps[&si];
+        let copied = copies.get(&si).unwrap_or(&no_copies);
         let name = elf.sections[si].name.clone();
         let old: Vec<Insn> = crate::insn::decode_all(&elf.sections[si].data);
         let mut out: Vec<Insn> = Vec::with_capacity(map.target[old.len()]);
@@ -223,15 +233,30 @@ pub fn remap(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
         let mut it = list.map(|l| l.iter().peekable());
         let mut skip = false;
         let rels_here: &[(usize, Rel)] = relocated.get(&si).map_or(&[], |v| v.as_slice());
+        let rel_at = |k: usize| {
+            rels_here
+                .binary_search_by_key(&k, |r| r.0)
+                .ok()
+                .map(|j| &rels_here[j].1)
+        };
+        let enc = Encoder {
+            maps: &maps,
+            sym_value: &sym_value,
+            name: &name,
+        };
         let mut cursor = 0;
         for (i, x) in old.iter().enumerate() {
             while cursor < rels_here.len() && rels_here[cursor].0 < i {
                 cursor += 1;
             }
             let rel_here = rels_here.get(cursor).filter(|r| r.0 == i).map(|r| &r.1);
-            let mut emit_seqs = |place: Place, out: &mut Vec<Insn>| {
-                let Some(it) = it.as_mut() else { return };
+            let mut emit_seqs = |place: Place, out: &mut Vec<Insn>| -> Result<()> {
+                let Some(it) = it.as_mut() else {
+                    return Ok(());
+                };
                 while let Some((_, _, seq)) = it.next_if(|(at, p, _)| at.0 == i && *p == place) {
+                    // The second half of a copied ld_imm64 is copied as is.
+                    let mut half = false;
                     for n in seq {
                         let mut insn = n.insn;
                         if let Some(sym) = n.call {
@@ -257,74 +282,63 @@ pub fn remap(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
                                 addend: 0,
                             });
                         }
+                        let here = out.len() as i64;
+                        if let Some(k) = n.to_copy {
+                            let t = copied.get(&k).ok_or_else(|| {
+                                Error::malformed("a jump to a slot with no copy", enc.loc(k))
+                            })?;
+                            insn.off = enc.offset16(*t as i64 - here - 1, k)?;
+                        }
+                        if let Some(k) = n.copy {
+                            if half {
+                                half = false;
+                            } else {
+                                let rel = rel_at(k);
+                                if let Some(rel) = rel {
+                                    added_rels.entry(si).or_default().push(Rel {
+                                        offset: here as u64 * 8,
+                                        ..*rel
+                                    });
+                                }
+                                // Calls leave for the function itself,
+                                // branches stay in the copy.
+                                half = enc.encode(
+                                    &mut insn,
+                                    k,
+                                    here,
+                                    rel,
+                                    |t| map.target(t),
+                                    |t| {
+                                        usize::try_from(t)
+                                            .ok()
+                                            .and_then(|t| copied.get(&t).copied())
+                                    },
+                                )?;
+                            }
+                        }
                         out.push(insn);
                     }
                 }
+                Ok(())
             };
-            emit_seqs(Place::Entry, &mut out);
-            emit_seqs(Place::Before, &mut out);
+            emit_seqs(Place::Entry, &mut out)?;
+            emit_seqs(Place::Before, &mut out)?;
             let mut x = *x;
             let here = out.len() as i64;
-            let loc = || Loc::at(&name, i as u64 * 8);
             if skip {
                 skip = false;
-            } else if let Some(rel) = rel_here {
-                // Calls and function addresses through a relocation: the target is
-                // symbol value + imm, each in its own unit.
-                let (shndx, v, _) = sym_value[rel.sym as usize];
-                if let Some(tm) = maps.get(&(shndx as usize)) {
-                    let nv = new_value(shndx, v) as i64;
-                    if x.is_pseudo_call() {
-                        let t = v as i64 / 8 + x.imm as i64 + 1;
-                        let nt = tm.target(t).ok_or_else(|| {
-                            Error::malformed("call target out of its section", loc())
-                        })?;
-                        x.imm = (nt as i64 - nv / 8 - 1) as i32;
-                    } else if x.is_ld_imm64() && rel.rtype == R_BPF_64_64 {
-                        let t = (v as i64 + x.imm as i64) / 8;
-                        let nt = tm.target(t).ok_or_else(|| {
-                            Error::malformed("function address out of its section", loc())
-                        })?;
-                        x.imm = (nt as i64 * 8 - nv) as i32;
-                    }
-                }
-                skip = x.is_ld_imm64();
-            } else if x.is_ld_imm64() {
-                if x.src == PSEUDO_FUNC {
-                    return Err(Error::malformed(
-                        "function address without a relocation",
-                        loc(),
-                    ));
-                }
-                skip = true;
-            } else if x.is_pseudo_call() || x.is_branch() {
-                let off = if x.is_pseudo_call() {
-                    x.imm as i64
-                } else {
-                    x.branch_off()
-                };
-                let to = i as i64 + 1 + off;
-                let t = if x.is_pseudo_call() {
-                    map.target(to)
-                } else {
-                    map.jump(to)
-                }
-                .ok_or_else(|| Error::malformed("jump target outside its section", loc()))?;
-                let noff = t as i64 - here - 1;
-                if x.is_pseudo_call() || x.is_long_ja() {
-                    x.imm = i32::try_from(noff).map_err(|_| Error::JumpRange {
-                        off: noff,
-                        loc: loc(),
-                    })?;
-                } else {
-                    x.off = i16::try_from(noff).map_err(|_| Error::JumpRange {
-                        off: noff,
-                        loc: loc(),
-                    })?;
-                }
+            } else {
+                skip = enc.encode(
+                    &mut x,
+                    i,
+                    here,
+                    rel_here,
+                    |t| map.target(t),
+                    |t| map.jump(t),
+                )?;
             }
             out.push(x);
-            emit_seqs(Place::After, &mut out);
+            emit_seqs(Place::After, &mut out)?;
         }
         elf.sections[si].data = crate::insn::encode_all(&out);
     }
@@ -369,7 +383,7 @@ pub fn remap(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
             .map(|&si| (elf.sections[si].name.clone(), si))
             .collect();
         let mut data = std::mem::take(&mut elf.sections[ext_idx].data);
-        ext.remap(&mut data, |kind, sec, off| {
+        let moved = |kind, sec: &str, off: u32| {
             let Some(m) = by_name.get(sec).and_then(|si| maps.get(si)) else {
                 return off;
             };
@@ -379,7 +393,23 @@ pub fn remap(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
                 ExtKind::Func | ExtKind::Line => m.target.get(i).copied(),
             };
             n.map(|n| n as u32 * 8).unwrap_or(off)
-        });
+        };
+        if copies.values().all(|c| c.is_empty()) {
+            ext.remap(&mut data, moved);
+        } else {
+            // A copied instruction's line and CO-RE records repeat at its
+            // copy (its function's func_info covers the copy already).
+            data = ext.rebuild(&data, |kind, sec, off| {
+                let copy = by_name
+                    .get(sec)
+                    .and_then(|si| copies.get(si))
+                    .and_then(|c| c.get(&(off as usize / 8)))
+                    .filter(|_| kind != ExtKind::Func);
+                std::iter::once(moved(kind, sec, off))
+                    .chain(copy.map(|&n| n as u32 * 8))
+                    .collect()
+            })?;
+        }
         elf.sections[ext_idx].data = data;
     }
     Ok(maps
@@ -394,4 +424,100 @@ pub fn remap(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
             )
         })
         .collect())
+}
+
+/// Encodes an input instruction for its new place.
+struct Encoder<'a> {
+    maps: &'a HashMap<usize, Map>,
+    /// Per symbol: (section, value, is a section symbol).
+    sym_value: &'a [(u16, u64, bool)],
+    name: &'a str,
+}
+
+impl Encoder<'_> {
+    fn loc(&self, slot: usize) -> Loc {
+        Loc::at(self.name, slot as u64 * 8)
+    }
+
+    fn offset16(&self, off: i64, slot: usize) -> Result<i16> {
+        i16::try_from(off).map_err(|_| Error::JumpRange {
+            off,
+            loc: self.loc(slot),
+        })
+    }
+
+    /// Instruction `x` of old slot `i` (relocation `rel`), now at `here`:
+    /// calls and function addresses through a relocation re-encoded against
+    /// the moved symbols, other calls to `call_to(old target)`, branches to
+    /// `branch_to(old target)`. Returns whether the next slot is the second
+    /// half of an `ld_imm64`.
+    fn encode(
+        &self,
+        x: &mut Insn,
+        i: usize,
+        here: i64,
+        rel: Option<&Rel>,
+        call_to: impl Fn(i64) -> Option<usize>,
+        branch_to: impl Fn(i64) -> Option<usize>,
+    ) -> Result<bool> {
+        let loc = || self.loc(i);
+        if let Some(rel) = rel {
+            // Calls and function addresses through a relocation: the target is
+            // symbol value + imm, each in its own unit.
+            let (shndx, v, _) = self.sym_value[rel.sym as usize];
+            if let Some(tm) = self.maps.get(&(shndx as usize)) {
+                let nv = tm
+                    .target
+                    .get(v as usize / 8)
+                    .map_or(v as i64, |&t| t as i64 * 8);
+                if x.is_pseudo_call() {
+                    let t = v as i64 / 8 + x.imm as i64 + 1;
+                    let nt = tm
+                        .target(t)
+                        .ok_or_else(|| Error::malformed("call target out of its section", loc()))?;
+                    x.imm = (nt as i64 - nv / 8 - 1) as i32;
+                } else if x.is_ld_imm64() && rel.rtype == R_BPF_64_64 {
+                    let t = (v as i64 + x.imm as i64) / 8;
+                    let nt = tm.target(t).ok_or_else(|| {
+                        Error::malformed("function address out of its section", loc())
+                    })?;
+                    x.imm = (nt as i64 * 8 - nv) as i32;
+                }
+            }
+            return Ok(x.is_ld_imm64());
+        }
+        if x.is_ld_imm64() {
+            if x.src == PSEUDO_FUNC {
+                return Err(Error::malformed(
+                    "function address without a relocation",
+                    loc(),
+                ));
+            }
+            return Ok(true);
+        }
+        if x.is_pseudo_call() || x.is_branch() {
+            let off = if x.is_pseudo_call() {
+                x.imm as i64
+            } else {
+                x.branch_off()
+            };
+            let to = i as i64 + 1 + off;
+            let t = if x.is_pseudo_call() {
+                call_to(to)
+            } else {
+                branch_to(to)
+            }
+            .ok_or_else(|| Error::malformed("jump target outside its section", loc()))?;
+            let noff = t as i64 - here - 1;
+            if x.is_pseudo_call() || x.is_long_ja() {
+                x.imm = i32::try_from(noff).map_err(|_| Error::JumpRange {
+                    off: noff,
+                    loc: loc(),
+                })?;
+            } else {
+                x.off = self.offset16(noff, i)?;
+            }
+        }
+        Ok(false)
+    }
 }

@@ -17,6 +17,7 @@ fn manifest(name: &str, src: &str, mode: Mode) -> Manifest {
         only: None,
         read_fn: None,
         stats: inxpect_rewriter::Stats::Inline,
+        unsampled_copy: false,
     };
     instrument(&input, &opts).expect("instrument").manifest
 }

@@ -36,6 +36,7 @@ fn rewritten(app: &str, mode: Mode, counter: Counter) -> String {
             only: None,
             read_fn: None,
             stats: inxpect_rewriter::Stats::Inline,
+            unsampled_copy: false,
         },
     )
     .expect("instrument");
@@ -93,6 +94,7 @@ fn each_backend_links_its_runtime() {
                 only: None,
                 read_fn: None,
                 stats: inxpect_rewriter::Stats::Inline,
+                unsampled_copy: false,
             },
         )
         .expect("instrument");

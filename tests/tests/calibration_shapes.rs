@@ -20,6 +20,7 @@ fn manifest(bytes: &[u8], mode: Mode, counter: Counter, events: usize) -> Option
         only: None,
         read_fn: None,
         stats: inxpect_rewriter::Stats::Inline,
+        unsampled_copy: false,
     };
     instrument(bytes, &opts).ok().map(|r| r.manifest)
 }

@@ -226,7 +226,28 @@ fn check(path: &Path, mode: Mode, expect: Expect, frames: &[Vec<u8>]) -> Result<
             let b = ld(&outp).context("loading the instrumented object")?;
             let runs = compare_frames(&a, &b, frames)?;
             ensure!(runs > 0 || names_no_xdp(&a), "no frame ran");
-            Ok(format!("rewritten, loaded, {runs} frame runs agree"))
+            // Again with every other run sampled out, into the programs'
+            // uninstrumented copies: they too must behave as the original.
+            let copy = instrument(
+                &input,
+                &Options {
+                    unsampled_copy: true,
+                    ..opts(mode)
+                },
+            )
+            .context("instrumenting with --unsampled-copy")?;
+            let outc = dir.path().join("copy.o");
+            fs::write(&outc, with_config(&copy.object, 1, true)?)?;
+            let a = ld(path).context("loading the original again")?;
+            let c = ld(&outc).context("loading the object with copies")?;
+            let copied = compare_frames(&a, &c, frames).context("--unsampled-copy, 1/2")?;
+            ensure!(
+                copied == runs,
+                "{copied} frame runs with copies, {runs} without"
+            );
+            Ok(format!(
+                "rewritten, loaded, {runs} frame runs agree (with copies too)"
+            ))
         }
         Expect::Refused(_) | Expect::Unloadable(_) => unreachable!("handled above"),
     }

@@ -296,6 +296,7 @@ fn probe_end_statistics_are_exact_for_chosen_deltas() -> Result<()> {
             only: None,
             read_fn: Some("replay_read".into()),
             stats,
+            unsampled_copy: false,
         };
         let out = instrument(&input, &opts).with_context(|| format!("{counter:?} {stats:?}"))?;
         // The inline statistics reach the region's entry through the ids

@@ -40,6 +40,7 @@ fn check(app: &str, variant: &str, mode: Mode, counter: Counter, shift: u32) -> 
             only: None,
             read_fn: None,
             stats: inxpect_rewriter::Stats::Inline,
+            unsampled_copy: false,
         },
     )
     .with_context(|| what.clone())?;
@@ -245,6 +246,7 @@ fn kfunc_backends_load_without_the_module_when_flagged_off() {
             only: None,
             read_fn: None,
             stats: inxpect_rewriter::Stats::Inline,
+            unsampled_copy: false,
         };
         let r = instrument(&input, &opts).expect("instrument");
         let dir = tempfile::tempdir().expect("tmp");

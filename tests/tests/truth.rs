@@ -297,11 +297,13 @@ fn check(
     mode: Mode,
     counter: Counter,
     shift: u32,
+    copy: bool,
 ) -> Result<Outcome> {
     let input = fs::read(path)?;
     let opts = Options {
         mode,
         counter,
+        unsampled_copy: copy,
         ..Options::default()
     };
     let r = match instrument(&input, &opts) {
@@ -481,14 +483,20 @@ fn cases(app: &'static str, s: &Shape, modes: &[Mode]) {
             .unwrap_or_else(|e| panic!("{app}.{opt}: ground truth: {e:#}"));
         for &mode in modes {
             for counter in COUNTERS {
-                for shift in SHIFTS {
+                // With the uninstrumented copy wherever some runs are
+                // sampled out: they run the copy, and must behave as the
+                // original and count as runs.
+                let sampled = SHIFTS.iter().map(|&k| (k, false));
+                let copied = SHIFTS.iter().filter(|&&k| k > 0).map(|&k| (k, true));
+                for (shift, copy) in sampled.chain(copied) {
                     let what = format!(
-                        "{app}.{opt} --{} {} 1/{}",
+                        "{app}.{opt} --{} {} 1/{}{}",
                         mode_name(mode),
                         counter.name(),
-                        1 << shift
+                        1 << shift,
+                        if copy { " --unsampled-copy" } else { "" }
                     );
-                    match check(s, &path, &t, &frames, mode, counter, shift) {
+                    match check(s, &path, &t, &frames, mode, counter, shift, copy) {
                         Ok(Outcome::Pass) => eprintln!("truth: {what}: pass"),
                         Ok(Outcome::Refused(m)) => {
                             eprintln!("truth: {what}: pass (refused: {m})")

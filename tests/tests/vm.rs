@@ -245,6 +245,7 @@ fn extras(series: &str) -> (tempfile::TempDir, Vec<(PathBuf, String)>) {
                 only: None,
                 read_fn: None,
                 stats: inxpect_rewriter::Stats::Inline,
+                unsampled_copy: false,
             };
             let r = instrument(&bytes, &opts)
                 .unwrap_or_else(|e| panic!("instrumenting {app} ({tag}): {e}"));
@@ -1012,6 +1013,7 @@ fn instrument_pmc_with(
         only,
         read_fn: None,
         stats: inxpect_rewriter::Stats::Inline,
+        unsampled_copy: false,
     };
     let r = instrument(&bytes, &opts)
         .unwrap_or_else(|e| panic!("instrumenting {} (pmc x{events}): {e}", input.display()));

@@ -45,6 +45,9 @@ impl Words {
 
 /// What a body needs to know about its site.
 pub struct Site {
+    /// A program entry whose program has an uninstrumented copy: what
+    /// restores the site's saves, and the old slot the copy starts at.
+    pub copy: Option<(Vec<Insn>, usize)>,
     /// In a program: its run words.
     pub words: Option<Words>,
     /// The site already tested this kind's bit of the run mask.
@@ -419,13 +422,26 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
     s.push(Insn::ldx(SIZE_DW, 2, 2, config::ENABLED as i16));
     store_inverted(s, w, 2);
     s.jump_to(Cond::Always, done);
-    // An unsampled run takes one off `left`.
+    // An unsampled run takes one off `left`, then, where the program has
+    // an uninstrumented copy, runs that (its registers as the site found
+    // them).
     s.bind(unsampled);
     s.push(Insn::alu64_imm(OP_ADD, 1, -1))
         .push(Insn::stx_dw(0, pcpu::LEFT as i16, 1));
+    if let Some((back, start)) = &site.copy {
+        for x in back {
+            s.push(*x);
+        }
+        s.jump_to_copy(*start);
+    }
     // Nothing measured: all ones, a spilled register's constant the
     // verifier tracks (6.1 does not track a stored immediate), which makes
-    // every site of the run dead code to it.
+    // every site of the run dead code to it. With a copy and neither a
+    // continuation nor a module to miss, no run gets here (the verifier
+    // refuses unreachable code).
+    if site.copy.is_some() && !site.tail_calls && b.kfunc_flag.is_none() {
+        return;
+    }
     s.bind(nothing);
     s.push(Insn::mov32_imm(1, -1))
         .push(Insn::stx(SIZE_W, 10, w.mask, 1));

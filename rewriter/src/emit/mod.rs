@@ -53,8 +53,10 @@ pub struct Emitted {
     pub windows: Vec<(Option<Window>, Option<Window>)>,
 }
 
-/// Builds every probe sequence for `plan` on the linked object `elf`.
-pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Emitted> {
+/// Builds every probe sequence for `plan` on the linked object `elf`; with
+/// `copy`, each program that makes no tail call also gets an
+/// uninstrumented copy of its code, which its sampled-out runs take.
+pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: bool) -> Result<Emitted> {
     let mut groups: Groups = BTreeMap::new();
     for (pi, p) in plan.points.iter().enumerate() {
         groups
@@ -111,6 +113,7 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Emitted> {
         .map(|(&fi, a)| (fi, regs_used(&a.g)))
         .collect();
     let mut out = Insertions::new();
+    let mut copied: Vec<usize> = Vec::new();
     let zeroed = zero_uninitialised(plan, &groups, &analyses, &mut out);
     for (&(sec, slot, place), (fi, kinds)) in &groups {
         let fi = *fi;
@@ -160,6 +163,13 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Emitted> {
         });
         let fr = &mut frames[fi];
         fr.instrumented = fr.instrumented.max(depth);
+        let restore: Vec<Insn> = saves
+            .iter()
+            .map(|(r, from)| match from {
+                SaveTo::Reg(c) => Insn::mov64_reg(*r, *c),
+                SaveTo::Stack(off) => Insn::ldx_dw(*r, 10, *off),
+            })
+            .collect();
         let mut s = Seq::new();
         for (r, to) in &saves {
             s.push(match to {
@@ -187,7 +197,18 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Emitted> {
             (Some(w), Some(d), Some(ids)) => Some((w, d, ids)),
             _ => None,
         };
+        // The entry of a program with a copy: its sampled-out runs restore
+        // what the site saved and go to the copy.
+        let to_copy = (copy
+            && f.is_prog
+            && !tail_callers.contains(&fi)
+            && kinds.iter().any(|(k, _)| *k == Kind::RunBegin))
+        .then(|| {
+            copied.push(fi);
+            (restore.clone(), f.start)
+        });
         let site = body::Site {
+            copy: to_copy,
             words,
             checked: precheck.as_ref().is_some_and(|p| p.2.len() == 1),
             spare,
@@ -201,11 +222,8 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Emitted> {
         }
         // A call of a runtime function puts its frame on the stack.
         fr.calls_runtime |= s.calls_any(|sym| b.is_runtime_fn(sym));
-        for (r, from) in &saves {
-            s.push(match from {
-                SaveTo::Reg(c) => Insn::mov64_reg(*r, *c),
-                SaveTo::Stack(off) => Insn::ldx_dw(*r, 10, *off),
-            });
+        for x in &restore {
+            s.push(*x);
         }
         if let Some((w, d, ids)) = precheck {
             let mut pre = Seq::new();
@@ -233,6 +251,21 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend) -> Result<Emitted> {
             windows[pi] = (inside, whole);
         }
         out.entry(sec).or_default().push((slot, place, code));
+    }
+    for fi in copied {
+        // After the function's last instruction (an exit or a jump: no
+        // fall-through runs it), behind whatever else goes there.
+        let f = &plan.funcs[fi];
+        let code = crate::insn::decode_all(&elf.sections[f.sec].data);
+        let body = (f.start..f.end)
+            .map(|k| NewInsn {
+                copy: Some(k),
+                ..NewInsn::plain(code[k])
+            })
+            .collect();
+        out.entry(f.sec)
+            .or_default()
+            .push((Slot(f.end - 1), Place::After, body));
     }
     for list in out.values_mut() {
         // Stable: the entry zeroing stays ahead of the entry probe at the same slot.

@@ -101,9 +101,8 @@ impl Seq {
         let [mut a, b] = Insn::ld_imm64(dst);
         a.imm = off;
         self.insns.push(NewInsn {
-            insn: a,
-            call: None,
             load: Some(sym),
+            ..NewInsn::plain(a)
         });
         self.insns.push(NewInsn::plain(b));
         self
@@ -113,15 +112,24 @@ impl Seq {
     /// (extern symbol; the patch stage writes the right relocation for each).
     pub fn call_symbol(&mut self, sym: usize) -> &mut Self {
         self.insns.push(NewInsn {
-            insn: Insn::pseudo_call(-1),
             call: Some(sym),
-            load: None,
+            ..NewInsn::plain(Insn::pseudo_call(-1))
         });
         self
     }
 
     pub fn helper(&mut self, id: i32) -> &mut Self {
         self.push(Insn::helper_call(id))
+    }
+
+    /// `goto` the copy of the input's instruction at `slot` (see
+    /// [`NewInsn::copy`]): the patch stage resolves it.
+    pub fn jump_to_copy(&mut self, slot: usize) -> &mut Self {
+        self.insns.push(NewInsn {
+            to_copy: Some(slot),
+            ..NewInsn::plain(Insn::ja(0))
+        });
+        self
     }
 
     pub fn jump_to(&mut self, c: Cond, l: Label) -> &mut Self {

@@ -1,0 +1,233 @@
+//! `--unsampled-copy`: every program that makes no tail call ends with a
+//! copy of its input code, which the entry's sampled-out path jumps to.
+//! Read back with goblin (an ELF reader independent of the rewriter's):
+//! the copy is the input's instructions (calls re-encoded), every
+//! relocation of the function repeated at the copy, and every line and
+//! CO-RE record too. The behaviour (verdicts, bytes, maps and counts equal
+//! the original's with runs sampled out) is checked on the kernel by
+//! tests/truth.rs and tests/foreign.rs.
+
+mod common;
+
+use goblin::elf::{sym, Elf as GElf};
+use inxpect_rewriter::btf_ext::{BtfExt, Kind};
+use inxpect_rewriter::{instrument, Counter, Mode, Options};
+use std::collections::BTreeSet;
+
+type Insn = [u8; 8];
+
+fn insns(data: &[u8]) -> Vec<Insn> {
+    data.chunks_exact(8)
+        .map(|c| c.try_into().expect("8 bytes"))
+        .collect()
+}
+
+/// A section's name.
+fn sec_name<'a>(e: &'a GElf, i: usize) -> &'a str {
+    e.shdr_strtab
+        .get_at(e.section_headers[i].sh_name)
+        .unwrap_or("")
+}
+
+/// A symbol's name (a section symbol's: its section's).
+fn sym_name(e: &GElf, i: usize) -> String {
+    let s = e.syms.get(i).expect("symbol");
+    if s.st_type() == sym::STT_SECTION {
+        sec_name(e, s.st_shndx).to_string()
+    } else {
+        e.strtab.get_at(s.st_name).unwrap_or("").to_string()
+    }
+}
+
+/// (offset, symbol name, type) of every relocation of section `sec`.
+fn relocs(e: &GElf, sec: usize) -> BTreeSet<(u64, String, u32)> {
+    e.shdr_relocs
+        .iter()
+        .filter(|(ri, _)| e.section_headers[*ri].sh_info as usize == sec)
+        .flat_map(|(_, rs)| rs.iter())
+        .map(|r| (r.r_offset, sym_name(e, r.r_sym), r.r_type))
+        .collect()
+}
+
+fn ext(bytes: &[u8], e: &GElf) -> Option<BtfExt> {
+    let data = |name: &str| {
+        (0..e.section_headers.len())
+            .find(|&i| sec_name(e, i) == name)
+            .map(|i| {
+                let h = &e.section_headers[i];
+                &bytes[h.sh_offset as usize..(h.sh_offset + h.sh_size) as usize]
+            })
+    };
+    BtfExt::parse(data(".BTF.ext")?, data(".BTF")?).ok()
+}
+
+/// (kind, insn_off, line) of `section`'s line and CO-RE records.
+fn records(x: &BtfExt, section: &str) -> BTreeSet<(u8, u32, u32)> {
+    x.records
+        .iter()
+        .filter(|r| r.section == section && r.kind != Kind::Func)
+        .map(|r| (u8::from(r.kind == Kind::CoRe), r.insn_off, r.line_col))
+        .collect()
+}
+
+/// An XDP/tc program (a global function outside .text) in `e`: (section,
+/// first slot, slots).
+fn programs(e: &GElf) -> Vec<(String, usize, usize, usize)> {
+    e.syms
+        .iter()
+        .filter(|s| {
+            s.st_type() == sym::STT_FUNC
+                && s.st_bind() == sym::STB_GLOBAL
+                && s.st_shndx != 0
+                && sec_name(e, s.st_shndx) != ".text"
+        })
+        .map(|s| {
+            (
+                e.strtab.get_at(s.st_name).unwrap_or("").to_string(),
+                s.st_shndx,
+                s.st_value as usize / 8,
+                s.st_size as usize / 8,
+            )
+        })
+        .collect()
+}
+
+fn code<'a>(bytes: &'a [u8], e: &GElf, sec: usize) -> &'a [u8] {
+    let h = &e.section_headers[sec];
+    &bytes[h.sh_offset as usize..(h.sh_offset + h.sh_size) as usize]
+}
+
+const TAIL_CALL: Insn = [0x85, 0, 0, 0, 12, 0, 0, 0];
+
+/// Checks one object; returns the programs copied (None: refused).
+fn check(path: &std::path::Path) -> Option<usize> {
+    let what = path.display();
+    let input = std::fs::read(path).expect("read");
+    let opts = Options {
+        mode: Mode::Functions,
+        counter: Counter::Ktime,
+        unsampled_copy: true,
+        ..Options::default()
+    };
+    // An object refused without copies (BTF-defined maps and no .BTF) is
+    // refused the same way with them.
+    let plain = instrument(
+        &input,
+        &Options {
+            unsampled_copy: false,
+            ..opts.clone()
+        },
+    );
+    let out = match (plain, instrument(&input, &opts)) {
+        (Ok(_), Ok(r)) => r.object,
+        (Err(a), Err(b)) => {
+            assert_eq!(a.to_string(), b.to_string(), "{what}");
+            return None;
+        }
+        (a, b) => panic!("{what}: without copies {:?}, with {:?}", a.err(), b.err()),
+    };
+    let (ie, oe) = (
+        GElf::parse(&input).expect("input"),
+        GElf::parse(&out).expect("goblin parses the output"),
+    );
+    let (ix, ox) = (ext(&input, &ie), ext(&out, &oe));
+    let mut copied = 0;
+    for (name, isec, istart, n) in programs(&ie) {
+        let ins = &insns(code(&input, &ie, isec))[istart..istart + n];
+        if ins.contains(&TAIL_CALL) {
+            continue;
+        }
+        let (_, osec, ostart, on) = programs(&oe)
+            .into_iter()
+            .find(|p| p.0 == name)
+            .unwrap_or_else(|| panic!("{what}: no program {name} in the output"));
+        let section = sec_name(&oe, osec).to_string();
+        let outs = insns(code(&out, &oe, osec));
+        let at = ostart + on - n;
+        let copy = &outs[at..at + n];
+        for (k, (a, b)) in ins.iter().zip(copy).enumerate() {
+            // A bpf-to-bpf call and a function address are re-encoded.
+            let reencoded = (a[0] == 0x85 && a[1] >> 4 == 1) || (a[0] == 0x18 && a[1] >> 4 == 4);
+            let same = if reencoded { a[..4] == b[..4] } else { a == b };
+            assert!(
+                same,
+                "{what}: {name}: copy of slot {k} is {b:02x?}, input {a:02x?}"
+            );
+        }
+        // The entry's sampled-out path: a `ja` to the copy's first slot.
+        let jumps_in = outs[ostart..at].iter().enumerate().any(|(j, x)| {
+            x[0] == 0x05
+                && (ostart + j) as i64 + 1 + i16::from_le_bytes([x[2], x[3]]) as i64 == at as i64
+        });
+        assert!(
+            jumps_in,
+            "{what}: {name}: nothing jumps to the copy at {at}"
+        );
+        // Relocations: each of the function's, again at the copy.
+        let (ir, or) = (relocs(&ie, isec), relocs(&oe, osec));
+        for (off, s, t) in ir
+            .iter()
+            .filter(|r| (istart..istart + n).contains(&(r.0 as usize / 8)))
+        {
+            let k = off / 8 - istart as u64;
+            let want = ((at as u64 + k) * 8, s.clone(), *t);
+            assert!(
+                or.contains(&want),
+                "{what}: {name}: relocation {want:?} of the copy missing"
+            );
+        }
+        // Line and CO-RE records, again at the copy.
+        if let (Some(ix), Some(ox)) = (&ix, &ox) {
+            let orec = records(ox, &section);
+            for (kind, off, line) in records(ix, sec_name(&ie, isec)) {
+                let k = off as usize / 8;
+                if !(istart..istart + n).contains(&k) {
+                    continue;
+                }
+                let want = (kind, ((at + k - istart) * 8) as u32, line);
+                assert!(
+                    orec.contains(&want),
+                    "{what}: {name}: record {want:?} of the copy missing"
+                );
+            }
+        }
+        copied += 1;
+    }
+    Some(copied)
+}
+
+#[test]
+fn every_program_without_tail_calls_gets_a_faithful_copy() {
+    let mut copied = 0;
+    let mut objs = common::objects();
+    objs.push(common::root().join("testdata/foreign/core.clang-O2-g.o"));
+    objs.push(common::root().join("testdata/foreign/multi.clang-O2-g.o"));
+    let mut rewritten = 0;
+    for p in &objs {
+        if let Some(n) = check(p) {
+            copied += n;
+            rewritten += 1;
+        }
+    }
+    assert!(
+        rewritten >= objs.len() / 2,
+        "only {rewritten} of {} objects rewritten",
+        objs.len()
+    );
+    assert!(
+        copied >= rewritten,
+        "{copied} programs copied in {rewritten} objects"
+    );
+}
+
+/// The CO-RE object's records really are repeated (not vacuous: it has some).
+#[test]
+fn core_records_repeat_at_the_copy() {
+    let p = common::root().join("testdata/foreign/core.clang-O2-g.o");
+    let input = std::fs::read(&p).expect("read");
+    let e = GElf::parse(&input).expect("input");
+    let x = ext(&input, &e).expect(".BTF.ext");
+    let core = x.records.iter().filter(|r| r.kind == Kind::CoRe).count();
+    assert!(core > 0, "core.clang-O2-g.o has no CO-RE records");
+    assert_eq!(check(&p), Some(1));
+}
