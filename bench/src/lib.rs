@@ -45,9 +45,24 @@ pub enum Variant {
     /// `Sections(c)` with `--stats call`: END always calls the runtime for
     /// the statistics (what the verifier walks less of).
     SectionsCall(Counter),
+    /// `Sections(c)` / `Whole(c)` with `--unsampled-copy`: sampled-out runs
+    /// take an uninstrumented copy of the program.
+    SectionsCopy(Counter),
+    WholeCopy(Counter),
 }
 
 impl Variant {
+    pub fn counter(self) -> Option<Counter> {
+        match self {
+            Variant::Base => None,
+            Variant::Sections(c)
+            | Variant::Whole(c)
+            | Variant::SectionsCall(c)
+            | Variant::SectionsCopy(c)
+            | Variant::WholeCopy(c) => Some(c),
+        }
+    }
+
     pub fn label(self) -> String {
         match self {
             Variant::Base => "uninstrumented".into(),
@@ -57,6 +72,10 @@ impl Variant {
                 "perf's mechanism reproduced (`perf`, one region: 2 reads/run)".into()
             }
             Variant::Whole(c) => format!("ours `{}`, one region (2 reads/run)", c.name()),
+            Variant::SectionsCopy(c) => {
+                format!("ours `{}` (markers, `--unsampled-copy`)", c.name())
+            }
+            Variant::WholeCopy(c) => format!("ours `{}`, one region, `--unsampled-copy`", c.name()),
         }
     }
 
@@ -67,6 +86,8 @@ impl Variant {
             Variant::SectionsCall(c) => format!("{}-call", c.name()),
             Variant::Whole(Counter::Perf) => "perf-mech".into(),
             Variant::Whole(c) => format!("{}-whole", c.name()),
+            Variant::SectionsCopy(c) => format!("{}-copy", c.name()),
+            Variant::WholeCopy(c) => format!("{}-whole-copy", c.name()),
         }
     }
 }
@@ -92,8 +113,12 @@ pub(crate) fn prog_name(bytes: &[u8]) -> Result<String> {
 pub fn build(input: &[u8], variant: Variant) -> Result<Vec<u8>> {
     let (mode, counter, only) = match variant {
         Variant::Base => return Ok(input.to_vec()),
-        Variant::Sections(c) | Variant::SectionsCall(c) => (Mode::Sections, c, None),
-        Variant::Whole(c) => (Mode::Functions, c, Some(vec![prog_name(input)?])),
+        Variant::Sections(c) | Variant::SectionsCall(c) | Variant::SectionsCopy(c) => {
+            (Mode::Sections, c, None)
+        }
+        Variant::Whole(c) | Variant::WholeCopy(c) => {
+            (Mode::Functions, c, Some(vec![prog_name(input)?]))
+        }
     };
     let opts = Options {
         mode,
@@ -105,7 +130,7 @@ pub fn build(input: &[u8], variant: Variant) -> Result<Vec<u8>> {
             Variant::SectionsCall(_) => inxpect_rewriter::Stats::Call,
             _ => inxpect_rewriter::Stats::Inline,
         },
-        unsampled_copy: false,
+        unsampled_copy: matches!(variant, Variant::SectionsCopy(_) | Variant::WholeCopy(_)),
     };
     Ok(instrument(input, &opts)
         .with_context(|| format!("instrumenting for {}", variant.short()))?
@@ -125,10 +150,7 @@ pub fn load(bytes: &[u8], variant: Variant) -> Result<Loaded> {
     inxpect_loader::sys::set_kfuncs_flag(&mut open, inxpect_loader::sys::module_kfuncs_present());
     let obj = open.load().context("loading")?;
     let mut fds = Vec::new();
-    let counter = match variant {
-        Variant::Sections(c) | Variant::Whole(c) | Variant::SectionsCall(c) => Some(c),
-        Variant::Base => None,
-    };
+    let counter = variant.counter();
     if counter == Some(Counter::Perf) {
         let map = obj
             .maps()
@@ -327,6 +349,7 @@ pub fn overhead_variants() -> Vec<Variant> {
         Variant::Sections(Counter::Perf),
         Variant::Whole(Counter::Perf),
         Variant::Whole(Counter::Ktime),
+        Variant::SectionsCopy(Counter::Ktime),
     ]
 }
 
@@ -392,6 +415,10 @@ pub fn overhead(cfg: &OverheadCfg, mut progress: impl FnMut(&str)) -> Result<Vec
         for (i, l) in loaded.iter().enumerate().skip(1) {
             for &s in &cfg.shifts {
                 if l.variant == Variant::Whole(Counter::Ktime) && s != 0 {
+                    continue;
+                }
+                // The copy matters where runs are sampled out: 1/64.
+                if matches!(l.variant, Variant::SectionsCopy(_)) && s != 6 {
                     continue;
                 }
                 configs.push((i, s));
@@ -475,6 +502,8 @@ pub fn verifier(apps: &[String]) -> Result<Vec<VerifierRow>> {
         Variant::Sections(Counter::Tsc),
         Variant::Sections(Counter::Pmc),
         Variant::Whole(Counter::Ktime),
+        Variant::SectionsCopy(Counter::Ktime),
+        Variant::SectionsCopy(Counter::Tsc),
     ];
     for app in apps {
         let input = std::fs::read(t::object_path(app, "clang-O2-g"))?;
@@ -492,6 +521,13 @@ pub fn verifier(apps: &[String]) -> Result<Vec<VerifierRow>> {
                     Variant::Whole(c) => {
                         format!("--functions --only <prog> --counter {}", c.name())
                     }
+                    Variant::SectionsCopy(c) => {
+                        format!("--sections --counter {} --unsampled-copy", c.name())
+                    }
+                    Variant::WholeCopy(c) => format!(
+                        "--functions --only <prog> --counter {} --unsampled-copy",
+                        c.name()
+                    ),
                 },
                 xlated_insns: info.xlated_prog_len / 8,
                 verified_insns: info.verified_insns,

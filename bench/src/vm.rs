@@ -44,6 +44,13 @@ pub enum VmConfig {
     SectionsDisabled(Counter),
     /// `Sections(c)` with `--stats call` (END's statistics always a call).
     SectionsCall(Counter),
+    /// `WholeSampledOut` with `--unsampled-copy`: the sampled-out packet
+    /// runs the program's uninstrumented copy.
+    WholeCopySampledOut(Counter, u32),
+    /// `Sections(c)` sampling 1 in 2^k, without and with the copy: a
+    /// sampled-out packet through every marker site.
+    SectionsSampledOut(Counter, u32),
+    SectionsCopySampledOut(Counter, u32),
 }
 
 impl VmConfig {
@@ -57,6 +64,13 @@ impl VmConfig {
             VmConfig::WholeDisabled(c) => format!("{}-whole-off", c.name()),
             VmConfig::SectionsDisabled(c) => format!("{}-off", c.name()),
             VmConfig::SectionsCall(c) => format!("{}-call", c.name()),
+            VmConfig::WholeCopySampledOut(c, k) => {
+                format!("{}-whole-copy-1in{}", c.name(), 1u64 << k)
+            }
+            VmConfig::SectionsSampledOut(c, k) => format!("{}-1in{}", c.name(), 1u64 << k),
+            VmConfig::SectionsCopySampledOut(c, k) => {
+                format!("{}-copy-1in{}", c.name(), 1u64 << k)
+            }
         }
     }
 
@@ -82,6 +96,21 @@ impl VmConfig {
             VmConfig::SectionsCall(c) => {
                 format!("ours `{}` (markers, `--stats call`)", c.name())
             }
+            VmConfig::WholeCopySampledOut(c, k) => format!(
+                "ours `{}`, one region, `--unsampled-copy`, sampling 1/{} (sampled-out packet)",
+                c.name(),
+                1u64 << k
+            ),
+            VmConfig::SectionsSampledOut(c, k) => format!(
+                "ours `{}` (markers), sampling 1/{} (sampled-out packet)",
+                c.name(),
+                1u64 << k
+            ),
+            VmConfig::SectionsCopySampledOut(c, k) => format!(
+                "ours `{}` (markers, `--unsampled-copy`), sampling 1/{} (sampled-out packet)",
+                c.name(),
+                1u64 << k
+            ),
         }
     }
 
@@ -92,8 +121,12 @@ impl VmConfig {
             VmConfig::Whole(c) | VmConfig::WholeSampledOut(c, _) | VmConfig::WholeDisabled(c) => {
                 Some(Variant::Whole(c))
             }
-            VmConfig::SectionsDisabled(c) => Some(Variant::Sections(c)),
+            VmConfig::SectionsDisabled(c) | VmConfig::SectionsSampledOut(c, _) => {
+                Some(Variant::Sections(c))
+            }
             VmConfig::SectionsCall(c) => Some(Variant::SectionsCall(c)),
+            VmConfig::WholeCopySampledOut(c, _) => Some(Variant::WholeCopy(c)),
+            VmConfig::SectionsCopySampledOut(c, _) => Some(Variant::SectionsCopy(c)),
         }
     }
 
@@ -101,7 +134,10 @@ impl VmConfig {
     /// enabled), where it differs from the default (1/1, all enabled).
     fn initial_config(self) -> Option<(u32, bool)> {
         match self {
-            VmConfig::WholeSampledOut(_, k) => Some((k, true)),
+            VmConfig::WholeSampledOut(_, k)
+            | VmConfig::WholeCopySampledOut(_, k)
+            | VmConfig::SectionsSampledOut(_, k)
+            | VmConfig::SectionsCopySampledOut(_, k) => Some((k, true)),
             VmConfig::WholeDisabled(_) | VmConfig::SectionsDisabled(_) => Some((0, false)),
             _ => None,
         }
@@ -109,7 +145,7 @@ impl VmConfig {
 }
 
 /// Every configuration, in report order.
-pub const CONFIGS: [VmConfig; 13] = [
+pub const CONFIGS: [VmConfig; 16] = [
     VmConfig::Base,
     VmConfig::Sections(Counter::Tsc),
     VmConfig::SectionsCall(Counter::Tsc),
@@ -120,6 +156,9 @@ pub const CONFIGS: [VmConfig; 13] = [
     VmConfig::Whole(Counter::Pmc),
     VmConfig::WholeSampledOut(Counter::Tsc, 6),
     VmConfig::WholeSampledOut(Counter::Tsc, 10),
+    VmConfig::WholeCopySampledOut(Counter::Tsc, 6),
+    VmConfig::SectionsSampledOut(Counter::Tsc, 6),
+    VmConfig::SectionsCopySampledOut(Counter::Tsc, 6),
     VmConfig::WholeDisabled(Counter::Tsc),
     VmConfig::SectionsDisabled(Counter::Tsc),
     VmConfig::Fentry,
@@ -701,6 +740,9 @@ pub fn read_point(c: VmConfig) -> &'static str {
         VmConfig::Sections(Counter::Tsc)
         | VmConfig::Whole(Counter::Tsc)
         | VmConfig::WholeSampledOut(Counter::Tsc, _)
+        | VmConfig::WholeCopySampledOut(Counter::Tsc, _)
+        | VmConfig::SectionsSampledOut(Counter::Tsc, _)
+        | VmConfig::SectionsCopySampledOut(Counter::Tsc, _)
         | VmConfig::WholeDisabled(Counter::Tsc)
         | VmConfig::SectionsDisabled(Counter::Tsc) => "kfunc `inxpect_read_tsc*` entry",
         VmConfig::Sections(Counter::Pmc) | VmConfig::Whole(Counter::Pmc) => {
@@ -846,6 +888,7 @@ pub fn section(r: &VmResult, notes: &str, img: Option<&str>) -> String {
     s.push_str("| InXpect prototype (published) | kfunc `rdpmc` | | ~40 | | |\n");
     s.push_str("| perf / bpftool (published) | `bpf_perf_event_read_value` | | ~600 (627 for a 2-insn XDP_DROP) | | |\n");
     s.push_str(&cheap_paths(r));
+    s.push_str(&copy_paths(r));
     if let Some((runs, delta)) = r.find("drop", VmConfig::Fentry).and_then(|x| x.profile) {
         let _ = writeln!(
             s,
@@ -920,6 +963,41 @@ fn cheap_paths(r: &VmResult) -> String {
                 .and_then(|x| x.verified)
                 .map(|x| x.to_string())
                 .unwrap_or("-".into()),
+        );
+    }
+    s
+}
+
+/// Sampled-out packets with and without `--unsampled-copy`, and what the
+/// copy costs the verifier.
+fn copy_paths(r: &VmResult) -> String {
+    let mut s = String::from(
+        "\n### Sampled-out packets with `--unsampled-copy`\n\n\
+         Added x86 instructions per sampled-out packet (sampling 1/64 in the object's \
+         config), fresh frame (repeat loop in brackets): one region (`tsc`) and the \
+         apps' markers, each without and with the uninstrumented copy that a \
+         sampled-out run takes instead of the instrumented code (its sites cost \
+         nothing there). `verified_insns` of the markers build with the copy: the \
+         verifier walks the program's code once more.\n\n\
+         | app | one region | one region, copy | markers | markers, copy | verified_insns `tsc` markers, copy | ratio |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let t = Counter::Tsc;
+    for app in &r.cfg.apps {
+        let a = |c: VmConfig| match (r.added(app, c), r.added_steady(app, c)) {
+            (Some(x), Some(y)) => format!("{x:+} ({y:+})"),
+            _ => "-".into(),
+        };
+        let (v, q) = verified_ratio(r, app, VmConfig::SectionsCopySampledOut(t, 6))
+            .map(|(x, _, q)| (x.to_string(), format!("{q:.2}x")))
+            .unwrap_or(("-".into(), "-".into()));
+        let _ = writeln!(
+            s,
+            "| {app} | {} | {} | {} | {} | {v} | {q} |",
+            a(VmConfig::WholeSampledOut(t, 6)),
+            a(VmConfig::WholeCopySampledOut(t, 6)),
+            a(VmConfig::SectionsSampledOut(t, 6)),
+            a(VmConfig::SectionsCopySampledOut(t, 6)),
         );
     }
     s

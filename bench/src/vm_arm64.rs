@@ -210,6 +210,7 @@ fn instrument_pmc(input: &[u8], whole: bool) -> Result<(Vec<u8>, Manifest)> {
         },
         read_fn: None,
         stats: inxpect_rewriter::Stats::Inline,
+        unsampled_copy: false,
     };
     let r = instrument(input, &opts)?;
     Ok((r.object, r.manifest))

@@ -906,7 +906,7 @@ pub fn attach(a: AttachArgs) -> Result<()> {
         b.explicit,
         b.nr_events(),
         c.mode(),
-        b.stats,
+        b.code(),
     )?;
     let shift = crate::parse_sample(&c.sample)?;
     if let Some(r) = &c.regions {

@@ -180,6 +180,12 @@ pub struct Common {
     /// what inxpect-instrument --stats chose).
     #[arg(long, value_enum)]
     pub stats: Option<StatsArg>,
+    /// For an object instrumented here: a sampled-out run of a program
+    /// takes an uninstrumented copy of its code (no cost per site; the
+    /// verifier walks the program twice). Programs that make tail calls
+    /// keep one copy.
+    #[arg(long)]
+    pub unsampled_copy: bool,
     /// Instrument every function instead of the marked regions.
     #[arg(long, conflicts_with = "sections")]
     pub functions: bool,
@@ -249,6 +255,8 @@ pub struct Backend {
     /// The object's statistics code (its manifest's, or what it is
     /// instrumented with here): the calibration objects get the same.
     pub stats: Stats,
+    /// An object instrumented here gets uninstrumented copies.
+    pub copy: bool,
     pub pmc: Vec<PerfAttr>,
     pub perf: Option<PerfAttr>,
     /// Owns the PMC configuration for the run's lifetime; dropped (CLEAR,
@@ -257,6 +265,14 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// How an object instrumented here is built.
+    pub fn code(&self) -> object::Code {
+        object::Code {
+            stats: self.stats,
+            unsampled_copy: self.copy,
+        }
+    }
+
     pub fn nr_events(&self) -> usize {
         self.pmc.len().max(1)
     }
@@ -293,6 +309,16 @@ pub fn backend(c: &Common, bytes: &[u8]) -> Result<Backend> {
         (Some(m), _) => m.stats,
         (None, a) => a.unwrap_or_default(),
     };
+    if let Some(m) = manifest
+        .as_ref()
+        .filter(|m| c.unsampled_copy && m.copied.is_empty())
+    {
+        bail!(
+            "{} is already instrumented without --unsampled-copy ({} counter): instrument the original object again, or drop --unsampled-copy",
+            c.obj.display(),
+            m.counter.name()
+        );
+    }
     let (counter, explicit) = match c.counter {
         CounterArg::Ktime => (Counter::Ktime, true),
         CounterArg::Perf => (Counter::Perf, true),
@@ -325,6 +351,7 @@ pub fn backend(c: &Common, bytes: &[u8]) -> Result<Backend> {
         counter,
         explicit,
         stats,
+        copy: c.unsampled_copy,
         pmc: Vec::new(),
         perf: None,
         _dev: None,
@@ -398,7 +425,7 @@ pub fn load_for(
         b.explicit,
         b.nr_events(),
         c.mode(),
-        b.stats,
+        b.code(),
     )?;
     let shift = parse_sample(&c.sample)?;
     // Check region names before the (slow) load.
@@ -506,6 +533,7 @@ fn test_run(a: TestRunArgs) -> Result<()> {
         unit,
         events: names.clone(),
         sample: 1u64 << cfg.sample_shift,
+        unsampled_copy: l.manifest.copied.contains(&l.prog),
         runs: snap.runs,
         test_run: Some(TestRunInfo {
             pcap: a.pcap.display().to_string(),

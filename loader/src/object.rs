@@ -22,6 +22,15 @@ pub struct Prepared {
     pub origin: String,
 }
 
+/// How an object instrumented here is built, beside its counter and mode.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Code {
+    /// Where END adds to the statistics.
+    pub stats: Stats,
+    /// Sampled-out runs take an uninstrumented copy of each program.
+    pub unsampled_copy: bool,
+}
+
 /// Instruments `bytes` for `counter` unless they already carry a manifest;
 /// `explicit` says the user asked for `counter` (a mismatch is an error).
 pub fn prepare_bytes(
@@ -31,7 +40,7 @@ pub fn prepare_bytes(
     explicit: bool,
     events: usize,
     mode: Mode,
-    stats: Stats,
+    code: Code,
 ) -> Result<Prepared> {
     let existing = inxpect_rewriter::read_manifest(&bytes).map_err(|e| anyhow!("{origin}: {e}"))?;
     if let Some(m) = existing {
@@ -57,8 +66,8 @@ pub fn prepare_bytes(
         events,
         only: None,
         read_fn: None,
-        stats,
-        unsampled_copy: false,
+        stats: code.stats,
+        unsampled_copy: code.unsampled_copy,
     };
     // The in-memory object is never written out: its DWARF is moot.
     let out = inxpect_rewriter::instrument_with(&bytes, &opts, inxpect_rewriter::Dwarf::Strip)

@@ -32,6 +32,10 @@ pub struct Report {
     pub events: Vec<String>,
     /// 1 run in `sample` is measured.
     pub sample: u64,
+    /// The program's sampled-out runs take its uninstrumented copy
+    /// (`--unsampled-copy`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unsampled_copy: bool,
     #[serde(flatten)]
     pub runs: Runs,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -576,8 +580,16 @@ pub fn table(r: &Report) -> String {
     let u = &r.unit;
     let _ = writeln!(
         o,
-        "{} {}  counter {} (values in {u})  sample 1/{}",
-        r.object, r.program, r.counter, r.sample,
+        "{} {}  counter {} (values in {u})  sample 1/{}{}",
+        r.object,
+        r.program,
+        r.counter,
+        r.sample,
+        if r.unsampled_copy {
+            " (the others run an uninstrumented copy)"
+        } else {
+            ""
+        },
     );
     if let Some(t) = &r.test_run {
         let v: Vec<String> = t.verdicts.iter().map(|(k, n)| format!("{k} {n}")).collect();
@@ -1078,6 +1090,7 @@ mod tests {
             unit: "ns".into(),
             events: vec!["ktime".into()],
             sample: 1,
+            unsampled_copy: false,
             runs: Runs {
                 runs: 10,
                 sampled: 10,

@@ -705,6 +705,7 @@ impl<'a> Session<'a> {
             unit: self.unit.clone(),
             events: self.names.clone(),
             sample: 1u64 << cfg.sample_shift,
+            unsampled_copy: l.manifest.copied.contains(&l.prog),
             runs: snap.runs,
             test_run: None,
             live: Some(LiveInfo {

@@ -347,7 +347,10 @@ pub fn calibrate(b: &Backend) -> Result<Calibration> {
         true,
         b.nr_events(),
         Mode::Sections,
-        b.stats,
+        object::Code {
+            stats: b.stats,
+            unsampled_copy: false,
+        },
     )?;
     let mut l = object::load(&prep, Some("xdp_empty"), b.perf.as_ref())?;
     object::configure(&l, 0, None)?;
@@ -376,7 +379,10 @@ pub fn calibrate_nesting(mut cal: Calibration, b: &Backend, m: &Manifest) -> Res
         true,
         b.nr_events(),
         Mode::Sections,
-        b.stats,
+        object::Code {
+            stats: b.stats,
+            unsampled_copy: false,
+        },
     )?;
     let mut l = object::load(&prep, Some("nest_alone"), b.perf.as_ref())?;
     object::configure(&l, 0, None)?;

@@ -467,3 +467,78 @@ fn tail_ends_count_the_regions_a_tail_call_closed() {
         }
     }
 }
+
+/// `--unsampled-copy`: every app's sampled-out runs take the program's
+/// uninstrumented copy, and the report is the one without it: the same
+/// runs, the same sampled runs, the same region counts, the same verdict
+/// totals (tests/truth.rs and tests/foreign.rs compare frame by frame). The
+/// tail-call object's caller keeps one copy, and that is said.
+#[test]
+fn unsampled_copy_reports_what_the_instrumented_program_does() {
+    let n = corpus_frames();
+    for app in ["drop", "cms", "nat", "router", "tunnel"] {
+        let run = |extra: &[&str]| {
+            let mut args = vec![
+                "test-run".to_string(),
+                object(&format!("{app}.clang-O2-g.o")),
+                "--pcap".into(),
+                corpus(),
+                "--counter".into(),
+                "ktime".into(),
+                "--sample".into(),
+                "1/4".into(),
+                "--config".into(),
+                root()
+                    .join("testdata/packets/config.json")
+                    .display()
+                    .to_string(),
+                "--app".into(),
+                app.into(),
+                "--json".into(),
+            ];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+            json(&a)
+        };
+        let (plain, copy) = (run(&[]), run(&["--unsampled-copy"]));
+        assert_eq!(copy["unsampled_copy"].as_bool(), Some(true), "{app}");
+        assert!(plain.get("unsampled_copy").is_none(), "{app}");
+        assert_eq!(copy["runs"].as_u64(), Some(n), "{app}");
+        assert_eq!(copy["sampled"].as_u64(), Some(n.div_ceil(4)), "{app}");
+        assert_eq!(copy["runs"], plain["runs"], "{app}");
+        assert_eq!(copy["sampled"], plain["sampled"], "{app}");
+        assert_eq!(region_counts(&copy), region_counts(&plain), "{app}");
+        assert_eq!(
+            copy["test_run"]["verdicts"], plain["test_run"]["verdicts"],
+            "{app}"
+        );
+        assert!(
+            region_counts(&copy).iter().any(|(_, c)| *c > 0),
+            "{app}: nothing counted"
+        );
+    }
+    let o = run(&[
+        "test-run",
+        &root()
+            .join("testdata/foreign/tailcall.clang-O2-g.o")
+            .display()
+            .to_string(),
+        "--prog",
+        "entry",
+        "--functions",
+        "--pcap",
+        &corpus(),
+        "--counter",
+        "ktime",
+        "--sample",
+        "1/2",
+        "--unsampled-copy",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--unsampled-copy: no copy of entry"),
+        "the tail-calling program's missing copy is not stated: {err}"
+    );
+}

@@ -131,6 +131,7 @@ fn manifest(plan: &Plan, opts: &Options) -> Manifest {
             .filter(|f| f.is_prog && !f.name.starts_with(runtime::PREFIX))
             .map(|f| f.name.clone())
             .collect(),
+        copied: Vec::new(),
         regions: plan.regions.clone(),
     }
 }
@@ -247,6 +248,25 @@ pub fn instrument_with(input: &[u8], opts: &Options, keep: Dwarf) -> Result<Inst
     let emitted = emit::emit(&out, &lplan, &backend, opts.unsampled_copy)?;
     let mut m = m;
     windows_into(&mut m, &plan, &emitted.windows);
+    m.copied = emitted
+        .copied
+        .iter()
+        .map(|&f| lplan.funcs[f].name.clone())
+        .collect();
+    if opts.unsampled_copy {
+        let left: Vec<&str> = m
+            .programs
+            .iter()
+            .filter(|p| !m.copied.contains(p))
+            .map(|p| p.as_str())
+            .collect();
+        if !left.is_empty() {
+            warnings.push(format!(
+                "--unsampled-copy: no copy of {} (a program that makes tail calls keeps one copy: the program it enters continues the run)",
+                left.join(", ")
+            ));
+        }
+    }
     let ins = emitted.insertions;
     let moved = patch::apply(&mut out, lext.as_ref().map(|(i, x)| (*i, x)), &ins)?;
     // libbpf's linker drops DWARF: it is carried over from the input.

@@ -301,6 +301,10 @@ pub struct Manifest {
     pub stats: Stats,
     pub events: usize,
     pub programs: Vec<String>,
+    /// The programs whose sampled-out runs take an uninstrumented copy of
+    /// their code (`--unsampled-copy`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copied: Vec<String>,
     pub regions: Vec<RegionDesc>,
 }
 

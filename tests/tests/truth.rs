@@ -294,19 +294,12 @@ fn check(
     path: &Path,
     t: &Truth,
     frames: &[Vec<u8>],
-    mode: Mode,
-    counter: Counter,
+    opts: &Options,
     shift: u32,
-    copy: bool,
 ) -> Result<Outcome> {
     let input = fs::read(path)?;
-    let opts = Options {
-        mode,
-        counter,
-        unsampled_copy: copy,
-        ..Options::default()
-    };
-    let r = match instrument(&input, &opts) {
+    let (mode, counter) = (opts.mode, opts.counter);
+    let r = match instrument(&input, opts) {
         Ok(r) => r,
         Err(e) => {
             // What inxpect-instrument prints: the chain on one line.
@@ -496,7 +489,13 @@ fn cases(app: &'static str, s: &Shape, modes: &[Mode]) {
                         1 << shift,
                         if copy { " --unsampled-copy" } else { "" }
                     );
-                    match check(s, &path, &t, &frames, mode, counter, shift, copy) {
+                    let opts = Options {
+                        mode,
+                        counter,
+                        unsampled_copy: copy,
+                        ..Options::default()
+                    };
+                    match check(s, &path, &t, &frames, &opts, shift) {
                         Ok(Outcome::Pass) => eprintln!("truth: {what}: pass"),
                         Ok(Outcome::Refused(m)) => {
                             eprintln!("truth: {what}: pass (refused: {m})")

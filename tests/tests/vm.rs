@@ -255,6 +255,22 @@ fn extras(series: &str) -> (tempfile::TempDir, Vec<(PathBuf, String)>) {
             let cmd = format!("run /objs/{name} --repeat {FRAMES} --dump inxpect_stats{dumps}");
             out.push((path, cmd));
         }
+        // `tsc` with the uninstrumented copy, 3 runs in 4 sampled out into
+        // it: it too must behave as the original.
+        let opts = Options {
+            counter: Counter::Tsc,
+            unsampled_copy: true,
+            ..Options::default()
+        };
+        let r = instrument(&bytes, &opts)
+            .unwrap_or_else(|e| panic!("instrumenting {app} (tsc, copy): {e}"));
+        assert!(!r.manifest.copied.is_empty(), "{app}: no program copied");
+        let obj = inxpect_tests::with_config(&r.object, 2, true).expect("config");
+        let name = format!("{app}-tsc-copy.o");
+        let path = dir.path().join(&name);
+        std::fs::write(&path, obj).expect("write instrumented object");
+        let cmd = format!("run /objs/{name} --repeat {FRAMES} --dump inxpect_stats{dumps}");
+        out.push((path, cmd));
     }
     invalid_extras(dir.path(), &mut out);
     // The loader itself, statically linked, with the module loaded.
@@ -280,6 +296,8 @@ fn extras(series: &str) -> (tempfile::TempDir, Vec<(PathBuf, String)>) {
     ));
     let cms = inxpect_tests::object_path("cms", "clang-O2");
     out.push((cms, "exec sampled /objs/inxpect test-run /objs/cms.clang-O2.o --pcap /objs/small.pcap --counter tsc --sample 1/4 --json".into()));
+    // The same with the uninstrumented copy for the sampled-out runs.
+    out.push((PathBuf::new(), "exec sampled-copy /objs/inxpect test-run /objs/cms.clang-O2.o --pcap /objs/small.pcap --counter tsc --sample 1/4 --unsampled-copy --json".into()));
     out.push((PathBuf::new(), "exec pmc /objs/inxpect test-run /objs/drop.clang-O2-g.o --pcap /objs/small.pcap --counter pmc --json".into()));
     // Live: attach to lo (generic XDP), send frames, stop at --duration.
     let live = dir.path().join("live.sh");
@@ -535,7 +553,7 @@ fn check_extras(series: &str, out: &VmOutput) {
     for (app, _) in apps(series) {
         let orig = behaviour(out, &format!("{app}-orig.o"));
         assert!(!orig.0.is_empty(), "{app}-orig.o did not run in the guest");
-        for tag in ["tsc", "pmc"] {
+        for tag in ["tsc", "pmc", "tsc-copy"] {
             let obj = format!("{app}-{tag}.o");
             let runs: Vec<_> = out.runs.iter().filter(|r| r.obj == obj).collect();
             assert!(!runs.is_empty(), "{obj} did not run in the guest");
@@ -674,6 +692,23 @@ fn check_loader(out: &VmOutput) {
         Some(n.div_ceil(4)),
         "1/4 sampling: {r}"
     );
+    // With the copy: the same runs, sampled runs and region counts (the
+    // frames are the same, one CPU), and the report says so.
+    let c = json("sampled-copy");
+    assert_eq!(c["unsampled_copy"].as_bool(), Some(true), "{c}");
+    for k in ["runs", "sampled", "no_counter"] {
+        assert_eq!(c[k], r[k], "--unsampled-copy {k}: {c}");
+    }
+    let counts = |v: &serde_json::Value| -> Vec<(String, u64)> {
+        v["regions"]
+            .as_array()
+            .expect("regions")
+            .iter()
+            .map(|g| (g["name"].to_string(), g["count"].as_u64().unwrap_or(0)))
+            .collect()
+    };
+    assert_eq!(counts(&c), counts(&r), "--unsampled-copy region counts");
+    assert!(counts(&c).iter().any(|x| x.1 > 0), "nothing counted: {c}");
     let (_, rc, lines) = exec("pmc");
     assert_ne!(*rc, 0, "pmc without a PMU must fail");
     let errors: Vec<&String> = lines
@@ -1291,6 +1326,7 @@ fn vm_report(
         unit: "events".into(),
         events: names.clone(),
         sample: 1,
+        unsampled_copy: false,
         runs: snap.runs,
         test_run: None,
         live: None,

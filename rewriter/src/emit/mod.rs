@@ -50,6 +50,8 @@ type Groups = BTreeMap<(usize, Slot, Place), (usize, Vec<(Kind, usize)>)>;
 /// the whole site.
 pub struct Emitted {
     pub insertions: Insertions,
+    /// The functions (plan indices) given an uninstrumented copy.
+    pub copied: Vec<usize>,
     pub windows: Vec<(Option<Window>, Option<Window>)>,
 }
 
@@ -252,7 +254,7 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: bool) -> Result<Emitted> 
         }
         out.entry(sec).or_default().push((slot, place, code));
     }
-    for fi in copied {
+    for &fi in &copied {
         // After the function's last instruction (an exit or a jump: no
         // fall-through runs it), behind whatever else goes there.
         let f = &plan.funcs[fi];
@@ -277,6 +279,7 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: bool) -> Result<Emitted> 
     stack::check(&plan.funcs, &callees, &frames, runtime)?;
     Ok(Emitted {
         insertions: out,
+        copied,
         windows,
     })
 }
