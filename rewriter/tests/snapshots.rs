@@ -25,6 +25,10 @@ const APPS: [&str; 10] = [
 const RUNTIME_FUNCS: [&str; 3] = ["__inxpect_start", "__inxpect_end", "__inxpect_end_value"];
 
 fn rewritten(app: &str, mode: Mode, counter: Counter) -> String {
+    rewritten_with(app, mode, counter, false)
+}
+
+fn rewritten_with(app: &str, mode: Mode, counter: Counter, unsampled_copy: bool) -> String {
     let p = common::root().join(format!("testdata/objects/{app}.clang-O2-g.o"));
     let input = std::fs::read(&p).expect("object");
     let r = instrument(
@@ -36,7 +40,7 @@ fn rewritten(app: &str, mode: Mode, counter: Counter) -> String {
             only: None,
             read_fn: None,
             stats: inxpect_rewriter::Stats::Inline,
-            unsampled_copy: false,
+            unsampled_copy,
         },
     )
     .expect("instrument");
@@ -100,5 +104,18 @@ fn each_backend_links_its_runtime() {
         .expect("instrument");
         let full = dump::dump(&r.object, true).expect("dump");
         insta::assert_snapshot!(format!("backend__{}", c.name()), full);
+    }
+}
+
+/// `--unsampled-copy`: the entry's sampled-out path (restore, `goto` the
+/// copy) and the copy after the program's last instruction, with `tsc`
+/// (the kfunc backend keeps the no-module path) and `ktime` (it has none).
+#[test]
+fn unsampled_copy() {
+    for (app, c) in [("drop", Counter::Tsc), ("cms", Counter::Ktime)] {
+        insta::assert_snapshot!(
+            format!("copy__{app}_{}", c.name()),
+            rewritten_with(app, Mode::Sections, c, true)
+        );
     }
 }

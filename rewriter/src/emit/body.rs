@@ -365,15 +365,24 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
         .push(Insn::mov64_imm(0, 0))
         .push(Insn::exit());
     s.bind(found);
-    s.push(Insn::stx_dw(10, w.pcpu, 0));
+    // The pointer word, for the sites of a run that measures. A program
+    // with a copy stores it only on the paths that stay in the
+    // instrumented code (the copy's sampled-out runs have no site).
+    let word = Insn::stx_dw(10, w.pcpu, 0);
+    if site.copy.is_none() {
+        s.push(word);
+    }
     let fresh = s.label();
     if site.tail_calls {
         // Entered by a tail call of this run (`tail == left + 1`, set at
         // the call site): the same run, its sampling decision, and the
         // regions the caller held end here.
         s.push(Insn::ldx(SIZE_DW, 1, 0, pcpu::TAIL as i16))
-            .jump_to(Cond::EqImm(1, 0), fresh)
-            .push(Insn::st_dw(0, pcpu::TAIL as i16, 0))
+            .jump_to(Cond::EqImm(1, 0), fresh);
+        if site.copy.is_some() {
+            s.push(word);
+        }
+        s.push(Insn::st_dw(0, pcpu::TAIL as i16, 0))
             .push(Insn::ldx(SIZE_DW, 2, 0, pcpu::LEFT as i16))
             .push(Insn::alu64_imm(OP_ADD, 2, 1))
             .jump_to(Cond::NeReg(1, 2), fresh)
@@ -394,6 +403,9 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
     let unsampled = s.label();
     s.push(Insn::ldx(SIZE_DW, 1, 0, pcpu::LEFT as i16))
         .jump_to(Cond::NeImm(1, 0), unsampled);
+    if site.copy.is_some() {
+        s.push(word);
+    }
     // A sampled run: `runs += load + 1` (the runs since the last sample,
     // this one included), reload the countdown from the config's mask,
     // `++sampled` (the run's id).
