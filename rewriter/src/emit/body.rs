@@ -421,19 +421,22 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
         .bump(0, pcpu::SAMPLED as i16, 1);
     // Without the module (`inxpect_kfuncs` 0, which the verifier knows)
     // the run counts `no_counter` and its mask stays all ones, known to the
-    // verifier, so every site of the run is dead code.
+    // verifier, so every site of the run is dead code. The module present,
+    // the branch is never taken: the verifier removes it.
+    let absent = s.label();
     if let Some(kf) = b.kfunc_flag {
-        let present = s.label();
         s.load_symbol(3, kf)
             .push(Insn::ldx(SIZE_W, 3, 3, 0))
-            .jump_to(Cond::NeImm(3, 0), present)
-            .bump(0, pcpu::NO_COUNTER as i16, 3)
-            .jump_to(Cond::Always, nothing);
-        s.bind(present);
+            .jump_to(Cond::EqImm(3, 0), absent);
     }
     s.push(Insn::ldx(SIZE_DW, 2, 2, config::ENABLED as i16));
     store_inverted(s, w, 2);
     s.jump_to(Cond::Always, done);
+    if b.kfunc_flag.is_some() {
+        s.bind(absent);
+        s.bump(0, pcpu::NO_COUNTER as i16, 3)
+            .jump_to(Cond::Always, nothing);
+    }
     // An unsampled run takes one off `left`, then, where the program has
     // an uninstrumented copy, runs that (its registers as the site found
     // them).
