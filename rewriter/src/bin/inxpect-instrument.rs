@@ -258,8 +258,13 @@ fn run(cli: Cli) -> Result<()> {
     if cli.dump && out != Path::new("-") {
         print!("{}", dump::dump(&r.object, cli.offsets)?);
     }
+    let copies = if r.manifest.copied.is_empty() {
+        String::new()
+    } else {
+        format!(", uninstrumented copy of {}", r.manifest.copied.join(", "))
+    };
     eprintln!(
-        "inxpect-instrument: {} region(s), counter {}, written to {}",
+        "inxpect-instrument: {} region(s), counter {}{copies}, written to {}",
         r.manifest.regions.len(),
         r.manifest.counter.name(),
         if out == Path::new("-") {
