@@ -236,6 +236,11 @@ pub fn load_with(
             {
                 // The module's kfunc filter (Linux 6.5+).
                 "\n  the inxpect kfuncs read system-wide counters and need CAP_PERFMON (or CAP_SYS_ADMIN) in the initial namespace: run inxpect with it, or use --counter ktime"
+            } else if !prep.manifest.copied.is_empty()
+                && (log.contains("BPF program is too large") || log.contains("too complex"))
+            {
+                // The copy is walked as well as the instrumented code.
+                "\n  the verifier walks each program's uninstrumented copy too: drop --unsampled-copy (or add --stats call)"
             } else {
                 ""
             };

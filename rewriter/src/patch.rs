@@ -1,6 +1,6 @@
 //! Inserting instruction sequences and fixing every offset that moves.
 //!
-//! Two maps per code section, both from old slot to new slot:
+//! Three maps per code section, each from old slot to new slot:
 //! - `target[i]`: where control arriving at old slot `i` now lands, i.e. the
 //!   start of the code inserted before `i`. Jumps, calls, symbols, func_info
 //!   and line_info use it, so whatever reached `i` runs the probe first.
@@ -9,6 +9,11 @@
 //!   even when the function's code jumps back to its first instruction.
 //! - `pos[i]`: where instruction `i` itself now sits. Relocations and CO-RE
 //!   records, which patch the instruction's own bytes, use it.
+//!
+//! An inserted instruction may also be a copy of an input instruction
+//! ([`NewInsn::copy`], an uninstrumented copy of a function): it is encoded
+//! as the original is, its branches to the copies of their targets, and
+//! its relocation, line and CO-RE records are repeated at it.
 
 use crate::btf_ext::{BtfExt, Kind as ExtKind};
 use crate::elf::{Elf, Rel, R_BPF_64_32, R_BPF_64_64};
@@ -219,7 +224,8 @@ pub fn remap(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
         });
     }
 
-    // 4. Code: copy, fix branches and calls, insert.
+    // 3. Code: copy, fix branches and calls, insert (calls and function
+    // addresses through a relocation re-encoded against the moved symbols).
     let mut added_rels: HashMap<usize, Vec<Rel>> = HashMap::new();
     let secs: Vec<usize> = maps.keys().copied().collect();
     let no_copies = HashMap::new();
@@ -343,7 +349,7 @@ pub fn remap(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
         elf.sections[si].data = crate::insn::encode_all(&out);
     }
 
-    // 5. Store relocations (old ones moved, new calls appended, sorted).
+    // 4. Store relocations (old ones moved, new calls appended, sorted).
     for (r, mut rels) in new_rels {
         let tsec = elf.sections[r].info as usize;
         if let Some(add) = added_rels.remove(&tsec) {
@@ -358,7 +364,7 @@ pub fn remap(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
         elf.set_relocations(r, &rels);
     }
 
-    // 6. Symbols.
+    // 5. Symbols.
     for y in elf.symbols.iter_mut() {
         if let Some(m) = maps.get(&(y.shndx as usize)) {
             if y.is_section() {
@@ -376,7 +382,7 @@ pub fn remap(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
     }
     elf.store_symbols();
 
-    // 7. .BTF.ext.
+    // 6. .BTF.ext.
     if let Some((ext_idx, ext)) = ext {
         let by_name: HashMap<String, usize> = maps
             .keys()
