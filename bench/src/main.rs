@@ -432,30 +432,23 @@ fn targets(
             }
         }
     }
-    for app in ["drop", "cms", "nat", "router", "tunnel"] {
-        let goal = if app == "drop" { 0.90 } else { 0.97 };
-        let (m, v) = both(app, Variant::Sections(Counter::Ktime), 6, &|r| {
-            (100.0 * r.kept, r.kept >= goal)
-        });
-        if !m.is_empty() {
-            let _ = writeln!(
-                s,
-                "| 1/64 sampling, {app}, `ktime`: >= {:.0}% | {m} | {v} |",
-                goal * 100.0
-            );
-        }
-    }
-    for app in ["drop", "cms", "nat", "router", "tunnel"] {
-        let goal = if app == "drop" { 0.90 } else { 0.97 };
-        let (m, v) = both(app, Variant::SectionsCopy(Counter::Ktime), 6, &|r| {
-            (100.0 * r.kept, r.kept >= goal)
-        });
-        if !m.is_empty() {
-            let _ = writeln!(
-                s,
-                "| 1/64 sampling with `--unsampled-copy`, {app}, `ktime`: >= {:.0}% | {m} | {v} |",
-                goal * 100.0
-            );
+    for (variant, with) in [
+        (Variant::Sections(Counter::Ktime), ""),
+        (
+            Variant::SectionsCopy(Counter::Ktime),
+            " with `--unsampled-copy`",
+        ),
+    ] {
+        for app in ["drop", "cms", "nat", "router", "tunnel"] {
+            let goal = if app == "drop" { 0.90 } else { 0.97 };
+            let (m, v) = both(app, variant, 6, &|r| (100.0 * r.kept, r.kept >= goal));
+            if !m.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "| 1/64 sampling{with}, {app}, `ktime`: >= {:.0}% | {m} | {v} |",
+                    goal * 100.0
+                );
+            }
         }
     }
     // `attach --window ON/PERIOD` with ON/PERIOD = 1/64 and every packet of
