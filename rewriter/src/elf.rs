@@ -12,6 +12,7 @@ use object::read::elf::{FileHeader, SectionHeader};
 use object::LittleEndian as LE;
 
 pub const EM_BPF: u16 = 247;
+const STB_GLOBAL: u8 = 1;
 pub const R_BPF_64_64: u32 = 1;
 pub const R_BPF_64_ABS64: u32 = 2;
 pub const R_BPF_64_ABS32: u32 = 3;
@@ -362,6 +363,39 @@ impl Elf {
             }
         }
         self.sections[rel_idx].data = out;
+    }
+
+    /// Appends a global function symbol (after every local one, so no
+    /// relocation's symbol index moves); [`Elf::store_symbols`] writes it.
+    pub fn add_func_symbol(
+        &mut self,
+        name: &str,
+        shndx: usize,
+        value: u64,
+        size: u64,
+    ) -> Result<usize> {
+        let st = self
+            .symtab
+            .ok_or_else(|| Error::Layout("no .symtab to add a symbol to".into()))?;
+        let strtab = self.sections[st].link as usize;
+        let strs = &mut self
+            .sections
+            .get_mut(strtab)
+            .ok_or_else(|| Error::Layout(".symtab links no string table".into()))?
+            .data;
+        let name_off = strs.len() as u32;
+        strs.extend_from_slice(name.as_bytes());
+        strs.push(0);
+        self.symbols.push(Symbol {
+            name: name.to_string(),
+            name_off,
+            info: (STB_GLOBAL << 4) | raw::STT_FUNC,
+            other: 0,
+            shndx: shndx as u16,
+            value,
+            size,
+        });
+        Ok(self.symbols.len() - 1)
     }
 
     /// Writes the symbols back into `.symtab` (same order, same names).

@@ -36,6 +36,10 @@ pub struct NewInsn {
     pub copy: Option<usize>,
     /// A `ja` to the copy of this old slot.
     pub to_copy: Option<usize>,
+    /// This copy starts a function of its own, with this name, to the end
+    /// of its sequence: calls from copies to the original's first slot
+    /// come here, and its symbol and func_info record are added.
+    pub starts_func: Option<String>,
 }
 
 impl NewInsn {
@@ -46,6 +50,7 @@ impl NewInsn {
             load: None,
             copy: None,
             to_copy: None,
+            starts_func: None,
         }
     }
 }
@@ -120,6 +125,9 @@ pub fn remap(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
     let mut maps: HashMap<usize, Map> = HashMap::new();
     // Per code section: where the copy of each copied old slot is.
     let mut copies: HashMap<usize, HashMap<usize, usize>> = HashMap::new();
+    // Copies that are functions of their own: (section, old first slot) ->
+    // (new first slot, slots, name).
+    let mut new_funcs: HashMap<(usize, usize), (usize, usize, String)> = HashMap::new();
     for (si, s) in elf.sections.iter().enumerate().filter(|(_, s)| s.is_exec()) {
         let n = s.data.len() / 8;
         let Some(list) = ins.get(&si) else {
@@ -136,6 +144,9 @@ pub fn remap(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
             for (j, x) in seq.iter().enumerate() {
                 if let Some(k) = x.copy {
                     here.insert(k, *len + j);
+                    if let Some(name) = &x.starts_func {
+                        new_funcs.insert((si, k), (*len + j, seq.len() - j, name.clone()));
+                    }
                 }
             }
             *len += seq.len();
@@ -250,6 +261,16 @@ pub fn remap(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
             sym_value: &sym_value,
             name: &name,
         };
+        // Where a call (or a function address) lands: the function, or,
+        // from a copy, the function's copy where it has one.
+        let to_func = |sec: usize, t: i64| maps.get(&sec).and_then(|m| m.target(t));
+        let to_copy_func = |sec: usize, t: i64| {
+            usize::try_from(t)
+                .ok()
+                .and_then(|t| new_funcs.get(&(sec, t)))
+                .map(|f| f.0)
+                .or_else(|| to_func(sec, t))
+        };
         let mut cursor = 0;
         for (i, x) in old.iter().enumerate() {
             while cursor < rels_here.len() && rels_here[cursor].0 < i {
@@ -308,18 +329,12 @@ pub fn remap(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
                                 }
                                 // Calls leave for the function itself,
                                 // branches stay in the copy.
-                                half = enc.encode(
-                                    &mut insn,
-                                    k,
-                                    here,
-                                    rel,
-                                    |t| map.target(t),
-                                    |t| {
+                                half =
+                                    enc.encode(&mut insn, (si, k), here, rel, to_copy_func, |t| {
                                         usize::try_from(t)
                                             .ok()
                                             .and_then(|t| copied.get(&t).copied())
-                                    },
-                                )?;
+                                    })?;
                             }
                         }
                         out.push(insn);
@@ -334,14 +349,7 @@ pub fn remap(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
             if skip {
                 skip = false;
             } else {
-                skip = enc.encode(
-                    &mut x,
-                    i,
-                    here,
-                    rel_here,
-                    |t| map.target(t),
-                    |t| map.jump(t),
-                )?;
+                skip = enc.encode(&mut x, (si, i), here, rel_here, to_func, |t| map.jump(t))?;
             }
             out.push(x);
             emit_seqs(Place::After, &mut out)?;
@@ -364,7 +372,9 @@ pub fn remap(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
         elf.set_relocations(r, &rels);
     }
 
-    // 5. Symbols.
+    // 5. Symbols. A function with a copy of its own ends where the copy
+    // starts; the copy gets a global symbol (libbpf makes a subprogram of
+    // each function symbol in `.text`).
     for y in elf.symbols.iter_mut() {
         if let Some(m) = maps.get(&(y.shndx as usize)) {
             if y.is_section() {
@@ -374,11 +384,19 @@ pub fn remap(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
             let nv = m.target.get(start).copied().unwrap_or(start);
             if y.size > 0 {
                 let end = (y.value + y.size) as usize / 8;
-                let ne = m.target.get(end).copied().unwrap_or(end);
+                let ne = match new_funcs.get(&(y.shndx as usize, start)) {
+                    Some(&(at, _, _)) if y.is_func() => at,
+                    _ => m.target.get(end).copied().unwrap_or(end),
+                };
                 y.size = ((ne - nv) * 8) as u64;
             }
             y.value = nv as u64 * 8;
         }
+    }
+    let mut added: Vec<_> = new_funcs.iter().collect();
+    added.sort();
+    for (&(sec, _), (at, len, name)) in added {
+        elf.add_func_symbol(name, sec, *at as u64 * 8, *len as u64 * 8)?;
     }
     elf.store_symbols();
 
@@ -404,13 +422,16 @@ pub fn remap(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
             ext.remap(&mut data, moved);
         } else {
             // A copied instruction's line and CO-RE records repeat at its
-            // copy (its function's func_info covers the copy already).
+            // copy, and a copy that is a function of its own gets its
+            // original's func_info (a program's copy is inside the program).
             data = ext.rebuild(&data, |kind, sec, off| {
-                let copy = by_name
-                    .get(sec)
-                    .and_then(|si| copies.get(si))
-                    .and_then(|c| c.get(&(off as usize / 8)))
-                    .filter(|_| kind != ExtKind::Func);
+                let slot = off as usize / 8;
+                let si = by_name.get(sec).copied();
+                let own = si.is_some_and(|si| new_funcs.contains_key(&(si, slot)));
+                let copy = si
+                    .and_then(|si| copies.get(&si))
+                    .and_then(|c| c.get(&slot))
+                    .filter(|_| kind != ExtKind::Func || own);
                 std::iter::once(moved(kind, sec, off))
                     .chain(copy.map(|&n| n as u32 * 8))
                     .collect()
@@ -452,18 +473,18 @@ impl Encoder<'_> {
         })
     }
 
-    /// Instruction `x` of old slot `i` (relocation `rel`), now at `here`:
-    /// calls and function addresses through a relocation re-encoded against
-    /// the moved symbols, other calls to `call_to(old target)`, branches to
-    /// `branch_to(old target)`. Returns whether the next slot is the second
-    /// half of an `ld_imm64`.
+    /// Instruction `x` of old slot `i` of section `si` (relocation `rel`),
+    /// now at `here`: calls and function addresses to `call_to(section, old
+    /// target)`, re-encoded against the moved symbols where a relocation
+    /// carries them; branches to `branch_to(old target)`. Returns whether
+    /// the next slot is the second half of an `ld_imm64`.
     fn encode(
         &self,
         x: &mut Insn,
-        i: usize,
+        (si, i): (usize, usize),
         here: i64,
         rel: Option<&Rel>,
-        call_to: impl Fn(i64) -> Option<usize>,
+        call_to: impl Fn(usize, i64) -> Option<usize>,
         branch_to: impl Fn(i64) -> Option<usize>,
     ) -> Result<bool> {
         let loc = || self.loc(i);
@@ -478,13 +499,12 @@ impl Encoder<'_> {
                     .map_or(v as i64, |&t| t as i64 * 8);
                 if x.is_pseudo_call() {
                     let t = v as i64 / 8 + x.imm as i64 + 1;
-                    let nt = tm
-                        .target(t)
+                    let nt = call_to(shndx as usize, t)
                         .ok_or_else(|| Error::malformed("call target out of its section", loc()))?;
                     x.imm = (nt as i64 - nv / 8 - 1) as i32;
                 } else if x.is_ld_imm64() && rel.rtype == R_BPF_64_64 {
                     let t = (v as i64 + x.imm as i64) / 8;
-                    let nt = tm.target(t).ok_or_else(|| {
+                    let nt = call_to(shndx as usize, t).ok_or_else(|| {
                         Error::malformed("function address out of its section", loc())
                     })?;
                     x.imm = (nt as i64 * 8 - nv) as i32;
@@ -509,7 +529,7 @@ impl Encoder<'_> {
             };
             let to = i as i64 + 1 + off;
             let t = if x.is_pseudo_call() {
-                call_to(to)
+                call_to(si, to)
             } else {
                 branch_to(to)
             }

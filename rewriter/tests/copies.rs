@@ -193,7 +193,124 @@ fn check(path: &std::path::Path) -> Option<usize> {
         }
         copied += 1;
     }
+    check_subprogram_copies(&input, &ie, &out, &oe, &what.to_string());
     Some(copied)
+}
+
+/// Each subprogram copy (`<name>__inxpect_copy`) is its original's input
+/// code, and no call from any copy goes to a function that has one.
+fn check_subprogram_copies(input: &[u8], ie: &GElf, out: &[u8], oe: &GElf, what: &str) {
+    const SUFFIX: &str = "__inxpect_copy";
+    // (section, first slot) -> name, for every function of the output.
+    let funcs: std::collections::BTreeMap<(usize, usize), (String, usize)> = oe
+        .syms
+        .iter()
+        .filter(|s| s.st_type() == sym::STT_FUNC && s.st_shndx != 0)
+        .map(|s| {
+            let name = oe.strtab.get_at(s.st_name).unwrap_or("").to_string();
+            (
+                (s.st_shndx, s.st_value as usize / 8),
+                (name, s.st_size as usize / 8),
+            )
+        })
+        .collect();
+    let has_copy = |name: &str| funcs.values().any(|(n, _)| *n == format!("{name}{SUFFIX}"));
+    let mut ranges = Vec::new();
+    for (&(sec, start), (name, n)) in &funcs {
+        let Some(orig) = name.strip_suffix(SUFFIX) else {
+            continue;
+        };
+        let (_, isec, istart, in_n) = input_func(ie, orig)
+            .unwrap_or_else(|| panic!("{what}: {name} copies no input function"));
+        assert_eq!(*n, in_n, "{what}: {name} has {n} slots, {orig} {in_n}");
+        let ins = &insns(code(input, ie, isec))[istart..istart + in_n];
+        let copy = &insns(code(out, oe, sec))[start..start + n];
+        for (k, (a, b)) in ins.iter().zip(copy).enumerate() {
+            let reencoded = (a[0] == 0x85 && a[1] >> 4 == 1) || (a[0] == 0x18 && a[1] >> 4 == 4);
+            let same = if reencoded { a[..4] == b[..4] } else { a == b };
+            assert!(same, "{what}: {name}: slot {k} is {b:02x?}, input {a:02x?}");
+        }
+        ranges.push((sec, start, start + n));
+    }
+    // Program copies: the tail of each program function.
+    for (&(sec, start), (name, n)) in &funcs {
+        if let Some((_, isec, _, in_n)) = input_func(ie, name) {
+            if sec_name(ie, isec) != ".text" && *n > in_n {
+                ranges.push((sec, start + n - in_n, start + n));
+            }
+        }
+    }
+    for (sec, from, to) in ranges {
+        let code = insns(code(out, oe, sec));
+        let rels: std::collections::BTreeMap<u64, usize> = oe
+            .shdr_relocs
+            .iter()
+            .filter(|(ri, _)| oe.section_headers[*ri].sh_info as usize == sec)
+            .flat_map(|(_, rs)| rs.iter())
+            .map(|r| (r.r_offset, r.r_sym))
+            .collect();
+        for (i, x) in code.iter().enumerate().take(to).skip(from) {
+            if !(x[0] == 0x85 && x[1] >> 4 == 1) {
+                continue;
+            }
+            let imm = i32::from_le_bytes([x[4], x[5], x[6], x[7]]) as i64;
+            let (tsec, t) = match rels.get(&(i as u64 * 8)) {
+                Some(&y) => {
+                    let y = oe.syms.get(y).expect("symbol");
+                    (y.st_shndx, (y.st_value as i64 / 8 + imm + 1) as usize)
+                }
+                None => (sec, (i as i64 + 1 + imm) as usize),
+            };
+            if let Some((callee, _)) = funcs.get(&(tsec, t)) {
+                assert!(
+                    !has_copy(callee),
+                    "{what}: a copy calls {callee}, which has a copy of its own"
+                );
+            }
+        }
+    }
+}
+
+/// The input function `name`: (name, section, first slot, slots).
+fn input_func(e: &GElf, name: &str) -> Option<(String, usize, usize, usize)> {
+    e.syms
+        .iter()
+        .find(|s| s.st_type() == sym::STT_FUNC && e.strtab.get_at(s.st_name) == Some(name))
+        .map(|s| {
+            (
+                name.to_string(),
+                s.st_shndx,
+                s.st_value as usize / 8,
+                s.st_size as usize / 8,
+            )
+        })
+}
+
+/// The truth apps with a region in a subprogram: the copy of the program
+/// calls the copy of the subprogram (checked by [`check_subprogram_copies`]
+/// on every object), which exists.
+#[test]
+fn subprograms_with_sites_get_copies_of_their_own() {
+    for app in ["static_sub", "global_sub"] {
+        let p = common::root().join(format!("testdata/truth/objects/{app}.clang-O2.o"));
+        let input = std::fs::read(&p).expect("read");
+        let opts = Options {
+            mode: Mode::Functions,
+            counter: Counter::Ktime,
+            unsampled_copy: true,
+            ..Options::default()
+        };
+        let out = instrument(&input, &opts).expect("instrument").object;
+        let oe = GElf::parse(&out).expect("output");
+        let copies: Vec<&str> = oe
+            .syms
+            .iter()
+            .filter_map(|s| oe.strtab.get_at(s.st_name))
+            .filter(|n| n.ends_with("__inxpect_copy"))
+            .collect();
+        assert!(!copies.is_empty(), "{app}: no subprogram copy");
+        assert_eq!(check(&p), Some(1), "{app}");
+    }
 }
 
 #[test]

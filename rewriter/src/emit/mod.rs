@@ -254,17 +254,62 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: bool) -> Result<Emitted> 
         }
         out.entry(sec).or_default().push((slot, place, code));
     }
-    for &fi in &copied {
+    let callees = cfg::callees(elf, &plan.funcs)?;
+    // The functions the copies call (or take as callbacks) whose own code
+    // or callees have sites: copied too, as functions of their own, so a
+    // sampled-out run meets no site at all. Not those that make a tail
+    // call or reach one (the program it enters continues the run: the
+    // instrumented code marks it), nor the runtime's.
+    let subs = if copied.is_empty() {
+        Vec::new()
+    } else {
+        let sites: std::collections::BTreeSet<usize> = plan
+            .points
+            .iter()
+            .filter(|p| p.kind != Kind::RunBegin)
+            .map(|p| p.func)
+            .collect();
+        let reaches = |pred: &dyn Fn(usize) -> bool| {
+            let mut memo: Vec<Option<bool>> = vec![None; plan.funcs.len()];
+            (0..plan.funcs.len())
+                .map(|f| subtree(f, &callees, pred, &mut memo, 0))
+                .collect::<Vec<bool>>()
+        };
+        let with_sites = reaches(&|f| sites.contains(&f));
+        let tails = reaches(&|f| tail_callers.contains(&f));
+        let mut want = vec![false; plan.funcs.len()];
+        let mut todo: Vec<usize> = copied.clone();
+        while let Some(f) = todo.pop() {
+            for &c in &callees[f] {
+                let g = &plan.funcs[c];
+                if !want[c]
+                    && !g.is_prog
+                    && !g.name.starts_with(runtime::PREFIX)
+                    && with_sites[c]
+                    && !tails[c]
+                {
+                    want[c] = true;
+                    todo.push(c);
+                }
+            }
+        }
+        (0..plan.funcs.len()).filter(|&f| want[f]).collect()
+    };
+    for &fi in copied.iter().chain(&subs) {
         // After the function's last instruction (an exit or a jump: no
-        // fall-through runs it), behind whatever else goes there.
+        // fall-through runs it), behind whatever else goes there. A
+        // subprogram's copy is a function of its own.
         let f = &plan.funcs[fi];
         let code = crate::insn::decode_all(&elf.sections[f.sec].data);
-        let body = (f.start..f.end)
+        let mut body: Vec<NewInsn> = (f.start..f.end)
             .map(|k| NewInsn {
                 copy: Some(k),
                 ..NewInsn::plain(code[k])
             })
             .collect();
+        if !f.is_prog {
+            body[0].starts_func = Some(format!("{}{COPY_SUFFIX}", f.name));
+        }
         out.entry(f.sec)
             .or_default()
             .push((Slot(f.end - 1), Place::After, body));
@@ -274,7 +319,6 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: bool) -> Result<Emitted> 
         list.sort_by_key(|(slot, place, _)| (*slot, *place));
     }
 
-    let callees = cfg::callees(elf, &plan.funcs)?;
     let runtime = runtime_chain(elf, plan, &callees)?;
     stack::check(&plan.funcs, &callees, &frames, runtime)?;
     Ok(Emitted {
@@ -282,6 +326,30 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: bool) -> Result<Emitted> 
         copied,
         windows,
     })
+}
+
+/// The name of a subprogram's uninstrumented copy: the original's, then this.
+pub const COPY_SUFFIX: &str = "__inxpect_copy";
+
+/// Whether `f` or a function it may call satisfies `pred` (the call graph
+/// is acyclic: the verifier refuses recursion; depth-bounded all the same).
+fn subtree(
+    f: usize,
+    callees: &[Vec<usize>],
+    pred: &dyn Fn(usize) -> bool,
+    memo: &mut Vec<Option<bool>>,
+    depth: usize,
+) -> bool {
+    if let Some(v) = memo[f] {
+        return v;
+    }
+    let v = pred(f)
+        || (depth < 64
+            && callees[f]
+                .iter()
+                .any(|&c| subtree(c, callees, pred, memo, depth + 1)));
+    memo[f] = Some(v);
+    v
 }
 
 /// The registers a function's instructions name (the JIT saves the
