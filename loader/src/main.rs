@@ -181,9 +181,9 @@ pub struct Common {
     #[arg(long, value_enum)]
     pub stats: Option<StatsArg>,
     /// For an object instrumented here: a sampled-out run of a program
-    /// takes an uninstrumented copy of its code (no cost per site; the
-    /// verifier walks the program twice). Programs that make tail calls
-    /// keep one copy.
+    /// takes an uninstrumented copy of its code and of the subprograms it
+    /// calls (no cost per site; the verifier walks the code twice). Code
+    /// that makes tail calls keeps one copy.
     #[arg(long)]
     pub unsampled_copy: bool,
     /// Instrument every function instead of the marked regions.

@@ -48,8 +48,9 @@ pub struct Options {
     /// sites of a one-event backend (see [`Stats`]).
     pub stats: Stats,
     /// A sampled-out run of a program takes an uninstrumented copy of the
-    /// program's own code (no cost per site; the verifier walks the
-    /// program's code twice). Programs that make tail calls keep one copy.
+    /// program's code, which calls uninstrumented copies of the
+    /// subprograms with sites (no cost per site; the verifier walks the
+    /// code twice). Code that makes tail calls keeps one copy.
     pub unsampled_copy: bool,
 }
 

@@ -63,9 +63,10 @@ struct Cli {
     #[arg(long, default_value = "inline", value_parser = stats_arg())]
     stats: Stats,
     /// A sampled-out run of a program takes an uninstrumented copy of the
-    /// program's code: no cost per site (each costs ~3 x86 instructions
-    /// otherwise), for twice the program's verifier work. Programs that
-    /// make tail calls keep one copy.
+    /// program's code and of the subprograms it calls: no cost per site
+    /// (each costs ~3 x86 instructions otherwise, ~17 in a subprogram), for
+    /// twice the verifier's work. Code that makes tail calls keeps one
+    /// copy.
     #[arg(long)]
     unsampled_copy: bool,
     /// Print the manifest as JSON with --list.
