@@ -64,9 +64,9 @@ struct Cli {
     stats: Stats,
     /// A sampled-out run of a program takes an uninstrumented copy of the
     /// program's code and of the subprograms it calls: no cost per site
-    /// (each costs ~3 x86 instructions otherwise, ~17 in a subprogram), for
-    /// twice the verifier's work. Code that makes tail calls keeps one
-    /// copy.
+    /// (each costs ~3 x86 instructions otherwise, and a per-CPU look-up in
+    /// a subprogram), for twice the verifier's work. Code that makes tail
+    /// calls keeps one copy.
     #[arg(long)]
     unsampled_copy: bool,
     /// Print the manifest as JSON with --list.
