@@ -202,6 +202,30 @@ fn apps(series: &str) -> impl Iterator<Item = (&'static str, &'static str)> + '_
         .filter(move |(app, _)| !(series == "6.1" && *app == "tunnel"))
 }
 
+/// Run as the original and as the `tsc` build with uninstrumented copies
+/// only: cms_sub's regions are in subprograms, which get copies of their
+/// own (func_info repeated, a symbol each) that every kernel must take.
+const COPY_APPS: [(&str, &str); 1] = [("cms_sub", "clang-O2")];
+
+/// The `tsc` build with copies, sampling 1/4 in its config: 3 runs in 4
+/// take the copies.
+fn copy_object(dir: &Path, app: &str, bytes: &[u8], dumps: &str) -> (PathBuf, String) {
+    let opts = Options {
+        counter: Counter::Tsc,
+        unsampled_copy: true,
+        ..Options::default()
+    };
+    let r =
+        instrument(bytes, &opts).unwrap_or_else(|e| panic!("instrumenting {app} (tsc, copy): {e}"));
+    assert!(!r.manifest.copied.is_empty(), "{app}: no program copied");
+    let obj = inxpect_tests::with_config(&r.object, 2, true).expect("config");
+    let name = format!("{app}-tsc-copy.o");
+    let path = dir.join(&name);
+    std::fs::write(&path, obj).expect("write instrumented object");
+    let cmd = format!("run /objs/{name} --repeat {FRAMES} --dump inxpect_stats{dumps}");
+    (path, cmd)
+}
+
 /// Kernels where instrumented objects are expected to load with the module.
 /// The runtime guards its kfunc calls with the `.rodata.inxpect` flag, not
 /// `bpf_ksym_exists()` (whose `ld_imm64` of a kfunc only Linux >= 6.4 takes).
@@ -257,20 +281,22 @@ fn extras(series: &str) -> (tempfile::TempDir, Vec<(PathBuf, String)>) {
         }
         // `tsc` with the uninstrumented copy, 3 runs in 4 sampled out into
         // it: it too must behave as the original.
-        let opts = Options {
-            counter: Counter::Tsc,
-            unsampled_copy: true,
-            ..Options::default()
-        };
-        let r = instrument(&bytes, &opts)
-            .unwrap_or_else(|e| panic!("instrumenting {app} (tsc, copy): {e}"));
-        assert!(!r.manifest.copied.is_empty(), "{app}: no program copied");
-        let obj = inxpect_tests::with_config(&r.object, 2, true).expect("config");
-        let name = format!("{app}-tsc-copy.o");
-        let path = dir.path().join(&name);
-        std::fs::write(&path, obj).expect("write instrumented object");
-        let cmd = format!("run /objs/{name} --repeat {FRAMES} --dump inxpect_stats{dumps}");
-        out.push((path, cmd));
+        out.push(copy_object(dir.path(), app, &bytes, &dumps));
+    }
+    for (app, variant) in COPY_APPS {
+        let input = inxpect_tests::object_path(app, variant);
+        let bytes = std::fs::read(&input).unwrap_or_else(|e| panic!("{}: {e}", input.display()));
+        let dumps: String = app_map_names(&input)
+            .iter()
+            .map(|m| format!(" --dump {m}"))
+            .collect();
+        let orig = dir.path().join(format!("{app}-orig.o"));
+        std::fs::copy(&input, &orig).expect("copy the original");
+        out.push((
+            orig,
+            format!("run /objs/{app}-orig.o --repeat {FRAMES}{dumps}"),
+        ));
+        out.push(copy_object(dir.path(), app, &bytes, &dumps));
     }
     invalid_extras(dir.path(), &mut out);
     // The loader itself, statically linked, with the module loaded.
@@ -565,6 +591,16 @@ fn check_extras(series: &str, out: &VmOutput) {
                 "{obj} behaves unlike the original"
             );
         }
+    }
+    for (app, _) in COPY_APPS {
+        let orig = behaviour(out, &format!("{app}-orig.o"));
+        assert!(!orig.0.is_empty(), "{app}-orig.o did not run in the guest");
+        let obj = format!("{app}-tsc-copy.o");
+        assert_eq!(
+            behaviour(out, &obj),
+            orig,
+            "{obj} behaves unlike the original"
+        );
     }
     // Some region of some app is on the default frame's path: its tsc stats
     // must have been written (absent entries are all zero).
