@@ -207,6 +207,30 @@ fn apps(series: &str) -> impl Iterator<Item = (&'static str, &'static str)> + '_
 /// own (func_info repeated, a symbol each) that every kernel must take.
 const COPY_APPS: [(&str, &str); 1] = [("cms_sub", "clang-O2")];
 
+/// Queues the original build of `app` to run in the guest, its maps dumped
+/// like the instrumented ones' (check_extras compares verdicts and map
+/// contents); returns its bytes and those `--dump` arguments.
+fn original(
+    dir: &Path,
+    app: &str,
+    variant: &str,
+    out: &mut Vec<(PathBuf, String)>,
+) -> (Vec<u8>, String) {
+    let input = inxpect_tests::object_path(app, variant);
+    let bytes = std::fs::read(&input).unwrap_or_else(|e| panic!("{}: {e}", input.display()));
+    let dumps: String = app_map_names(&input)
+        .iter()
+        .map(|m| format!(" --dump {m}"))
+        .collect();
+    let orig = dir.join(format!("{app}-orig.o"));
+    std::fs::copy(&input, &orig).expect("copy the original");
+    out.push((
+        orig,
+        format!("run /objs/{app}-orig.o --repeat {FRAMES}{dumps}"),
+    ));
+    (bytes, dumps)
+}
+
 /// The `tsc` build with copies, sampling 1/4 in its config: 3 runs in 4
 /// take the copies.
 fn copy_object(dir: &Path, app: &str, bytes: &[u8], dumps: &str) -> (PathBuf, String) {
@@ -247,20 +271,7 @@ fn extras(series: &str) -> (tempfile::TempDir, Vec<(PathBuf, String)>) {
         return (dir, out);
     }
     for (app, variant) in apps(series) {
-        let input = inxpect_tests::object_path(app, variant);
-        let bytes = std::fs::read(&input).unwrap_or_else(|e| panic!("{}: {e}", input.display()));
-        // The original too, its maps dumped like the instrumented ones'
-        // (check_extras compares verdicts and map contents).
-        let dumps: String = app_map_names(&input)
-            .iter()
-            .map(|m| format!(" --dump {m}"))
-            .collect();
-        let orig = dir.path().join(format!("{app}-orig.o"));
-        std::fs::copy(&input, &orig).expect("copy the original");
-        out.push((
-            orig,
-            format!("run /objs/{app}-orig.o --repeat {FRAMES}{dumps}"),
-        ));
+        let (bytes, dumps) = original(dir.path(), app, variant, &mut out);
         for (counter, tag) in [(Counter::Tsc, "tsc"), (Counter::Pmc, "pmc")] {
             let opts = Options {
                 mode: Mode::Sections,
@@ -284,18 +295,7 @@ fn extras(series: &str) -> (tempfile::TempDir, Vec<(PathBuf, String)>) {
         out.push(copy_object(dir.path(), app, &bytes, &dumps));
     }
     for (app, variant) in COPY_APPS {
-        let input = inxpect_tests::object_path(app, variant);
-        let bytes = std::fs::read(&input).unwrap_or_else(|e| panic!("{}: {e}", input.display()));
-        let dumps: String = app_map_names(&input)
-            .iter()
-            .map(|m| format!(" --dump {m}"))
-            .collect();
-        let orig = dir.path().join(format!("{app}-orig.o"));
-        std::fs::copy(&input, &orig).expect("copy the original");
-        out.push((
-            orig,
-            format!("run /objs/{app}-orig.o --repeat {FRAMES}{dumps}"),
-        ));
+        let (bytes, dumps) = original(dir.path(), app, variant, &mut out);
         out.push(copy_object(dir.path(), app, &bytes, &dumps));
     }
     invalid_extras(dir.path(), &mut out);

@@ -295,12 +295,15 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: bool) -> Result<Emitted> 
         }
         (0..plan.funcs.len()).filter(|&f| want[f]).collect()
     };
+    let mut decoded: BTreeMap<usize, Vec<Insn>> = BTreeMap::new();
     for &fi in copied.iter().chain(&subs) {
         // After the function's last instruction (an exit or a jump: no
         // fall-through runs it), behind whatever else goes there. A
         // subprogram's copy is a function of its own.
         let f = &plan.funcs[fi];
-        let code = crate::insn::decode_all(&elf.sections[f.sec].data);
+        let code = decoded
+            .entry(f.sec)
+            .or_insert_with(|| crate::insn::decode_all(&elf.sections[f.sec].data));
         let mut body: Vec<NewInsn> = (f.start..f.end)
             .map(|k| NewInsn {
                 copy: Some(k),
