@@ -572,35 +572,33 @@ fn behaviour(out: &VmOutput, obj: &str) -> Behaviour {
     (runs, maps)
 }
 
-fn check_extras(series: &str, out: &VmOutput) {
-    if !RUNTIME_KERNELS.contains(&series) {
-        return;
-    }
-    for (app, _) in apps(series) {
-        let orig = behaviour(out, &format!("{app}-orig.o"));
-        assert!(!orig.0.is_empty(), "{app}-orig.o did not run in the guest");
-        for tag in ["tsc", "pmc", "tsc-copy"] {
-            let obj = format!("{app}-{tag}.o");
-            let runs: Vec<_> = out.runs.iter().filter(|r| r.obj == obj).collect();
-            assert!(!runs.is_empty(), "{obj} did not run in the guest");
-            assert!(runs.iter().all(|r| r.repeat == FRAMES), "{obj}: {runs:?}");
-            // Same verdicts, same app map contents as the original.
-            assert_eq!(
-                behaviour(out, &obj),
-                orig,
-                "{obj} behaves unlike the original"
-            );
-        }
-    }
-    for (app, _) in COPY_APPS {
-        let orig = behaviour(out, &format!("{app}-orig.o"));
-        assert!(!orig.0.is_empty(), "{app}-orig.o did not run in the guest");
-        let obj = format!("{app}-tsc-copy.o");
+/// Each `{app}-{tag}.o` ran its FRAMES in the guest with the verdicts and
+/// app map contents of `{app}-orig.o`.
+fn like_original(out: &VmOutput, app: &str, tags: &[&str]) {
+    let orig = behaviour(out, &format!("{app}-orig.o"));
+    assert!(!orig.0.is_empty(), "{app}-orig.o did not run in the guest");
+    for tag in tags {
+        let obj = format!("{app}-{tag}.o");
+        let runs: Vec<_> = out.runs.iter().filter(|r| r.obj == obj).collect();
+        assert!(!runs.is_empty(), "{obj} did not run in the guest");
+        assert!(runs.iter().all(|r| r.repeat == FRAMES), "{obj}: {runs:?}");
         assert_eq!(
             behaviour(out, &obj),
             orig,
             "{obj} behaves unlike the original"
         );
+    }
+}
+
+fn check_extras(series: &str, out: &VmOutput) {
+    if !RUNTIME_KERNELS.contains(&series) {
+        return;
+    }
+    for (app, _) in apps(series) {
+        like_original(out, app, &["tsc", "pmc", "tsc-copy"]);
+    }
+    for (app, _) in COPY_APPS {
+        like_original(out, app, &["tsc-copy"]);
     }
     // Some region of some app is on the default frame's path: its tsc stats
     // must have been written (absent entries are all zero).
