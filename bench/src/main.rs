@@ -632,6 +632,31 @@ fn vm_targets(s: &mut String, r: &vm::VmResult) {
                 );
             }
         }
+        // The same paths with direct per-CPU access (Linux 7.x).
+        if let Some(Ok(d)) = &r.direct {
+            for (c, what, target) in [
+                (VmConfig::Whole(Counter::Tsc), "sampled, one region", 60),
+                (
+                    VmConfig::WholeCopySampledOut(Counter::Tsc, 6),
+                    "sampled-out packet (1/64) with `--unsampled-copy`, one region",
+                    6,
+                ),
+                (
+                    VmConfig::SectionsCopySampledOut(Counter::Tsc, 6),
+                    "sampled-out packet (1/64) with `--unsampled-copy`, markers",
+                    6,
+                ),
+            ] {
+                if let Some(a) = d.added(app, c) {
+                    let _ = writeln!(
+                        s,
+                        "| `tsc`, {what}: <= {target} x86 insns added, {app}, direct per-CPU access (VM, Linux {}) | {a:+} | {} |",
+                        d.kernel,
+                        met(a <= target)
+                    );
+                }
+            }
+        }
         if let Some(x) = vm::per_disabled_site(r, app, Counter::Tsc) {
             let _ = writeln!(
                 s,

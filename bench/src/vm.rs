@@ -167,12 +167,29 @@ pub const CONFIGS: [VmConfig; 16] = [
 /// The guest kernel series measured.
 pub const SERIES: &str = "6.12";
 
+/// The series whose verifier gives the probes direct per-CPU access
+/// (inxpect_loader::pcpu; the guest's driver does the same rewrite), and
+/// what is measured there: the paths the entry's look-up is on.
+pub const DIRECT_SERIES: &str = "7";
+pub const DIRECT_CONFIGS: [VmConfig; 7] = [
+    VmConfig::Base,
+    VmConfig::Sections(Counter::Tsc),
+    VmConfig::Whole(Counter::Tsc),
+    VmConfig::WholeSampledOut(Counter::Tsc, 6),
+    VmConfig::WholeCopySampledOut(Counter::Tsc, 6),
+    VmConfig::SectionsSampledOut(Counter::Tsc, 6),
+    VmConfig::SectionsCopySampledOut(Counter::Tsc, 6),
+];
+
 #[derive(Clone, Debug)]
 pub struct VmCfg {
     pub apps: Vec<String>,
     /// test_run repeats per window; the first is small, the last large.
     pub reps: Vec<u32>,
     pub trials: u32,
+    /// tests/vm/run.sh's kernel series, and the configurations run there.
+    pub series: &'static str,
+    pub configs: Vec<VmConfig>,
 }
 
 impl Default for VmCfg {
@@ -181,7 +198,25 @@ impl Default for VmCfg {
             apps: t::APPS.iter().map(|s| s.to_string()).collect(),
             reps: vec![200, 2200],
             trials: 3,
+            series: SERIES,
+            configs: CONFIGS.to_vec(),
         }
+    }
+}
+
+impl VmCfg {
+    /// The same apps and windows on [`DIRECT_SERIES`], [`DIRECT_CONFIGS`].
+    pub fn direct(&self) -> VmCfg {
+        VmCfg {
+            series: DIRECT_SERIES,
+            configs: DIRECT_CONFIGS.to_vec(),
+            ..self.clone()
+        }
+    }
+
+    /// Whether this run's guest makes the look-ups direct.
+    pub fn is_direct(&self) -> bool {
+        self.series == DIRECT_SERIES
     }
 }
 
@@ -226,6 +261,8 @@ pub struct VmRow {
     /// The kernel's `verified_insns` of the XDP program, loaded with the
     /// module present (the kfunc reads live, not pruned).
     pub verified: Option<u64>,
+    /// Look-ups of the per-CPU state the guest's driver made direct.
+    pub pcpu_direct: u32,
 }
 
 impl VmRow {
@@ -252,6 +289,8 @@ pub struct VmResult {
     pub cfg: VmCfg,
     pub rows: Vec<VmRow>,
     pub seconds: u64,
+    /// The [`DIRECT_SERIES`] run (or why it failed), with the main one.
+    pub direct: Option<std::result::Result<Box<VmResult>, String>>,
 }
 
 impl VmResult {
@@ -372,8 +411,19 @@ struct Planned {
     error: Option<String>,
 }
 
-/// Runs everything in one boot of the 6.12 guest.
+/// Runs everything in one boot of the `cfg.series` guest.
 pub fn run(cfg: &VmCfg, mut progress: impl FnMut(&str)) -> Result<VmResult> {
+    let mut r = run_series(cfg, &mut progress)?;
+    // The same on the kernel with direct per-CPU access: its own boot.
+    r.direct = Some(
+        run_series(&cfg.direct(), &mut progress)
+            .map(Box::new)
+            .map_err(|e| format!("{e:#}").lines().next().unwrap_or("").to_string()),
+    );
+    Ok(r)
+}
+
+fn run_series(cfg: &VmCfg, mut progress: impl FnMut(&str)) -> Result<VmResult> {
     ensure!(
         cfg.reps.len() >= 2 && cfg.trials >= 1,
         "need two repeats and a trial"
@@ -408,9 +458,9 @@ pub fn run(cfg: &VmCfg, mut progress: impl FnMut(&str)) -> Result<VmResult> {
             objs.push(p);
             format!(" --maps /objs/{app}.maps")
         };
-        for (ci, c) in CONFIGS.iter().enumerate() {
+        for (ci, c) in cfg.configs.iter().enumerate() {
             let name = format!("{app}:{}", c.tag());
-            let id_base = ((ai * CONFIGS.len() + ci) as u64 + 1) * 1000;
+            let id_base = ((ai * cfg.configs.len() + ci) as u64 + 1) * 1000;
             let mut p = Planned {
                 app: app.clone(),
                 object: format!("{app}.{variant}.o"),
@@ -453,18 +503,20 @@ pub fn run(cfg: &VmCfg, mut progress: impl FnMut(&str)) -> Result<VmResult> {
     let log = dir.path().join("tcg.log");
     let script = root().join("tests/vm/run.sh");
     let mut cmd = Command::new(&script);
-    cmd.arg(SERIES).stdin(Stdio::null()).stderr(Stdio::piped());
+    cmd.arg(cfg.series)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
     for o in &objs {
         cmd.arg("--obj").arg(o);
     }
     for c in &cmds {
         cmd.arg("--cmd").arg(c);
     }
-    let windows = cfg.apps.len() * CONFIGS.len() * (cfg.trials as usize * cfg.reps.len() + 1);
+    let windows = cfg.apps.len() * cfg.configs.len() * (cfg.trials as usize * cfg.reps.len() + 1);
     let iters: u64 = cfg.reps.iter().map(|&r| u64::from(r)).sum::<u64>() * u64::from(cfg.trials);
     // A bound for a hung guest only: the boot and module tests take ~40 s,
     // each configuration ~5 s (its load under TCG dominates).
-    let configs = (cfg.apps.len() * CONFIGS.len()) as u64;
+    let configs = (cfg.apps.len() * cfg.configs.len()) as u64;
     let timeout = 600 + 10 * configs + windows as u64 / 2 + iters * configs / 20_000;
     // A loaded machine (TCG shares its cores) may need longer: the caller's
     // INXPECT_VM_TIMEOUT wins.
@@ -484,7 +536,8 @@ pub fn run(cfg: &VmCfg, mut progress: impl FnMut(&str)) -> Result<VmResult> {
     .env("INXPECT_VM_RELOADS", "2")
     .env("INXPECT_VM_TIMEOUT", timeout.to_string());
     progress(&format!(
-        "vm: tests/vm/run.sh {SERIES} with the plugin ({} configurations, timeout {timeout}s)",
+        "vm: tests/vm/run.sh {} with the plugin ({} configurations, timeout {timeout}s)",
+        cfg.series,
         plan.len()
     ));
     let out = cmd.output().context("running tests/vm/run.sh")?;
@@ -623,6 +676,7 @@ fn parse(stdout: &str, plugin_log: &str, plan: &[Planned], cfg: &VmCfg) -> Resul
             ns: None,
             profile: None,
             verified: None,
+            pcpu_direct: 0,
         };
         if row.error.is_some() {
             rows.push(row);
@@ -645,6 +699,11 @@ fn parse(stdout: &str, plugin_log: &str, plan: &[Planned], cfg: &VmCfg) -> Resul
                 }
             } else if l.contains("cannot use helper") || l.contains("unknown func") {
                 row.error = Some(l.trim().to_string());
+            } else if let Some(r) = l.strip_prefix("INXPECT-VM-INFO pcpu ") {
+                row.pcpu_direct = fields(r)
+                    .get("direct")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
             } else if let Some(r) = l.strip_prefix("INXPECT-BENCH-VERIFIED ") {
                 row.verified = fields(r).get("insns").and_then(|v| v.parse().ok());
             } else if let Some(r) = l.strip_prefix("INXPECT-BENCH-PROFILE ") {
@@ -687,6 +746,14 @@ fn parse(stdout: &str, plugin_log: &str, plan: &[Planned], cfg: &VmCfg) -> Resul
         if *rc != 0 && row.error.is_none() {
             row.error = Some(format!("guest driver exit status {rc}"));
         }
+        // A figure is only of the access it is reported under.
+        let instrumented = p.config != VmConfig::Base && p.config != VmConfig::Fentry;
+        if row.error.is_none() && instrumented && cfg.is_direct() != (row.pcpu_direct > 0) {
+            row.error = Some(format!(
+                "the guest made {} look-ups direct on Linux {}",
+                row.pcpu_direct, cfg.series
+            ));
+        }
         if row.error.is_some() {
             // A refused load: the verifier's reason is the line before.
             rows.push(row);
@@ -719,6 +786,7 @@ fn parse(stdout: &str, plugin_log: &str, plan: &[Planned], cfg: &VmCfg) -> Resul
         cfg: cfg.clone(),
         rows,
         seconds: 0,
+        direct: None,
     })
 }
 
@@ -889,12 +957,66 @@ pub fn section(r: &VmResult, notes: &str, img: Option<&str>) -> String {
     s.push_str("| perf / bpftool (published) | `bpf_perf_event_read_value` | | ~600 (627 for a 2-insn XDP_DROP) | | |\n");
     s.push_str(&cheap_paths(r));
     s.push_str(&copy_paths(r));
+    s.push_str(&direct_section(r));
     if let Some((runs, delta)) = r.find("drop", VmConfig::Fentry).and_then(|x| x.profile) {
         let _ = writeln!(
             s,
             "\nfentry/fexit's own result on drop: {runs} runs, cpu-clock delta {delta} ns in all \
              ({:.0} ns per run under TCG): the figure `bpftool prog profile` would print.",
             delta as f64 / runs.max(1) as f64
+        );
+    }
+    s
+}
+
+/// The direct run's rows beside the main run's: what direct per-CPU access
+/// takes off each path the entry's look-up is on.
+fn direct_section(r: &VmResult) -> String {
+    let mut s = String::new();
+    let d = match &r.direct {
+        None => return s,
+        Some(Err(why)) => {
+            let _ = writeln!(
+                s,
+                "\n### Direct per-CPU access (Linux {DIRECT_SERIES})\n\nNot measured: {why}"
+            );
+            return s;
+        }
+        Some(Ok(d)) => d,
+    };
+    let _ = writeln!(
+        s,
+        "\n### Direct per-CPU access (Linux {}, its own boot)\n\n\
+         Linux 7.x resolves an `ld_imm64` of a one-entry per-CPU array's value to this \
+         CPU's copy (\"global percpu data\"). Where it does, `inxpect` rewrites each look-up \
+         of `inxpect_pcpu` into that before loading (`inxpect_loader::pcpu`), and the \
+         guest's driver does the same; \"added\" is against that kernel's own \
+         uninstrumented run, fresh frame, exact.\n\n\
+         | app | configuration | added, Linux {} (look-up) | added, Linux {} (direct) | difference | look-ups made direct |\n\
+         |---|---|---:|---:|---:|---:|",
+        d.kernel, r.kernel, d.kernel
+    );
+    for row in d.rows.iter().filter(|x| x.config != VmConfig::Base) {
+        let here = r.added(&row.app, row.config);
+        let there = d.added(&row.app, row.config);
+        let f = |a: Option<i64>| a.map(|a| format!("{a:+}")).unwrap_or_else(|| "-".into());
+        let diff = match (here, there) {
+            (Some(a), Some(b)) => format!("{:+}", b - a),
+            _ => row
+                .error
+                .as_deref()
+                .map(|e| format!("not run: {}", e.replace('|', "/")))
+                .unwrap_or_else(|| "-".into()),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} |",
+            row.app,
+            row.config.label(),
+            f(here),
+            f(there),
+            diff,
+            row.pcpu_direct
         );
     }
     s

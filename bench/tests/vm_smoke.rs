@@ -1,6 +1,7 @@
 //! Runs `inxpect-bench vm` on a tiny setting so it cannot rot: drop only,
 //! small repeats, one trial, in one boot of the 6.12 guest with the TCG
-//! plugin. Needs root and qemu (`.ci/install`); nothing is skipped.
+//! plugin and one of the 7.x guest (direct per-CPU access). Needs root and
+//! qemu (`.ci/install`); nothing is skipped.
 //!
 //! Asserts on structure and on instruction counts only (exact under the
 //! plugin), never on times.
@@ -111,6 +112,27 @@ fn vm_smoke_drop() {
         );
     }
     assert!(md.contains("fentry/fexit's own result on drop:"), "{md}");
+
+    // The direct per-CPU access run (the 7.x guest): every configuration
+    // ran with its look-ups made direct, and each adds strictly fewer
+    // instructions than with the look-ups on 6.12.
+    let at = md
+        .find("### Direct per-CPU access (Linux 7.")
+        .unwrap_or_else(|| panic!("no direct per-CPU section:\n{md}"));
+    let direct: Vec<Vec<String>> = md[at..]
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with("###"))
+        .filter(|l| l.starts_with("| drop | "))
+        .map(cells)
+        .collect();
+    assert_eq!(direct.len(), 6, "{}", &md[at..]);
+    for r in &direct {
+        let n: u32 = r[5].parse().unwrap_or_else(|_| panic!("{r:?}"));
+        assert!(n > 0, "{r:?}");
+        let d: i64 = r[4].parse().unwrap_or_else(|_| panic!("not run: {r:?}"));
+        assert!(d < 0, "direct access saves nothing: {r:?}");
+    }
     let svg = std::fs::read_to_string(dir.path().join("plots/vm_added.svg")).expect("plot");
     assert!(
         svg.starts_with("<svg") && svg.contains("<rect"),

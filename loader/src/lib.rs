@@ -8,6 +8,7 @@
 pub mod jsonl;
 pub mod metrics;
 pub mod pcap;
+pub mod pcpu;
 pub mod report;
 pub mod stats;
 pub mod sys;

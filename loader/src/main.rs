@@ -534,6 +534,7 @@ fn test_run(a: TestRunArgs) -> Result<()> {
         events: names.clone(),
         sample: 1u64 << cfg.sample_shift,
         unsampled_copy: l.manifest.copied.contains(&l.prog),
+        pcpu_direct: matches!(l.pcpu, inxpect_loader::pcpu::Access::Direct(_)),
         runs: snap.runs,
         test_run: Some(TestRunInfo {
             pcap: a.pcap.display().to_string(),

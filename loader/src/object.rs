@@ -101,6 +101,8 @@ impl Kind {
 /// A loaded object, the program to run, and what keeps it working.
 pub struct Loaded {
     pub obj: Object,
+    /// How its probes reach this CPU's `inxpect_pcpu` entry.
+    pub pcpu: inxpect_loader::pcpu::Access,
     pub manifest: Manifest,
     pub prog: String,
     pub kind: Kind,
@@ -223,7 +225,13 @@ pub fn load_with(
     // absent so the verifier drops the calls and the object still loads.
     inxpect_loader::sys::set_kfuncs_flag(&mut open, inxpect_loader::sys::module_kfuncs_present());
     take_log();
-    let obj = match open.load() {
+    // Direct per-CPU access where the kernel has it; a failure here is one
+    // of the load (the maps are created in it), reported the same way.
+    let loaded = match inxpect_loader::pcpu::direct(&mut open) {
+        Ok(access) => open.load().map(|o| (o, access)),
+        Err(e) => Err(libbpf_rs::Error::from(e)),
+    };
+    let (obj, pcpu) = match loaded {
         Ok(o) => o,
         Err(e) => {
             let log = take_log();
@@ -257,6 +265,7 @@ pub fn load_with(
     }
     Ok(Loaded {
         obj,
+        pcpu,
         manifest: prep.manifest.clone(),
         prog,
         kind: found,

@@ -36,6 +36,10 @@ pub struct Report {
     /// (`--unsampled-copy`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub unsampled_copy: bool,
+    /// The probes address this CPU's state with `ld_imm64`, no look-up
+    /// (Linux 7.x; see `inxpect_loader::pcpu`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pcpu_direct: bool,
     #[serde(flatten)]
     pub runs: Runs,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -580,13 +584,18 @@ pub fn table(r: &Report) -> String {
     let u = &r.unit;
     let _ = writeln!(
         o,
-        "{} {}  counter {} (values in {u})  sample 1/{}{}",
+        "{} {}  counter {} (values in {u})  sample 1/{}{}{}",
         r.object,
         r.program,
         r.counter,
         r.sample,
         if r.unsampled_copy {
             " (the others run an uninstrumented copy)"
+        } else {
+            ""
+        },
+        if r.pcpu_direct {
+            "  per-CPU state direct"
         } else {
             ""
         },
@@ -1091,6 +1100,7 @@ mod tests {
             events: vec!["ktime".into()],
             sample: 1,
             unsampled_copy: false,
+            pcpu_direct: false,
             runs: Runs {
                 runs: 10,
                 sampled: 10,

@@ -706,6 +706,7 @@ impl<'a> Session<'a> {
             events: self.names.clone(),
             sample: 1u64 << cfg.sample_shift,
             unsampled_copy: l.manifest.copied.contains(&l.prog),
+            pcpu_direct: matches!(l.pcpu, inxpect_loader::pcpu::Access::Direct(_)),
             runs: snap.runs,
             test_run: None,
             live: Some(LiveInfo {

@@ -250,6 +250,52 @@ fn copy_object(dir: &Path, app: &str, bytes: &[u8], dumps: &str) -> (PathBuf, St
     (path, cmd)
 }
 
+/// Kernels whose verifier resolves an `ld_imm64` of a one-entry per-CPU
+/// array's value to this CPU's copy ("global percpu data"): the guest's and
+/// the loader's direct per-CPU access (inxpect_loader::pcpu).
+const DIRECT_PCPU_KERNELS: [&str; 1] = ["7"];
+
+/// How the guest's loads reached the per-CPU state (`INXPECT-VM-INFO pcpu`
+/// lines): where the kernel has direct access, every look-up of every
+/// instrumented object loaded without `--pcpu lookup` was rewritten;
+/// elsewhere the probe says no and nothing was.
+fn check_pcpu(series: &str, out: &VmOutput) {
+    let direct = DIRECT_PCPU_KERNELS.contains(&series);
+    let mut rewritten = 0;
+    for l in out.info.iter().filter_map(|l| l.strip_prefix("pcpu ")) {
+        let f: std::collections::HashMap<&str, &str> = fields(l).collect();
+        let n: u32 = f["direct"].parse().expect("direct=N");
+        let (has, supported) = (f["has_pcpu"] == "1", f["supported"] == "1");
+        if !direct {
+            assert!(
+                !supported && n == 0,
+                "Linux {series}: direct per-CPU access on a kernel without it: {l}"
+            );
+        } else if supported && has {
+            assert!(n > 0, "Linux {series}: the look-ups stayed: {l}");
+            rewritten += n;
+        }
+    }
+    if direct && RUNTIME_KERNELS.contains(&series) {
+        assert!(rewritten > 0, "Linux {series}: no look-up was made direct");
+    }
+}
+
+/// The per-region measurement counts of `obj`'s `inxpect_stats` dump, all
+/// CPUs summed: (key, count), sorted.
+fn region_counts(out: &VmOutput, obj: &str) -> Vec<(Vec<u8>, u64)> {
+    let mut by_key = std::collections::BTreeMap::new();
+    for m in out
+        .maps
+        .iter()
+        .filter(|m| m.obj == obj && m.map == "inxpect_stats")
+    {
+        *by_key.entry(m.key.clone()).or_insert(0) +=
+            inxpect_rewriter::runtime::stats::count(&m.value);
+    }
+    by_key.into_iter().collect()
+}
+
 /// Kernels where instrumented objects are expected to load with the module.
 /// The runtime guards its kfunc calls with the `.rodata.inxpect` flag, not
 /// `bpf_ksym_exists()` (whose `ld_imm64` of a kfunc only Linux >= 6.4 takes).
@@ -293,6 +339,20 @@ fn extras(series: &str) -> (tempfile::TempDir, Vec<(PathBuf, String)>) {
         // `tsc` with the uninstrumented copy, 3 runs in 4 sampled out into
         // it: it too must behave as the original.
         out.push(copy_object(dir.path(), app, &bytes, &dumps));
+        // Where the guest makes the look-ups of the per-CPU state direct,
+        // the same `tsc` build with its look-ups kept: the two must count
+        // the same (check_extras).
+        if DIRECT_PCPU_KERNELS.contains(&series) {
+            let tsc = dir.path().join(format!("{app}-tsc.o"));
+            let name = format!("{app}-tsc-lookup.o");
+            std::fs::copy(&tsc, dir.path().join(&name)).expect("copy the tsc build");
+            out.push((
+                dir.path().join(&name),
+                format!(
+                    "run /objs/{name} --repeat {FRAMES} --pcpu lookup --dump inxpect_stats{dumps}"
+                ),
+            ));
+        }
     }
     for (app, variant) in COPY_APPS {
         let (bytes, dumps) = original(dir.path(), app, variant, &mut out);
@@ -324,6 +384,8 @@ fn extras(series: &str) -> (tempfile::TempDir, Vec<(PathBuf, String)>) {
     out.push((cms, "exec sampled /objs/inxpect test-run /objs/cms.clang-O2.o --pcap /objs/small.pcap --counter tsc --sample 1/4 --json".into()));
     // The same with the uninstrumented copy for the sampled-out runs.
     out.push((PathBuf::new(), "exec sampled-copy /objs/inxpect test-run /objs/cms.clang-O2.o --pcap /objs/small.pcap --counter tsc --sample 1/4 --unsampled-copy --json".into()));
+    // The same with the look-ups kept where the kernel could drop them.
+    out.push((PathBuf::new(), "exec sampled-lookup env INXPECT_PCPU=lookup /objs/inxpect test-run /objs/cms.clang-O2.o --pcap /objs/small.pcap --counter tsc --sample 1/4 --json".into()));
     out.push((PathBuf::new(), "exec pmc /objs/inxpect test-run /objs/drop.clang-O2-g.o --pcap /objs/small.pcap --counter pmc --json".into()));
     // Live: attach to lo (generic XDP), send frames, stop at --duration.
     let live = dir.path().join("live.sh");
@@ -600,6 +662,17 @@ fn check_extras(series: &str, out: &VmOutput) {
     for (app, _) in COPY_APPS {
         like_original(out, app, &["tsc-copy"]);
     }
+    if DIRECT_PCPU_KERNELS.contains(&series) {
+        for (app, _) in apps(series) {
+            like_original(out, app, &["tsc-lookup"]);
+            let direct = region_counts(out, &format!("{app}-tsc.o"));
+            assert_eq!(
+                direct,
+                region_counts(out, &format!("{app}-tsc-lookup.o")),
+                "{app}: direct per-CPU access counts unlike the look-ups"
+            );
+        }
+    }
     // Some region of some app is on the default frame's path: its tsc stats
     // must have been written (absent entries are all zero).
     assert!(
@@ -610,14 +683,14 @@ fn check_extras(series: &str, out: &VmOutput) {
         out.runs
     );
     check_invalid(out);
-    check_loader(out);
+    check_loader(series, out);
 }
 
 /// The loader in the guest: `module status` sees the module, `test-run`
 /// with `tsc` (asked for, and chosen by `auto`) measures every frame with
 /// non-zero cycle counts, sampling 1/4 measures a quarter of the runs, and
 /// `pmc` without a PMU is refused with one clear line.
-fn check_loader(out: &VmOutput) {
+fn check_loader(series: &str, out: &VmOutput) {
     let exec = |name: &str| {
         out.execs.iter().find(|e| e.0 == name).unwrap_or_else(|| {
             panic!(
@@ -743,6 +816,22 @@ fn check_loader(out: &VmOutput) {
     };
     assert_eq!(counts(&c), counts(&r), "--unsampled-copy region counts");
     assert!(counts(&c).iter().any(|x| x.1 > 0), "nothing counted: {c}");
+    // Direct per-CPU access where the kernel has it, said in the report,
+    // counting what the look-ups count.
+    let direct = DIRECT_PCPU_KERNELS.contains(&series);
+    for (name, v) in [("sampled", &r), ("sampled-copy", &c), ("tsc", &json("tsc"))] {
+        assert_eq!(
+            v["pcpu_direct"].as_bool().unwrap_or(false),
+            direct,
+            "Linux {series}, `{name}`: pcpu_direct"
+        );
+    }
+    let l = json("sampled-lookup");
+    assert_eq!(l["pcpu_direct"], serde_json::Value::Null, "{l}");
+    for k in ["runs", "sampled", "no_counter"] {
+        assert_eq!(l[k], r[k], "INXPECT_PCPU=lookup {k}: {l}");
+    }
+    assert_eq!(counts(&l), counts(&r), "INXPECT_PCPU=lookup region counts");
     let (_, rc, lines) = exec("pmc");
     assert_ne!(*rc, 0, "pmc without a PMU must fail");
     let errors: Vec<&String> = lines
@@ -806,6 +895,7 @@ fn check_common(series: &str, out: &VmOutput) {
         arm64,
         "booted {booted} for {series}"
     );
+    check_pcpu(series, out);
     let (pass, fail) = out.result.expect("no INXPECT-VM-RESULT line");
     assert_eq!(fail, 0, "guest failures: {:#?}", out.failed);
     assert!(out.failed.is_empty(), "guest failures: {:#?}", out.failed);
@@ -1361,6 +1451,7 @@ fn vm_report(
         events: names.clone(),
         sample: 1,
         unsampled_copy: false,
+        pcpu_direct: false,
         runs: snap.runs,
         test_run: None,
         live: None,

@@ -9,8 +9,9 @@
  *       hotplug, rmmod refused while in use, RELOADS unload/reload cycles.
  *       Leaves the module loaded.
  *   inxpect-vm-test run OBJ [--prog NAME] [--repeat N] [--retval N]
- *                           [--packet FILE] [--dump MAP]...
- *       loads OBJ, test_runs each XDP/TC program (or only NAME) N times
+ *                           [--packet FILE] [--dump MAP]... [--pcpu lookup]
+ *       loads OBJ (its look-ups of inxpect_pcpu made direct where the
+ *       kernel can, unless --pcpu lookup; vm_util.h), test_runs each XDP/TC program (or only NAME) N times
  *       (default 1; 0 = load only) on a 64-byte UDP frame or FILE's bytes,
  *       checks the verdict if --retval is given, prints the MAPs' entries
  *       (only values that are not all zero; per-CPU maps one line per CPU).
@@ -21,6 +22,7 @@
  *   INXPECT-VM: ok NAME
  *   INXPECT-VM: FAIL NAME: DETAIL
  *   INXPECT-VM-RUN obj=O prog=P retval=R duration_ns=D repeat=N
+ *   INXPECT-VM-INFO pcpu obj=O has_pcpu=0|1 direct=N supported=0|1
  *   INXPECT-VM-MAP obj=O map=M key=HEX [cpu=C] value=HEX
  * Exit status: 0 when nothing failed.
  */
@@ -1124,6 +1126,8 @@ static int cmd_run(int argc, char **argv)
 		}
 		else if (!strcmp(a, "--churn"))
 			churn = atoi(v);
+		else if (!strcmp(a, "--pcpu"))
+			pcpu_lookup = !strcmp(v, "lookup");
 		else if (!strcmp(a, "--events")) {
 			evfd = hold_events(v);
 			if (evfd < 0)

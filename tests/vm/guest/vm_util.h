@@ -37,15 +37,198 @@ static int read_file(const char *path, unsigned char **buf, size_t *len)
 	return *len ? 0 : -EINVAL;
 }
 
+static bool memchr_nonzero(const unsigned char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i])
+			return true;
+	return false;
+}
+
+/*
+ * Direct per-CPU access, as the loader does it (inxpect_loader::pcpu, which
+ * says why): where the kernel resolves an ld_imm64 of a one-entry per-CPU
+ * array's value to this CPU's copy (Linux 7.x), every look-up of
+ * inxpect_pcpu by a read-only zero key becomes that ld_imm64 and three nops,
+ * in place, once libbpf has relocated the program. This libbpf (1.4) has no
+ * bpf_object__prepare(), so the rewrite runs in a program handler's
+ * prog_prepare_load_fn, as libbpf_register_prog_handler() documents.
+ * `pcpu_lookup` (the run option --pcpu lookup) keeps the look-ups.
+ */
+static bool pcpu_lookup;
+static int pcpu_rewritten;
+
+static bool pcpu_direct_supported(void)
+{
+	static int known = -1;
+	struct bpf_insn prog[] = {
+		{ .code = BPF_LD | BPF_DW | BPF_IMM, .dst_reg = 1,
+		  .src_reg = BPF_PSEUDO_MAP_VALUE },
+		{ 0 },
+		{ .code = BPF_LDX | BPF_MEM | BPF_DW, .dst_reg = 0, .src_reg = 1 },
+		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 0, .imm = XDP_PASS },
+		{ .code = BPF_JMP | BPF_EXIT },
+	};
+	int map, fd;
+
+	if (known >= 0)
+		return known;
+	known = 0;
+	map = bpf_map_create(BPF_MAP_TYPE_PERCPU_ARRAY, NULL, 4, 8, 1, NULL);
+	if (map < 0)
+		return false;
+	prog[0].imm = map;
+	fd = bpf_prog_load(BPF_PROG_TYPE_XDP, "inxpect_pcpu", "GPL", prog, 5, NULL);
+	if (fd >= 0) {
+		known = 1;
+		close(fd);
+	}
+	close(map);
+	return known;
+}
+
+static bool is_ldimm64(const struct bpf_insn *x, int dst, int src)
+{
+	return x->code == (BPF_LD | BPF_DW | BPF_IMM) && x->dst_reg == dst && x->src_reg == src;
+}
+
+/* This libbpf gives no map's fd while it loads (bpf_map__fd() is -1 until
+ * the object is loaded), so the maps are told by what the kernel says of
+ * the fds in the relocated instructions. */
+static bool pcpu_map_info(int fd, struct bpf_map_info *info)
+{
+	__u32 len = sizeof(*info);
+
+	memset(info, 0, sizeof(*info));
+	return !bpf_map_get_info_by_fd(fd, info, &len);
+}
+
+static bool pcpu_is_map(int fd)
+{
+	struct bpf_map_info i;
+
+	return pcpu_map_info(fd, &i) && i.type == BPF_MAP_TYPE_PERCPU_ARRAY &&
+	       i.max_entries == 1 && !strcmp(i.name, "inxpect_pcpu");
+}
+
+/* Four zero bytes at `off` of a read-only array (the runtime's
+ * `.rodata.inxpect`, frozen by libbpf when it created it): key 0 for good. */
+static bool pcpu_zero_key(int fd, int off)
+{
+	struct bpf_map_info i;
+	unsigned char *v;
+	__u32 zero = 0;
+	bool ok;
+
+	if (!pcpu_map_info(fd, &i) || i.type != BPF_MAP_TYPE_ARRAY ||
+	    !(i.map_flags & BPF_F_RDONLY_PROG) || off < 0 || (__u32)off + 4 > i.value_size)
+		return false;
+	v = malloc(i.value_size);
+	ok = v && !bpf_map_lookup_elem(fd, &zero, v) && !memchr_nonzero(v + off, 4);
+	free(v);
+	return ok;
+}
+
+static bool pcpu_is_target(const struct bpf_insn *x, int n, int at)
+{
+	for (int pc = 0; pc < n; pc++) {
+		int cls = BPF_CLASS(x[pc].code), op = BPF_OP(x[pc].code), rel;
+
+		if (x[pc].code == (BPF_JMP | BPF_CALL) && x[pc].src_reg == BPF_PSEUDO_CALL)
+			rel = x[pc].imm;
+		else if ((cls == BPF_JMP || cls == BPF_JMP32) && op != BPF_CALL && op != BPF_EXIT)
+			rel = x[pc].code == (BPF_JMP32 | BPF_JA) ? x[pc].imm : x[pc].off;
+		else
+			continue;
+		if (pc + rel + 1 == at)
+			return true;
+	}
+	return false;
+}
+
+static int pcpu_prepare(struct bpf_program *prog, struct bpf_prog_load_opts *opts, long cookie)
+{
+	size_t n = bpf_program__insn_cnt(prog);
+	struct bpf_insn *x;
+	int hits = 0, pfd;
+
+	(void)opts;
+	(void)cookie;
+	if (pcpu_lookup || !pcpu_direct_supported())
+		return 0;
+	x = malloc(n * sizeof(*x));
+	if (!x)
+		return -ENOMEM;
+	memcpy(x, bpf_program__insns(prog), n * sizeof(*x));
+	for (size_t i = 0; i + 5 <= n; i++) {
+		struct bpf_insn *a = &x[i], *b = &x[i + 2];
+		bool map_a, map_b, key_a, key_b, mid = false;
+
+		/* The call first: the map tests below are system calls. */
+		if (x[i + 4].code != (BPF_JMP | BPF_CALL) || x[i + 4].src_reg || x[i + 4].imm != 1)
+			continue;
+		map_a = is_ldimm64(a, 1, BPF_PSEUDO_MAP_FD) && pcpu_is_map(a->imm);
+		map_b = is_ldimm64(b, 1, BPF_PSEUDO_MAP_FD) && pcpu_is_map(b->imm);
+		key_a = is_ldimm64(a, 2, BPF_PSEUDO_MAP_VALUE) && pcpu_zero_key(a->imm, a[1].imm);
+		key_b = is_ldimm64(b, 2, BPF_PSEUDO_MAP_VALUE) && pcpu_zero_key(b->imm, b[1].imm);
+		if (!((map_a && key_b) || (key_a && map_b)))
+			continue;
+		for (size_t t = i + 1; t < i + 5; t++)
+			mid = mid || pcpu_is_target(x, n, t);
+		if (mid)
+			continue;
+		pfd = map_a ? a->imm : b->imm;
+		memset(&x[i], 0, 5 * sizeof(*x));
+		x[i].code = BPF_LD | BPF_DW | BPF_IMM;
+		x[i].src_reg = BPF_PSEUDO_MAP_VALUE;
+		x[i].imm = pfd;
+		for (int k = 2; k < 5; k++)
+			x[i + k].code = BPF_JMP | BPF_JA;
+		hits++;
+		i += 4;
+	}
+	if (hits) {
+		int err = bpf_program__set_insns(prog, x, n);
+
+		if (err) {
+			free(x);
+			return err;
+		}
+	}
+	free(x);
+	pcpu_rewritten += hits;
+	return 0;
+}
+
+/* The program handlers the rewrite needs, for the sections the guest's
+ * objects use (registered once; libbpf matches them before its own). */
+static void pcpu_register(void)
+{
+	static bool done;
+	LIBBPF_OPTS(libbpf_prog_handler_opts, o, .prog_prepare_load_fn = pcpu_prepare);
+
+	if (done)
+		return;
+	done = true;
+	libbpf_register_prog_handler("xdp", BPF_PROG_TYPE_XDP, BPF_XDP, &o);
+	libbpf_register_prog_handler("tc", BPF_PROG_TYPE_SCHED_CLS, 0, &o);
+	libbpf_register_prog_handler("classifier", BPF_PROG_TYPE_SCHED_CLS, 0, &o);
+	/* Sections libbpf does not know: the apps are XDP by contract. */
+	libbpf_register_prog_handler(NULL, BPF_PROG_TYPE_XDP, 0, &o);
+}
+
 /* kfuncs: set the runtime's `inxpect_kfuncs` flag (the second u32 of
  * `.rodata.inxpect`) before loading, as the loader does where the module is
- * loaded (inxpect_loader::sys::set_kfuncs_flag). */
+ * loaded (inxpect_loader::sys::set_kfuncs_flag). Prints how the probes
+ * reach the per-CPU state (INXPECT-VM-INFO pcpu). */
 static struct bpf_object *open_load_flag(const char *path, bool kfuncs, int *err)
 {
-	struct bpf_object *obj = bpf_object__open_file(path, NULL);
+	struct bpf_object *obj;
 	struct bpf_program *p;
 	struct bpf_map *m;
 
+	pcpu_register();
+	obj = bpf_object__open_file(path, NULL);
 	*err = libbpf_get_error(obj);
 	if (*err)
 		return NULL;
@@ -66,11 +249,15 @@ static struct bpf_object *open_load_flag(const char *path, bool kfuncs, int *err
 		if (flag && sz >= 2 * sizeof(*flag))
 			flag[1] = 1;
 	}
+	pcpu_rewritten = 0;
 	*err = bpf_object__load(obj);
 	if (*err) {
 		bpf_object__close(obj);
 		return NULL;
 	}
+	printf("INXPECT-VM-INFO pcpu obj=%s has_pcpu=%d direct=%d supported=%d\n", path,
+	       bpf_object__find_map_by_name(obj, "inxpect_pcpu") != NULL, pcpu_rewritten,
+	       !pcpu_lookup && pcpu_direct_supported());
 	return obj;
 }
 
@@ -80,14 +267,6 @@ static void print_hex(const void *p, size_t n)
 
 	for (size_t i = 0; i < n; i++)
 		printf("%02x", b[i]);
-}
-
-static bool memchr_nonzero(const unsigned char *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (p[i])
-			return true;
-	return false;
 }
 
 static int dump_map(const char *oname, struct bpf_object *obj, const char *mname)

@@ -1,0 +1,324 @@
+//! Direct per-CPU access to `inxpect_pcpu` where the kernel has it.
+//!
+//! Linux 7.x (the "global percpu data" series) resolves an `ld_imm64` of a
+//! one-entry per-CPU array's value (`BPF_PSEUDO_MAP_VALUE`) to this CPU's
+//! copy: the `ld_imm64` and one per-CPU add, where the look-up the rewriter
+//! emits is two `ld_imm64`, the inlined look-up with its bound check, and
+//! the null test after it (~13 x86 instructions, on every program entry).
+//!
+//! The rewriter emits the look-up, which every kernel and every loader
+//! takes. Once libbpf has relocated the object (`bpf_object__prepare`: the
+//! instructions final, the maps created), [`direct`] rewrites each look-up
+//! of `inxpect_pcpu` by the runtime's read-only zero key into the direct
+//! form, in place: the same number of slots, so no jump, line or function
+//! record moves. The verifier then removes the three nops and, knowing the
+//! pointer is not NULL, the miss path after it.
+
+use inxpect_rewriter::insn::{decode_all, encode_all, Insn, INSN_SIZE, LD_IMM64};
+use libbpf_rs::{AsRawLibbpf, OpenObject};
+use std::ffi::CStr;
+use std::sync::OnceLock;
+
+const PSEUDO_MAP_FD: u8 = 1;
+const PSEUDO_MAP_VALUE: u8 = 2;
+const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
+
+/// Setting `INXPECT_PCPU=lookup` keeps the look-ups on a kernel that could
+/// take the direct form (to compare the two, or to sidestep it).
+pub const ENV: &str = "INXPECT_PCPU";
+
+/// How the probes reach this CPU's `inxpect_pcpu` entry in a loaded object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// `bpf_map_lookup_elem`, inlined by the verifier.
+    Lookup,
+    /// `ld_imm64` of the value: this many look-ups were rewritten.
+    Direct(usize),
+}
+
+impl Access {
+    pub fn describe(self) -> String {
+        match self {
+            Access::Lookup => "look-up".into(),
+            Access::Direct(n) => format!("direct ({n} look-ups rewritten)"),
+        }
+    }
+}
+
+/// Whether this kernel addresses a one-entry per-CPU array's value with
+/// `ld_imm64` (probed once: a three-instruction program on a fresh map),
+/// and `INXPECT_PCPU` does not ask for look-ups.
+pub fn supported() -> bool {
+    static S: OnceLock<bool> = OnceLock::new();
+    *S.get_or_init(|| std::env::var(ENV).as_deref() != Ok("lookup") && probe())
+}
+
+fn probe() -> bool {
+    // SAFETY: plain syscall wrappers; every descriptor they return is closed here.
+    unsafe {
+        let map = libbpf_sys::bpf_map_create(
+            libbpf_sys::BPF_MAP_TYPE_PERCPU_ARRAY,
+            std::ptr::null(),
+            4,
+            8,
+            1,
+            std::ptr::null(),
+        );
+        if map < 0 {
+            return false;
+        }
+        let [lo, hi] = Insn::ld_imm64(1);
+        let prog = [
+            Insn {
+                src: PSEUDO_MAP_VALUE,
+                imm: map,
+                ..lo
+            },
+            hi,
+            Insn::ldx(inxpect_rewriter::insn::SIZE_DW, 0, 1, 0),
+            Insn::mov64_imm(0, 2),
+            Insn::exit(),
+        ];
+        let bytes = encode_all(&prog);
+        let fd = libbpf_sys::bpf_prog_load(
+            libbpf_sys::BPF_PROG_TYPE_XDP,
+            c"inxpect_pcpu".as_ptr(),
+            c"GPL".as_ptr(),
+            bytes.as_ptr().cast(),
+            prog.len() as _,
+            std::ptr::null_mut(),
+        );
+        libc::close(map);
+        if fd < 0 {
+            return false;
+        }
+        libc::close(fd);
+        true
+    }
+}
+
+/// Rewrites, in `insns`, every `bpf_map_lookup_elem(pcpu_fd, key)` whose key
+/// `zero(fd, off)` says is read-only zero into `r0 = this CPU's value`.
+/// Returns how many. A look-up another jump enters in its middle is left
+/// alone (its registers there come from elsewhere).
+pub fn rewrite(insns: &mut [Insn], pcpu_fd: i32, zero: &dyn Fn(i32, i32) -> bool) -> usize {
+    let targets = jump_targets(insns);
+    let map = |a: &[Insn]| a[0].dst == 1 && a[0].src == PSEUDO_MAP_FD && a[0].imm == pcpu_fd;
+    let key =
+        |a: &[Insn]| a[0].dst == 2 && a[0].src == PSEUDO_MAP_VALUE && zero(a[0].imm, a[1].imm);
+    let mut n = 0;
+    let mut i = 0;
+    while i + 5 <= insns.len() {
+        let w = &insns[i..i + 5];
+        let hit = w[0].is_ld_imm64()
+            && w[2].is_ld_imm64()
+            && w[4] == Insn::helper_call(HELPER_MAP_LOOKUP_ELEM)
+            && ((map(&w[0..2]) && key(&w[2..4])) || (key(&w[0..2]) && map(&w[2..4])))
+            && !(i + 1..i + 5).any(|t| targets.contains(&t));
+        if !hit {
+            i += 1;
+            continue;
+        }
+        insns[i] = Insn {
+            code: LD_IMM64,
+            dst: 0,
+            src: PSEUDO_MAP_VALUE,
+            off: 0,
+            imm: pcpu_fd,
+        };
+        insns[i + 1] = Insn::default();
+        for x in &mut insns[i + 2..i + 5] {
+            *x = Insn::ja(0);
+        }
+        n += 1;
+        i += 5;
+    }
+    n
+}
+
+/// Every slot a jump or a call of `insns` lands on.
+fn jump_targets(insns: &[Insn]) -> std::collections::HashSet<usize> {
+    let mut t = std::collections::HashSet::new();
+    for (pc, x) in insns.iter().enumerate() {
+        let rel = if x.is_pseudo_call() {
+            x.imm as i64
+        } else if x.is_branch() {
+            // `gotol` (JMP32 | JA) keeps its offset in imm.
+            if x.code == inxpect_rewriter::insn::CLS_JMP32 {
+                x.imm as i64
+            } else {
+                x.off as i64
+            }
+        } else {
+            continue;
+        };
+        t.insert((pc as i64 + rel + 1) as usize);
+    }
+    t
+}
+
+/// Prepares `open` and, where [`supported`], gives its programs direct
+/// access to `inxpect_pcpu`. Call it last before `load`: after it the
+/// object's maps exist and its instructions are final.
+pub fn direct(open: &mut OpenObject) -> std::io::Result<Access> {
+    let has_pcpu = open
+        .maps()
+        .any(|m| m.name() == inxpect_rewriter::runtime::MAP_PCPU);
+    if !has_pcpu || !supported() {
+        return Ok(Access::Lookup);
+    }
+    let obj = open.as_libbpf_object().as_ptr();
+    // SAFETY: `obj` is the live object `open` owns; libbpf keeps the maps
+    // and the programs' instruction arrays until it is closed, and
+    // `bpf_program__set_insns` copies ours.
+    unsafe {
+        let err = libbpf_sys::bpf_object__prepare(obj);
+        if err != 0 {
+            return Err(std::io::Error::from_raw_os_error(-err));
+        }
+        let name = c"inxpect_pcpu";
+        let pcpu = libbpf_sys::bpf_object__find_map_by_name(obj, name.as_ptr());
+        let pcpu_fd = libbpf_sys::bpf_map__fd(pcpu);
+        // The key: the runtime's `inxpect_zero`. Any four zero bytes of the
+        // runtime's read-only data are key 0 for good: libbpf froze the map
+        // when it created it.
+        let mut zeros: Vec<(i32, Vec<u8>)> = Vec::new();
+        let mut m = libbpf_sys::bpf_object__next_map(obj, std::ptr::null());
+        while !m.is_null() {
+            let n = CStr::from_ptr(libbpf_sys::bpf_map__name(m)).to_string_lossy();
+            if n.ends_with(inxpect_rewriter::runtime::MAP_RODATA) {
+                let mut sz = 0u64;
+                let v = libbpf_sys::bpf_map__initial_value(m, &mut sz);
+                if !v.is_null() {
+                    let bytes = std::slice::from_raw_parts(v.cast::<u8>(), sz as usize).to_vec();
+                    zeros.push((libbpf_sys::bpf_map__fd(m), bytes));
+                }
+            }
+            m = libbpf_sys::bpf_object__next_map(obj, m);
+        }
+        let zero = |fd: i32, off: i32| {
+            zeros.iter().any(|(f, b)| {
+                *f == fd
+                    && usize::try_from(off)
+                        .ok()
+                        .and_then(|o| b.get(o..o + 4))
+                        .is_some_and(|k| k == [0; 4])
+            })
+        };
+        let mut total = 0;
+        let mut p = libbpf_sys::bpf_object__next_program(obj, std::ptr::null_mut());
+        while !p.is_null() {
+            let cnt = libbpf_sys::bpf_program__insn_cnt(p) as usize;
+            let raw = libbpf_sys::bpf_program__insns(p);
+            if !raw.is_null() && cnt > 0 {
+                let bytes = std::slice::from_raw_parts(raw.cast::<u8>(), cnt * INSN_SIZE);
+                let mut insns = decode_all(bytes);
+                let n = rewrite(&mut insns, pcpu_fd, &zero);
+                if n > 0 {
+                    let mut out = encode_all(&insns);
+                    let err =
+                        libbpf_sys::bpf_program__set_insns(p, out.as_mut_ptr().cast(), cnt as _);
+                    if err != 0 {
+                        return Err(std::io::Error::from_raw_os_error(-err));
+                    }
+                    total += n;
+                }
+            }
+            p = libbpf_sys::bpf_object__next_program(obj, p);
+        }
+        Ok(Access::Direct(total))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use inxpect_rewriter::insn::SIZE_DW;
+
+    const PCPU: i32 = 7;
+    const RO: i32 = 9;
+
+    fn ld(dst: u8, src: u8, imm: i32, off: i32) -> [Insn; 2] {
+        let [lo, hi] = Insn::ld_imm64(dst);
+        [Insn { src, imm, ..lo }, Insn { imm: off, ..hi }]
+    }
+
+    /// The rewriter's entry: map, key, call, then the miss test.
+    fn lookup(key_first: bool) -> Vec<Insn> {
+        let (m, k) = (
+            ld(1, PSEUDO_MAP_FD, PCPU, 0),
+            ld(2, PSEUDO_MAP_VALUE, RO, 8),
+        );
+        let mut v = Vec::new();
+        if key_first {
+            v.extend(k);
+            v.extend(m);
+        } else {
+            v.extend(m);
+            v.extend(k);
+        }
+        v.push(Insn::helper_call(1));
+        v.push(Insn::jeq_imm(0, 0, 1, true));
+        v.push(Insn::mov64_imm(0, 0));
+        v.push(Insn::exit());
+        v
+    }
+
+    fn zero_at_8(fd: i32, off: i32) -> bool {
+        fd == RO && off == 8
+    }
+
+    #[test]
+    fn rewrites_either_order_in_place() {
+        for key_first in [false, true] {
+            let mut v = lookup(key_first);
+            let len = v.len();
+            assert_eq!(rewrite(&mut v, PCPU, &zero_at_8), 1);
+            assert_eq!(v.len(), len);
+            assert_eq!(v[0], ld(0, PSEUDO_MAP_VALUE, PCPU, 0)[0]);
+            assert_eq!(v[1].imm, 0, "offset 0: the entry's head");
+            assert_eq!(&v[2..5], &[Insn::ja(0); 3]);
+            assert_eq!(v[5], Insn::jeq_imm(0, 0, 1, true), "the miss test stays");
+        }
+    }
+
+    #[test]
+    fn leaves_other_lookups() {
+        // Another map, a key that is not the zero, another helper.
+        type Key = fn(i32, i32) -> bool;
+        let cases: [(i32, Key, i32); 3] = [
+            (PCPU + 1, zero_at_8, 1),
+            (PCPU, |_, _| false, 1),
+            (PCPU, zero_at_8, 2),
+        ];
+        for (fd, zero, helper) in cases {
+            let mut v = lookup(false);
+            v[4] = Insn::helper_call(helper);
+            let before = v.clone();
+            assert_eq!(rewrite(&mut v, fd, &zero), 0);
+            assert_eq!(v, before);
+        }
+    }
+
+    #[test]
+    fn leaves_a_lookup_entered_in_its_middle() {
+        // A jump onto the call: r1/r2 there come from the other path.
+        let mut v = vec![Insn::jeq_imm(1, 0, 4, false)];
+        v.extend(lookup(false));
+        let before = v.clone();
+        assert_eq!(rewrite(&mut v, PCPU, &zero_at_8), 0);
+        assert_eq!(v, before);
+        // A jump onto its first slot is fine: the whole look-up follows.
+        let mut v = vec![Insn::jeq_imm(1, 0, 0, false)];
+        v.extend(lookup(false));
+        assert_eq!(rewrite(&mut v, PCPU, &zero_at_8), 1);
+    }
+
+    #[test]
+    fn rewrites_every_lookup() {
+        let mut v = lookup(false);
+        v.push(Insn::ldx(SIZE_DW, 1, 0, 0));
+        v.extend(lookup(true));
+        assert_eq!(rewrite(&mut v, PCPU, &zero_at_8), 2);
+    }
+}
