@@ -297,14 +297,15 @@ pub fn pick_frame(app: &str) -> Result<(usize, Vec<u8>)> {
         let Some(l3) = &f.l3 else { continue };
         let v4 = l3.saddr.is_ipv4();
         let l4 = matches!(l3.proto, 6 | 17);
-        let ok = match app {
+        // A `_sub` build is its app with the code in subprograms: same frames.
+        let ok = match t::base_app(app) {
             "drop" | "cms" => e.verdict == t::XDP_DROP && v4 && l4,
             _ => e.verdict == t::XDP_TX,
         };
         if !ok {
             continue;
         }
-        let score = if app == "router" {
+        let score = if t::base_app(app) == "router" {
             u32::from(l3.ttl)
         } else {
             0

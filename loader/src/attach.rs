@@ -899,24 +899,14 @@ pub fn attach(a: AttachArgs) -> Result<()> {
         }
     };
     let b = backend(c, &bytes)?;
-    let prep = object::prepare_bytes(
+    let shift = crate::parse_sample(&c.sample)?;
+    let kind = if a.tc.is_some() { Kind::Tc } else { Kind::Xdp };
+    let l = crate::prepare_and_load(
+        c,
+        &b,
         bytes,
         &origin,
-        b.counter,
-        b.explicit,
-        b.nr_events(),
-        c.mode(),
-        b.code(),
-    )?;
-    let shift = crate::parse_sample(&c.sample)?;
-    if let Some(r) = &c.regions {
-        object::region_ids(&prep.manifest, r)?;
-    }
-    let kind = if a.tc.is_some() { Kind::Tc } else { Kind::Xdp };
-    let l = object::load_with(
-        &prep,
         Some(&prog),
-        b.perf.as_ref(),
         Some(kind),
         &mut |p, open| check_and_reuse(&origin, &running, &maps, p, open),
     )?;

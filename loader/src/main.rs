@@ -183,9 +183,15 @@ pub struct Common {
     /// For an object instrumented here: a sampled-out run of a program
     /// takes an uninstrumented copy of its code and of the subprograms it
     /// calls (no cost per site; the verifier walks the code twice). Code
-    /// that makes tail calls keeps one copy.
+    /// that makes tail calls keeps one copy. The default when --sample is
+    /// below 1/1, dropped with a note where the verifier refuses the
+    /// larger program.
     #[arg(long)]
     pub unsampled_copy: bool,
+    /// No uninstrumented copy, even when sampling: sampled-out runs go
+    /// through the sites (a load and a test each).
+    #[arg(long, conflicts_with = "unsampled_copy")]
+    pub no_unsampled_copy: bool,
     /// Instrument every function instead of the marked regions.
     #[arg(long, conflicts_with = "sections")]
     pub functions: bool,
@@ -257,6 +263,9 @@ pub struct Backend {
     pub stats: Stats,
     /// An object instrumented here gets uninstrumented copies.
     pub copy: bool,
+    /// ... because the session samples, not because the user asked: a
+    /// load the copies make fail is tried again without them.
+    pub copy_by_default: bool,
     pub pmc: Vec<PerfAttr>,
     pub perf: Option<PerfAttr>,
     /// Owns the PMC configuration for the run's lifetime; dropped (CLEAR,
@@ -347,11 +356,16 @@ pub fn backend(c: &Common, bytes: &[u8]) -> Result<Backend> {
     }
     let obj = c.obj.display().to_string();
     module::require_module(counter, (built == Some(counter)).then_some(obj.as_str()))?;
+    let copy_by_default = !c.unsampled_copy
+        && !c.no_unsampled_copy
+        && manifest.is_none()
+        && parse_sample(&c.sample)? > 0;
     let mut b = Backend {
         counter,
         explicit,
         stats,
-        copy: c.unsampled_copy,
+        copy: c.unsampled_copy || copy_by_default,
+        copy_by_default,
         pmc: Vec::new(),
         perf: None,
         _dev: None,
@@ -418,24 +432,13 @@ pub fn load_for(
     bytes: Vec<u8>,
     kind: Option<object::Kind>,
 ) -> Result<(object::Loaded, object::Config)> {
-    let prep = object::prepare_bytes(
+    let shift = parse_sample(&c.sample)?;
+    let l = prepare_and_load(
+        c,
+        b,
         bytes,
         &c.obj.display().to_string(),
-        b.counter,
-        b.explicit,
-        b.nr_events(),
-        c.mode(),
-        b.code(),
-    )?;
-    let shift = parse_sample(&c.sample)?;
-    // Check region names before the (slow) load.
-    if let Some(r) = &c.regions {
-        object::region_ids(&prep.manifest, r)?;
-    }
-    let l = object::load_with(
-        &prep,
         c.prog.as_deref(),
-        b.perf.as_ref(),
         kind,
         &mut |_, _| Ok(()),
     )?;
@@ -444,6 +447,54 @@ pub fn load_for(
     }
     let cfg = object::configure(&l, shift, c.regions.as_deref())?;
     Ok((l, cfg))
+}
+
+/// Instruments `bytes` for `b` (unless they already are) and loads program
+/// `want` of them. Copies the session took by default (it samples) are
+/// dropped where the load with them fails: the second load's error, if
+/// any, is the one that matters.
+pub fn prepare_and_load(
+    c: &Common,
+    b: &Backend,
+    bytes: Vec<u8>,
+    origin: &str,
+    want: Option<&str>,
+    kind: Option<object::Kind>,
+    before: &mut object::BeforeLoad<'_>,
+) -> Result<object::Loaded> {
+    let prepare = |code: object::Code, bytes: Vec<u8>| -> Result<object::Prepared> {
+        let prep = object::prepare_bytes(
+            bytes,
+            origin,
+            b.counter,
+            b.explicit,
+            b.nr_events(),
+            c.mode(),
+            code,
+        )?;
+        // Region names are checked before the (slow) load.
+        if let Some(r) = &c.regions {
+            object::region_ids(&prep.manifest, r)?;
+        }
+        Ok(prep)
+    };
+    let first = prepare(b.code(), bytes.clone())?;
+    match object::load_with(&first, want, b.perf.as_ref(), kind, before) {
+        Ok(l) => Ok(l),
+        Err(e) if b.copy_by_default && !first.manifest.copied.is_empty() => {
+            let why = format!("{e:#}");
+            object::log::note(&format!(
+                "{origin}: refused with uninstrumented copies for its sampled-out runs, which the verifier walks too ({}); loading it without them (--no-unsampled-copy skips this attempt)",
+                why.lines().next().unwrap_or("")
+            ));
+            let code = object::Code {
+                unsampled_copy: false,
+                ..b.code()
+            };
+            object::load_with(&prepare(code, bytes)?, want, b.perf.as_ref(), kind, before)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 pub fn read_obj(p: &Path) -> Result<Vec<u8>> {

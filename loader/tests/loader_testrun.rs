@@ -468,10 +468,11 @@ fn tail_ends_count_the_regions_a_tail_call_closed() {
     }
 }
 
-/// `--unsampled-copy`: every app's sampled-out runs take the program's
-/// uninstrumented copy, and the report is the one without it: the same
-/// runs, the same sampled runs, the same region counts, the same verdict
-/// totals (tests/truth.rs and tests/foreign.rs compare frame by frame). The
+/// The uninstrumented copy (the default when sampling; `--unsampled-copy`
+/// asks for it): every app's sampled-out runs take the program's copy, and
+/// the report is the one of `--no-unsampled-copy`: the same runs, the same
+/// sampled runs, the same region counts, the same verdict totals
+/// (tests/truth.rs and tests/foreign.rs compare frame by frame). The
 /// tail-call object's caller keeps one copy, and that is said.
 #[test]
 fn unsampled_copy_reports_what_the_instrumented_program_does() {
@@ -500,8 +501,13 @@ fn unsampled_copy_reports_what_the_instrumented_program_does() {
             let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
             json(&a)
         };
-        let (plain, copy) = (run(&[]), run(&["--unsampled-copy"]));
+        let (plain, copy) = (run(&["--no-unsampled-copy"]), run(&[]));
         assert_eq!(copy["unsampled_copy"].as_bool(), Some(true), "{app}");
+        if app == "drop" {
+            let asked = run(&["--unsampled-copy"]);
+            assert_eq!(asked["unsampled_copy"].as_bool(), Some(true));
+            assert_eq!(region_counts(&asked), region_counts(&copy));
+        }
         assert!(plain.get("unsampled_copy").is_none(), "{app}");
         assert_eq!(copy["runs"].as_u64(), Some(n), "{app}");
         assert_eq!(copy["sampled"].as_u64(), Some(n.div_ceil(4)), "{app}");
@@ -540,5 +546,58 @@ fn unsampled_copy_reports_what_the_instrumented_program_does() {
     assert!(
         err.contains("--unsampled-copy: no copy of entry"),
         "the tail-calling program's missing copy is not stated: {err}"
+    );
+}
+
+/// A program the verifier takes alone but not with its copy (bigloop: ~540K
+/// instructions processed per walk, the budget 1M): a sampling session
+/// that did not ask for the copy says why it loads without one and
+/// measures; one that asked for it is refused, with the way out.
+#[test]
+fn a_copy_the_verifier_refuses_is_dropped_unless_asked_for() {
+    let obj = root()
+        .join("testdata/foreign/bigloop.clang-O2-g.o")
+        .display()
+        .to_string();
+    let pcap = corpus();
+    let go = |extra: &[&str]| {
+        let mut a = vec![
+            "test-run",
+            obj.as_str(),
+            "--pcap",
+            pcap.as_str(),
+            "--counter",
+            "ktime",
+            "--sample",
+            "1/4",
+            "--no-calibrate",
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        run(&a)
+    };
+    let n = corpus_frames();
+    let o = go(&[]);
+    let r = report("test-run bigloop --sample 1/4", &o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("refused with uninstrumented copies")
+            && err.contains("loading it without them"),
+        "the dropped copy is not stated: {err}"
+    );
+    assert!(r.get("unsampled_copy").is_none(), "{r}");
+    assert_eq!(r["runs"].as_u64(), Some(n), "{r}");
+    assert_eq!(r["sampled"].as_u64(), Some(n.div_ceil(4)), "{r}");
+    assert_eq!(
+        region_counts(&r),
+        vec![("loop".into(), n.div_ceil(4))],
+        "{r}"
+    );
+    let o = go(&["--unsampled-copy"]);
+    assert!(!o.status.success(), "the copy the user asked for loaded");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("drop --unsampled-copy"),
+        "no way out in the refusal: {err}"
     );
 }

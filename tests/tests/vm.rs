@@ -381,9 +381,10 @@ fn extras(series: &str) -> (tempfile::TempDir, Vec<(PathBuf, String)>) {
             .into(),
     ));
     let cms = inxpect_tests::object_path("cms", "clang-O2");
-    out.push((cms, "exec sampled /objs/inxpect test-run /objs/cms.clang-O2.o --pcap /objs/small.pcap --counter tsc --sample 1/4 --json".into()));
-    // The same with the uninstrumented copy for the sampled-out runs.
-    out.push((PathBuf::new(), "exec sampled-copy /objs/inxpect test-run /objs/cms.clang-O2.o --pcap /objs/small.pcap --counter tsc --sample 1/4 --unsampled-copy --json".into()));
+    out.push((cms, "exec sampled /objs/inxpect test-run /objs/cms.clang-O2.o --pcap /objs/small.pcap --counter tsc --sample 1/4 --no-unsampled-copy --json".into()));
+    // The same with the uninstrumented copy for the sampled-out runs: what
+    // a sampling session gets by default.
+    out.push((PathBuf::new(), "exec sampled-copy /objs/inxpect test-run /objs/cms.clang-O2.o --pcap /objs/small.pcap --counter tsc --sample 1/4 --json".into()));
     // The same with the look-ups kept where the kernel could drop them.
     out.push((PathBuf::new(), "exec sampled-lookup env INXPECT_PCPU=lookup /objs/inxpect test-run /objs/cms.clang-O2.o --pcap /objs/small.pcap --counter tsc --sample 1/4 --json".into()));
     out.push((PathBuf::new(), "exec pmc /objs/inxpect test-run /objs/drop.clang-O2-g.o --pcap /objs/small.pcap --counter pmc --json".into()));
@@ -799,8 +800,10 @@ fn check_loader(series: &str, out: &VmOutput) {
         Some(n.div_ceil(4)),
         "1/4 sampling: {r}"
     );
-    // With the copy: the same runs, sampled runs and region counts (the
-    // frames are the same, one CPU), and the report says so.
+    // With the copy (the default when sampling): the same runs, sampled
+    // runs and region counts (the frames are the same, one CPU), and the
+    // report says so.
+    assert_eq!(r["unsampled_copy"], serde_json::Value::Null, "{r}");
     let c = json("sampled-copy");
     assert_eq!(c["unsampled_copy"].as_bool(), Some(true), "{c}");
     for k in ["runs", "sampled", "no_counter"] {
