@@ -171,7 +171,7 @@ pub const SERIES: &str = "6.12";
 /// (inxpect_loader::pcpu; the guest's driver does the same rewrite), and
 /// what is measured there: the paths the entry's look-up is on.
 pub const DIRECT_SERIES: &str = "7";
-pub const DIRECT_CONFIGS: [VmConfig; 7] = [
+pub const DIRECT_CONFIGS: [VmConfig; 8] = [
     VmConfig::Base,
     VmConfig::Sections(Counter::Tsc),
     VmConfig::Whole(Counter::Tsc),
@@ -179,6 +179,7 @@ pub const DIRECT_CONFIGS: [VmConfig; 7] = [
     VmConfig::WholeCopySampledOut(Counter::Tsc, 6),
     VmConfig::SectionsSampledOut(Counter::Tsc, 6),
     VmConfig::SectionsCopySampledOut(Counter::Tsc, 6),
+    VmConfig::SectionsDisabled(Counter::Tsc),
 ];
 
 #[derive(Clone, Debug)]
@@ -998,31 +999,46 @@ fn direct_section(r: &VmResult) -> String {
          CPU's copy (\"global percpu data\"). Where it does, `inxpect` rewrites each look-up \
          of `inxpect_pcpu` into that before loading (`inxpect_loader::pcpu`), and the \
          guest's driver does the same; \"added\" is against that kernel's own \
-         uninstrumented run, fresh frame, exact.\n\n\
-         | app | configuration | added, Linux {} (look-up) | added, Linux {} (direct) | difference | look-ups made direct |\n\
-         |---|---|---:|---:|---:|---:|",
+         uninstrumented run, exact: on the fresh frame, and in the repeat loop (the \
+         steady state, where a region's path does not depend on how long the TCG \
+         host took: the markers' fresh-frame rows do, see \"cms with its 9 regions\" \
+         in the Targets notes).\n\n\
+         | app | configuration | fresh, {} (look-up) | fresh, {} (direct) | difference | loop, look-up | loop, direct | difference | look-ups made direct |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|",
         d.kernel, r.kernel, d.kernel
     );
+    let f = |a: Option<i64>| a.map(|a| format!("{a:+}")).unwrap_or_else(|| "-".into());
+    let diff = |a: Option<i64>, b: Option<i64>| match (a, b) {
+        (Some(a), Some(b)) => format!("{:+}", b - a),
+        _ => "-".into(),
+    };
     for row in d.rows.iter().filter(|x| x.config != VmConfig::Base) {
-        let here = r.added(&row.app, row.config);
-        let there = d.added(&row.app, row.config);
-        let f = |a: Option<i64>| a.map(|a| format!("{a:+}")).unwrap_or_else(|| "-".into());
-        let diff = match (here, there) {
-            (Some(a), Some(b)) => format!("{:+}", b - a),
-            _ => row
-                .error
-                .as_deref()
-                .map(|e| format!("not run: {}", e.replace('|', "/")))
-                .unwrap_or_else(|| "-".into()),
-        };
+        if let Some(e) = &row.error {
+            let _ = writeln!(
+                s,
+                "| {} | {} | not run: {} | | | | | | |",
+                row.app,
+                row.config.label(),
+                e.replace('|', "/")
+            );
+            continue;
+        }
+        let (a, b) = (r.added(&row.app, row.config), d.added(&row.app, row.config));
+        let (la, lb) = (
+            r.added_steady(&row.app, row.config),
+            d.added_steady(&row.app, row.config),
+        );
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             row.app,
             row.config.label(),
-            f(here),
-            f(there),
-            diff,
+            f(a),
+            f(b),
+            diff(a, b),
+            f(la),
+            f(lb),
+            diff(la, lb),
             row.pcpu_direct
         );
     }
