@@ -451,8 +451,8 @@ pub fn load_for(
 
 /// Instruments `bytes` for `b` (unless they already are) and loads program
 /// `want` of them. Copies the session took by default (it samples) are
-/// dropped where the load with them fails: the second load's error, if
-/// any, is the one that matters.
+/// dropped where the verifier finds the program with them over its budget:
+/// the second load's error, if any, is the one that matters.
 pub fn prepare_and_load(
     c: &Common,
     b: &Backend,
@@ -479,13 +479,21 @@ pub fn prepare_and_load(
         Ok(prep)
     };
     let first = prepare(b.code(), bytes.clone())?;
+    // The verifier's words for a program over its budget.
+    let over_budget = |e: &anyhow::Error| {
+        format!("{e:#}")
+            .lines()
+            .find(|l| l.contains("BPF program is too large") || l.contains("too complex"))
+            .map(|l| l.trim().to_string())
+    };
     match object::load_with(&first, want, b.perf.as_ref(), kind, before) {
         Ok(l) => Ok(l),
         Err(e) if b.copy_by_default && !first.manifest.copied.is_empty() => {
-            let why = format!("{e:#}");
+            let Some(why) = over_budget(&e) else {
+                return Err(e);
+            };
             object::log::note(&format!(
-                "{origin}: refused with uninstrumented copies for its sampled-out runs, which the verifier walks too ({}); loading it without them (--no-unsampled-copy skips this attempt)",
-                why.lines().next().unwrap_or("")
+                "{origin}: refused with uninstrumented copies for its sampled-out runs, which the verifier walks too ({why}); loading it without them (--no-unsampled-copy skips this attempt)"
             ));
             let code = object::Code {
                 unsampled_copy: false,
