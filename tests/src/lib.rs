@@ -791,3 +791,54 @@ pub fn set_disabled(obj: &Object, off: &[u32]) -> Result<()> {
     m.update(&0u32.to_ne_bytes(), &v, MapFlags::ANY)?;
     Ok(())
 }
+
+// --- ground-truth apps (testdata/truth) ------------------------------------
+
+/// The ground-truth apps' frames (tests/truth.rs, the VM guests):
+/// deterministic: byte 14 (what the apps branch on) is a
+/// multiplicative hash of the index, so its low bits do not follow the
+/// index's (sampled frames are every K-th); lengths 14/15/20 cut the frame
+/// before bytes 14, 15, 20 and fall on sampled and unsampled frames alike
+/// at every K.
+pub fn truth_frames(n: usize) -> Vec<Vec<u8>> {
+    const LEN: [usize; 12] = [64, 64, 64, 14, 14, 64, 64, 15, 15, 64, 20, 20];
+    let mut x: u32 = 0x1234_5678;
+    (0..n)
+        .map(|i| {
+            let mut f: Vec<u8> = (0..LEN[i % LEN.len()])
+                .map(|_| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                    (x >> 16) as u8
+                })
+                .collect();
+            if f.len() > 14 {
+                f[14] = ((i as u32 + 1).wrapping_mul(0x9e37_79b1) >> 24) as u8;
+            }
+            f
+        })
+        .collect()
+}
+
+/// Witness field name -> byte offset in `.data.truth`, from the BTF of
+/// `struct truth` (the only variable of that section).
+pub fn truth_witness_fields(path: &Path) -> Result<BTreeMap<String, usize>> {
+    let btf = libbpf_rs::btf::Btf::from_path(path)
+        .with_context(|| format!("BTF of {}", path.display()))?;
+    let s: libbpf_rs::btf::types::Struct<'_> = btf
+        .type_by_name("truth")
+        .context("no `struct truth` in the object's BTF")?;
+    let mut out = BTreeMap::new();
+    for m in s.iter() {
+        let name = m
+            .name
+            .context("unnamed witness field")?
+            .to_string_lossy()
+            .into_owned();
+        let libbpf_rs::btf::types::MemberAttr::Normal { offset } = m.attr else {
+            bail!("witness field {name} is a bitfield");
+        };
+        out.insert(name, offset as usize / 8);
+    }
+    ensure!(out.contains_key("runs"), "struct truth has no `runs`");
+    Ok(out)
+}

@@ -22,14 +22,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use inxpect_rewriter::{instrument, runtime, Counter, Mode, Options};
 use inxpect_tests::{
     app_maps, attach_perf_events, load_object, percpu_count, percpu_values, set_disabled,
     set_sampling, test_run, testdata, xlated_insns, MapEntry,
 };
-use libbpf_rs::btf::types::{MemberAttr, Struct};
-use libbpf_rs::btf::Btf;
 use libbpf_rs::{MapCore, MapFlags, Object, PrintLevel, ProgramMut};
 
 const OPT_LEVELS: [&str; 2] = ["clang-O1", "clang-O2"];
@@ -50,28 +48,8 @@ fn truth_object(app: &str, opt: &str) -> PathBuf {
     truth_dir().join("objects").join(format!("{app}.{opt}.o"))
 }
 
-/// Deterministic frames: byte 14 (what the apps branch on) is a
-/// multiplicative hash of the index, so its low bits do not follow the
-/// index's (sampled frames are every K-th); lengths 14/15/20 cut the frame
-/// before bytes 14, 15, 20 and fall on sampled and unsampled frames alike
-/// at every K.
 fn frames() -> Vec<Vec<u8>> {
-    const LEN: [usize; 12] = [64, 64, 64, 14, 14, 64, 64, 15, 15, 64, 20, 20];
-    let mut x: u32 = 0x1234_5678;
-    (0..FRAMES)
-        .map(|i| {
-            let mut f: Vec<u8> = (0..LEN[i % LEN.len()])
-                .map(|_| {
-                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                    (x >> 16) as u8
-                })
-                .collect();
-            if f.len() > 14 {
-                f[14] = ((i as u32 + 1).wrapping_mul(0x9e37_79b1) >> 24) as u8;
-            }
-            f
-        })
-        .collect()
+    inxpect_tests::truth_frames(FRAMES)
 }
 
 fn sampled(i: usize, shift: u32) -> bool {
@@ -133,27 +111,8 @@ fn setup() -> std::sync::MutexGuard<'static, ()> {
 
 // --- objects, maps, witness -------------------------------------------------
 
-/// Witness field name -> byte offset in `.data.truth`, from the BTF of
-/// `struct truth` (the only variable of that section).
 fn witness_fields(path: &Path) -> Result<BTreeMap<String, usize>> {
-    let btf = Btf::from_path(path).with_context(|| format!("BTF of {}", path.display()))?;
-    let s: Struct<'_> = btf
-        .type_by_name("truth")
-        .context("no `struct truth` in the object's BTF")?;
-    let mut out = BTreeMap::new();
-    for m in s.iter() {
-        let name = m
-            .name
-            .context("unnamed witness field")?
-            .to_string_lossy()
-            .into_owned();
-        let MemberAttr::Normal { offset } = m.attr else {
-            bail!("witness field {name} is a bitfield");
-        };
-        out.insert(name, offset as usize / 8);
-    }
-    ensure!(out.contains_key("runs"), "struct truth has no `runs`");
-    Ok(out)
+    inxpect_tests::truth_witness_fields(path)
 }
 
 fn witness(obj: &Object) -> Result<Vec<u8>> {

@@ -250,6 +250,120 @@ fn copy_object(dir: &Path, app: &str, bytes: &[u8], dumps: &str) -> (PathBuf, St
     (path, cmd)
 }
 
+/// The ground-truth apps (testdata/truth) run in the guests with the
+/// module's `tsc`, which the host cannot run (tests/truth.rs runs `ktime`
+/// and `perf`): every region's count must equal the witness the app's own
+/// code bumps right before each END, over the same frames. tailcall is
+/// left out (its prog array is the loader's to fill), and stack (the
+/// rewriter refuses its call chain with `--sections`: tests/truth.rs).
+const TRUTH_APPS: [&str; 12] = [
+    "bpfloop",
+    "call",
+    "early",
+    "global_sub",
+    "loop",
+    "looptop_prog",
+    "looptop_sub",
+    "many",
+    "nest",
+    "samename",
+    "static_sub",
+    "unstarted",
+];
+/// The truth apps a kernel takes uninstrumented: 6.1's verifier refuses
+/// looptop_sub as it is (E2BIG, the loop at a subprogram's first
+/// instruction walked once per pass).
+fn truth_apps(series: &str) -> impl Iterator<Item = &'static str> + '_ {
+    TRUTH_APPS
+        .into_iter()
+        .filter(move |a| !(series == "6.1" && *a == "looptop_sub"))
+}
+
+/// Two periods of the frames' pattern (tests/truth.rs).
+const TRUTH_FRAMES: usize = 24;
+
+/// A ground-truth app's `tsc` build (markers, 1/1) and its manifest.
+fn truth_build(app: &str) -> (Vec<u8>, inxpect_rewriter::runtime::Manifest) {
+    let input = inxpect_tests::testdata().join(format!("truth/objects/{app}.clang-O2.o"));
+    let bytes = std::fs::read(&input).unwrap_or_else(|e| panic!("{}: {e}", input.display()));
+    let opts = Options {
+        counter: Counter::Tsc,
+        ..Options::default()
+    };
+    let r = instrument(&bytes, &opts).unwrap_or_else(|e| panic!("instrumenting {app}: {e}"));
+    (r.object, r.manifest)
+}
+
+/// The guest object names of a truth app: its build, and on kernels with
+/// direct per-CPU access the same bytes run with the look-ups kept.
+fn truth_objects(series: &str, app: &str) -> Vec<(String, &'static str)> {
+    let mut v = vec![(format!("truth-{app}.o"), "")];
+    if DIRECT_PCPU_KERNELS.contains(&series) {
+        v.push((format!("truth-{app}-lookup.o"), " --pcpu lookup"));
+    }
+    v
+}
+
+fn truth_extras(series: &str, dir: &Path, out: &mut Vec<(PathBuf, String)>) {
+    let frames = dir.join("truth.frames");
+    let mut bytes = Vec::new();
+    for f in inxpect_tests::truth_frames(TRUTH_FRAMES) {
+        bytes.extend((f.len() as u16).to_le_bytes());
+        bytes.extend(f);
+    }
+    std::fs::write(&frames, bytes).expect("write truth frames");
+    // A file with no command of its own.
+    out.push((frames, String::new()));
+    for app in truth_apps(series) {
+        let (obj, _) = truth_build(app);
+        for (name, opt) in truth_objects(series, app) {
+            let path = dir.join(&name);
+            std::fs::write(&path, &obj).expect("write truth object");
+            let cmd = format!(
+                "run /objs/{name} --frames /objs/truth.frames{opt} --dump inxpect_stats --dump .data.truth"
+            );
+            out.push((path, cmd));
+        }
+    }
+}
+
+/// Every truth app's regions counted what its witness says, in every form
+/// the guest loaded it; and something was counted.
+fn check_truth(series: &str, out: &VmOutput) {
+    for app in truth_apps(series) {
+        let (_, m) = truth_build(app);
+        let input = inxpect_tests::testdata().join(format!("truth/objects/{app}.clang-O2.o"));
+        let fields = inxpect_tests::truth_witness_fields(&input).expect("witness fields");
+        for (obj, _) in truth_objects(series, app) {
+            let w = out
+                .maps
+                .iter()
+                .find(|x| x.obj == obj && x.map == ".data.truth")
+                .unwrap_or_else(|| panic!("Linux {series}: {obj} printed no witness"));
+            let counts: std::collections::BTreeMap<u32, u64> = region_counts(out, &obj)
+                .into_iter()
+                .map(|(k, n)| (u32::from_ne_bytes(k[..4].try_into().expect("u32 key")), n))
+                .collect();
+            let mut total = 0;
+            for r in &m.regions {
+                let f = format!("r_{}__{}", r.name, r.function);
+                let off = *fields
+                    .get(&f)
+                    .unwrap_or_else(|| panic!("{app}: no witness {f}"));
+                let want = inxpect_rewriter::runtime::u64_at(&w.value, off);
+                let got = counts.get(&r.id).copied().unwrap_or(0);
+                assert_eq!(
+                    got, want,
+                    "Linux {series}, {obj}: region {} ({}) counted {got}, its witness {want}",
+                    r.name, r.function
+                );
+                total += want;
+            }
+            assert!(total > 0, "Linux {series}, {obj}: no region ran");
+        }
+    }
+}
+
 /// Kernels whose verifier resolves an `ld_imm64` of a one-entry per-CPU
 /// array's value to this CPU's copy ("global percpu data"): the guest's and
 /// the loader's direct per-CPU access (inxpect_loader::pcpu).
@@ -359,6 +473,7 @@ fn extras(series: &str) -> (tempfile::TempDir, Vec<(PathBuf, String)>) {
         out.push(copy_object(dir.path(), app, &bytes, &dumps));
     }
     invalid_extras(dir.path(), &mut out);
+    truth_extras(series, dir.path(), &mut out);
     // The loader itself, statically linked, with the module loaded.
     let loader = static_loader();
     let pcap = dir.path().join("small.pcap");
@@ -684,6 +799,7 @@ fn check_extras(series: &str, out: &VmOutput) {
         out.runs
     );
     check_invalid(out);
+    check_truth(series, out);
     check_loader(series, out);
 }
 
@@ -861,7 +977,9 @@ fn run_vm_on(series: &str, cpu: Option<&str>) -> VmOutput {
         if !obj.as_os_str().is_empty() {
             cmd.arg("--obj").arg(obj);
         }
-        cmd.arg("--cmd").arg(guest_cmd);
+        if !guest_cmd.is_empty() {
+            cmd.arg("--cmd").arg(guest_cmd);
+        }
     }
     let res = cmd
         .output()

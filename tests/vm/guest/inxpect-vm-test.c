@@ -9,10 +9,12 @@
  *       hotplug, rmmod refused while in use, RELOADS unload/reload cycles.
  *       Leaves the module loaded.
  *   inxpect-vm-test run OBJ [--prog NAME] [--repeat N] [--retval N]
- *                           [--packet FILE] [--dump MAP]... [--pcpu lookup]
+ *                           [--packet FILE | --frames FILE] [--dump MAP]...
+ *                           [--pcpu lookup]
  *       loads OBJ (its look-ups of inxpect_pcpu made direct where the
  *       kernel can, unless --pcpu lookup; vm_util.h), test_runs each XDP/TC program (or only NAME) N times
- *       (default 1; 0 = load only) on a 64-byte UDP frame or FILE's bytes,
+ *       (default 1; 0 = load only) on a 64-byte UDP frame or FILE's bytes
+ *       (--frames: each frame of FILE in turn, u16 length + bytes each),
  *       checks the verdict if --retval is given, prints the MAPs' entries
  *       (only values that are not all zero; per-CPU maps one line per CPU).
  *   inxpect-vm-test rmmod
@@ -1070,11 +1072,32 @@ static int cmd_hotplug_events(void)
 	return n_fail ? 1 : 0;
 }
 
+/* test_run on every frame of `buf` (records of a little-endian u16 length
+ * and that many bytes); the last frame's verdict and time. */
+static int run_frames(int fd, const unsigned char *buf, size_t len, int repeat, __u32 *retval,
+		      __u32 *dur)
+{
+	size_t at = 0;
+	int err = -EINVAL;
+
+	while (at + 2 <= len) {
+		size_t n = buf[at] | (size_t)buf[at + 1] << 8;
+
+		if (at + 2 + n > len)
+			return -EINVAL;
+		err = test_run(fd, buf + at + 2, n, repeat, retval, dur);
+		if (err)
+			return err;
+		at += 2 + n;
+	}
+	return err;
+}
+
 static int cmd_run(int argc, char **argv)
 {
 	const char *path = argv[0], *only = NULL, *oname = base_name(argv[0]);
-	unsigned char *pkt = default_pkt;
-	size_t pkt_len = sizeof(default_pkt);
+	unsigned char *pkt = default_pkt, *frames = NULL;
+	size_t pkt_len = sizeof(default_pkt), frames_len = 0;
 	long want_retval = -1;
 	const char *dumps[32];
 	int ndump = 0, repeat = 1, err, ran = 0, cpu = -1, churn = 0, evfd = -1;
@@ -1135,7 +1158,13 @@ static int cmd_run(int argc, char **argv)
 		}
 		else if (!strcmp(a, "--dump") && ndump < 32)
 			dumps[ndump++] = v;
-		else if (!strcmp(a, "--packet")) {
+		else if (!strcmp(a, "--frames")) {
+			err = read_file(v, &frames, &frames_len);
+			if (err) {
+				check(false, "run: frames", "%s: %s", v, strerror(-err));
+				return 1;
+			}
+		} else if (!strcmp(a, "--packet")) {
 			err = read_file(v, &pkt, &pkt_len);
 			if (err) {
 				check(false, "run: packet", "%s: %s", v, strerror(-err));
@@ -1171,8 +1200,15 @@ static int cmd_run(int argc, char **argv)
 			continue;
 		if (churn && cpu >= 0)
 			churner = start_churn(cpu, churn);
-		err = test_run(bpf_program__fd(prog), pkt, pkt_len, repeat, &retval,
-			       &dur);
+		if (frames) {
+			/* Each frame of the file in turn (a little-endian u16
+			 * length, then its bytes), `repeat` runs each. */
+			err = run_frames(bpf_program__fd(prog), frames, frames_len, repeat,
+					 &retval, &dur);
+		} else {
+			err = test_run(bpf_program__fd(prog), pkt, pkt_len, repeat, &retval,
+				       &dur);
+		}
 		if (!err && resched && cpu >= 0) {
 			/* A new pinned event on the run's CPU makes perf
 			 * schedule that CPU's pinned events out and in again
