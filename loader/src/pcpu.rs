@@ -36,15 +36,6 @@ pub enum Access {
     Direct(usize),
 }
 
-impl Access {
-    pub fn describe(self) -> String {
-        match self {
-            Access::Lookup => "look-up".into(),
-            Access::Direct(n) => format!("direct ({n} look-ups rewritten)"),
-        }
-    }
-}
-
 /// Whether this kernel addresses a one-entry per-CPU array's value with
 /// `ld_imm64` (probed once: a three-instruction program on a fresh map),
 /// and `INXPECT_PCPU` does not ask for look-ups.
@@ -226,7 +217,12 @@ pub fn direct(open: &mut OpenObject) -> std::io::Result<Access> {
             }
             p = libbpf_sys::bpf_object__next_program(obj, p);
         }
-        Ok(Access::Direct(total))
+        // An object whose look-ups all had another shape keeps them.
+        Ok(if total > 0 {
+            Access::Direct(total)
+        } else {
+            Access::Lookup
+        })
     }
 }
 
