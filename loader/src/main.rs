@@ -478,18 +478,14 @@ pub fn prepare_and_load(
         }
         Ok(prep)
     };
-    let first = prepare(b.code(), bytes.clone())?;
-    // The verifier's words for a program over its budget.
-    let over_budget = |e: &anyhow::Error| {
-        format!("{e:#}")
-            .lines()
-            .find(|l| l.contains("BPF program is too large") || l.contains("too complex"))
-            .map(|l| l.trim().to_string())
-    };
+    // The input again only for a second attempt without the copies.
+    let spare = b.copy_by_default.then(|| bytes.clone());
+    let first = prepare(b.code(), bytes)?;
     match object::load_with(&first, want, b.perf.as_ref(), kind, before) {
         Ok(l) => Ok(l),
-        Err(e) if b.copy_by_default && !first.manifest.copied.is_empty() => {
-            let Some(why) = over_budget(&e) else {
+        Err(e) if spare.is_some() && !first.manifest.copied.is_empty() => {
+            let text = format!("{e:#}");
+            let Some(why) = object::over_budget(&text) else {
                 return Err(e);
             };
             object::log::note(&format!(
@@ -499,6 +495,7 @@ pub fn prepare_and_load(
                 unsampled_copy: false,
                 ..b.code()
             };
+            let bytes = spare.expect("kept for this attempt");
             object::load_with(&prepare(code, bytes)?, want, b.perf.as_ref(), kind, before)
         }
         Err(e) => Err(e),

@@ -244,9 +244,7 @@ pub fn load_with(
             {
                 // The module's kfunc filter (Linux 6.5+).
                 "\n  the inxpect kfuncs read system-wide counters and need CAP_PERFMON (or CAP_SYS_ADMIN) in the initial namespace: run inxpect with it, or use --counter ktime"
-            } else if !prep.manifest.copied.is_empty()
-                && (log.contains("BPF program is too large") || log.contains("too complex"))
-            {
+            } else if !prep.manifest.copied.is_empty() && over_budget(&log).is_some() {
                 // The copy is walked as well as the instrumented code.
                 "\n  the verifier walks each program's uninstrumented copy too: drop --unsampled-copy (or add --stats call)"
             } else {
@@ -311,6 +309,14 @@ pub fn load_original(bytes: &[u8], origin: &str, l: &Loaded) -> Result<Object> {
             log_tail(&take_log(), 15)
         )
     })
+}
+
+/// The verifier's line saying a program is over its budget (too many
+/// instructions processed, or too complex), if `log` has one.
+pub fn over_budget(log: &str) -> Option<&str> {
+    log.lines()
+        .find(|l| l.contains("BPF program is too large") || l.contains("too complex"))
+        .map(str::trim)
 }
 
 /// The last `n` lines of libbpf's log (the verifier's verdict is at the

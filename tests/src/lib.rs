@@ -794,6 +794,13 @@ pub fn set_disabled(obj: &Object, off: &[u32]) -> Result<()> {
 
 // --- ground-truth apps (testdata/truth) ------------------------------------
 
+/// A committed build of ground-truth app `app` (`testdata/truth/objects`).
+pub fn truth_object(app: &str, opt: &str) -> PathBuf {
+    testdata()
+        .join("truth/objects")
+        .join(format!("{app}.{opt}.o"))
+}
+
 /// The ground-truth apps' frames (tests/truth.rs, the VM guests):
 /// deterministic: byte 14 (what the apps branch on) is a
 /// multiplicative hash of the index, so its low bits do not follow the

@@ -26,7 +26,7 @@ use anyhow::{ensure, Context, Result};
 use inxpect_rewriter::{instrument, runtime, Counter, Mode, Options};
 use inxpect_tests::{
     app_maps, attach_perf_events, load_object, percpu_count, percpu_values, set_disabled,
-    set_sampling, test_run, testdata, xlated_insns, MapEntry,
+    set_sampling, test_run, testdata, truth_object, xlated_insns, MapEntry,
 };
 use libbpf_rs::{MapCore, MapFlags, Object, PrintLevel, ProgramMut};
 
@@ -42,10 +42,6 @@ const WITNESS_MAP: &str = ".data.truth";
 
 fn truth_dir() -> PathBuf {
     testdata().join("truth")
-}
-
-fn truth_object(app: &str, opt: &str) -> PathBuf {
-    truth_dir().join("objects").join(format!("{app}.{opt}.o"))
 }
 
 fn frames() -> Vec<Vec<u8>> {

@@ -279,12 +279,14 @@ fn truth_apps(series: &str) -> impl Iterator<Item = &'static str> + '_ {
         .filter(move |a| !(series == "6.1" && *a == "looptop_sub"))
 }
 
+/// The truth apps' build the guests run.
+const TRUTH_BUILD: &str = "clang-O2";
 /// Two periods of the frames' pattern (tests/truth.rs).
 const TRUTH_FRAMES: usize = 24;
 
 /// A ground-truth app's `tsc` build (markers, 1/1) and its manifest.
 fn truth_build(app: &str) -> (Vec<u8>, inxpect_rewriter::runtime::Manifest) {
-    let input = inxpect_tests::testdata().join(format!("truth/objects/{app}.clang-O2.o"));
+    let input = inxpect_tests::truth_object(app, TRUTH_BUILD);
     let bytes = std::fs::read(&input).unwrap_or_else(|e| panic!("{}: {e}", input.display()));
     let opts = Options {
         counter: Counter::Tsc,
@@ -332,7 +334,7 @@ fn truth_extras(series: &str, dir: &Path, out: &mut Vec<(PathBuf, String)>) {
 fn check_truth(series: &str, out: &VmOutput) {
     for app in truth_apps(series) {
         let (_, m) = truth_build(app);
-        let input = inxpect_tests::testdata().join(format!("truth/objects/{app}.clang-O2.o"));
+        let input = inxpect_tests::truth_object(app, TRUTH_BUILD);
         let fields = inxpect_tests::truth_witness_fields(&input).expect("witness fields");
         for (obj, _) in truth_objects(series, app) {
             let w = out
