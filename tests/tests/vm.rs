@@ -1783,9 +1783,12 @@ fn check_arm64_pmu(kseries: &str, out: &VmOutput) {
             b.count, b.invalid, b.min[0], b.max[0]
         );
         same_code_min(b.min[0], q.min[0], &format!("churn {name}"));
-        // A tick can lengthen a run, a wrong counter would be far off.
+        // An interrupt can lengthen a run: the PMU counts the handler at EL1
+        // too, and a tick with the other user's rotation has reached 20.7K.
+        // A wrong counter would be far off: perf writes a counter it
+        // (re)programs to half its range, 2^31 or 2^63 from where it was.
         assert!(
-            b.max[0] < q.min[0] + 20_000,
+            b.max[0] < q.min[0] + 1_000_000,
             "churn {name}: max {} (quiet min {})",
             b.max[0],
             q.min[0]
