@@ -393,12 +393,6 @@ pub fn run(cfg: &Arm64Cfg, mut progress: impl FnMut(&str)) -> Result<Arm64Result
     Ok(r)
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
-        .collect()
-}
-
 /// The most frequent value, how often, of how many.
 fn mode(v: &[u64]) -> Option<(u64, usize, usize)> {
     let mut h: BTreeMap<u64, usize> = BTreeMap::new();
@@ -435,8 +429,8 @@ fn measure(job: &Job, rc: i32, lines: &[String], cal: Option<&Calibration>) -> M
             let f = fields(r);
             if let (Some(map), Some(k), Some(v)) = (
                 f.get("map"),
-                f.get("key").and_then(|k| unhex(k)),
-                f.get("value").and_then(|v| unhex(v)),
+                f.get("key").and_then(|k| t::vm_value(k)),
+                f.get("value").and_then(|v| t::vm_value(v)),
             ) {
                 maps.entry((map.to_string(), k)).or_default().push(v);
             }

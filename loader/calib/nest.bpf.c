@@ -12,7 +12,9 @@
  * four values live across the child (`_busy`: no register is free at its
  * START, which then fills the per-CPU pointer again after its read, or
  * in a subprogram calls the runtime to read), and the program-code ones
- * again past the 64 regions of the run mask (`_word`). The reports subtract from
+ * again past the first 16 regions, whose END keeps its statistics in the
+ * per-CPU state (`_slow`: it looks them up), and past the 64 regions of
+ * the run mask (`_word`). The reports subtract from
  * a parent's total, once per child measurement, the cost of the child
  * whose probes have the shape of the real child's (the manifest's `whole`
  * of each site), for its self.
@@ -140,6 +142,61 @@ int nest_plain_busy(struct xdp_md *ctx)
 	r = leaf_plain_busy(ctx);
 	INXPECT_END(outer_plain_busy);
 	return r == 12345 ? XDP_DROP : XDP_PASS;
+}
+
+/* Regions that never run, so that the `_slow` ones below are past the
+ * fast statistics (regions 0-15): their END looks its statistics up. */
+SEC("xdp")
+int nest_fill16(struct xdp_md *ctx)
+{
+	if (ctx->ingress_ifindex == 0xfffffff0) {
+		FILL16
+	}
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int nest_alone_slow(struct xdp_md *ctx)
+{
+	INXPECT_START(alone_slow);
+	INXPECT_END(alone_slow);
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int nest_inline_slow(struct xdp_md *ctx)
+{
+	INXPECT_START(outer_inline_slow);
+	INXPECT_START(child_slow);
+	INXPECT_END(child_slow);
+	INXPECT_END(outer_inline_slow);
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int nest_alone_slow_busy(struct xdp_md *ctx)
+{
+	INXPECT_START(alone_slow_busy);
+	{
+		BUSY_BEGIN;
+		BUSY_END;
+	}
+	INXPECT_END(alone_slow_busy);
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int nest_inline_slow_busy(struct xdp_md *ctx)
+{
+	INXPECT_START(outer_inline_slow_busy);
+	{
+		BUSY_BEGIN;
+		INXPECT_START(child_slow_busy);
+		INXPECT_END(child_slow_busy);
+		BUSY_END;
+	}
+	INXPECT_END(outer_inline_slow_busy);
+	return XDP_PASS;
 }
 
 /* Regions that never run, so that the `_word` ones below are past the run

@@ -504,12 +504,13 @@ pub fn configure(l: &Loaded, sample_shift: u32, only: Option<&str>) -> Result<Co
 pub fn snapshot(l: &Loaded) -> Result<Snapshot> {
     let smap = l.map(runtime::MAP_STATS)?;
     let pmap = l.map(runtime::MAP_PCPU)?;
+    let pc = stats::read_pcpu(&pmap)?;
     let mut regions = Vec::new();
     for r in &l.manifest.regions {
-        regions.push(stats::read_region(&smap, r.id)?);
+        regions.push(stats::read_region(&smap, &pc, r.id)?);
     }
     Ok(Snapshot {
-        runs: stats::read_runs(&pmap)?,
+        runs: stats::Runs::from_percpu(&pc)?,
         regions,
     })
 }

@@ -217,6 +217,12 @@ impl NestCost {
             ("sub_child", "outer_call", "outer_plain"),
             ("child_busy", "outer_inline_busy", "alone_busy"),
             ("sub_child_busy", "outer_call_busy", "outer_plain_busy"),
+            ("child_slow", "outer_inline_slow", "alone_slow"),
+            (
+                "child_slow_busy",
+                "outer_inline_slow_busy",
+                "alone_slow_busy",
+            ),
             ("child_word", "outer_inline_word", "alone_word"),
             (
                 "child_word_busy",

@@ -895,6 +895,8 @@ fn pin_maps(l: &object::Loaded, dir: &Path, att: &mut Pins) -> Result<()> {
     for (n, mut m) in [
         ("config", l.config_map()?),
         ("stats", l.map(runtime::MAP_STATS)?),
+        // The first regions' statistics are partly in it (pcpu::fast).
+        ("pcpu", l.map(runtime::MAP_PCPU)?),
     ] {
         let p = dir.join(n);
         let _ = &mut m;

@@ -14,7 +14,7 @@ use serde_json::Value;
 pub const PIN_ROOT: &str = "/sys/fs/bpf/inxpect";
 pub const STATE_ROOT: &str = "/run/inxpect";
 /// The pins a run makes in its directory.
-pub const PINS: [&str; 2] = ["config", "stats"];
+pub const PINS: [&str; 3] = ["config", "stats", "pcpu"];
 
 /// The state file and pin directory name of a run on `dev` in `netns`.
 pub fn key(dev: &str, netns: Option<&str>) -> String {

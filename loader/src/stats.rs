@@ -66,6 +66,37 @@ impl RegionStats {
         Ok(s)
     }
 
+    /// Adds region `id`'s inline statistics, which END keeps in
+    /// `inxpect_pcpu` for the first regions ([`pcpu::fast`]): `pcpu` is
+    /// that map's per-CPU values. Event 0 only, as the inline path.
+    pub fn add_fast(&mut self, pcpu_vals: &[Vec<u8>], id: u32) -> Result<()> {
+        use pcpu::fast;
+        let Some(at) = pcpu::fast(id) else {
+            return Ok(());
+        };
+        for v in pcpu_vals {
+            check_pcpu(v)?;
+            let h = |b: usize| u64at(v, at + fast::HIST + 8 * b);
+            let n: u64 = (0..fast::BUCKETS).map(h).sum();
+            if n == 0 {
+                continue;
+            }
+            let mn = !u64at(v, at + fast::MIN);
+            self.min[0] = if self.count == 0 {
+                mn
+            } else {
+                self.min[0].min(mn)
+            };
+            self.max[0] = self.max[0].max(u64at(v, at + fast::MAX));
+            self.sum[0] = self.sum[0].wrapping_add(u64at(v, at + fast::SUM));
+            for b in 0..fast::BUCKETS {
+                self.hist[0][b] += h(b);
+            }
+            self.count += n;
+        }
+        Ok(())
+    }
+
     /// What happened since `prev` (min/max cannot be split: kept cumulative).
     pub fn since(&self, prev: &RegionStats) -> RegionStats {
         let mut d = self.clone();
@@ -133,13 +164,37 @@ pub fn nearest_rank(n: u64, q: f64) -> u64 {
     r.clamp(1, n.max(1))
 }
 
-/// Reads region `id` of `inxpect_stats`.
-pub fn read_region<M: MapCore>(map: &M, id: u32) -> Result<RegionStats> {
-    let vals = map
+/// A value of `inxpect_pcpu` as long as this ABI's: the fast statistics
+/// are at its end.
+fn check_pcpu(v: &[u8]) -> Result<()> {
+    if v.len() < pcpu::SIZE {
+        bail!(
+            "inxpect_pcpu value of {} bytes, expected {} (runtime ABI {})",
+            v.len(),
+            pcpu::SIZE,
+            inxpect_rewriter::runtime::ABI
+        );
+    }
+    Ok(())
+}
+
+/// The per-CPU values of `inxpect_pcpu[0]`.
+pub fn read_pcpu<M: MapCore>(map: &M) -> Result<Vec<Vec<u8>>> {
+    map.lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+        .context("reading inxpect_pcpu")?
+        .context("inxpect_pcpu[0] missing")
+}
+
+/// Reads region `id`: its `inxpect_stats` entry and, for the first
+/// regions, its fast statistics in `inxpect_pcpu` (values of [`read_pcpu`]).
+pub fn read_region<M: MapCore>(stats: &M, pcpu_vals: &[Vec<u8>], id: u32) -> Result<RegionStats> {
+    let vals = stats
         .lookup_percpu(&id.to_ne_bytes(), MapFlags::ANY)
         .with_context(|| format!("reading inxpect_stats[{id}]"))?
         .with_context(|| format!("inxpect_stats[{id}] missing"))?;
-    RegionStats::from_percpu(&vals)
+    let mut s = RegionStats::from_percpu(&vals)?;
+    s.add_fast(pcpu_vals, id)?;
+    Ok(s)
 }
 
 /// The run counters of `inxpect_pcpu`, summed over CPUs.
@@ -155,11 +210,7 @@ pub struct Runs {
 }
 
 pub fn read_runs<M: MapCore>(map: &M) -> Result<Runs> {
-    let vals = map
-        .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
-        .context("reading inxpect_pcpu")?
-        .context("inxpect_pcpu[0] missing")?;
-    Runs::from_percpu(&vals)
+    Runs::from_percpu(&read_pcpu(map)?)
 }
 
 impl Runs {
@@ -197,15 +248,20 @@ impl Snapshot {
         percpu: impl Fn(&str, u32) -> Vec<Vec<u8>>,
     ) -> Result<Snapshot> {
         use inxpect_rewriter::runtime::{MAP_PCPU, MAP_STATS};
-        let mut pc = percpu(MAP_PCPU, 0);
+        let pc = percpu(MAP_PCPU, 0);
         if pc.is_empty() {
-            pc.push(vec![0; pcpu::NO_COUNTER + 8]);
+            // The first regions' statistics are partly there.
+            bail!("no values of inxpect_pcpu: the regions' fast statistics are in it");
         }
         let runs = Runs::from_percpu(&pc)?;
         let regions = m
             .regions
             .iter()
-            .map(|r| RegionStats::from_percpu(&percpu(MAP_STATS, r.id)))
+            .map(|r| {
+                let mut s = RegionStats::from_percpu(&percpu(MAP_STATS, r.id))?;
+                s.add_fast(&pc, r.id)?;
+                Ok(s)
+            })
             .collect::<Result<_>>()?;
         Ok(Snapshot { runs, regions })
     }

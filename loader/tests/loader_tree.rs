@@ -176,6 +176,8 @@ fn nested_sections_tree_matches_the_source() {
             "sub_child",
             "child_busy",
             "sub_child_busy",
+            "child_slow",
+            "child_slow_busy",
             "child_word",
             "child_word_busy"
         ],

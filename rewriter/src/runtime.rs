@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub const ABI: u32 = 6;
+pub const ABI: u32 = 7;
 pub const MAX_REGIONS: usize = 256;
 pub const MAX_EVENTS: usize = 4;
 /// Log-linear histogram (see [`hist`]): 2^HIST_SUB_BITS buckets per power of two.
@@ -264,7 +264,32 @@ pub mod pcpu {
     pub const HELD_SIZE: usize = 8 + 8 * super::MAX_EVENTS;
     /// `tail_now[MAX_EVENTS]`, after `held`.
     pub const TAIL_NOW: usize = HELD + HELD_SIZE * super::MAX_REGIONS;
-    pub const SIZE: usize = TAIL_NOW + 8 * super::MAX_EVENTS;
+    /// `fast[FAST_REGIONS]`: END's inline statistics of the first regions
+    /// (see [`fast`]), reached through the pointer END already holds.
+    pub const FAST: usize = TAIL_NOW + 8 * super::MAX_EVENTS;
+    pub const FAST_REGIONS: u32 = 16;
+    /// Room after the last region's histogram for any byte-sized bucket
+    /// index, which is all the verifier knows of one read from the table.
+    pub const FAST_SLACK: usize = 8 * (256 - fast::BUCKETS);
+    pub const SIZE: usize = FAST + fast::SIZE * FAST_REGIONS as usize + FAST_SLACK;
+
+    /// Where region `id`'s fast statistics start, if it has them.
+    pub fn fast(id: u32) -> Option<usize> {
+        (id < FAST_REGIONS).then(|| FAST + fast::SIZE * id as usize)
+    }
+
+    /// Byte layout of `struct inxpect_fast`: event 0 of a delta below
+    /// [`super::super::FAST_DELTA`], as in `inxpect_stats`.
+    pub mod fast {
+        pub const SUM: usize = 0;
+        /// Complemented, as `stats::MIN`.
+        pub const MIN: usize = 8;
+        pub const MAX: usize = 16;
+        pub const HIST: usize = 24;
+        /// The buckets of deltas below `FAST_DELTA` (2^12): 0..=143.
+        pub const BUCKETS: usize = 144;
+        pub const SIZE: usize = HIST + 8 * BUCKETS;
+    }
 }
 
 /// Byte layout of `struct inxpect_config`.

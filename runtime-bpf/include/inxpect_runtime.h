@@ -8,7 +8,7 @@
 #ifndef __INXPECT_RUNTIME_H
 #define __INXPECT_RUNTIME_H
 
-#define INXPECT_ABI 6
+#define INXPECT_ABI 7
 #define INXPECT_MAX_REGIONS 256
 #define INXPECT_MAX_EVENTS 4
 /* Log-linear histogram: deltas below 2^SUB_BITS have a bucket each; above,
@@ -49,6 +49,22 @@ struct inxpect_stats {
 	__u64 hist[INXPECT_MAX_EVENTS][INXPECT_HIST_BUCKETS];
 };
 
+/* END's inline statistics of region i < INXPECT_FAST_REGIONS, kept in
+ * inxpect_pcpu so that a program-level END reaches them through the
+ * per-CPU pointer it already holds, with no look-up: event 0 of a delta
+ * below 2^12 (INXPECT_FAST_DELTA) from valid reads, as in inxpect_stats
+ * (hist: the same buckets, 144 of them below 2^12). The loader adds them
+ * to region i's inxpect_stats entry when it reads. */
+#define INXPECT_FAST_REGIONS 16
+#define INXPECT_FAST_DELTA (1 << 12)
+#define INXPECT_FAST_BUCKETS 144
+struct inxpect_fast {
+	__u64 sum;
+	__u64 min;                       /* complemented, as in inxpect_stats */
+	__u64 max;
+	__u64 hist[INXPECT_FAST_BUCKETS];
+};
+
 struct inxpect_held {
 	__u64 run;                       /* run id that took the START, 0 = none */
 	__u64 val[INXPECT_MAX_EVENTS];
@@ -74,6 +90,10 @@ struct inxpect_pcpu {
 	struct inxpect_held held[INXPECT_MAX_REGIONS];
 	__u64 tail_now[INXPECT_MAX_EVENTS]; /* the read that closes the regions
 					      * a tail call left open */
+	struct inxpect_fast fast[INXPECT_FAST_REGIONS];
+	/* The verifier bounds a bucket read from the table by a byte (255),
+	 * not by the table's 143: the last region's hist needs room for it. */
+	__u64 fast_slack[256 - INXPECT_FAST_BUCKETS];
 };
 
 #endif /* __INXPECT_RUNTIME_H */

@@ -666,15 +666,17 @@ pub fn percpu_u64(obj: &Object, map: &str, key: u32, off: usize) -> Result<u64> 
         .sum())
 }
 
-/// Region `key`'s completed measurements over every CPU (the sum of
-/// their histograms: the statistics keep no count).
+/// Region `id`'s statistics over every CPU, as the loader reads them (its
+/// `inxpect_stats` entry and its fast statistics in `inxpect_pcpu`).
+pub fn region_stats(obj: &Object, id: u32) -> Result<inxpect_loader::stats::RegionStats> {
+    use inxpect_rewriter::runtime::{MAP_PCPU, MAP_STATS};
+    let pcpu = inxpect_loader::stats::read_pcpu(&map_by_name(obj, MAP_PCPU)?)?;
+    inxpect_loader::stats::read_region(&map_by_name(obj, MAP_STATS)?, &pcpu, id)
+}
+
+/// Region `key`'s completed measurements over every CPU.
 pub fn percpu_count(obj: &Object, key: u32) -> Result<u64> {
-    Ok(
-        percpu_values(obj, inxpect_rewriter::runtime::MAP_STATS, key)?
-            .iter()
-            .map(|v| inxpect_rewriter::runtime::stats::count(v))
-            .sum(),
-    )
+    Ok(region_stats(obj, key)?.count)
 }
 
 /// A software cpu-clock perf event per CPU in `inxpect_perf`, as the loader
@@ -848,4 +850,38 @@ pub fn truth_witness_fields(path: &Path) -> Result<BTreeMap<String, usize>> {
     }
     ensure!(out.contains_key("runs"), "struct truth has no `runs`");
     Ok(out)
+}
+
+/// A map value the VM guests print (`INXPECT-VM-MAP ... value=`): hex, a
+/// run of zero bytes as `zN.` (tests/vm/guest/vm_util.h `print_value`).
+pub fn vm_value(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('z') {
+            let (n, r) = r.split_once('.')?;
+            out.resize(out.len() + n.parse::<usize>().ok()?, 0);
+            rest = r;
+        } else {
+            out.push(u8::from_str_radix(rest.get(..2)?, 16).ok()?);
+            rest = &rest[2..];
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod vm_value_tests {
+    #[test]
+    fn hex_and_zero_runs() {
+        assert_eq!(super::vm_value("0a00"), Some(vec![10, 0]));
+        assert_eq!(super::vm_value(""), Some(vec![]));
+        let mut v = vec![1u8];
+        v.extend([0; 20]);
+        v.push(0xff);
+        assert_eq!(super::vm_value("01z20.ff"), Some(v));
+        assert_eq!(super::vm_value("z3"), None);
+        assert_eq!(super::vm_value("0"), None);
+        assert_eq!(super::vm_value("zx."), None);
+    }
 }

@@ -77,7 +77,7 @@ fn every_region_fits_a_calibrated_shape() {
             .into_iter()
             .filter(|s| s.region.contains("child"))
             .collect();
-        assert_eq!(kids.len(), 6, "{counter:?} x{n}: nesting children");
+        assert_eq!(kids.len(), 8, "{counter:?} x{n}: nesting children");
         let nc = NestCost {
             program: vec![0.0; n],
             subprogram: vec![0.0; n],

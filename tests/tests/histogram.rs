@@ -16,10 +16,10 @@
 //! above (loader/README.md, "Numbers").
 
 use anyhow::{ensure, Context, Result};
-use inxpect_loader::stats::{nearest_rank, read_region, RegionStats};
+use inxpect_loader::stats::{nearest_rank, RegionStats};
 use inxpect_rewriter::runtime::{self, hist, Counter, HIST_BUCKETS};
+use inxpect_tests::region_stats;
 use inxpect_tests::{load_object, only_program, test_run, testdata};
-use libbpf_rs::MapCore;
 
 /// Deltas per frame (the driver's DRIVE_MAX).
 const PER_FRAME: usize = 64;
@@ -167,19 +167,15 @@ fn percentiles_of_the_real_runtime_are_within_the_bound() -> Result<()> {
             ensure!(verdict == 1, "{name}: driver verdict {verdict}");
         }
     }
-    let stats = obj
-        .maps()
-        .find(|m| m.name() == runtime::MAP_STATS)
-        .context("no inxpect_stats map")?;
     for (id, (name, values)) in dists.iter().enumerate() {
-        check(name, &read_region(&stats, id as u32)?, values)?;
+        check(name, &region_stats(&obj, id as u32)?, values)?;
     }
     // A region never driven stays empty.
-    let unused = read_region(&stats, dists.len() as u32)?;
+    let unused = region_stats(&obj, dists.len() as u32)?;
     ensure!(unused.count == 0 && unused.hist[0].iter().all(|&c| c == 0));
     // The bound is not vacuous: on the uniform values some percentile is
     // not exact (a coarser histogram, e.g. the former log2 one, would fail).
-    let s = read_region(&stats, 1)?;
+    let s = region_stats(&obj, 1)?;
     let mut sorted = dists[1].1.clone();
     sorted.sort_unstable();
     ensure!(QUANTILES
@@ -267,9 +263,11 @@ fn specials(c: Counter) -> Case {
 /// statistics of a program-level END (deltas below 2^12) or their fallback
 /// call of `__inxpect_record` (longer ones, invalid reads), for each
 /// one-event backend, with the statistics inline or always called
-/// (`--stats call`), and for both END shapes (a spare callee-saved register
-/// for the delta, or none: `replay_busy`). Counts, sums, extremes and every
-/// bucket must be exact, the percentiles within the bound.
+/// (`--stats call`), for both END shapes (a spare callee-saved register
+/// for the delta, or none: `replay_busy`), and for both places the inline
+/// statistics live (the per-CPU state for regions 0-15, `inxpect_stats`
+/// past them: `replay_slow*`). Counts, sums, extremes and every bucket
+/// must be exact, the percentiles within the bound.
 #[test]
 fn probe_end_statistics_are_exact_for_chosen_deltas() -> Result<()> {
     use inxpect_rewriter::{instrument, Mode, Options, Stats};
@@ -287,7 +285,7 @@ fn probe_end_statistics_are_exact_for_chosen_deltas() -> Result<()> {
     let backends = [Counter::Ktime, Counter::Tsc, Counter::Pmc]
         .into_iter()
         .flat_map(|c| [(c, Stats::Inline), (c, Stats::Call)]);
-    let mut inline_ids = 0;
+    let mut inline_refs = [0; 2];
     for (counter, stats) in backends {
         let opts = Options {
             mode: Mode::Sections,
@@ -299,16 +297,36 @@ fn probe_end_statistics_are_exact_for_chosen_deltas() -> Result<()> {
             unsampled_copy: false,
         };
         let out = instrument(&input, &opts).with_context(|| format!("{counter:?} {stats:?}"))?;
-        // The inline statistics reach the region's entry through the ids
-        // table (one reference per END site); the runtime's own uses are
-        // all a call leaves.
-        let ids = relocations_to(&out.object, "inxpect_ids")?;
+        // Every END site's inline statistics read the bucket table; those
+        // of regions past the first 16 reach their entry through the ids
+        // table, the others keep theirs in the per-CPU state. The
+        // runtime's own uses are all a call leaves.
+        let refs = [
+            relocations_to(&out.object, "inxpect_bucket_lo")?,
+            relocations_to(&out.object, "inxpect_ids")?,
+        ];
+        let ends = |fast: bool| {
+            out.manifest
+                .regions
+                .iter()
+                .filter(|g| runtime::pcpu::fast(g.id).is_some() == fast)
+                .map(|g| g.ends.len())
+                .sum::<usize>()
+        };
         match stats {
-            Stats::Inline => inline_ids = ids,
-            Stats::Call => ensure!(
-                inline_ids == ids + 2,
-                "{counter:?}: {inline_ids} reference(s) to inxpect_ids inline, {ids} with calls (2 END sites)"
-            ),
+            Stats::Inline => inline_refs = refs,
+            Stats::Call => {
+                let want = [ends(true) + ends(false), ends(false)];
+                ensure!(
+                    want[1] >= 2 && want[0] > want[1],
+                    "{counter:?}: END sites {want:?}: replay.o lost its shapes"
+                );
+                ensure!(
+                    (0..2).all(|i| inline_refs[i] == refs[i] + want[i]),
+                    "{counter:?}: references to (inxpect_bucket_lo, inxpect_ids): \
+                     {inline_refs:?} inline, {refs:?} with calls, want {want:?} more"
+                );
+            }
         }
         let path = dir.path().join(format!("replay-{counter:?}-{stats:?}.o"));
         std::fs::write(&path, &out.object)?;
@@ -322,7 +340,7 @@ fn probe_end_statistics_are_exact_for_chosen_deltas() -> Result<()> {
             })
             .collect();
         cases.push(specials(counter));
-        for prog_name in ["replay", "replay_busy"] {
+        for prog_name in ["replay", "replay_busy", "replay_slow", "replay_slow_busy"] {
             let id = out
                 .manifest
                 .regions
@@ -346,11 +364,7 @@ fn probe_end_statistics_are_exact_for_chosen_deltas() -> Result<()> {
                         "{what}: verdict {verdict} for ({then}, {now})"
                     );
                 }
-                let stats = obj
-                    .maps()
-                    .find(|m| m.name() == runtime::MAP_STATS)
-                    .context("no inxpect_stats map")?;
-                check_with_invalid(&what, &read_region(&stats, id)?, &c.values, c.invalid)?;
+                check_with_invalid(&what, &region_stats(&obj, id)?, &c.values, c.invalid)?;
             }
         }
     }

@@ -124,7 +124,7 @@ fn check_counts(what: &str, inst: &Object, m: &Manifest, app: &str, sampled: u64
             "{what}: region {} counted {c}, want {sampled}",
             r.name
         );
-        let sum = percpu_u64(inst, runtime::MAP_STATS, r.id, runtime::stats::SUM)?;
+        let sum = inxpect_tests::region_stats(inst, r.id)?.sum[0];
         ensure!(
             m.counter == Counter::Perf || sum > 0 || sampled == 0,
             "{what}: region {} measured nothing",

@@ -23,10 +23,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use anyhow::{ensure, Context, Result};
-use inxpect_rewriter::{instrument, runtime, Counter, Mode, Options};
+use inxpect_rewriter::{instrument, Counter, Mode, Options};
 use inxpect_tests::{
-    app_maps, attach_perf_events, load_object, percpu_count, percpu_values, set_disabled,
-    set_sampling, test_run, testdata, truth_object, xlated_insns, MapEntry,
+    app_maps, attach_perf_events, load_object, percpu_count, set_disabled, set_sampling, test_run,
+    testdata, truth_object, xlated_insns, MapEntry,
 };
 use libbpf_rs::{MapCore, MapFlags, Object, PrintLevel, ProgramMut};
 
@@ -586,10 +586,8 @@ fn truth_disabled_functions_report_nothing() {
 
 /// Smallest `min` of event 0 among the CPUs that measured region `id`.
 fn region_min(obj: &Object, id: u32) -> Result<Option<u64>> {
-    Ok(percpu_values(obj, runtime::MAP_STATS, id)?
-        .iter()
-        .filter_map(|v| runtime::stats::min(v, 0))
-        .min())
+    let s = inxpect_tests::region_stats(obj, id)?;
+    Ok((s.count > 0).then_some(s.min[0]))
 }
 
 /// Counts cannot tell whether a function's entry probe ran again at a

@@ -302,7 +302,9 @@ fn end(s: &mut Seq, b: &Backend, p: Probe, done: Label) {
             }
             s.push(Insn::ldx(SIZE_DW, 3, 1, held(id) + 8));
             let slow = s.label();
-            if let Some(st) = b.stats {
+            if let (Some(st), Some(at)) = (b.stats, pcpu::fast(id)) {
+                record_fast(s, b.counter, st, at, slow, done);
+            } else if let Some(st) = b.stats {
                 let keep = match (p.spare, p.spill) {
                     (Some(f), _) => Keep::Reg(f),
                     (None, Some(o)) => Keep::Slot(o),
@@ -474,6 +476,88 @@ enum Keep {
     Slot(i16),
 }
 
+/// The test that sends a measurement to the runtime: the delta into `d`
+/// (R0 = `now`, R3 = `then`, both kept), `goto slow` unless it is below
+/// [`FAST_DELTA`] from two valid reads.
+fn fast_delta(s: &mut Seq, counter: Counter, d: u8, slow: Label) {
+    s.push(Insn::mov64_reg(d, 0))
+        .push(Insn::alu64_reg(OP_SUB, d, 3));
+    match counter {
+        // 32-bit counters: the delta mod 2^32 (the runtime's DELTA_32).
+        Counter::Tsc | Counter::Pmc => {
+            s.push(Insn::mov32_reg(d, d));
+        }
+        // 64-bit: a negative delta is >= FAST_DELTA unsigned, so slow.
+        _ => {}
+    }
+    if counter == Counter::Pmc {
+        // An invalid read (bit 63) at either end: the runtime counts it.
+        s.push(Insn::mov64_reg(4, 0))
+            .push(Insn::alu64_reg(OP_OR, 4, 3))
+            .jump_to(Cond::SltImm(4, 0), slow);
+    }
+    s.jump_to(Cond::GeImm(d, FAST_DELTA), slow);
+}
+
+/// `sum += d`, `hist[bucket_lo[d]]++`, `min`, `max` of the statistics at
+/// `R0 + at` (`inxpect_stats`' layout at `sum`, `min`, `max`, `hist` given),
+/// then `goto done`. R1..R5 but `d` are free.
+///
+/// Sum and bucket first, min and max last: a compare narrows d (d > max
+/// gives d >= 1), so after it d must be dead for the verifier to prune the
+/// join instead of walking the rest once per side. No count: the
+/// histogram's sum is the count. The minimum is stored complemented (0:
+/// none yet), so the first measurement needs no test: !d > !min.
+fn add_stats(s: &mut Seq, base: u8, d: u8, buckets: usize, at: [usize; 4], done: Label) {
+    let [sum, min, max, hist] = at.map(|o| o as i16);
+    let t = free(base, d);
+    s.push(Insn::ldx(SIZE_DW, t[0], base, sum))
+        .push(Insn::alu64_reg(OP_ADD, t[0], d))
+        .push(Insn::stx_dw(base, sum, t[0]))
+        // hist[bucket_lo[d]]++
+        .load_symbol(t[1], buckets)
+        .push(Insn::alu64_reg(OP_ADD, t[1], d))
+        .push(Insn::ldx(SIZE_B, t[1], t[1], 0))
+        .push(Insn::alu64_imm(OP_LSH, t[1], 3))
+        .push(Insn::alu64_reg(OP_ADD, t[1], base))
+        .bump(t[1], hist, t[0]);
+    let min_ok = s.label();
+    s.push(Insn::mov64_reg(t[2], d))
+        .push(Insn::alu64_imm(OP_XOR, t[2], -1))
+        .push(Insn::ldx(SIZE_DW, t[0], base, min))
+        .jump_to(Cond::GeReg(t[0], t[2]), min_ok)
+        .push(Insn::stx_dw(base, min, t[2]));
+    s.bind(min_ok);
+    s.push(Insn::ldx(SIZE_DW, t[0], base, max))
+        .jump_to(Cond::LeReg(d, t[0]), done)
+        .push(Insn::stx_dw(base, max, d))
+        .jump_to(Cond::Always, done);
+}
+
+/// Three scratch registers of R1..R5 other than `a` and `b`.
+fn free(a: u8, b: u8) -> [u8; 3] {
+    let mut r = (1..=5).filter(|&x| x != a && x != b);
+    [0; 3].map(|_| r.next().expect("R1..R5 hold three others"))
+}
+
+/// END's statistics of a region with fast statistics in `inxpect_pcpu`
+/// ([`pcpu::fast`], at `at`): R0 = `now`, R3 = `then`, R1 = the per-CPU
+/// pointer END already holds, region held and cleared. As
+/// [`record_inline`], but no look-up, so no call, no miss and nothing to
+/// keep across one: the delta stays in R2.
+fn record_fast(s: &mut Seq, counter: Counter, st: StatsSyms, at: usize, slow: Label, done: Label) {
+    use crate::runtime::pcpu::fast;
+    fast_delta(s, counter, 2, slow);
+    add_stats(
+        s,
+        1,
+        2,
+        st.buckets,
+        [fast::SUM, fast::MIN, fast::MAX, fast::HIST].map(|o| at + o),
+        done,
+    );
+}
+
 /// END's statistics inline, for the common measurement: R0 = `now`, R3 =
 /// `then`, R1 = the per-CPU pointer, region `id` held and cleared. A delta
 /// below [`FAST_DELTA`] from two valid reads adds to the statistics here,
@@ -497,23 +581,7 @@ fn record_inline(
         Keep::Reg(f) => f,
         Keep::Slot(_) => 2,
     };
-    s.push(Insn::mov64_reg(d, 0))
-        .push(Insn::alu64_reg(OP_SUB, d, 3));
-    match counter {
-        // 32-bit counters: the delta mod 2^32 (the runtime's DELTA_32).
-        Counter::Tsc | Counter::Pmc => {
-            s.push(Insn::mov32_reg(d, d));
-        }
-        // 64-bit: a negative delta is >= FAST_DELTA unsigned, so slow.
-        _ => {}
-    }
-    if counter == Counter::Pmc {
-        // An invalid read (bit 63) at either end: the runtime counts it.
-        s.push(Insn::mov64_reg(4, 0))
-            .push(Insn::alu64_reg(OP_OR, 4, 3))
-            .jump_to(Cond::SltImm(4, 0), slow);
-    }
-    s.jump_to(Cond::GeImm(d, FAST_DELTA), slow);
+    fast_delta(s, counter, d, slow);
     if let Keep::Slot(o) = keep {
         s.push(Insn::stx_dw(10, o, 2));
     }
@@ -524,33 +592,14 @@ fn record_inline(
     if let Keep::Slot(o) = keep {
         s.push(Insn::ldx_dw(d, 10, o));
     }
-    let off = |o: usize| o as i16;
-    // Sum and bucket first, min and max last: a compare narrows d (d >
-    // max gives d >= 1), so after it d must be dead for the verifier to
-    // prune the join instead of walking the rest once per side. No count:
-    // the histogram's sum is the count. The minimum is stored complemented
-    // (0: none yet), so the first measurement needs no test: !d > !min.
-    s.push(Insn::ldx(SIZE_DW, 4, 0, off(stats::SUM)))
-        .push(Insn::alu64_reg(OP_ADD, 4, d))
-        .push(Insn::stx_dw(0, off(stats::SUM), 4))
-        // hist[0][bucket_lo[d]]++, through R5
-        .load_symbol(5, st.buckets)
-        .push(Insn::alu64_reg(OP_ADD, 5, d))
-        .push(Insn::ldx(SIZE_B, 5, 5, 0))
-        .push(Insn::alu64_imm(OP_LSH, 5, 3))
-        .push(Insn::alu64_reg(OP_ADD, 5, 0))
-        .bump(5, off(stats::HIST), 4);
-    let min_ok = s.label();
-    s.push(Insn::mov64_reg(3, d))
-        .push(Insn::alu64_imm(OP_XOR, 3, -1))
-        .push(Insn::ldx(SIZE_DW, 4, 0, off(stats::MIN)))
-        .jump_to(Cond::GeReg(4, 3), min_ok)
-        .push(Insn::stx_dw(0, off(stats::MIN), 3));
-    s.bind(min_ok);
-    s.push(Insn::ldx(SIZE_DW, 4, 0, off(stats::MAX)))
-        .jump_to(Cond::LeReg(d, 4), done)
-        .push(Insn::stx_dw(0, off(stats::MAX), d))
-        .jump_to(Cond::Always, done);
+    add_stats(
+        s,
+        0,
+        d,
+        st.buckets,
+        [stats::SUM, stats::MIN, stats::MAX, stats::HIST],
+        done,
+    );
 }
 
 #[cfg(test)]

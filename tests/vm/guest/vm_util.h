@@ -269,6 +269,27 @@ static void print_hex(const void *p, size_t n)
 		printf("%02x", b[i]);
 }
 
+/* A map value as hex, each run of 16 or more zero bytes as `zN.` (N in
+ * decimal): the per-CPU state is 30 KB, mostly zeros, and the serial
+ * console is slow. Decoded by inxpect_tests::vm_value. */
+static void print_value(const void *p, size_t n)
+{
+	const unsigned char *b = p;
+
+	for (size_t i = 0; i < n;) {
+		size_t z = i;
+
+		while (z < n && !b[z])
+			z++;
+		if (z - i >= 16) {
+			printf("z%zu.", z - i);
+			i = z;
+		} else {
+			printf("%02x", b[i++]);
+		}
+	}
+}
+
 static int dump_map(const char *oname, struct bpf_object *obj, const char *mname)
 {
 	struct bpf_map *m = bpf_object__find_map_by_name(obj, mname);
@@ -313,7 +334,7 @@ static int dump_map(const char *oname, struct bpf_object *obj, const char *mname
 			if (percpu)
 				printf(" cpu=%zu", c);
 			printf(" value=");
-			print_hex(val + c * stride, vsz);
+			print_value(val + c * stride, vsz);
 			printf("\n");
 		}
 	}
