@@ -144,6 +144,50 @@ int nest_plain_busy(struct xdp_md *ctx)
 	return r == 12345 ? XDP_DROP : XDP_PASS;
 }
 
+/* The program-code pairs again for regions further on (`sfx`: _slow,
+ * _word): alone and with a child, each also with no register free. */
+#define NEST_PROGRAMS(sfx)                                              \
+	SEC("xdp")                                                      \
+	int nest_alone##sfx(struct xdp_md *ctx)                         \
+	{                                                               \
+		INXPECT_START(alone##sfx);                              \
+		INXPECT_END(alone##sfx);                                \
+		return XDP_PASS;                                        \
+	}                                                               \
+	SEC("xdp")                                                      \
+	int nest_inline##sfx(struct xdp_md *ctx)                        \
+	{                                                               \
+		INXPECT_START(outer_inline##sfx);                       \
+		INXPECT_START(child##sfx);                              \
+		INXPECT_END(child##sfx);                                \
+		INXPECT_END(outer_inline##sfx);                         \
+		return XDP_PASS;                                        \
+	}                                                               \
+	SEC("xdp")                                                      \
+	int nest_alone##sfx##_busy(struct xdp_md *ctx)                  \
+	{                                                               \
+		INXPECT_START(alone##sfx##_busy);                       \
+		{                                                       \
+			BUSY_BEGIN;                                     \
+			BUSY_END;                                       \
+		}                                                       \
+		INXPECT_END(alone##sfx##_busy);                         \
+		return XDP_PASS;                                        \
+	}                                                               \
+	SEC("xdp")                                                      \
+	int nest_inline##sfx##_busy(struct xdp_md *ctx)                 \
+	{                                                               \
+		INXPECT_START(outer_inline##sfx##_busy);                \
+		{                                                       \
+			BUSY_BEGIN;                                     \
+			INXPECT_START(child##sfx##_busy);               \
+			INXPECT_END(child##sfx##_busy);                 \
+			BUSY_END;                                       \
+		}                                                       \
+		INXPECT_END(outer_inline##sfx##_busy);                  \
+		return XDP_PASS;                                        \
+	}
+
 /* Regions that never run, so that the `_slow` ones below are past the
  * fast statistics (regions 0-15): their END looks its statistics up. */
 SEC("xdp")
@@ -155,49 +199,7 @@ int nest_fill16(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
-SEC("xdp")
-int nest_alone_slow(struct xdp_md *ctx)
-{
-	INXPECT_START(alone_slow);
-	INXPECT_END(alone_slow);
-	return XDP_PASS;
-}
-
-SEC("xdp")
-int nest_inline_slow(struct xdp_md *ctx)
-{
-	INXPECT_START(outer_inline_slow);
-	INXPECT_START(child_slow);
-	INXPECT_END(child_slow);
-	INXPECT_END(outer_inline_slow);
-	return XDP_PASS;
-}
-
-SEC("xdp")
-int nest_alone_slow_busy(struct xdp_md *ctx)
-{
-	INXPECT_START(alone_slow_busy);
-	{
-		BUSY_BEGIN;
-		BUSY_END;
-	}
-	INXPECT_END(alone_slow_busy);
-	return XDP_PASS;
-}
-
-SEC("xdp")
-int nest_inline_slow_busy(struct xdp_md *ctx)
-{
-	INXPECT_START(outer_inline_slow_busy);
-	{
-		BUSY_BEGIN;
-		INXPECT_START(child_slow_busy);
-		INXPECT_END(child_slow_busy);
-		BUSY_END;
-	}
-	INXPECT_END(outer_inline_slow_busy);
-	return XDP_PASS;
-}
+NEST_PROGRAMS(_slow)
 
 /* Regions that never run, so that the `_word` ones below are past the run
  * mask. */
@@ -210,49 +212,7 @@ int nest_fill(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
-SEC("xdp")
-int nest_alone_word(struct xdp_md *ctx)
-{
-	INXPECT_START(alone_word);
-	INXPECT_END(alone_word);
-	return XDP_PASS;
-}
-
-SEC("xdp")
-int nest_inline_word(struct xdp_md *ctx)
-{
-	INXPECT_START(outer_inline_word);
-	INXPECT_START(child_word);
-	INXPECT_END(child_word);
-	INXPECT_END(outer_inline_word);
-	return XDP_PASS;
-}
-
-SEC("xdp")
-int nest_alone_word_busy(struct xdp_md *ctx)
-{
-	INXPECT_START(alone_word_busy);
-	{
-		BUSY_BEGIN;
-		BUSY_END;
-	}
-	INXPECT_END(alone_word_busy);
-	return XDP_PASS;
-}
-
-SEC("xdp")
-int nest_inline_word_busy(struct xdp_md *ctx)
-{
-	INXPECT_START(outer_inline_word_busy);
-	{
-		BUSY_BEGIN;
-		INXPECT_START(child_word_busy);
-		INXPECT_END(child_word_busy);
-		BUSY_END;
-	}
-	INXPECT_END(outer_inline_word_busy);
-	return XDP_PASS;
-}
+NEST_PROGRAMS(_word)
 
 /* GPL-compatible: the tsc, pmc and perf counters call GPL-only kfuncs/helpers. */
 char _license[] SEC("license") = "Dual BSD/GPL";
