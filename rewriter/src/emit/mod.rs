@@ -152,13 +152,14 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: bool) -> Result<Emitted> 
             }
         }
         let spare = free.first().or(fresh.first()).copied();
-        // END's inline statistics keep the delta across their look-up.
+        // END's inline statistics keep the delta across their look-up
+        // (regions past the fast ones: those have no look-up).
         let inline_end = words.is_some()
             && b.stats.is_some()
             && b.record.is_some()
-            && kinds
-                .iter()
-                .any(|(k, _)| matches!(k, Kind::End(id) if body::in_mask(*id)));
+            && kinds.iter().any(|(k, _)| {
+                matches!(k, Kind::End(id) if body::in_mask(*id) && crate::runtime::pcpu::fast(*id).is_none())
+            });
         let spill = (spare.is_none() && inline_end).then(|| {
             depth = (depth + 7) / 8 * 8 + 8;
             -(depth as i16)
