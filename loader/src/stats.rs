@@ -52,14 +52,13 @@ impl RegionStats {
             }
             for e in 0..MAX_EVENTS {
                 // Unused events have none (0, as they always read).
-                let mn = stats::min(v, e).unwrap_or(0);
-                let mx = u64at(v, stats::MAX + 8 * e);
-                s.min[e] = if s.count == 0 { mn } else { s.min[e].min(mn) };
-                s.max[e] = s.max[e].max(mx);
-                s.sum[e] = s.sum[e].wrapping_add(u64at(v, stats::SUM + 8 * e));
-                for b in 0..HIST_BUCKETS {
-                    s.hist[e][b] += u64at(v, stats::HIST + 8 * (e * HIST_BUCKETS + b));
-                }
+                s.add_event(
+                    e,
+                    stats::min(v, e).unwrap_or(0),
+                    u64at(v, stats::MAX + 8 * e),
+                    u64at(v, stats::SUM + 8 * e),
+                    (0..HIST_BUCKETS).map(|b| u64at(v, stats::HIST + 8 * (e * HIST_BUCKETS + b))),
+                );
             }
             s.count += n;
         }
@@ -81,20 +80,38 @@ impl RegionStats {
             if n == 0 {
                 continue;
             }
-            let mn = !u64at(v, at + fast::MIN);
-            self.min[0] = if self.count == 0 {
-                mn
-            } else {
-                self.min[0].min(mn)
-            };
-            self.max[0] = self.max[0].max(u64at(v, at + fast::MAX));
-            self.sum[0] = self.sum[0].wrapping_add(u64at(v, at + fast::SUM));
-            for b in 0..fast::BUCKETS {
-                self.hist[0][b] += h(b);
-            }
+            self.add_event(
+                0,
+                !u64at(v, at + fast::MIN),
+                u64at(v, at + fast::MAX),
+                u64at(v, at + fast::SUM),
+                (0..fast::BUCKETS).map(h),
+            );
             self.count += n;
         }
         Ok(())
+    }
+
+    /// Merges one CPU's event `e` that measured something (before `count`
+    /// takes its measurements): `min`, `max`, `sum` and the first buckets.
+    fn add_event(
+        &mut self,
+        e: usize,
+        min: u64,
+        max: u64,
+        sum: u64,
+        hist: impl Iterator<Item = u64>,
+    ) {
+        self.min[e] = if self.count == 0 {
+            min
+        } else {
+            self.min[e].min(min)
+        };
+        self.max[e] = self.max[e].max(max);
+        self.sum[e] = self.sum[e].wrapping_add(sum);
+        for (b, c) in hist.enumerate() {
+            self.hist[e][b] += c;
+        }
     }
 
     /// What happened since `prev` (min/max cannot be split: kept cumulative).

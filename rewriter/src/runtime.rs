@@ -408,6 +408,19 @@ pub const MANIFEST_SECTION: &str = ".inxpect";
 
 #[cfg(test)]
 mod tests {
+    /// `struct inxpect_fast` holds every bucket of a delta the inline path
+    /// takes, and the per-CPU state stays addressable (an instruction's
+    /// offset is an i16) and within a per-CPU value's 32 KB.
+    #[test]
+    fn fast_statistics_fit() {
+        assert_eq!(hist::bucket(FAST_DELTA as u64 - 1) + 1, pcpu::fast::BUCKETS);
+        assert_eq!(hist::bucket(FAST_DELTA as u64), pcpu::fast::BUCKETS);
+        assert!(pcpu::SIZE <= i16::MAX as usize && pcpu::SIZE <= 32 << 10);
+        let last = pcpu::fast(pcpu::FAST_REGIONS - 1).unwrap();
+        assert!(last + pcpu::fast::HIST + 8 * 256 <= pcpu::SIZE);
+        assert_eq!(pcpu::fast(pcpu::FAST_REGIONS), None);
+    }
+
     use super::*;
 
     /// The symbols the probes load between two counter reads sit off the
