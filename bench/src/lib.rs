@@ -396,6 +396,20 @@ pub fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// The error is the kernel's EPERM.
+fn is_eperm(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<libbpf_rs::Error>()
+            .is_some_and(|b| b.kind() == libbpf_rs::ErrorKind::PermissionDenied)
+            || c.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.raw_os_error())
+                == Some(libc::EPERM)
+    })
+}
+
+/// What the live-frames table says when the kernel refused the method.
+pub const LIVE_REFUSED: &str = "refused on this host: `BPF_PROG_TEST_RUN` with `BPF_F_TEST_XDP_LIVE_FRAMES` returns EPERM here, so no live-frames figures (the fresh-frame table above has the full path every run)";
+
 /// Per-packet overhead, both methods, every variant and sampling shift.
 pub fn overhead(cfg: &OverheadCfg, mut progress: impl FnMut(&str)) -> Result<Vec<OverheadRow>> {
     let mut rows = Vec::new();
@@ -437,7 +451,20 @@ pub fn overhead(cfg: &OverheadCfg, mut progress: impl FnMut(&str)) -> Result<Vec
                 Method::Single => l.run_single(&frame, cfg.single_calls),
                 Method::Live => l.run_live(&frame, cfg.repeat),
             };
-            // Warm up every program once.
+            // Warm up every program once. A kernel may refuse live frames
+            // (EPERM: seen on a host whose build took them away): the
+            // report then says so in place of that table.
+            if method == Method::Live {
+                if let Err(e) = measure(&loaded[0]) {
+                    if is_eperm(&e) {
+                        progress(&format!(
+                            "overhead {app} Live: refused by this kernel ({e:#})"
+                        ));
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
             for l in &loaded {
                 measure(l)?;
             }

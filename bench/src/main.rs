@@ -922,7 +922,11 @@ fn main() -> Result<()> {
     d.push_str("\n### Kernel `repeat` (one buffer for all iterations)\n\n");
     d.push_str(&report::overhead_table(&rows, Method::Repeat));
     d.push_str("\n### Live frames (`BPF_F_TEST_XDP_LIVE_FRAMES`: every packet a fresh frame through the real XDP path)\n\n");
-    d.push_str(&report::overhead_table(&rows, Method::Live));
+    if rows.iter().any(|r| r.method == Method::Live) {
+        d.push_str(&report::overhead_table(&rows, Method::Live));
+    } else {
+        let _ = writeln!(d, "{}", inxpect_bench::LIVE_REFUSED);
+    }
     d.push_str("\n| fentry/fexit (`bpftool prog profile`, `perf stat -b`) | refused on this host (EPERM); measured in the qemu guest, section 5 |\n|---|---|\n");
     d.push_str("\n## 2. Instruction noise (empty region, `drop`)\n\n");
     d.push_str(include_str!("../notes/noise.md"));

@@ -362,6 +362,9 @@ pub fn object_variant(app: &str) -> &'static str {
     }
 }
 
+/// The environment variable that asks for an instruction trace.
+pub const TRACE_ENV: &str = "INXPECT_TCG_TRACE";
+
 /// Builds the plugin into `target/inxpect-bench/`.
 pub fn build_plugin() -> Result<PathBuf> {
     let dir = root().join("target/inxpect-bench");
@@ -532,10 +535,18 @@ fn run_series(cfg: &VmCfg, mut progress: impl FnMut(&str)) -> Result<VmResult> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(timeout);
+    // INXPECT_TCG_TRACE=LO-HI: the plugin prints every instruction of the
+    // third period of windows LO..HI (bench/tcg/inxpect-count.c), and the
+    // log is kept as target/inxpect-bench/trace-SERIES.log.
+    let trace = std::env::var(TRACE_ENV).ok();
+    let trace_arg = trace
+        .as_deref()
+        .map(|t| format!(",trace={t}"))
+        .unwrap_or_default();
     cmd.env(
         "INXPECT_VM_QEMU_ARGS",
         format!(
-            "-plugin {} -d plugin -D {}",
+            "-plugin {}{trace_arg} -d plugin -D {}",
             plugin.display(),
             log.display()
         ),
@@ -564,6 +575,11 @@ fn run_series(cfg: &VmCfg, mut progress: impl FnMut(&str)) -> Result<VmResult> {
         );
     }
     let plugin_log = std::fs::read_to_string(&log).context("reading the plugin's log")?;
+    if trace.is_some() {
+        let kept = root().join(format!("target/inxpect-bench/trace-{}.log", cfg.series));
+        std::fs::copy(&log, &kept).context("keeping the trace")?;
+        progress(&format!("vm: trace kept in {}", kept.display()));
+    }
     let mut res = parse(&stdout, &plugin_log, &plan, cfg)?;
     res.seconds = start.elapsed().as_secs();
     Ok(res)

@@ -35,6 +35,10 @@
  * number of instructions executed on the vCPU before it, so a gap is the
  * number of instructions from one event to the next (the first included).
  *
+ * With the argument trace=LO-HI (window ids), every instruction of the
+ * third period of each such window is printed, with its address and its
+ * disassembly, one INXPECT-TRACE line each: where a probe's instructions go.
+ *
  * Build: gcc -shared -fPIC -O2 -Wall -Wextra -Werror -o inxpect-count.so inxpect-count.c
  * Use:   qemu-system-x86_64 ... -plugin ./inxpect-count.so -d plugin -D log
  */
@@ -85,6 +89,7 @@ size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *tb);
 struct qemu_plugin_insn *qemu_plugin_tb_get_insn(const struct qemu_plugin_tb *tb, size_t idx);
 size_t qemu_plugin_insn_data(const struct qemu_plugin_insn *insn, void *dest, size_t len);
 uint64_t qemu_plugin_insn_vaddr(const struct qemu_plugin_insn *insn);
+char *qemu_plugin_insn_disas(const struct qemu_plugin_insn *insn);
 void qemu_plugin_outs(const char *string);
 
 /* API version this plugin is written against (QEMU 10.0 accepts it). */
@@ -121,6 +126,7 @@ struct vcpu {
 	uint64_t last[NCLS];
 	uint64_t hits[NCLS];
 	uint64_t first; /* first period gap + 1, 0 when none */
+	uint64_t tperiods; /* period marks seen in a traced window */
 	struct hist *h[NCLS];
 };
 
@@ -128,9 +134,14 @@ static struct vcpu vcpus[MAX_VCPUS];
 static volatile uint64_t marks[MAX_MARKS];
 static volatile int nmarks;
 
+/* Traced window ids (trace=LO-HI); none when hi < lo. */
+static uint64_t trace_lo = 1, trace_hi;
+#define TRACE_PERIOD 3
+
 struct tbinfo {
 	uint64_t start, end;
 	uint32_t n;
+	char **disas; /* with trace=, each instruction's disassembly */
 	uint64_t vaddr[];
 };
 
@@ -224,6 +235,18 @@ static void tb_exec(unsigned int cpu, void *udata)
 	v->count += t->n;
 	if (!v->active)
 		return;
+	if (t->disas && nmarks && v->id >= trace_lo && v->id <= trace_hi)
+		for (uint32_t i = 0; i < t->n; i++) {
+			char line[256];
+
+			if (t->vaddr[i] == marks[0])
+				v->tperiods++;
+			if (v->tperiods != TRACE_PERIOD)
+				continue;
+			snprintf(line, sizeof(line), "INXPECT-TRACE id=%" PRIu64 " %" PRIx64 " %s\n",
+				 v->id, t->vaddr[i], t->disas[i]);
+			qemu_plugin_outs(line);
+		}
 	n = nmarks;
 	for (int m = 0; m < n; m++) {
 		uint64_t a = marks[m];
@@ -274,6 +297,7 @@ static void insn_exec(unsigned int cpu, void *udata)
 		v->active = true;
 		v->wstart = at + 1;
 		v->first = 0;
+		v->tperiods = 0;
 		for (int c = 0; c < NCLS; c++) {
 			v->hits[c] = 0;
 			v->last[c] = 0;
@@ -341,6 +365,7 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 		return;
 	}
 	t->n = (uint32_t)n;
+	t->disas = trace_hi >= trace_lo ? calloc(n, sizeof(char *)) : NULL;
 	for (size_t i = 0; i < n; i++) {
 		struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
 		uint8_t b[16];
@@ -348,6 +373,8 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 		int k = classify(b, len);
 
 		t->vaddr[i] = qemu_plugin_insn_vaddr(insn);
+		if (t->disas)
+			t->disas[i] = qemu_plugin_insn_disas(insn);
 		if (i == 0)
 			t->start = t->vaddr[0];
 		t->end = t->vaddr[i] + len;
@@ -377,8 +404,11 @@ EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int
 			       char **argv)
 {
 	char line[160];
-	(void)argc;
-	(void)argv;
+
+	for (int a = 0; a < argc; a++)
+		if (!strncmp(argv[a], "trace=", 6) &&
+		    sscanf(argv[a] + 6, "%" SCNu64 "-%" SCNu64, &trace_lo, &trace_hi) != 2)
+			return 1;
 
 	for (int c = 0; c < MAX_VCPUS; c++)
 		for (int k = 0; k < NCLS; k++) {
