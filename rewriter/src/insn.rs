@@ -233,6 +233,16 @@ impl Insn {
             imm: 0,
         }
     }
+    /// `wdst op= wsrc`: 32-bit, the result zero-extended.
+    pub fn alu32_reg(op: u8, dst: u8, src: u8) -> Insn {
+        Insn {
+            code: CLS_ALU | op | 0x08,
+            dst,
+            src,
+            off: 0,
+            imm: 0,
+        }
+    }
     pub fn alu64_reg(op: u8, dst: u8, src: u8) -> Insn {
         Insn {
             code: CLS_ALU64 | op | 0x08,

@@ -64,6 +64,9 @@ pub struct Site {
     pub nregions: u32,
     /// The object makes tail calls: program entries may continue a run.
     pub tail_calls: bool,
+    /// At a program entry: the anchor of its look-up's miss exit, placed
+    /// after the function's last instruction ([`miss_exit`]).
+    pub miss: Option<u32>,
     /// Regions (bit per id) whose program-level START holds its value with
     /// no run mark and whose END takes it unchecked: every END of theirs
     /// closes a START of the same run (`nest::always_started`).
@@ -361,12 +364,13 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
     // A one-entry per-CPU array's key 0 is always found: the impossible
     // miss leaves the program (0 is in every type's return range) instead
     // of reaching the sites with no pointer, which would have the verifier
-    // walk the whole program a second time in that state.
-    let found = s.label();
-    s.jump_to(Cond::NeImm(0, 0), found)
-        .push(Insn::mov64_imm(0, 0))
-        .push(Insn::exit());
-    s.bind(found);
+    // walk the whole program a second time in that state. Its exit is out
+    // of line, after the function: the x86 JIT puts the epilogue at the
+    // first exit and makes every later one a jump to it, so an exit here
+    // would cost every run of the program a jump where the verifier keeps
+    // the miss (a look-up; direct access has none).
+    let miss = site.miss.expect("a program entry has its miss exit");
+    s.jump_to_anchor(Cond::EqImm(0, 0), miss);
     // The pointer word, for the sites of a run that measures. A program
     // with a copy stores it only on the paths that stay in the
     // instrumented code (the copy's sampled-out runs have no site).
@@ -467,6 +471,13 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
     }
 }
 
+/// The out-of-line exit of a program entry's look-up miss, anchored `a`.
+pub fn miss_exit(a: u32) -> Seq {
+    let mut s = Seq::new();
+    s.push_anchored(Insn::mov64_imm(0, 0), a).push(Insn::exit());
+    s
+}
+
 /// Where END keeps its delta across the statistics' look-up, its bound
 /// with it (a callee-saved register, or a spilled scalar: a store to the
 /// map value would lose the bound).
@@ -480,15 +491,18 @@ enum Keep {
 /// (R0 = `now`, R3 = `then`, both kept), `goto slow` unless it is below
 /// [`FAST_DELTA`] from two valid reads.
 fn fast_delta(s: &mut Seq, counter: Counter, d: u8, slow: Label) {
-    s.push(Insn::mov64_reg(d, 0))
-        .push(Insn::alu64_reg(OP_SUB, d, 3));
     match counter {
-        // 32-bit counters: the delta mod 2^32 (the runtime's DELTA_32).
+        // 32-bit counters: the delta mod 2^32 (the runtime's DELTA_32), a
+        // 32-bit subtraction, which zero-extends.
         Counter::Tsc | Counter::Pmc => {
-            s.push(Insn::mov32_reg(d, d));
+            s.push(Insn::mov32_reg(d, 0))
+                .push(Insn::alu32_reg(OP_SUB, d, 3));
         }
         // 64-bit: a negative delta is >= FAST_DELTA unsigned, so slow.
-        _ => {}
+        _ => {
+            s.push(Insn::mov64_reg(d, 0))
+                .push(Insn::alu64_reg(OP_SUB, d, 3));
+        }
     }
     if counter == Counter::Pmc {
         // An invalid read (bit 63) at either end: the runtime counts it.

@@ -117,6 +117,7 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: bool) -> Result<Emitted> 
     let mut out = Insertions::new();
     let mut copied: Vec<usize> = Vec::new();
     let zeroed = zero_uninitialised(plan, &groups, &analyses, &mut out);
+    let mut next_anchor = 0u32;
     for (&(sec, slot, place), (fi, kinds)) in &groups {
         let fi = *fi;
         let f = &plan.funcs[fi];
@@ -210,7 +211,13 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: bool) -> Result<Emitted> 
             copied.push(fi);
             (restore.clone(), f.start)
         });
+        let entry = f.is_prog && kinds.iter().any(|(k, _)| *k == Kind::RunBegin);
+        let miss = entry.then(|| {
+            next_anchor += 1;
+            next_anchor
+        });
         let site = body::Site {
+            miss,
             copy: to_copy,
             words,
             checked: precheck.as_ref().is_some_and(|p| p.2.len() == 1),
@@ -254,6 +261,13 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: bool) -> Result<Emitted> 
             windows[pi] = (inside, whole);
         }
         out.entry(sec).or_default().push((slot, place, code));
+        if let Some(a) = miss {
+            out.entry(sec).or_default().push((
+                Slot(f.end - 1),
+                Place::After,
+                body::miss_exit(a).finish(),
+            ));
+        }
     }
     let callees = cfg::callees(elf, &plan.funcs)?;
     // The functions the copies call (or take as callbacks) whose own code

@@ -29,6 +29,24 @@ pub enum Cond {
     SetImm(u8, i32),
 }
 
+impl Cond {
+    /// The jump, its offset left for the caller to fix.
+    fn insn(self) -> Insn {
+        match self {
+            Cond::Always => Insn::ja(0),
+            Cond::EqImm(r, imm) => Insn::jeq_imm(r, imm, 0, false),
+            Cond::NeImm(r, imm) => Insn::jeq_imm(r, imm, 0, true),
+            Cond::EqReg(a, b) => jmp_reg(0x10, a, b),
+            Cond::NeReg(a, b) => jmp_reg(0x50, a, b),
+            Cond::GeImm(r, imm) => jmp_imm(0x30, r, imm),
+            Cond::GeReg(a, b) => jmp_reg(0x30, a, b),
+            Cond::LeReg(a, b) => jmp_reg(0xb0, a, b),
+            Cond::SltImm(r, imm) => jmp_imm(0xc0, r, imm),
+            Cond::SetImm(r, imm) => jmp_imm(0x40, r, imm),
+        }
+    }
+}
+
 /// Where a counter read is in a [`Seq`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Read {
@@ -132,21 +150,28 @@ impl Seq {
         self
     }
 
+    /// A jump to the instruction anchored `a` (see [`NewInsn::anchor`]),
+    /// out of line in another sequence: the patch stage resolves it.
+    pub fn jump_to_anchor(&mut self, c: Cond, a: u32) -> &mut Self {
+        self.insns.push(NewInsn {
+            to_anchor: Some(a),
+            ..NewInsn::plain(c.insn())
+        });
+        self
+    }
+
+    /// `i`, with anchor `a`: where [`Seq::jump_to_anchor`]`(_, a)` lands.
+    pub fn push_anchored(&mut self, i: Insn, a: u32) -> &mut Self {
+        self.insns.push(NewInsn {
+            anchor: Some(a),
+            ..NewInsn::plain(i)
+        });
+        self
+    }
+
     pub fn jump_to(&mut self, c: Cond, l: Label) -> &mut Self {
-        let i = match c {
-            Cond::Always => Insn::ja(0),
-            Cond::EqImm(r, imm) => Insn::jeq_imm(r, imm, 0, false),
-            Cond::NeImm(r, imm) => Insn::jeq_imm(r, imm, 0, true),
-            Cond::EqReg(a, b) => jmp_reg(0x10, a, b),
-            Cond::NeReg(a, b) => jmp_reg(0x50, a, b),
-            Cond::GeImm(r, imm) => jmp_imm(0x30, r, imm),
-            Cond::GeReg(a, b) => jmp_reg(0x30, a, b),
-            Cond::LeReg(a, b) => jmp_reg(0xb0, a, b),
-            Cond::SltImm(r, imm) => jmp_imm(0xc0, r, imm),
-            Cond::SetImm(r, imm) => jmp_imm(0x40, r, imm),
-        };
         self.jumps.push((self.insns.len(), l));
-        self.insns.push(NewInsn::plain(i));
+        self.insns.push(NewInsn::plain(c.insn()));
         self
     }
 
