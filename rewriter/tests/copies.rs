@@ -132,6 +132,7 @@ fn check(path: &std::path::Path) -> Option<usize> {
     );
     let (ix, ox) = (ext(&input, &ie), ext(&out, &oe));
     let mut copied = 0;
+    let mut program_copies = Vec::new();
     for (name, isec, istart, n) in programs(&ie) {
         let ins = &insns(code(&input, &ie, isec))[istart..istart + n];
         if ins.contains(&TAIL_CALL) {
@@ -143,25 +144,39 @@ fn check(path: &std::path::Path) -> Option<usize> {
             .unwrap_or_else(|| panic!("{what}: no program {name} in the output"));
         let section = sec_name(&oe, osec).to_string();
         let outs = insns(code(&out, &oe, osec));
-        let at = ostart + on - n;
+        // A bpf-to-bpf call and a function address are re-encoded.
+        let same = |a: &Insn, b: &Insn| {
+            let reencoded = (a[0] == 0x85 && a[1] >> 4 == 1) || (a[0] == 0x18 && a[1] >> 4 == 4);
+            if reencoded {
+                a[..4] == b[..4]
+            } else {
+                a == b
+            }
+        };
+        // Inline after the entry's countdown (the first run of the input's
+        // code in the program: the instrumented code has probes in it),
+        // else after the program's last instruction.
+        let inline = (ostart..=ostart + on - n)
+            .find(|&at| ins.iter().zip(&outs[at..at + n]).all(|(a, b)| same(a, b)));
+        let at = inline.unwrap_or(ostart + on - n);
         let copy = &outs[at..at + n];
         for (k, (a, b)) in ins.iter().zip(copy).enumerate() {
-            // A bpf-to-bpf call and a function address are re-encoded.
-            let reencoded = (a[0] == 0x85 && a[1] >> 4 == 1) || (a[0] == 0x18 && a[1] >> 4 == 4);
-            let same = if reencoded { a[..4] == b[..4] } else { a == b };
             assert!(
-                same,
+                same(a, b),
                 "{what}: {name}: copy of slot {k} is {b:02x?}, input {a:02x?}"
             );
         }
-        // The entry's sampled-out path: a `ja` to the copy's first slot.
+        // The entry's sampled-out path: falls into the copy (the entry's
+        // store of the countdown, or a restore of its saves, just before
+        // it), or a `ja` to its first slot.
+        let falls_in = at > ostart && matches!(outs[at - 1][0], 0x7b | 0xbf | 0x79);
         let jumps_in = outs[ostart..at].iter().enumerate().any(|(j, x)| {
             x[0] == 0x05
                 && (ostart + j) as i64 + 1 + i16::from_le_bytes([x[2], x[3]]) as i64 == at as i64
         });
         assert!(
-            jumps_in,
-            "{what}: {name}: nothing jumps to the copy at {at}"
+            falls_in || jumps_in,
+            "{what}: {name}: nothing enters the copy at {at}"
         );
         // Relocations: each of the function's, again at the copy.
         let (ir, or) = (relocs(&ie, isec), relocs(&oe, osec));
@@ -191,15 +206,25 @@ fn check(path: &std::path::Path) -> Option<usize> {
                 );
             }
         }
+        program_copies.push((osec, at, at + n));
         copied += 1;
     }
-    check_subprogram_copies(&input, &ie, &out, &oe, &what.to_string());
+    check_subprogram_copies(&input, &ie, &out, &oe, &what.to_string(), &program_copies);
     Some(copied)
 }
 
 /// Each subprogram copy (`<name>__inxpect_copy`) is its original's input
 /// code, and no call from any copy goes to a function that has one.
-fn check_subprogram_copies(input: &[u8], ie: &GElf, out: &[u8], oe: &GElf, what: &str) {
+///
+/// `programs`: the program copies, (section, first slot, end).
+fn check_subprogram_copies(
+    input: &[u8],
+    ie: &GElf,
+    out: &[u8],
+    oe: &GElf,
+    what: &str,
+    programs: &[(usize, usize, usize)],
+) {
     const SUFFIX: &str = "__inxpect_copy";
     // (section, first slot) -> name, for every function of the output.
     let funcs: std::collections::BTreeMap<(usize, usize), (String, usize)> = oe
@@ -232,14 +257,8 @@ fn check_subprogram_copies(input: &[u8], ie: &GElf, out: &[u8], oe: &GElf, what:
         }
         ranges.push((sec, start, start + n));
     }
-    // Program copies: the tail of each program function.
-    for (&(sec, start), (name, n)) in &funcs {
-        if let Some((_, isec, _, in_n)) = input_func(ie, name) {
-            if sec_name(ie, isec) != ".text" && *n > in_n {
-                ranges.push((sec, start + n - in_n, start + n));
-            }
-        }
-    }
+    // Program copies, where `check` found them.
+    ranges.extend_from_slice(programs);
     for (sec, from, to) in ranges {
         let code = insns(code(out, oe, sec));
         let rels: std::collections::BTreeMap<u64, usize> = oe

@@ -11,6 +11,7 @@ use super::seq::{Cond, Label, Seq};
 use crate::insn::{
     Insn, OP_ADD, OP_AND, OP_ARSH, OP_LSH, OP_OR, OP_RSH, OP_SUB, OP_XOR, SIZE_B, SIZE_DW, SIZE_W,
 };
+use crate::patch::NewInsn;
 use crate::probe::Kind;
 use crate::runtime::{config, pcpu, stats, Counter, FAST_DELTA};
 
@@ -43,11 +44,19 @@ impl Words {
     }
 }
 
+/// Where a program's uninstrumented copy is.
+pub enum CopyAt {
+    /// In the entry's own code, where the sampled-out path falls into it.
+    Inline(Vec<NewInsn>),
+    /// Elsewhere (after the function), from the input's slot: a jump.
+    Slot(usize),
+}
+
 /// What a body needs to know about its site.
 pub struct Site {
     /// A program entry whose program has an uninstrumented copy: what
-    /// restores the site's saves, and the old slot the copy starts at.
-    pub copy: Option<(Vec<Insn>, usize)>,
+    /// restores the site's saves, and where the copy is.
+    pub copy: Option<(Vec<Insn>, CopyAt)>,
     /// In a program: its run words.
     pub words: Option<Words>,
     /// The site already tested this kind's bit of the run mask.
@@ -405,10 +414,26 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
     s.bind(fresh);
     // The sampling countdown. A sampled run falls through: the verifier
     // walks the program with an unknown mask first, and the unsampled
-    // run's known all-ones mask is then pruned against it at `done`.
+    // run's known all-ones mask is then pruned against it at `done`. With
+    // the copy inline, the unsampled run falls through into it instead
+    // (it never reaches `done`, so the order does not matter there).
     let unsampled = s.label();
-    s.push(Insn::ldx(SIZE_DW, 1, 0, pcpu::LEFT as i16))
-        .jump_to(Cond::NeImm(1, 0), unsampled);
+    s.push(Insn::ldx(SIZE_DW, 1, 0, pcpu::LEFT as i16));
+    if let Some((back, CopyAt::Inline(code))) = &site.copy {
+        let sampled = s.label();
+        s.jump_to(Cond::EqImm(1, 0), sampled)
+            .push(Insn::alu64_imm(OP_ADD, 1, -1))
+            .push(Insn::stx_dw(0, pcpu::LEFT as i16, 1));
+        for x in back {
+            s.push(*x);
+        }
+        // The copy's last instruction is an exit or a jump: nothing falls
+        // out of it.
+        s.extend_new(code);
+        s.bind(sampled);
+    } else {
+        s.jump_to(Cond::NeImm(1, 0), unsampled);
+    }
     if site.copy.is_some() {
         s.push(word);
     }
@@ -446,14 +471,19 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
     // An unsampled run takes one off `left`, then, where the program has
     // an uninstrumented copy, runs that (its registers as the site found
     // them).
-    s.bind(unsampled);
-    s.push(Insn::alu64_imm(OP_ADD, 1, -1))
-        .push(Insn::stx_dw(0, pcpu::LEFT as i16, 1));
-    if let Some((back, start)) = &site.copy {
-        for x in back {
-            s.push(*x);
+    match &site.copy {
+        Some((_, CopyAt::Inline(_))) => {}
+        copy => {
+            s.bind(unsampled);
+            s.push(Insn::alu64_imm(OP_ADD, 1, -1))
+                .push(Insn::stx_dw(0, pcpu::LEFT as i16, 1));
+            if let Some((back, CopyAt::Slot(start))) = copy {
+                for x in back {
+                    s.push(*x);
+                }
+                s.jump_to_copy(*start);
+            }
         }
-        s.jump_to_copy(*start);
     }
     // Nothing measured: all ones, a spilled register's constant the
     // verifier tracks (6.1 does not track a stored immediate), which makes

@@ -118,6 +118,7 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: bool) -> Result<Emitted> 
     let mut copied: Vec<usize> = Vec::new();
     let zeroed = zero_uninitialised(plan, &groups, &analyses, &mut out);
     let mut next_anchor = 0u32;
+    let mut inline_copies = std::collections::BTreeSet::new();
     for (&(sec, slot, place), (fi, kinds)) in &groups {
         let fi = *fi;
         let f = &plan.funcs[fi];
@@ -209,7 +210,18 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: bool) -> Result<Emitted> 
             && kinds.iter().any(|(k, _)| *k == Kind::RunBegin))
         .then(|| {
             copied.push(fi);
-            (restore.clone(), f.start)
+            // Short enough for the entry's branch over it: right after the
+            // entry, where a sampled-out run falls into it (no jump) and
+            // where its exit is the program's first (the x86 JIT's
+            // epilogue, so no jump there either). Else after the function.
+            let at = if f.end - f.start <= INLINE_COPY_MAX {
+                inline_copies.insert(fi);
+                let code = crate::insn::decode_all(&elf.sections[f.sec].data);
+                body::CopyAt::Inline(copy_of(&code, f.start..f.end))
+            } else {
+                body::CopyAt::Slot(f.start)
+            };
+            (restore.clone(), at)
         });
         let entry = f.is_prog && kinds.iter().any(|(k, _)| *k == Kind::RunBegin);
         let miss = entry.then(|| {
@@ -311,7 +323,11 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: bool) -> Result<Emitted> 
         (0..plan.funcs.len()).filter(|&f| want[f]).collect()
     };
     let mut decoded: BTreeMap<usize, Vec<Insn>> = BTreeMap::new();
-    for &fi in copied.iter().chain(&subs) {
+    for &fi in copied
+        .iter()
+        .filter(|fi| !inline_copies.contains(fi))
+        .chain(&subs)
+    {
         // After the function's last instruction (an exit or a jump: no
         // fall-through runs it), behind whatever else goes there. A
         // subprogram's copy is a function of its own.
@@ -319,12 +335,7 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: bool) -> Result<Emitted> 
         let code = decoded
             .entry(f.sec)
             .or_insert_with(|| crate::insn::decode_all(&elf.sections[f.sec].data));
-        let mut body: Vec<NewInsn> = (f.start..f.end)
-            .map(|k| NewInsn {
-                copy: Some(k),
-                ..NewInsn::plain(code[k])
-            })
-            .collect();
+        let mut body = copy_of(code, f.start..f.end);
         if !f.is_prog {
             body[0].starts_func = Some(format!("{}{COPY_SUFFIX}", f.name));
         }
@@ -344,6 +355,20 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: bool) -> Result<Emitted> 
         copied,
         windows,
     })
+}
+
+/// The longest program copied inline at its entry: the entry's branch over
+/// the copy takes a 16-bit offset.
+const INLINE_COPY_MAX: usize = 16_384;
+
+/// Copies of the input's instructions at `slots` (see [`NewInsn::copy`]).
+fn copy_of(code: &[Insn], slots: std::ops::Range<usize>) -> Vec<NewInsn> {
+    slots
+        .map(|k| NewInsn {
+            copy: Some(k),
+            ..NewInsn::plain(code[k])
+        })
+        .collect()
 }
 
 /// The name of a subprogram's uninstrumented copy: the original's, then this.

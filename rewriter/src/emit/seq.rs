@@ -150,6 +150,13 @@ impl Seq {
         self
     }
 
+    /// Instructions as they are (a copy of the input's code, see
+    /// [`NewInsn::copy`]): the patch stage encodes them.
+    pub fn extend_new(&mut self, code: &[NewInsn]) -> &mut Self {
+        self.insns.extend_from_slice(code);
+        self
+    }
+
     /// A jump to the instruction anchored `a` (see [`NewInsn::anchor`]),
     /// out of line in another sequence: the patch stage resolves it.
     pub fn jump_to_anchor(&mut self, c: Cond, a: u32) -> &mut Self {
@@ -245,7 +252,9 @@ impl Seq {
 
 /// What runs on the fall-through path of finished code `code` from `from`
 /// (jumps are not taken; `ja` is followed) up to `to`, exclusive. None if
-/// that path leaves before reaching `to`.
+/// that path leaves before reaching `to`. A measured run never enters an
+/// uninstrumented copy: the branch before one (the entry's countdown, the
+/// copy inline after it) is taken instead.
 pub fn window(
     code: &[NewInsn],
     from: usize,
@@ -254,7 +263,16 @@ pub fn window(
 ) -> Option<Window> {
     let mut w = Window::default();
     let mut i = from;
+    let mut last_branch: Option<(usize, Window)> = None;
     while i < to {
+        if code[i].copy.is_some() {
+            let (b, at) = last_branch.take()?;
+            // The branch itself runs, taken.
+            w = at;
+            w.insns += 2;
+            i = usize::try_from(b as i64 + 1 + code[b].insn.branch_off()).ok()?;
+            continue;
+        }
         let x = &code[i].insn;
         if x.is_ld_imm64() {
             w.imm64 += 1;
@@ -272,6 +290,9 @@ pub fn window(
         } else if x.is_exit() {
             return None;
         } else {
+            if x.is_branch() {
+                last_branch = Some((i, w));
+            }
             w.insns += if x.is_branch() { 2 } else { 1 };
         }
         i += 1;
@@ -344,6 +365,33 @@ mod tests {
         assert_eq!((all.calls, all.runtime_calls), (1, 1));
         // A path that jumps past the read never reaches it.
         assert_eq!(window(&v, 4, 5, |_| false), None);
+    }
+
+    /// The measured path takes the branch over an inline copy (whose own
+    /// loop back would otherwise never end the walk).
+    #[test]
+    fn windows_never_enter_an_inline_copy() {
+        let mut s = Seq::new();
+        let sampled = s.label();
+        let copy: Vec<NewInsn> = [Insn::mov64_imm(0, 1), Insn::ja(-2), Insn::exit()]
+            .into_iter()
+            .enumerate()
+            .map(|(k, i)| NewInsn {
+                copy: Some(k),
+                ..NewInsn::plain(i)
+            })
+            .collect();
+        s.push(Insn::ldx_dw(1, 0, 40))
+            .jump_to(Cond::EqImm(1, 0), sampled)
+            .push(Insn::alu64_imm(OP_ADD, 1, -1))
+            .push(Insn::stx_dw(0, 40, 1))
+            .extend_new(&copy);
+        s.bind(sampled);
+        s.push(Insn::mov64_imm(2, 0));
+        let v = s.finish();
+        // The load, the taken branch (2), the mov after the copy.
+        let w = window(&v, 0, v.len(), |_| false).expect("reaches the end");
+        assert_eq!(w.insns, 4);
     }
 
     #[test]
