@@ -131,6 +131,7 @@ pub fn build(input: &[u8], variant: Variant) -> Result<Vec<u8>> {
             _ => inxpect_rewriter::Stats::Inline,
         },
         unsampled_copy: matches!(variant, Variant::SectionsCopy(_) | Variant::WholeCopy(_)),
+        ..Options::default()
     };
     Ok(instrument(input, &opts)
         .with_context(|| format!("instrumenting for {}", variant.short()))?

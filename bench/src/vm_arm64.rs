@@ -211,6 +211,7 @@ fn instrument_pmc(input: &[u8], whole: bool) -> Result<(Vec<u8>, Manifest)> {
         read_fn: None,
         stats: inxpect_rewriter::Stats::Inline,
         unsampled_copy: false,
+        ..Options::default()
     };
     let r = instrument(input, &opts)?;
     Ok((r.object, r.manifest))

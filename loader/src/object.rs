@@ -68,6 +68,7 @@ pub fn prepare_bytes(
         read_fn: None,
         stats: code.stats,
         unsampled_copy: code.unsampled_copy,
+        ..Default::default()
     };
     // The in-memory object is never written out: its DWARF is moot.
     let out = inxpect_rewriter::instrument_with(&bytes, &opts, inxpect_rewriter::Dwarf::Strip)

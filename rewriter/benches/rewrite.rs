@@ -100,6 +100,7 @@ fn main() {
             read_fn: None,
             stats: inxpect_rewriter::Stats::Inline,
             unsampled_copy: false,
+            ..Options::default()
         };
         // More tries on small objects: a single hiccup of a busy machine dominates them.
         let tries = if insns <= 200_000 { 9 } else { 3 };

@@ -52,6 +52,11 @@ pub struct Options {
     /// subprograms with sites (no cost per site; the verifier walks the
     /// code twice). Code that makes tail calls keeps one copy.
     pub unsampled_copy: bool,
+    /// The longest program whose copy goes right after its entry (a
+    /// sampled-out run falls into it); longer ones have it after their
+    /// last instruction. A test hook: the default is what the entry's
+    /// 16-bit branch over the copy allows.
+    pub inline_copy_max: usize,
 }
 
 impl Default for Options {
@@ -64,6 +69,7 @@ impl Default for Options {
             read_fn: None,
             stats: Stats::Inline,
             unsampled_copy: false,
+            inline_copy_max: emit::INLINE_COPY_MAX,
         }
     }
 }
@@ -246,7 +252,10 @@ pub fn instrument_with(input: &[u8], opts: &Options, keep: Dwarf) -> Result<Inst
         opts.read_fn.as_deref(),
         opts.stats,
     )?;
-    let emitted = emit::emit(&out, &lplan, &backend, opts.unsampled_copy)?;
+    let copy = opts
+        .unsampled_copy
+        .then_some(opts.inline_copy_max.min(emit::INLINE_COPY_MAX));
+    let emitted = emit::emit(&out, &lplan, &backend, copy)?;
     let mut m = m;
     windows_into(&mut m, &plan, &emitted.windows);
     m.copied = emitted

@@ -99,14 +99,28 @@ fn code<'a>(bytes: &'a [u8], e: &GElf, sec: usize) -> &'a [u8] {
 
 const TAIL_CALL: Insn = [0x85, 0, 0, 0, 12, 0, 0, 0];
 
-/// Checks one object; returns the programs copied (None: refused).
+/// Checks one object with each program's copy inline after its entry (the
+/// default) and after its last instruction (the layout of programs too long
+/// for the entry's branch over the copy); returns the programs copied
+/// (None: refused).
 fn check(path: &std::path::Path) -> Option<usize> {
-    let what = path.display();
+    let inline = check_layout(path, true);
+    assert_eq!(inline, check_layout(path, false), "{}", path.display());
+    inline
+}
+
+fn check_layout(path: &std::path::Path, inline: bool) -> Option<usize> {
+    let what = format!(
+        "{} (copies {})",
+        path.display(),
+        if inline { "inline" } else { "after" }
+    );
     let input = std::fs::read(path).expect("read");
     let opts = Options {
         mode: Mode::Functions,
         counter: Counter::Ktime,
         unsampled_copy: true,
+        inline_copy_max: if inline { usize::MAX } else { 0 },
         ..Options::default()
     };
     // An object refused without copies (BTF-defined maps and no .BTF) is
@@ -156,9 +170,13 @@ fn check(path: &std::path::Path) -> Option<usize> {
         // Inline after the entry's countdown (the first run of the input's
         // code in the program: the instrumented code has probes in it),
         // else after the program's last instruction.
-        let inline = (ostart..=ostart + on - n)
-            .find(|&at| ins.iter().zip(&outs[at..at + n]).all(|(a, b)| same(a, b)));
-        let at = inline.unwrap_or(ostart + on - n);
+        let at = if inline {
+            (ostart..=ostart + on - n)
+                .find(|&at| ins.iter().zip(&outs[at..at + n]).all(|(a, b)| same(a, b)))
+                .unwrap_or_else(|| panic!("{what}: {name}: no copy"))
+        } else {
+            ostart + on - n
+        };
         let copy = &outs[at..at + n];
         for (k, (a, b)) in ins.iter().zip(copy).enumerate() {
             assert!(
@@ -175,7 +193,7 @@ fn check(path: &std::path::Path) -> Option<usize> {
                 && (ostart + j) as i64 + 1 + i16::from_le_bytes([x[2], x[3]]) as i64 == at as i64
         });
         assert!(
-            falls_in || jumps_in,
+            if inline { falls_in } else { jumps_in },
             "{what}: {name}: nothing enters the copy at {at}"
         );
         // Relocations: each of the function's, again at the copy.

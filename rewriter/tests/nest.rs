@@ -18,6 +18,7 @@ fn manifest(name: &str, src: &str, mode: Mode) -> Manifest {
         read_fn: None,
         stats: inxpect_rewriter::Stats::Inline,
         unsampled_copy: false,
+        ..Options::default()
     };
     instrument(&input, &opts).expect("instrument").manifest
 }

@@ -74,6 +74,7 @@ fn instrumented_objects_pass_linux_6_1_cfg_check() {
                     read_fn: None,
                     stats: inxpect_rewriter::Stats::Inline,
                     unsampled_copy: false,
+                    ..Default::default()
                 };
                 // Objects made to be refused (tests/errors.rs) fail here too.
                 let Ok(out) = instrument(&input, &opts) else {

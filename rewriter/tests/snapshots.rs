@@ -41,6 +41,7 @@ fn rewritten_with(app: &str, mode: Mode, counter: Counter, unsampled_copy: bool)
             read_fn: None,
             stats: inxpect_rewriter::Stats::Inline,
             unsampled_copy,
+            ..Options::default()
         },
     )
     .expect("instrument");
@@ -99,6 +100,7 @@ fn each_backend_links_its_runtime() {
                 read_fn: None,
                 stats: inxpect_rewriter::Stats::Inline,
                 unsampled_copy: false,
+                ..Options::default()
             },
         )
         .expect("instrument");

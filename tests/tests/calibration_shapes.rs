@@ -21,6 +21,7 @@ fn manifest(bytes: &[u8], mode: Mode, counter: Counter, events: usize) -> Option
         read_fn: None,
         stats: inxpect_rewriter::Stats::Inline,
         unsampled_copy: false,
+        ..Default::default()
     };
     instrument(bytes, &opts).ok().map(|r| r.manifest)
 }

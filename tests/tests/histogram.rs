@@ -295,6 +295,7 @@ fn probe_end_statistics_are_exact_for_chosen_deltas() -> Result<()> {
             read_fn: Some("replay_read".into()),
             stats,
             unsampled_copy: false,
+            ..Options::default()
         };
         let out = instrument(&input, &opts).with_context(|| format!("{counter:?} {stats:?}"))?;
         // Every END site's inline statistics read the bucket table; those

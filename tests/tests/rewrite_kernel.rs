@@ -41,6 +41,7 @@ fn check(app: &str, variant: &str, mode: Mode, counter: Counter, shift: u32) -> 
             read_fn: None,
             stats: inxpect_rewriter::Stats::Inline,
             unsampled_copy: false,
+            ..Default::default()
         },
     )
     .with_context(|| what.clone())?;
@@ -247,6 +248,7 @@ fn kfunc_backends_load_without_the_module_when_flagged_off() {
             read_fn: None,
             stats: inxpect_rewriter::Stats::Inline,
             unsampled_copy: false,
+            ..Default::default()
         };
         let r = instrument(&input, &opts).expect("instrument");
         let dir = tempfile::tempdir().expect("tmp");

@@ -461,6 +461,7 @@ fn extras(series: &str) -> (tempfile::TempDir, Vec<(PathBuf, String)>) {
                 read_fn: None,
                 stats: inxpect_rewriter::Stats::Inline,
                 unsampled_copy: false,
+                ..Default::default()
             };
             let r = instrument(&bytes, &opts)
                 .unwrap_or_else(|e| panic!("instrumenting {app} ({tag}): {e}"));
@@ -1312,6 +1313,7 @@ fn instrument_pmc_with(
         read_fn: None,
         stats: inxpect_rewriter::Stats::Inline,
         unsampled_copy: false,
+        ..Default::default()
     };
     let r = instrument(&bytes, &opts)
         .unwrap_or_else(|e| panic!("instrumenting {} (pmc x{events}): {e}", input.display()));

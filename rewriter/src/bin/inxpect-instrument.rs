@@ -187,6 +187,7 @@ fn run(cli: Cli) -> Result<()> {
         read_fn: None,
         stats: cli.stats,
         unsampled_copy: cli.unsampled_copy,
+        ..Options::default()
     };
     let opts = Options {
         only: only_names(&input, &opts).with_context(|| name.clone())?,

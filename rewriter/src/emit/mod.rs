@@ -57,8 +57,11 @@ pub struct Emitted {
 
 /// Builds every probe sequence for `plan` on the linked object `elf`; with
 /// `copy`, each program that makes no tail call also gets an
-/// uninstrumented copy of its code, which its sampled-out runs take.
-pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: bool) -> Result<Emitted> {
+/// uninstrumented copy of its code, which its sampled-out runs take: right
+/// after its entry for a program of at most that many instructions.
+pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: Option<usize>) -> Result<Emitted> {
+    let inline_max = copy.unwrap_or(0);
+    let copy = copy.is_some();
     let mut groups: Groups = BTreeMap::new();
     for (pi, p) in plan.points.iter().enumerate() {
         groups
@@ -214,7 +217,7 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: bool) -> Result<Emitted> 
             // entry, where a sampled-out run falls into it (no jump) and
             // where its exit is the program's first (the x86 JIT's
             // epilogue, so no jump there either). Else after the function.
-            let at = if f.end - f.start <= INLINE_COPY_MAX {
+            let at = if f.end - f.start <= inline_max {
                 inline_copies.insert(fi);
                 let code = crate::insn::decode_all(&elf.sections[f.sec].data);
                 body::CopyAt::Inline(copy_of(&code, f.start..f.end))
@@ -359,7 +362,7 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: bool) -> Result<Emitted> 
 
 /// The longest program copied inline at its entry: the entry's branch over
 /// the copy takes a 16-bit offset.
-const INLINE_COPY_MAX: usize = 16_384;
+pub const INLINE_COPY_MAX: usize = 16_384;
 
 /// Copies of the input's instructions at `slots` (see [`NewInsn::copy`]).
 fn copy_of(code: &[Insn], slots: std::ops::Range<usize>) -> Vec<NewInsn> {
