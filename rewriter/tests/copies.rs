@@ -1,5 +1,7 @@
-//! `--unsampled-copy`: every program that makes no tail call ends with a
-//! copy of its input code, which the entry's sampled-out path jumps to.
+//! `--unsampled-copy`: every program that makes no tail call has a copy of
+//! its input code, right after its entry, which the entry's sampled-out
+//! path falls into (or, for a program too long for that, at its end, which
+//! that path jumps to).
 //! Read back with goblin (an ELF reader independent of the rewriter's):
 //! the copy is the input's instructions (calls re-encoded), every
 //! relocation of the function repeated at the copy, and every line and
@@ -132,8 +134,8 @@ fn check_layout(path: &std::path::Path, inline: bool) -> Option<usize> {
             ..opts.clone()
         },
     );
-    let out = match (plain, instrument(&input, &opts)) {
-        (Ok(_), Ok(r)) => r.object,
+    let (out, moved) = match (plain, instrument(&input, &opts)) {
+        (Ok(_), Ok(r)) => (r.object, r.moved),
         (Err(a), Err(b)) => {
             assert_eq!(a.to_string(), b.to_string(), "{what}");
             return None;
@@ -224,6 +226,19 @@ fn check_layout(path: &std::path::Path, inline: bool) -> Option<usize> {
                 );
             }
         }
+        // The first exit in the program's code is the copy's or the
+        // instrumented code's, never one of the probes' (the x86 JIT puts
+        // the epilogue at the first exit and makes every later one a jump):
+        // the entry's look-up miss exits after the function.
+        let first_input = moved
+            .get(sec_name(&ie, isec))
+            .map_or(istart, |m| m.pos[istart]);
+        let code_starts = if inline { at } else { first_input };
+        let exit_at = (ostart..ostart + on).find(|&j| outs[j][0] == 0x95);
+        assert!(
+            exit_at.is_some_and(|j| j >= code_starts),
+            "{what}: {name}: an exit at {exit_at:?}, before the program's code at {code_starts}"
+        );
         program_copies.push((osec, at, at + n));
         copied += 1;
     }
