@@ -40,11 +40,9 @@ pub struct NewInsn {
     /// of its sequence: calls from copies to the original's first slot
     /// come here, and its symbol and func_info record are added.
     pub starts_func: Option<String>,
-    /// Jumps with this `to_anchor` land here: code placed out of line, in
-    /// another sequence of the same section.
-    pub anchor: Option<u32>,
-    /// A jump to the instruction with this `anchor`.
-    pub to_anchor: Option<u32>,
+    /// A jump to the input's instruction at this old slot itself (past
+    /// whatever is inserted before it).
+    pub to_slot: Option<usize>,
 }
 
 impl NewInsn {
@@ -56,8 +54,7 @@ impl NewInsn {
             copy: None,
             to_copy: None,
             starts_func: None,
-            anchor: None,
-            to_anchor: None,
+            to_slot: None,
         }
     }
 }
@@ -135,8 +132,6 @@ pub fn remap(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
     // Copies that are functions of their own: (section, old first slot) ->
     // (new first slot, slots, name).
     let mut new_funcs: HashMap<(usize, usize), (usize, usize, String)> = HashMap::new();
-    // Per code section: where each anchor is.
-    let mut anchors: HashMap<usize, HashMap<u32, usize>> = HashMap::new();
     for (si, s) in elf.sections.iter().enumerate().filter(|(_, s)| s.is_exec()) {
         let n = s.data.len() / 8;
         let Some(list) = ins.get(&si) else {
@@ -149,12 +144,8 @@ pub fn remap(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
         let mut it = list.iter().peekable();
         let mut len = 0;
         let here = copies.entry(si).or_default();
-        let anchored = anchors.entry(si).or_default();
         let mut place = |seq: &[NewInsn], len: &mut usize| {
             for (j, x) in seq.iter().enumerate() {
-                if let Some(a) = x.anchor {
-                    anchored.insert(a, *len + j);
-                }
                 if let Some(k) = x.copy {
                     here.insert(k, *len + j);
                     if let Some(name) = &x.starts_func {
@@ -253,11 +244,9 @@ pub fn remap(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
     let mut added_rels: HashMap<usize, Vec<Rel>> = HashMap::new();
     let secs: Vec<usize> = maps.keys().copied().collect();
     let no_copies = HashMap::new();
-    let no_anchors = HashMap::new();
     for si in secs {
         let map = &maps[&si];
         let copied = copies.get(&si).unwrap_or(&no_copies);
-        let anchored = anchors.get(&si).unwrap_or(&no_anchors);
         let name = elf.sections[si].name.clone();
         let old: Vec<Insn> = crate::insn::decode_all(&elf.sections[si].data);
         let mut out: Vec<Insn> = Vec::with_capacity(map.target[old.len()]);
@@ -325,14 +314,8 @@ pub fn remap(elf: &mut Elf, ext: Option<(usize, &BtfExt)>, ins: &Insertions) -> 
                             });
                         }
                         let here = out.len() as i64;
-                        if let Some(a) = n.to_anchor {
-                            let t = anchored.get(&a).ok_or_else(|| {
-                                Error::malformed(
-                                    "a jump to an anchor not in its section",
-                                    enc.loc(i),
-                                )
-                            })?;
-                            insn.off = enc.offset16(*t as i64 - here - 1, i)?;
+                        if let Some(k) = n.to_slot {
+                            insn.off = enc.offset16(map.pos[k] as i64 - here - 1, k)?;
                         }
                         if let Some(k) = n.to_copy {
                             let t = copied.get(&k).ok_or_else(|| {

@@ -73,9 +73,9 @@ pub struct Site {
     pub nregions: u32,
     /// The object makes tail calls: program entries may continue a run.
     pub tail_calls: bool,
-    /// At a program entry: the anchor of its look-up's miss exit, placed
-    /// after the function's last instruction ([`miss_exit`]).
-    pub miss: Option<u32>,
+    /// At a program entry: an exit of the program's own (its old slot),
+    /// where the look-up's miss goes.
+    pub miss: Option<usize>,
     /// Regions (bit per id) whose program-level START holds its value with
     /// no run mark and whose END takes it unchecked: every END of theirs
     /// closes a START of the same run (`nest::always_started`).
@@ -373,13 +373,14 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
     // A one-entry per-CPU array's key 0 is always found: the impossible
     // miss leaves the program (0 is in every type's return range) instead
     // of reaching the sites with no pointer, which would have the verifier
-    // walk the whole program a second time in that state. Its exit is out
-    // of line, after the function: the x86 JIT puts the epilogue at the
-    // first exit and makes every later one a jump to it, so an exit here
-    // would cost every run of the program a jump where the verifier keeps
-    // the miss (a look-up; direct access has none).
-    let miss = site.miss.expect("a program entry has its miss exit");
-    s.jump_to_anchor(Cond::EqImm(0, 0), miss);
+    // walk the whole program a second time in that state. It leaves by
+    // one of the program's own exits: the x86 JIT puts the epilogue at the
+    // first exit and arm64's at the end, making every other exit a jump to
+    // it, so an exit of the probe's would cost every run a jump on one or
+    // the other where the verifier keeps the miss (a look-up; direct
+    // access has none).
+    let miss = s.label();
+    s.jump_to(Cond::EqImm(0, 0), miss);
     // The pointer word, for the sites of a run that measures. A program
     // with a copy stores it only on the paths that stay in the
     // instrumented code (the copy's sampled-out runs have no site).
@@ -463,6 +464,13 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
     s.push(Insn::ldx(SIZE_DW, 2, 2, config::ENABLED as i16));
     store_inverted(s, w, 2);
     s.jump_to(Cond::Always, done);
+    // No run falls in here (the jump above).
+    s.bind(miss);
+    s.push(Insn::mov64_imm(0, 0));
+    match site.miss {
+        Some(exit) => s.jump_to_slot(exit),
+        None => s.push(Insn::exit()),
+    };
     if b.kfunc_flag.is_some() {
         s.bind(absent);
         s.bump(0, pcpu::NO_COUNTER as i16, 3)
@@ -499,13 +507,6 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
     if let Some(hi) = w.mask_hi {
         s.push(Insn::stx(SIZE_W, 10, hi, 1));
     }
-}
-
-/// The out-of-line exit of a program entry's look-up miss, anchored `a`.
-pub fn miss_exit(a: u32) -> Seq {
-    let mut s = Seq::new();
-    s.push_anchored(Insn::mov64_imm(0, 0), a).push(Insn::exit());
-    s
 }
 
 /// Where END keeps its delta across the statistics' look-up, its bound

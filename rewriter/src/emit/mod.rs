@@ -120,7 +120,6 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: Option<usize>) -> Result<
     let mut out = Insertions::new();
     let mut copied: Vec<usize> = Vec::new();
     let zeroed = zero_uninitialised(plan, &groups, &analyses, &mut out);
-    let mut next_anchor = 0u32;
     let mut inline_copies = std::collections::BTreeSet::new();
     for (&(sec, slot, place), (fi, kinds)) in &groups {
         let fi = *fi;
@@ -226,11 +225,14 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: Option<usize>) -> Result<
             };
             (restore.clone(), at)
         });
+        // The program's last exit, where the entry's look-up miss leaves.
         let entry = f.is_prog && kinds.iter().any(|(k, _)| *k == Kind::RunBegin);
-        let miss = entry.then(|| {
-            next_anchor += 1;
-            next_anchor
-        });
+        let miss = entry
+            .then(|| {
+                let code = crate::insn::decode_all(&elf.sections[f.sec].data);
+                (f.start..f.end).rev().find(|&k| code[k].is_exit())
+            })
+            .flatten();
         let site = body::Site {
             miss,
             copy: to_copy,
@@ -276,13 +278,6 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: Option<usize>) -> Result<
             windows[pi] = (inside, whole);
         }
         out.entry(sec).or_default().push((slot, place, code));
-        if let Some(a) = miss {
-            out.entry(sec).or_default().push((
-                Slot(f.end - 1),
-                Place::After,
-                body::miss_exit(a).finish(),
-            ));
-        }
     }
     let callees = cfg::callees(elf, &plan.funcs)?;
     // The functions the copies call (or take as callbacks) whose own code

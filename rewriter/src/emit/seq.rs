@@ -157,21 +157,12 @@ impl Seq {
         self
     }
 
-    /// A jump to the instruction anchored `a` (see [`NewInsn::anchor`]),
-    /// out of line in another sequence: the patch stage resolves it.
-    pub fn jump_to_anchor(&mut self, c: Cond, a: u32) -> &mut Self {
+    /// `goto` the input's instruction at `slot` itself (see
+    /// [`NewInsn::to_slot`]): the patch stage resolves it.
+    pub fn jump_to_slot(&mut self, slot: usize) -> &mut Self {
         self.insns.push(NewInsn {
-            to_anchor: Some(a),
-            ..NewInsn::plain(c.insn())
-        });
-        self
-    }
-
-    /// `i`, with anchor `a`: where [`Seq::jump_to_anchor`]`(_, a)` lands.
-    pub fn push_anchored(&mut self, i: Insn, a: u32) -> &mut Self {
-        self.insns.push(NewInsn {
-            anchor: Some(a),
-            ..NewInsn::plain(i)
+            to_slot: Some(slot),
+            ..NewInsn::plain(Insn::ja(0))
         });
         self
     }
