@@ -121,6 +121,8 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: Option<usize>) -> Result<
     let mut copied: Vec<usize> = Vec::new();
     let zeroed = zero_uninitialised(plan, &groups, &analyses, &mut out);
     let mut inline_copies = std::collections::BTreeSet::new();
+    // Each code section's input instructions, decoded once.
+    let mut decoded: BTreeMap<usize, Vec<Insn>> = BTreeMap::new();
     for (&(sec, slot, place), (fi, kinds)) in &groups {
         let fi = *fi;
         let f = &plan.funcs[fi];
@@ -218,8 +220,10 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: Option<usize>) -> Result<
             // epilogue, so no jump there either). Else after the function.
             let at = if f.end - f.start <= inline_max {
                 inline_copies.insert(fi);
-                let code = crate::insn::decode_all(&elf.sections[f.sec].data);
-                body::CopyAt::Inline(copy_of(&code, f.start..f.end))
+                let code = decoded
+                    .entry(f.sec)
+                    .or_insert_with(|| crate::insn::decode_all(&elf.sections[f.sec].data));
+                body::CopyAt::Inline(copy_of(code, f.start..f.end))
             } else {
                 body::CopyAt::Slot(f.start)
             };
@@ -229,7 +233,9 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: Option<usize>) -> Result<
         let entry = f.is_prog && kinds.iter().any(|(k, _)| *k == Kind::RunBegin);
         let miss = entry
             .then(|| {
-                let code = crate::insn::decode_all(&elf.sections[f.sec].data);
+                let code = decoded
+                    .entry(f.sec)
+                    .or_insert_with(|| crate::insn::decode_all(&elf.sections[f.sec].data));
                 (f.start..f.end).rev().find(|&k| code[k].is_exit())
             })
             .flatten();
@@ -320,7 +326,6 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: Option<usize>) -> Result<
         }
         (0..plan.funcs.len()).filter(|&f| want[f]).collect()
     };
-    let mut decoded: BTreeMap<usize, Vec<Insn>> = BTreeMap::new();
     for &fi in copied
         .iter()
         .filter(|fi| !inline_copies.contains(fi))
