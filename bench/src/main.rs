@@ -380,6 +380,32 @@ fn parse_m(s: &str) -> f64 {
     }
 }
 
+/// A target row's figure and verdict on the fresh frame and in the repeat
+/// loop (`fresh frame +N / repeat +M`), or the fresh frame's alone.
+fn both_methods(
+    r: &vm::VmResult,
+    app: &str,
+    c: vm::VmConfig,
+    target: i64,
+) -> Option<(String, String)> {
+    let fresh = r.added(app, c)?;
+    Some(match r.added_steady(app, c) {
+        Some(rep) => (
+            format!("fresh frame {fresh:+} / repeat {rep:+}"),
+            if (fresh <= target) == (rep <= target) {
+                met(fresh <= target).to_string()
+            } else {
+                format!(
+                    "{} (fresh frame), {} (repeat)",
+                    met(fresh <= target),
+                    met(rep <= target)
+                )
+            },
+        ),
+        None => (format!("{fresh:+}"), met(fresh <= target).to_string()),
+    })
+}
+
 fn targets(
     rows: &[OverheadRow],
     noise: &[NoiseRow],
@@ -587,10 +613,12 @@ fn vm_targets(s: &mut String, r: &vm::VmResult) {
             met(ours.0 <= 40)
         );
     }
-    // Issue 17's targets (exact counts, fresh frame).
+    // Issue 17's targets (exact counts, fresh frame; a sampled run's also
+    // in the repeat loop, which the fresh frame's host-time TSC does not
+    // push onto END's slow path).
     for app in &r.cfg.apps {
         for c in [Counter::Tsc, Counter::Pmc] {
-            if let Some(a) = r.added(app, VmConfig::Whole(c)) {
+            if let Some((meas, verdict)) = both_methods(r, app, VmConfig::Whole(c), 60) {
                 let note = if c == Counter::Pmc {
                     " (no PMU: the invalid-read path)"
                 } else {
@@ -598,9 +626,8 @@ fn vm_targets(s: &mut String, r: &vm::VmResult) {
                 };
                 let _ = writeln!(
                     s,
-                    "| one region, `{}`, sampled: <= 60 x86 insns added per packet, {app} (VM; prototype 129, perf 1026){note} | {a:+} | {} |",
+                    "| one region, `{}`, sampled: <= 60 x86 insns added per packet, {app} (VM; prototype 129, perf 1026){note} | {meas} | {verdict} |",
                     c.name(),
-                    met(a <= 60)
                 );
             }
         }
@@ -647,12 +674,11 @@ fn vm_targets(s: &mut String, r: &vm::VmResult) {
                     6,
                 ),
             ] {
-                if let Some(a) = d.added(app, c) {
+                if let Some((meas, verdict)) = both_methods(d, app, c, target) {
                     let _ = writeln!(
                         s,
-                        "| `tsc`, {what}: <= {target} x86 insns added, {app}, direct per-CPU access (VM, Linux {}) | {a:+} | {} |",
+                        "| `tsc`, {what}: <= {target} x86 insns added, {app}, direct per-CPU access (VM, Linux {}) | {meas} | {verdict} |",
                         d.kernel,
-                        met(a <= target)
                     );
                 }
             }

@@ -220,12 +220,24 @@ prepare_chroot() {
   fi
 }
 
+# The headers' Makefile includes the -common tree by absolute path
+# (/usr/src/... as packaged): point it at this cache's copy, wherever the
+# cache was made.
+point_headers() {
+  local h=$1/root/usr/src/linux-headers-$2
+  sed -i -E "s|^include .*/usr/src/|include $1/root/usr/src/|" "$h/Makefile"
+}
+
 prepare() {
   local krel=$1 abi kbuild_pkg hver h
   local dir=$cache/$krel
   [ -n "$CHROOT" ] && { prepare_chroot "$krel"; return; }
   abi=${krel%-cloud-"$arch"}
-  [ -f "$dir/.ready" ] && return 0
+  if [ -f "$dir/.ready" ]; then
+    # A cache copied from another checkout still names that one's path.
+    point_headers "$dir" "$krel"
+    return 0
+  fi
   rm -rf "$dir"
   mkdir -p "$dir/debs" "$dir/root"
   log "fetching $krel"
@@ -242,8 +254,7 @@ prepare() {
 
   h=$dir/root/usr/src/linux-headers-$krel
   [ -f "$h/Makefile" ] || die "no headers in $h"
-  # The headers' Makefile includes the -common tree by absolute /usr/src path.
-  sed -i "s|/usr/src/|$dir/root/usr/src/|" "$h/Makefile"
+  point_headers "$dir" "$krel"
   if [ ! -f "$h/vmlinux" ]; then
     log "extracting vmlinux for module BTF"
     case $arch in

@@ -175,7 +175,13 @@ pub fn body(k: Kind, b: &Backend, site: &Site) -> Seq {
                 Some(_) if site.checked => {}
                 Some(w) => test_mask(&mut s, 1, w, &[id], done),
                 // Not in a program (no words): sampled while left == load.
+                // A START tests its region's enabled bit first, off the
+                // config (no look-up): a disabled region's START costs that
+                // test alone, and its END finds no START of the run held.
                 None => {
+                    if matches!(k, Kind::Start(_)) {
+                        test_enabled(&mut s, b.config, id, done);
+                    }
                     pcpu_ptr(&mut s, b, site.words, done);
                     s.push(Insn::ldx(SIZE_DW, 1, 0, pcpu::LEFT as i16))
                         .push(Insn::ldx(SIZE_DW, 2, 0, pcpu::LOAD as i16))
@@ -260,10 +266,9 @@ fn start(s: &mut Seq, b: &Backend, p: Probe, done: Label) {
             }
             s.push(Insn::stx_dw(f, held(id) + 8, 0));
         }
-        // Elsewhere, R0 the per-CPU pointer of a sampled run (the site
-        // checked): the region enabled, the held mark, the read; no call.
+        // Elsewhere, R0 the per-CPU pointer of a sampled run of an enabled
+        // region (the site checked both): the held mark, the read; no call.
         (Some((r, _)), Some(f), None) => {
-            test_enabled(s, b.config, id, done);
             s.push(Insn::mov64_reg(f, 0));
             if marked {
                 s.push(Insn::ldx(SIZE_DW, 1, f, pcpu::SAMPLED as i16))
