@@ -55,6 +55,17 @@ pub struct Emitted {
     pub windows: Vec<(Option<Window>, Option<Window>)>,
 }
 
+/// Code section `sec`'s input instructions, decoded on first use.
+fn section_code<'a>(
+    decoded: &'a mut BTreeMap<usize, Vec<Insn>>,
+    elf: &Elf,
+    sec: usize,
+) -> &'a [Insn] {
+    decoded
+        .entry(sec)
+        .or_insert_with(|| crate::insn::decode_all(&elf.sections[sec].data))
+}
+
 /// Builds every probe sequence for `plan` on the linked object `elf`; with
 /// `copy`, each program that makes no tail call also gets an
 /// uninstrumented copy of its code, which its sampled-out runs take: right
@@ -220,9 +231,7 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: Option<usize>) -> Result<
             // epilogue, so no jump there either). Else after the function.
             let at = if f.end - f.start <= inline_max {
                 inline_copies.insert(fi);
-                let code = decoded
-                    .entry(f.sec)
-                    .or_insert_with(|| crate::insn::decode_all(&elf.sections[f.sec].data));
+                let code = section_code(&mut decoded, elf, f.sec);
                 body::CopyAt::Inline(copy_of(code, f.start..f.end))
             } else {
                 body::CopyAt::Slot(f.start)
@@ -233,9 +242,7 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: Option<usize>) -> Result<
         let entry = f.is_prog && kinds.iter().any(|(k, _)| *k == Kind::RunBegin);
         let miss = entry
             .then(|| {
-                let code = decoded
-                    .entry(f.sec)
-                    .or_insert_with(|| crate::insn::decode_all(&elf.sections[f.sec].data));
+                let code = section_code(&mut decoded, elf, f.sec);
                 (f.start..f.end).rev().find(|&k| code[k].is_exit())
             })
             .flatten();
@@ -335,9 +342,7 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: Option<usize>) -> Result<
         // fall-through runs it), behind whatever else goes there. A
         // subprogram's copy is a function of its own.
         let f = &plan.funcs[fi];
-        let code = decoded
-            .entry(f.sec)
-            .or_insert_with(|| crate::insn::decode_all(&elf.sections[f.sec].data));
+        let code = section_code(&mut decoded, elf, f.sec);
         let mut body = copy_of(code, f.start..f.end);
         if !f.is_prog {
             body[0].starts_func = Some(format!("{}{COPY_SUFFIX}", f.name));
