@@ -226,10 +226,11 @@ pub fn load_with(
     // absent so the verifier drops the calls and the object still loads.
     inxpect_loader::sys::set_kfuncs_flag(&mut open, inxpect_loader::sys::module_kfuncs_present());
     take_log();
-    // Direct per-CPU access where the kernel has it; a failure here is one
-    // of the load (the maps are created in it), reported the same way.
-    let loaded = match inxpect_loader::pcpu::direct(&mut open) {
-        Ok(access) => open.load().map(|o| (o, access)),
+    // The flag folded into its tests, direct per-CPU access where the
+    // kernel has it; a failure here is one of the load (the maps are
+    // created in it), reported the same way.
+    let loaded = match inxpect_loader::pcpu::finish(&mut open) {
+        Ok(f) => open.load().map(|o| (o, f.access)),
         Err(e) => Err(libbpf_rs::Error::from(e)),
     };
     let (obj, pcpu) = match loaded {

@@ -13,6 +13,13 @@
 //! form, in place: the same number of slots, so no jump, line or function
 //! record moves. The verifier then removes the three nops and, knowing the
 //! pointer is not NULL, the miss path after it.
+//!
+//! On every kernel the same pass folds the runtime's `inxpect_kfuncs` flag
+//! ([`fold_flag`]): each `ld_imm64` of its address and the load through it
+//! become `wN = flag` and two nops. The verifier already knew the value
+//! (the map is frozen), so the branch on it was dead either way; what goes
+//! is the address and the load, one x86 instruction per test (a program
+//! entry's sampled run, each counter read in a subprogram).
 
 use inxpect_rewriter::insn::{decode_all, encode_all, Insn, INSN_SIZE, LD_IMM64};
 use libbpf_rs::{AsRawLibbpf, OpenObject};
@@ -148,16 +155,53 @@ fn jump_targets(insns: &[Insn]) -> std::collections::HashSet<usize> {
     t
 }
 
-/// Prepares `open` and, where [`supported`], gives its programs direct
-/// access to `inxpect_pcpu`. Call it last before `load`: after it the
-/// object's maps exist and its instructions are final.
-pub fn direct(open: &mut OpenObject) -> std::io::Result<Access> {
+/// Rewrites, in `insns`, every `rN = &ro[a]; wN = *(u32 *)(rN + b)` with
+/// `a + b == off`, `ro` the read-only map `ro_fd`, into `wN = value` and two
+/// nops, in place (the address dies in the load).
+/// Returns how many. One whose load another jump enters is left alone.
+pub fn fold_flag(insns: &mut [Insn], ro_fd: i32, off: i32, value: u32) -> usize {
+    let targets = jump_targets(insns);
+    let mut n = 0;
+    let mut i = 0;
+    while i + 3 <= insns.len() {
+        let (a, b, l) = (insns[i], insns[i + 1], insns[i + 2]);
+        let hit = a.is_ld_imm64()
+            && a.src == PSEUDO_MAP_VALUE
+            && a.imm == ro_fd
+            && l == Insn::ldx(inxpect_rewriter::insn::SIZE_W, a.dst, a.dst, l.off)
+            && i64::from(b.imm) + i64::from(l.off) == i64::from(off)
+            && !(i + 1..i + 3).any(|t| targets.contains(&t));
+        if !hit {
+            i += 1;
+            continue;
+        }
+        insns[i] = Insn::mov32_imm(a.dst, value as i32);
+        insns[i + 1] = Insn::ja(0);
+        insns[i + 2] = Insn::ja(0);
+        n += 1;
+        i += 3;
+    }
+    n
+}
+
+/// What [`finish`] did to an object's programs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Finished {
+    pub access: Access,
+    /// Tests of `inxpect_kfuncs` folded to its value.
+    pub flags: usize,
+}
+
+/// Prepares `open`, folds the runtime's `inxpect_kfuncs` flag into its
+/// tests and, where [`supported`], gives its programs direct access to
+/// `inxpect_pcpu`. Call it last before `load`, after the flag is set: after
+/// it the object's maps exist and its instructions are final. An object
+/// without the runtime is only prepared.
+pub fn finish(open: &mut OpenObject) -> std::io::Result<Finished> {
     let has_pcpu = open
         .maps()
         .any(|m| m.name() == inxpect_rewriter::runtime::MAP_PCPU);
-    if !has_pcpu || !supported() {
-        return Ok(Access::Lookup);
-    }
+    let direct = has_pcpu && supported();
     let obj = open.as_libbpf_object().as_ptr();
     // SAFETY: `obj` is the live object `open` owns; libbpf keeps the maps
     // and the programs' instruction arrays until it is closed, and
@@ -169,11 +213,18 @@ pub fn direct(open: &mut OpenObject) -> std::io::Result<Access> {
         }
         let name = c"inxpect_pcpu";
         let pcpu = libbpf_sys::bpf_object__find_map_by_name(obj, name.as_ptr());
-        let pcpu_fd = libbpf_sys::bpf_map__fd(pcpu);
+        let pcpu_fd = if pcpu.is_null() {
+            -1
+        } else {
+            libbpf_sys::bpf_map__fd(pcpu)
+        };
         // The key: the runtime's `inxpect_zero`. Any four zero bytes of the
         // runtime's read-only data are key 0 for good: libbpf froze the map
         // when it created it.
         let mut zeros: Vec<(i32, Vec<u8>)> = Vec::new();
+        // The flag: the u32 at RODATA_KFUNCS_OFFSET of the runtime's
+        // read-only data, as libbpf created (and froze) the map.
+        let mut flag: Option<(i32, u32)> = None;
         let mut m = libbpf_sys::bpf_object__next_map(obj, std::ptr::null());
         while !m.is_null() {
             let n = CStr::from_ptr(libbpf_sys::bpf_map__name(m)).to_string_lossy();
@@ -182,7 +233,12 @@ pub fn direct(open: &mut OpenObject) -> std::io::Result<Access> {
                 let v = libbpf_sys::bpf_map__initial_value(m, &mut sz);
                 if !v.is_null() {
                     let bytes = std::slice::from_raw_parts(v.cast::<u8>(), sz as usize).to_vec();
-                    zeros.push((libbpf_sys::bpf_map__fd(m), bytes));
+                    let fd = libbpf_sys::bpf_map__fd(m);
+                    let at = inxpect_rewriter::runtime::RODATA_KFUNCS_OFFSET;
+                    if let Some(w) = bytes.get(at..at + 4) {
+                        flag = Some((fd, u32::from_ne_bytes(w.try_into().expect("4 bytes"))));
+                    }
+                    zeros.push((fd, bytes));
                 }
             }
             m = libbpf_sys::bpf_object__next_map(obj, m);
@@ -196,7 +252,7 @@ pub fn direct(open: &mut OpenObject) -> std::io::Result<Access> {
                         .is_some_and(|k| k == [0; 4])
             })
         };
-        let mut total = 0;
+        let (mut total, mut flags) = (0, 0);
         let mut p = libbpf_sys::bpf_object__next_program(obj, std::ptr::null_mut());
         while !p.is_null() {
             let cnt = libbpf_sys::bpf_program__insn_cnt(p) as usize;
@@ -204,8 +260,16 @@ pub fn direct(open: &mut OpenObject) -> std::io::Result<Access> {
             if !raw.is_null() && cnt > 0 {
                 let bytes = std::slice::from_raw_parts(raw.cast::<u8>(), cnt * INSN_SIZE);
                 let mut insns = decode_all(bytes);
-                let n = rewrite(&mut insns, pcpu_fd, &zero);
-                if n > 0 {
+                let n = if direct {
+                    rewrite(&mut insns, pcpu_fd, &zero)
+                } else {
+                    0
+                };
+                let f = flag.map_or(0, |(fd, v)| {
+                    let at = inxpect_rewriter::runtime::RODATA_KFUNCS_OFFSET as i32;
+                    fold_flag(&mut insns, fd, at, v)
+                });
+                if n + f > 0 {
                     let mut out = encode_all(&insns);
                     let err =
                         libbpf_sys::bpf_program__set_insns(p, out.as_mut_ptr().cast(), cnt as _);
@@ -213,16 +277,18 @@ pub fn direct(open: &mut OpenObject) -> std::io::Result<Access> {
                         return Err(std::io::Error::from_raw_os_error(-err));
                     }
                     total += n;
+                    flags += f;
                 }
             }
             p = libbpf_sys::bpf_object__next_program(obj, p);
         }
         // An object whose look-ups all had another shape keeps them.
-        Ok(if total > 0 {
+        let access = if total > 0 {
             Access::Direct(total)
         } else {
             Access::Lookup
-        })
+        };
+        Ok(Finished { access, flags })
     }
 }
 
@@ -316,5 +382,57 @@ mod tests {
         v.push(Insn::ldx(SIZE_DW, 1, 0, 0));
         v.extend(lookup(true));
         assert_eq!(rewrite(&mut v, PCPU, &zero_at_8), 2);
+    }
+
+    const FLAG_AT: i32 = 4;
+
+    /// `rN = &ro + a; wN = *(u32 *)(rN + b)`, then a test of it.
+    fn flag_test(dst: u8, a: i32, b: i16) -> Vec<Insn> {
+        let mut v = ld(dst, PSEUDO_MAP_VALUE, RO, a).to_vec();
+        v.push(Insn::ldx(inxpect_rewriter::insn::SIZE_W, dst, dst, b));
+        v.push(Insn::jeq_imm(dst, 0, 1, false));
+        v.push(Insn::mov64_imm(0, 1));
+        v.push(Insn::exit());
+        v
+    }
+
+    #[test]
+    fn folds_the_flag_to_its_value() {
+        for (a, b) in [(FLAG_AT, 0), (0, FLAG_AT as i16)] {
+            for value in [0, 1] {
+                let mut v = flag_test(3, a, b);
+                let len = v.len();
+                assert_eq!(fold_flag(&mut v, RO, FLAG_AT, value), 1);
+                assert_eq!(v.len(), len);
+                assert_eq!(v[0], Insn::mov32_imm(3, value as i32));
+                assert_eq!(&v[1..3], &[Insn::ja(0); 2]);
+                assert_eq!(v[3], Insn::jeq_imm(3, 0, 1, false), "the test stays");
+            }
+        }
+    }
+
+    #[test]
+    fn leaves_other_loads() {
+        // Another map, another offset, another width, the address kept
+        // (loaded into another register), a jump onto the load.
+        let mut cases: Vec<Vec<Insn>> = Vec::new();
+        let mut v = flag_test(3, FLAG_AT, 0);
+        v[0].imm = RO + 1;
+        cases.push(v);
+        cases.push(flag_test(3, FLAG_AT + 4, 0));
+        let mut v = flag_test(3, FLAG_AT, 0);
+        v[2] = Insn::ldx(SIZE_DW, 3, 3, 0);
+        cases.push(v);
+        let mut v = flag_test(3, FLAG_AT, 0);
+        v[2] = Insn::ldx(inxpect_rewriter::insn::SIZE_W, 4, 3, 0);
+        cases.push(v);
+        let mut v = vec![Insn::jeq_imm(1, 0, 2, false)];
+        v.extend(flag_test(3, FLAG_AT, 0));
+        cases.push(v);
+        for mut v in cases {
+            let before = v.clone();
+            assert_eq!(fold_flag(&mut v, RO, FLAG_AT, 1), 0, "{before:?}");
+            assert_eq!(v, before);
+        }
     }
 }

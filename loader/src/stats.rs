@@ -238,10 +238,9 @@ impl Runs {
             if v.len() < pcpu::LOAD + 8 {
                 bail!("inxpect_pcpu value of {} bytes", v.len());
             }
-            // `runs` is brought up to date at each sampled run; the runs
-            // since are the countdown's progress.
-            r.runs +=
-                u64at(v, pcpu::RUNS) + u64at(v, pcpu::LOAD).saturating_sub(u64at(v, pcpu::LEFT));
+            // Each sampled run adds itself and the countdown it loads to
+            // `runs`: what is left of the countdown has not run yet.
+            r.runs += u64at(v, pcpu::RUNS).saturating_sub(u64at(v, pcpu::LEFT));
             r.sampled += u64at(v, pcpu::SAMPLED);
             r.no_counter += u64at(v, pcpu::NO_COUNTER);
         }

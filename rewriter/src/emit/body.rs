@@ -80,6 +80,17 @@ pub struct Site {
     /// no run mark and whose END takes it unchecked: every END of theirs
     /// closes a START of the same run (`nest::always_started`).
     pub unmarked: u64,
+    /// The START right after a program entry, of this region (below 31,
+    /// in an object of at most 32): the entry leaves the run mask in R1 on
+    /// every path to it, so it tests that without a fill.
+    pub fused: Option<u32>,
+}
+
+/// Whether START of region `id` can follow the entry fused (see
+/// [`Site::fused`]): one half of the mask, and a bit whose `jset`
+/// immediate is not sign-extended into the upper half R1 holds.
+pub fn fusable(id: u32, nregions: u32) -> bool {
+    id < 31 && nregions <= 32
 }
 
 /// Region `id` has a bit in the run mask (else its sites check the config
@@ -173,6 +184,10 @@ pub fn body(k: Kind, b: &Backend, site: &Site) -> Seq {
             let words = site.words.filter(|_| in_mask(id));
             match words {
                 Some(_) if site.checked => {}
+                // R1 the run mask's half, from the entry just before.
+                Some(_) if k == Kind::Start(id) && site.fused == Some(id) => {
+                    s.jump_to(Cond::SetImm(1, 1 << id), done);
+                }
                 Some(w) => test_mask(&mut s, 1, w, &[id], done),
                 // Not in a program (no words): sampled while left == load.
                 // A START tests its region's enabled bit first, off the
@@ -414,8 +429,11 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
         kfunc_guard(s, b, 2, nothing);
         store_mask(s, b, w, 2);
         s.push(Insn::mov64_imm(1, site.nregions as i32))
-            .call_symbol(b.tail_enter)
-            .jump_to(Cond::Always, done);
+            .call_symbol(b.tail_enter);
+        if site.fused.is_some() {
+            s.push(Insn::ldx(SIZE_W, 1, 10, w.mask));
+        }
+        s.jump_to(Cond::Always, done);
     }
     s.bind(fresh);
     // The sampling countdown. A sampled run falls through: the verifier
@@ -443,18 +461,18 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
     if site.copy.is_some() {
         s.push(word);
     }
-    // A sampled run: `runs += load + 1` (the runs since the last sample,
-    // this one included), reload the countdown from the config's mask,
-    // `++sampled` (the run's id).
-    s.push(Insn::ldx(SIZE_DW, 1, 0, pcpu::LOAD as i16))
-        .push(Insn::ldx(SIZE_DW, 2, 0, pcpu::RUNS as i16))
-        .push(Insn::alu64_reg(OP_ADD, 1, 2))
-        .push(Insn::alu64_imm(OP_ADD, 1, 1))
-        .push(Insn::stx_dw(0, pcpu::RUNS as i16, 1))
-        .load_symbol(2, b.config)
+    // A sampled run: reload the countdown from the config's mask, `runs +=
+    // mask + 1` (this run and the window the countdown now holds, paid
+    // ahead: a reader subtracts what is left of it), `++sampled` (the
+    // run's id).
+    s.load_symbol(2, b.config)
         .push(Insn::ldx(SIZE_DW, 1, 2, config::SAMPLE_MASK as i16))
         .push(Insn::stx_dw(0, pcpu::LOAD as i16, 1))
         .push(Insn::stx_dw(0, pcpu::LEFT as i16, 1))
+        .push(Insn::ldx(SIZE_DW, 3, 0, pcpu::RUNS as i16))
+        .push(Insn::alu64_reg(OP_ADD, 1, 3))
+        .push(Insn::alu64_imm(OP_ADD, 1, 1))
+        .push(Insn::stx_dw(0, pcpu::RUNS as i16, 1))
         .bump(0, pcpu::SAMPLED as i16, 1);
     // Without the module (`inxpect_kfuncs` 0, which the verifier knows)
     // the run counts `no_counter` and its mask stays all ones, known to the
@@ -466,8 +484,10 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
             .push(Insn::ldx(SIZE_W, 3, 3, 0))
             .jump_to(Cond::EqImm(3, 0), absent);
     }
-    s.push(Insn::ldx(SIZE_DW, 2, 2, config::ENABLED as i16));
-    store_inverted(s, w, 2);
+    // The mask computed in R1: a fused START tests it there (R1 is the
+    // all-ones half on the other paths to `done`).
+    s.push(Insn::ldx(SIZE_DW, 1, 2, config::ENABLED as i16));
+    store_inverted(s, w, 1);
     s.jump_to(Cond::Always, done);
     // No run falls in here (the jump above).
     s.bind(miss);

@@ -25,6 +25,39 @@ use std::collections::BTreeMap;
 enum SaveTo {
     Reg(u8),
     Stack(i16),
+    /// Nowhere: the instruction before the site set it to a constant, and
+    /// the restore sets it again (a return value before an exit, mostly).
+    Again(Insn),
+}
+
+/// The `mov` of a constant into `r` that runs right before code at
+/// function-relative `i` and `place`, on every path to it: the instruction
+/// before, on its fall-through (`After` code runs on that path alone; a
+/// `Before` site must not be a jump target).
+/// `targets`: [`jump_targets`] of the function.
+fn set_before(g: &cfg::Graph, targets: &[bool], i: usize, place: Place, r: u8) -> Option<Insn> {
+    let p = i.checked_sub(1)?;
+    let x = *g.insns.get(p)?;
+    let mov = g.is_insn[p] && (x == Insn::mov64_imm(r, x.imm) || x == Insn::mov32_imm(r, x.imm));
+    match place {
+        Place::After => mov.then_some(x),
+        Place::Before => (mov && !targets[i]).then_some(x),
+        Place::Entry => None,
+    }
+}
+
+/// Per instruction of a function: whether some instruction other than the
+/// one before it leads there (a jump's target).
+fn jump_targets(g: &cfg::Graph) -> Vec<bool> {
+    let mut t = vec![false; g.insns.len() + 1];
+    for (j, ss) in g.succs.iter().enumerate() {
+        if g.is_insn[j] {
+            for k in ss.iter().filter(|&k| k != j + 1) {
+                t[k] = true;
+            }
+        }
+    }
+    t
 }
 
 /// The stack slots (below R10) of a program's run words, below everything
@@ -132,6 +165,8 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: Option<usize>) -> Result<
     let mut copied: Vec<usize> = Vec::new();
     let zeroed = zero_uninitialised(plan, &groups, &analyses, &mut out);
     let mut inline_copies = std::collections::BTreeSet::new();
+    // Each function's jump targets, found once.
+    let mut targets: BTreeMap<usize, Vec<bool>> = BTreeMap::new();
     // Each code section's input instructions, decoded once.
     let mut decoded: BTreeMap<usize, Vec<Insn>> = BTreeMap::new();
     for (&(sec, slot, place), (fi, kinds)) in &groups {
@@ -161,7 +196,10 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: Option<usize>) -> Result<
             if keep & (1 << r) == 0 {
                 continue;
             }
-            if let Some(c) = (!free.is_empty()).then(|| free.remove(0)) {
+            let targets = targets.entry(fi).or_insert_with(|| jump_targets(&a.g));
+            if let Some(x) = set_before(&a.g, targets, i, place, r) {
+                saves.push((r, SaveTo::Again(x)));
+            } else if let Some(c) = (!free.is_empty()).then(|| free.remove(0)) {
                 saves.push((r, SaveTo::Reg(c)));
             } else {
                 depth = (depth + 7) / 8 * 8 + 8;
@@ -188,14 +226,16 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: Option<usize>) -> Result<
             .map(|(r, from)| match from {
                 SaveTo::Reg(c) => Insn::mov64_reg(*r, *c),
                 SaveTo::Stack(off) => Insn::ldx_dw(*r, 10, *off),
+                SaveTo::Again(x) => *x,
             })
             .collect();
         let mut s = Seq::new();
         for (r, to) in &saves {
-            s.push(match to {
-                SaveTo::Reg(c) => Insn::mov64_reg(*c, *r),
-                SaveTo::Stack(off) => Insn::stx_dw(10, *off, *r),
-            });
+            match to {
+                SaveTo::Reg(c) => s.push(Insn::mov64_reg(*c, *r)),
+                SaveTo::Stack(off) => s.push(Insn::stx_dw(10, *off, *r)),
+                SaveTo::Again(_) => &mut s,
+            };
         }
         // A site whose regions this run does not measure (unsampled run,
         // regions disabled) skips everything, saves included, after a load
@@ -256,6 +296,14 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: Option<usize>) -> Result<
             nregions,
             tail_calls,
             unmarked,
+            fused: match kinds.as_slice() {
+                [(Kind::RunBegin, _), (Kind::Start(id), _), ..]
+                    if words.is_some() && body::fusable(*id, nregions) =>
+                {
+                    Some(*id)
+                }
+                _ => None,
+            },
         };
         for &(k, _) in kinds {
             s.append(body::body(k, b, &site));

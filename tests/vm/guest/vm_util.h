@@ -146,21 +146,74 @@ static bool pcpu_is_target(const struct bpf_insn *x, int n, int at)
 	return false;
 }
 
+/*
+ * The runtime's `inxpect_kfuncs` flag folded into its tests, as the loader
+ * does on every kernel (inxpect_loader::pcpu::fold_flag): `rN = &ro + a;
+ * wN = *(u32 *)(rN + b)` with a + b the flag's offset in `.rodata.inxpect`
+ * becomes `wN = flag` and two nops. The flag's value: what the guest set
+ * before loading (`kfuncs_flag`).
+ */
+static int flag_value = -1;
+static int flag_folded;
+
+/* libbpf names the map by its section alone (the name fills the kernel's
+ * 15 characters); read-only for programs, frozen at creation. */
+static bool flag_is_rodata(int fd)
+{
+	struct bpf_map_info i;
+
+	return pcpu_map_info(fd, &i) && i.type == BPF_MAP_TYPE_ARRAY &&
+	       (i.map_flags & BPF_F_RDONLY_PROG) && !strcmp(i.name, ".rodata.inxpect");
+}
+
+static int flag_fold(struct bpf_insn *x, size_t n)
+{
+	int hits = 0;
+
+	if (flag_value < 0)
+		return 0;
+	for (size_t i = 0; i + 3 <= n; i++) {
+		struct bpf_insn *a = &x[i], *l = &x[i + 2];
+		bool mid = false;
+
+		if (a->code != (BPF_LD | BPF_DW | BPF_IMM) || a->src_reg != BPF_PSEUDO_MAP_VALUE ||
+		    l->code != (BPF_LDX | BPF_MEM | BPF_W) || l->dst_reg != a->dst_reg ||
+		    l->src_reg != a->dst_reg || (long)a[1].imm + l->off != 4 ||
+		    !flag_is_rodata(a->imm))
+			continue;
+		for (size_t t = i + 1; t < i + 3; t++)
+			mid = mid || pcpu_is_target(x, n, t);
+		if (mid)
+			continue;
+		int dst = a->dst_reg;
+
+		memset(&x[i], 0, 3 * sizeof(*x));
+		x[i].code = BPF_ALU | BPF_MOV | BPF_K;
+		x[i].dst_reg = dst;
+		x[i].imm = flag_value;
+		x[i + 1].code = BPF_JMP | BPF_JA;
+		x[i + 2].code = BPF_JMP | BPF_JA;
+		hits++;
+		i += 2;
+	}
+	return hits;
+}
+
 static int pcpu_prepare(struct bpf_program *prog, struct bpf_prog_load_opts *opts, long cookie)
 {
 	size_t n = bpf_program__insn_cnt(prog);
 	struct bpf_insn *x;
-	int hits = 0, pfd;
+	int hits = 0, folded, pfd;
+	bool direct = !pcpu_lookup && pcpu_direct_supported();
 
 	(void)opts;
 	(void)cookie;
-	if (pcpu_lookup || !pcpu_direct_supported())
-		return 0;
 	x = malloc(n * sizeof(*x));
 	if (!x)
 		return -ENOMEM;
 	memcpy(x, bpf_program__insns(prog), n * sizeof(*x));
-	for (size_t i = 0; i + 5 <= n; i++) {
+	folded = flag_fold(x, n);
+	for (size_t i = 0; direct && i + 5 <= n; i++) {
 		struct bpf_insn *a = &x[i], *b = &x[i + 2];
 		bool map_a, map_b, key_a, key_b, mid = false;
 
@@ -187,7 +240,7 @@ static int pcpu_prepare(struct bpf_program *prog, struct bpf_prog_load_opts *opt
 		hits++;
 		i += 4;
 	}
-	if (hits) {
+	if (hits || folded) {
 		int err = bpf_program__set_insns(prog, x, n);
 
 		if (err) {
@@ -197,6 +250,7 @@ static int pcpu_prepare(struct bpf_program *prog, struct bpf_prog_load_opts *opt
 	}
 	free(x);
 	pcpu_rewritten += hits;
+	flag_folded += folded;
 	return 0;
 }
 
@@ -228,6 +282,7 @@ static struct bpf_object *open_load_flag(const char *path, bool kfuncs, int *err
 	struct bpf_map *m;
 
 	pcpu_register();
+	flag_value = -1;
 	obj = bpf_object__open_file(path, NULL);
 	*err = libbpf_get_error(obj);
 	if (*err)
@@ -242,22 +297,26 @@ static struct bpf_object *open_load_flag(const char *path, bool kfuncs, int *err
 		size_t nl = strlen(n), sl = strlen(".rodata.inxpect"), sz = 0;
 		__u32 *flag;
 
-		if (!kfuncs || nl < sl || strcmp(n + nl - sl, ".rodata.inxpect"))
+		if (nl < sl || strcmp(n + nl - sl, ".rodata.inxpect"))
 			continue;
 		/* inxpect_kfuncs is the second u32 (RODATA_KFUNCS_OFFSET). */
 		flag = bpf_map__initial_value(m, &sz);
-		if (flag && sz >= 2 * sizeof(*flag))
-			flag[1] = 1;
+		if (flag && sz >= 2 * sizeof(*flag)) {
+			if (kfuncs)
+				flag[1] = 1;
+			flag_value = flag[1];
+		}
 	}
 	pcpu_rewritten = 0;
+	flag_folded = 0;
 	*err = bpf_object__load(obj);
 	if (*err) {
 		bpf_object__close(obj);
 		return NULL;
 	}
-	printf("INXPECT-VM-INFO pcpu obj=%s has_pcpu=%d direct=%d supported=%d\n", path,
-	       bpf_object__find_map_by_name(obj, "inxpect_pcpu") != NULL, pcpu_rewritten,
-	       !pcpu_lookup && pcpu_direct_supported());
+	printf("INXPECT-VM-INFO pcpu obj=%s has_pcpu=%d direct=%d supported=%d folded=%d\n",
+	       path, bpf_object__find_map_by_name(obj, "inxpect_pcpu") != NULL, pcpu_rewritten,
+	       !pcpu_lookup && pcpu_direct_supported(), flag_folded);
 	return obj;
 }
 
