@@ -352,6 +352,30 @@ pub fn always_started(
     graphs: &BTreeMap<usize, &cfg::Graph>,
     tail_callers: &BTreeSet<usize>,
 ) -> BTreeSet<u32> {
+    started_in(funcs, points, graphs, tail_callers, |f| f.is_prog)
+}
+
+/// The same of subprograms: regions whose sites are all in one subprogram
+/// that makes no tail call, no END reached there without passing a START.
+/// Such an END may skip a region disabled when it runs: a START it skipped
+/// to close was either of this call (a later END of the region passes a
+/// START first, which holds again) or of none.
+pub fn always_started_in_subprograms(
+    funcs: &[Func],
+    points: &[Point],
+    graphs: &BTreeMap<usize, &cfg::Graph>,
+    tail_callers: &BTreeSet<usize>,
+) -> BTreeSet<u32> {
+    started_in(funcs, points, graphs, tail_callers, |f| !f.is_prog)
+}
+
+fn started_in(
+    funcs: &[Func],
+    points: &[Point],
+    graphs: &BTreeMap<usize, &cfg::Graph>,
+    tail_callers: &BTreeSet<usize>,
+    which: impl Fn(&Func) -> bool,
+) -> BTreeSet<u32> {
     let sites = sites_of(points);
     let mut walkers: HashMap<usize, Walker> = HashMap::new();
     let mut out = BTreeSet::new();
@@ -359,7 +383,7 @@ pub fn always_started(
         let Some(fi) = s.first().map(|p| p.func) else {
             continue;
         };
-        if !funcs[fi].is_prog
+        if !which(&funcs[fi])
             || tail_callers.contains(&fi)
             || e.is_empty()
             || s.iter().chain(e.iter()).any(|p| p.func != fi)

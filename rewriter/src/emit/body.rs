@@ -80,6 +80,12 @@ pub struct Site {
     /// no run mark and whose END takes it unchecked: every END of theirs
     /// closes a START of the same run (`nest::always_started`).
     pub unmarked: u64,
+    /// Subprogram regions (bit per id, below 64) whose END tests the
+    /// region's enabled bit first, as START does: every END of theirs
+    /// closes a START of the same call (`nest::always_started_in_subprograms`),
+    /// so a region disabled between the two leaves nothing an END could
+    /// later close wrongly.
+    pub closed: u64,
     /// The START right after a program entry, of this region (below 31,
     /// in an object of at most 32): the entry leaves the run mask in R1 on
     /// every path to it, so it tests that without a fill.
@@ -193,8 +199,11 @@ pub fn body(k: Kind, b: &Backend, site: &Site) -> Seq {
                 // A START tests its region's enabled bit first, off the
                 // config (no look-up): a disabled region's START costs that
                 // test alone, and its END finds no START of the run held.
+                // Where every END closes a START of its call, END tests
+                // the bit first too (else it looks up, checks and reads).
                 None => {
-                    if matches!(k, Kind::Start(_)) {
+                    let closed = id < 64 && site.closed & 1 << id != 0;
+                    if matches!(k, Kind::Start(_)) || closed {
                         test_enabled(&mut s, b.config, id, done);
                     }
                     pcpu_ptr(&mut s, b, site.words, done);

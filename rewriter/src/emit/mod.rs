@@ -143,6 +143,19 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: Option<usize>) -> Result<
         }
         _ => 0,
     };
+    // Subprogram regions whose ENDs may test the enabled bit first.
+    let closed = {
+        let graphs = analyses.iter().map(|(&fi, a)| (fi, &a.g)).collect();
+        crate::nest::always_started_in_subprograms(
+            &plan.funcs,
+            &plan.points,
+            &graphs,
+            &tail_callers,
+        )
+        .into_iter()
+        .filter(|&id| id < 64)
+        .fold(0u64, |m, id| m | 1 << id)
+    };
     let mut frames: Vec<stack::Frame> = Vec::with_capacity(plan.funcs.len());
     for (fi, f) in plan.funcs.iter().enumerate() {
         let d = match analyses.get(&fi) {
@@ -296,6 +309,7 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: Option<usize>) -> Result<
             nregions,
             tail_calls,
             unmarked,
+            closed,
             fused: match kinds.as_slice() {
                 [(Kind::RunBegin, _), (Kind::Start(id), _), ..]
                     if words.is_some() && body::fusable(*id, nregions) =>
