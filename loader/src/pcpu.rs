@@ -128,10 +128,54 @@ pub fn rewrite(insns: &mut [Insn], pcpu_fd: i32, zero: &dyn Fn(i32, i32) -> bool
         for x in &mut insns[i + 2..i + 5] {
             *x = Insn::ja(0);
         }
+        unhoist(insns, i, &targets);
         n += 1;
         i += 5;
     }
     n
+}
+
+/// A program entry whose context save brackets the look-up at `i` (the
+/// rewriter's `Site::hoist`): `rX = r1` before it, `r1 = rX` after its
+/// miss test, the countdown in R2, and `rX = rX` where the sampled path
+/// starts (the countdown's branch target, or what follows its `!= 0`
+/// test). With the look-up direct, R1 survives it: the bracket becomes two
+/// nops and the placeholder the save, so a sampled-out run restores
+/// nothing. Anything else is left as it is.
+fn unhoist(insns: &mut [Insn], i: usize, targets: &std::collections::HashSet<usize>) {
+    use inxpect_rewriter::insn::SIZE_DW;
+    let Some(save) = i.checked_sub(1).map(|k| insns[k]) else {
+        return;
+    };
+    let x = save.dst;
+    let left = inxpect_rewriter::runtime::pcpu::LEFT as i16;
+    let at = |k: usize| insns.get(k).copied();
+    let shape = save == Insn::mov64_reg(x, 1)
+        && (6..=9).contains(&x)
+        && at(i + 5).is_some_and(|t| t == Insn::jeq_imm(0, 0, t.off, false))
+        && at(i + 6) == Some(Insn::mov64_reg(1, x))
+        && at(i + 7) == Some(Insn::ldx(SIZE_DW, 2, 0, left));
+    if !shape || [i, i + 6, i + 7].iter().any(|t| targets.contains(t)) {
+        return;
+    }
+    let Some(&test) = insns.get(i + 8) else {
+        return;
+    };
+    // `if r2 == 0 goto sampled` (the copy inline after it), or `if r2 != 0
+    // goto unsampled` (the sampled path falls through).
+    let sampled = if test == Insn::jeq_imm(2, 0, test.off, false) {
+        (i as i64 + 9 + i64::from(test.off)) as usize
+    } else if test == Insn::jeq_imm(2, 0, test.off, true) {
+        i + 9
+    } else {
+        return;
+    };
+    if insns.get(sampled) != Some(&Insn::mov64_reg(x, x)) {
+        return;
+    }
+    insns[i - 1] = Insn::ja(0);
+    insns[i + 6] = Insn::ja(0);
+    insns[sampled] = Insn::mov64_reg(x, 1);
 }
 
 /// Every slot a jump or a call of `insns` lands on.
@@ -433,6 +477,76 @@ mod tests {
             let before = v.clone();
             assert_eq!(fold_flag(&mut v, RO, FLAG_AT, 1), 0, "{before:?}");
             assert_eq!(v, before);
+        }
+    }
+
+    /// A program entry with the context save around its look-up: `r6 =
+    /// r1`, the look-up, its miss test, `r1 = r6`, the countdown in R2 (the
+    /// copy inline, then the sampled path at `rX = rX`), or with `ne` its
+    /// `!= 0` test and the sampled path right after.
+    fn hoisted(ne: bool) -> Vec<Insn> {
+        use inxpect_rewriter::runtime::pcpu::LEFT;
+        let mut v = vec![Insn::mov64_reg(6, 1)];
+        v.extend(lookup(false).into_iter().take(5));
+        // The miss: to an exit of the program's, here the last.
+        v.push(Insn::jeq_imm(0, 0, if ne { 5 } else { 8 }, false));
+        v.push(Insn::mov64_reg(1, 6));
+        v.push(Insn::ldx(SIZE_DW, 2, 0, LEFT as i16));
+        if ne {
+            v.push(Insn::jeq_imm(2, 0, 3, true));
+        } else {
+            v.push(Insn::jeq_imm(2, 0, 3, false));
+            v.push(Insn::alu64_imm(inxpect_rewriter::insn::OP_ADD, 2, -1));
+            v.push(Insn::stx_dw(0, LEFT as i16, 2));
+            v.push(Insn::exit());
+        }
+        v.push(Insn::mov64_reg(6, 6));
+        v.push(Insn::mov64_imm(0, 2));
+        v.push(Insn::exit());
+        v
+    }
+
+    #[test]
+    fn a_direct_lookup_moves_the_context_save_to_the_sampled_path() {
+        for ne in [false, true] {
+            let mut v = hoisted(ne);
+            let at = if ne { 10 } else { 13 };
+            assert_eq!(v[at], Insn::mov64_reg(6, 6));
+            assert_eq!(rewrite(&mut v, PCPU, &zero_at_8), 1);
+            assert_eq!(v[0], Insn::ja(0), "the save before the look-up");
+            assert_eq!(v[7], Insn::ja(0), "the restore after it");
+            assert_eq!(
+                v[at],
+                Insn::mov64_reg(6, 1),
+                "the save where sampled runs start"
+            );
+        }
+    }
+
+    #[test]
+    fn a_lookup_without_the_whole_bracket_keeps_its_saves() {
+        // No placeholder, another register in the restore, a jump onto the
+        // restore: only the look-up itself becomes direct.
+        let mut cases = Vec::new();
+        let mut v = hoisted(false);
+        v[13] = Insn::mov64_imm(6, 0);
+        cases.push(v);
+        let mut v = hoisted(false);
+        v[7] = Insn::mov64_reg(1, 7);
+        cases.push(v);
+        let mut v = vec![Insn::jeq_imm(1, 0, 7, false)];
+        v.extend(hoisted(true));
+        cases.push(v);
+        for mut v in cases {
+            let before = v.clone();
+            assert_eq!(rewrite(&mut v, PCPU, &zero_at_8), 1);
+            let changed: Vec<usize> = (0..v.len()).filter(|&k| v[k] != before[k]).collect();
+            assert!(
+                changed.iter().all(|&k| before[k].is_ld_imm64()
+                    || before[k].code == 0
+                    || before[k] == Insn::helper_call(1)),
+                "{changed:?}: {v:?}"
+            );
         }
     }
 }

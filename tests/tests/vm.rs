@@ -378,11 +378,12 @@ const DIRECT_PCPU_KERNELS: [&str; 1] = ["7"];
 /// kept them right).
 fn check_pcpu(series: &str, out: &VmOutput) {
     let direct = DIRECT_PCPU_KERNELS.contains(&series);
-    let (mut rewritten, mut folded) = (0, 0);
+    let (mut rewritten, mut folded, mut unhoisted) = (0, 0, 0);
     for l in out.info.iter().filter_map(|l| l.strip_prefix("pcpu ")) {
         let f: std::collections::HashMap<&str, &str> = fields(l).collect();
         let n: u32 = f["direct"].parse().expect("direct=N");
         folded += f["folded"].parse::<u32>().expect("folded=N");
+        unhoisted += f["unhoisted"].parse::<u32>().expect("unhoisted=N");
         let (has, supported) = (f["has_pcpu"] == "1", f["supported"] == "1");
         if !direct {
             assert!(
@@ -396,6 +397,14 @@ fn check_pcpu(series: &str, out: &VmOutput) {
     }
     if direct && RUNTIME_KERNELS.contains(&series) {
         assert!(rewritten > 0, "Linux {series}: no look-up was made direct");
+        // The copies' entries (cms's saves its context): the save moved to
+        // the sampled path, and the copy objects still run as the original.
+        assert!(unhoisted > 0, "Linux {series}: no entry's save was moved");
+    } else {
+        assert_eq!(
+            unhoisted, 0,
+            "Linux {series}: a save moved with the look-up kept"
+        );
     }
     if RUNTIME_KERNELS.contains(&series) {
         assert!(

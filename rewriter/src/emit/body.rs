@@ -76,6 +76,14 @@ pub struct Site {
     /// At a program entry: an exit of the program's own (its old slot),
     /// where the look-up's miss goes.
     pub miss: Option<usize>,
+    /// At the entry of a program with a copy, where the site saves only R1
+    /// (the context), into this register: R1 is taken back right after the
+    /// look-up, the countdown runs in R2, and a sampled-out run enters the
+    /// copy with nothing to restore. The sampled path starts with `rX =
+    /// rX` (no code on x86), which a loader that makes the look-up direct
+    /// (`ld_imm64`, R1 untouched) turns into the save, dropping the two
+    /// around the look-up: the copy's runs then pay the countdown alone.
+    pub hoist: Option<u8>,
     /// Regions (bit per id) whose program-level START holds its value with
     /// no run mark and whose END takes it unchecked: every END of theirs
     /// closes a START of the same run (`nest::always_started`).
@@ -410,6 +418,11 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
     // access has none).
     let miss = s.label();
     s.jump_to(Cond::EqImm(0, 0), miss);
+    if let Some(x) = site.hoist {
+        s.push(Insn::mov64_reg(1, x));
+    }
+    // The countdown's register: R1 where the site restores it later.
+    let c = if site.hoist.is_some() { 2 } else { 1 };
     // The pointer word, for the sites of a run that measures. A program
     // with a copy stores it only on the paths that stay in the
     // instrumented code (the copy's sampled-out runs have no site).
@@ -451,21 +464,26 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
     // the copy inline, the unsampled run falls through into it instead
     // (it never reaches `done`, so the order does not matter there).
     let unsampled = s.label();
-    s.push(Insn::ldx(SIZE_DW, 1, 0, pcpu::LEFT as i16));
+    s.push(Insn::ldx(SIZE_DW, c, 0, pcpu::LEFT as i16));
     if let Some((back, CopyAt::Inline(code))) = &site.copy {
         let sampled = s.label();
-        s.jump_to(Cond::EqImm(1, 0), sampled)
-            .push(Insn::alu64_imm(OP_ADD, 1, -1))
-            .push(Insn::stx_dw(0, pcpu::LEFT as i16, 1));
-        for x in back {
-            s.push(*x);
+        s.jump_to(Cond::EqImm(c, 0), sampled)
+            .push(Insn::alu64_imm(OP_ADD, c, -1))
+            .push(Insn::stx_dw(0, pcpu::LEFT as i16, c));
+        if site.hoist.is_none() {
+            for x in back {
+                s.push(*x);
+            }
         }
         // The copy's last instruction is an exit or a jump: nothing falls
         // out of it.
         s.extend_new(code);
         s.bind(sampled);
     } else {
-        s.jump_to(Cond::NeImm(1, 0), unsampled);
+        s.jump_to(Cond::NeImm(c, 0), unsampled);
+    }
+    if let Some(x) = site.hoist {
+        s.push(Insn::mov64_reg(x, x));
     }
     if site.copy.is_some() {
         s.push(word);
@@ -517,11 +535,13 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
         Some((_, CopyAt::Inline(_))) => {}
         copy => {
             s.bind(unsampled);
-            s.push(Insn::alu64_imm(OP_ADD, 1, -1))
-                .push(Insn::stx_dw(0, pcpu::LEFT as i16, 1));
+            s.push(Insn::alu64_imm(OP_ADD, c, -1))
+                .push(Insn::stx_dw(0, pcpu::LEFT as i16, c));
             if let Some((back, CopyAt::Slot(start))) = copy {
-                for x in back {
-                    s.push(*x);
+                if site.hoist.is_none() {
+                    for x in back {
+                        s.push(*x);
+                    }
                 }
                 s.jump_to_copy(*start);
             }

@@ -299,8 +299,15 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: Option<usize>) -> Result<
                 (f.start..f.end).rev().find(|&k| code[k].is_exit())
             })
             .flatten();
+        // The entry's save of the context into a register, taken back
+        // right after the look-up (see [`body::Site::hoist`]).
+        let hoist = match saves.as_slice() {
+            [(1, SaveTo::Reg(x))] if to_copy.is_some() && !tail_calls => Some(*x),
+            _ => None,
+        };
         let site = body::Site {
             miss,
+            hoist,
             copy: to_copy,
             words,
             checked: precheck.as_ref().is_some_and(|p| p.2.len() == 1),

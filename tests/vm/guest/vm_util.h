@@ -199,6 +199,53 @@ static int flag_fold(struct bpf_insn *x, size_t n)
 	return hits;
 }
 
+static bool insn_is(const struct bpf_insn *x, __u8 code, int dst, int src, int off, int imm)
+{
+	return x->code == code && x->dst_reg == dst && x->src_reg == src && x->off == off &&
+	       x->imm == imm;
+}
+
+/* The context save around an entry's look-up at `i`, moved to the sampled
+ * path where the look-up is direct (inxpect_loader::pcpu::unhoist, which
+ * says why): `rX = r1; look-up; if r0 == 0 ...; r1 = rX; r2 = left; if r2
+ * ==/!= 0 ...` and `rX = rX` where the sampled path starts become two nops
+ * and `rX = r1` there. */
+static int pcpu_unhoisted;
+
+static void pcpu_unhoist(struct bpf_insn *x, size_t n, size_t i)
+{
+	const __u8 mov = BPF_ALU64 | BPF_MOV | BPF_X;
+	struct bpf_insn *t;
+	size_t sampled;
+	int r;
+
+	if (i < 1 || i + 9 > n)
+		return;
+	r = x[i - 1].dst_reg;
+	if (r < 6 || r > 9 || !insn_is(&x[i - 1], mov, r, 1, 0, 0) ||
+	    !insn_is(&x[i + 5], BPF_JMP | BPF_JEQ | BPF_K, 0, 0, x[i + 5].off, 0) ||
+	    !insn_is(&x[i + 6], mov, 1, r, 0, 0) ||
+	    /* 40: inxpect_pcpu's `left` (pcpu::LEFT) */
+	    !insn_is(&x[i + 7], BPF_LDX | BPF_MEM | BPF_DW, 2, 0, 40, 0) ||
+	    pcpu_is_target(x, n, i) || pcpu_is_target(x, n, i + 6) || pcpu_is_target(x, n, i + 7))
+		return;
+	t = &x[i + 8];
+	if (insn_is(t, BPF_JMP | BPF_JEQ | BPF_K, 2, 0, t->off, 0))
+		sampled = i + 9 + t->off;
+	else if (insn_is(t, BPF_JMP | BPF_JNE | BPF_K, 2, 0, t->off, 0))
+		sampled = i + 9;
+	else
+		return;
+	if (sampled >= n || !insn_is(&x[sampled], mov, r, r, 0, 0))
+		return;
+	memset(&x[i - 1], 0, sizeof(*x));
+	x[i - 1].code = BPF_JMP | BPF_JA;
+	memset(&x[i + 6], 0, sizeof(*x));
+	x[i + 6].code = BPF_JMP | BPF_JA;
+	x[sampled].src_reg = 1;
+	pcpu_unhoisted++;
+}
+
 static int pcpu_prepare(struct bpf_program *prog, struct bpf_prog_load_opts *opts, long cookie)
 {
 	size_t n = bpf_program__insn_cnt(prog);
@@ -237,6 +284,7 @@ static int pcpu_prepare(struct bpf_program *prog, struct bpf_prog_load_opts *opt
 		x[i].imm = pfd;
 		for (int k = 2; k < 5; k++)
 			x[i + k].code = BPF_JMP | BPF_JA;
+		pcpu_unhoist(x, n, i);
 		hits++;
 		i += 4;
 	}
@@ -308,15 +356,17 @@ static struct bpf_object *open_load_flag(const char *path, bool kfuncs, int *err
 		}
 	}
 	pcpu_rewritten = 0;
+	pcpu_unhoisted = 0;
 	flag_folded = 0;
 	*err = bpf_object__load(obj);
 	if (*err) {
 		bpf_object__close(obj);
 		return NULL;
 	}
-	printf("INXPECT-VM-INFO pcpu obj=%s has_pcpu=%d direct=%d supported=%d folded=%d\n",
+	printf("INXPECT-VM-INFO pcpu obj=%s has_pcpu=%d direct=%d supported=%d folded=%d "
+	       "unhoisted=%d\n",
 	       path, bpf_object__find_map_by_name(obj, "inxpect_pcpu") != NULL, pcpu_rewritten,
-	       !pcpu_lookup && pcpu_direct_supported(), flag_folded);
+	       !pcpu_lookup && pcpu_direct_supported(), flag_folded, pcpu_unhoisted);
 	return obj;
 }
 
