@@ -576,3 +576,47 @@ fn zero_uninitialised(
     }
     zeroed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A register set by the instruction before the site is set again
+    /// rather than saved, only where that instruction runs on every path to
+    /// the site: not where a jump lands on a `Before` site.
+    #[test]
+    fn a_constant_is_set_again_only_on_the_path_that_set_it() {
+        // 0: r0 = 0 (of_succs), 1: r0 = 7, 2: the site's slot; 0 may jump to 2.
+        let mut g = cfg::Graph::of_succs(&[vec![1, 2], vec![2], vec![]]);
+        g.insns[1] = Insn::mov32_imm(0, 7);
+        let t = jump_targets(&g);
+        assert_eq!(t[..3], [false, false, true]);
+        assert_eq!(
+            set_before(&g, &t, 2, Place::Before, 0),
+            None,
+            "entered by 0's jump"
+        );
+        assert_eq!(
+            set_before(&g, &t, 2, Place::After, 0),
+            Some(Insn::mov32_imm(0, 7)),
+            "after slot 1: its fall-through alone"
+        );
+        assert_eq!(
+            set_before(&g, &t, 2, Place::After, 1),
+            None,
+            "another register"
+        );
+        let g = cfg::Graph::of_succs(&[vec![1], vec![2], vec![]]);
+        let t = jump_targets(&g);
+        assert_eq!(
+            set_before(&g, &t, 2, Place::Before, 0),
+            Some(Insn::mov64_imm(0, 0))
+        );
+        assert_eq!(
+            set_before(&g, &t, 0, Place::Before, 0),
+            None,
+            "nothing before"
+        );
+        assert_eq!(set_before(&g, &t, 1, Place::Entry, 0), None);
+    }
+}
