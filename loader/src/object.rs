@@ -230,7 +230,7 @@ pub fn load_with(
     // kernel has it; a failure here is one of the load (the maps are
     // created in it), reported the same way.
     let loaded = match inxpect_loader::pcpu::finish(&mut open) {
-        Ok(f) => open.load().map(|o| (o, f.access)),
+        Ok(access) => open.load().map(|o| (o, access)),
         Err(e) => Err(libbpf_rs::Error::from(e)),
     };
     let (obj, pcpu) = match loaded {

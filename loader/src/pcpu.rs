@@ -228,20 +228,12 @@ pub fn fold_flag(insns: &mut [Insn], ro_fd: i32, off: i32, value: u32) -> usize 
     n
 }
 
-/// What [`finish`] did to an object's programs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Finished {
-    pub access: Access,
-    /// Tests of `inxpect_kfuncs` folded to its value.
-    pub flags: usize,
-}
-
 /// Prepares `open`, folds the runtime's `inxpect_kfuncs` flag into its
 /// tests and, where [`supported`], gives its programs direct access to
 /// `inxpect_pcpu`. Call it last before `load`, after the flag is set: after
 /// it the object's maps exist and its instructions are final. An object
 /// without the runtime is only prepared.
-pub fn finish(open: &mut OpenObject) -> std::io::Result<Finished> {
+pub fn finish(open: &mut OpenObject) -> std::io::Result<Access> {
     let has_pcpu = open
         .maps()
         .any(|m| m.name() == inxpect_rewriter::runtime::MAP_PCPU);
@@ -296,7 +288,7 @@ pub fn finish(open: &mut OpenObject) -> std::io::Result<Finished> {
                         .is_some_and(|k| k == [0; 4])
             })
         };
-        let (mut total, mut flags) = (0, 0);
+        let mut total = 0;
         let mut p = libbpf_sys::bpf_object__next_program(obj, std::ptr::null_mut());
         while !p.is_null() {
             let cnt = libbpf_sys::bpf_program__insn_cnt(p) as usize;
@@ -321,18 +313,16 @@ pub fn finish(open: &mut OpenObject) -> std::io::Result<Finished> {
                         return Err(std::io::Error::from_raw_os_error(-err));
                     }
                     total += n;
-                    flags += f;
                 }
             }
             p = libbpf_sys::bpf_object__next_program(obj, p);
         }
         // An object whose look-ups all had another shape keeps them.
-        let access = if total > 0 {
+        Ok(if total > 0 {
             Access::Direct(total)
         } else {
             Access::Lookup
-        };
-        Ok(Finished { access, flags })
+        })
     }
 }
 
