@@ -176,8 +176,9 @@ pub struct Common {
     #[arg(long)]
     pub regions: Option<String>,
     /// Where END adds a measurement to the statistics, for an object
-    /// instrumented here [default: inline] (an instrumented object keeps
-    /// what inxpect-instrument --stats chose).
+    /// instrumented here [default: inline, or call where the verifier
+    /// refuses the program with it] (an instrumented object keeps what
+    /// inxpect-instrument --stats chose).
     #[arg(long, value_enum)]
     pub stats: Option<StatsArg>,
     /// For an object instrumented here: a sampled-out run of a program
@@ -266,6 +267,10 @@ pub struct Backend {
     /// ... because the session samples, not because the user asked: a
     /// load the copies make fail is tried again without them.
     pub copy_by_default: bool,
+    /// END's statistics are inline because nothing asked otherwise (the
+    /// object is instrumented here and `--stats` was not given): a
+    /// program the verifier refuses with them is loaded with a call.
+    pub stats_by_default: bool,
     pub pmc: Vec<PerfAttr>,
     pub perf: Option<PerfAttr>,
     /// Owns the PMC configuration for the run's lifetime; dropped (CLEAR,
@@ -366,6 +371,7 @@ pub fn backend(c: &Common, bytes: &[u8]) -> Result<Backend> {
         stats,
         copy: c.unsampled_copy || copy_by_default,
         copy_by_default,
+        stats_by_default: manifest.is_none() && asked.is_none(),
         pmc: Vec::new(),
         perf: None,
         _dev: None,
@@ -478,27 +484,35 @@ pub fn prepare_and_load(
         }
         Ok(prep)
     };
-    // The input again only for a second attempt without the copies.
-    let spare = b.copy_by_default.then(|| bytes.clone());
-    let first = prepare(b.code(), bytes)?;
-    match object::load_with(&first, want, b.perf.as_ref(), kind, before) {
-        Ok(l) => Ok(l),
-        Err(e) if spare.is_some() && !first.manifest.copied.is_empty() => {
-            let text = format!("{e:#}");
-            let Some(why) = object::over_budget(&text) else {
-                return Err(e);
-            };
+    // The input again only for further attempts: without the copies, then
+    // with END's statistics a call.
+    let spare = (b.copy_by_default || b.stats_by_default).then(|| bytes.clone());
+    let mut code = b.code();
+    let mut prep = prepare(code, bytes)?;
+    loop {
+        let e = match object::load_with(&prep, want, b.perf.as_ref(), kind, before) {
+            Ok(l) => return Ok(l),
+            Err(e) => e,
+        };
+        let text = format!("{e:#}");
+        let Some(why) = object::over_budget(&text) else {
+            return Err(e);
+        };
+        if b.copy_by_default && !prep.manifest.copied.is_empty() {
             object::log::note(&format!(
                 "{origin}: refused with uninstrumented copies for its sampled-out runs, which the verifier walks too ({why}); loading it without them (--no-unsampled-copy skips this attempt)"
             ));
-            let code = object::Code {
-                unsampled_copy: false,
-                ..b.code()
-            };
-            let bytes = spare.expect("kept for this attempt");
-            object::load_with(&prepare(code, bytes)?, want, b.perf.as_ref(), kind, before)
+            code.unsampled_copy = false;
+        } else if b.stats_by_default && prep.manifest.stats == Stats::Inline {
+            object::log::note(&format!(
+                "{origin}: refused with END's statistics inline, which the verifier walks on every path through each END ({why}); loading it with --stats call (the runtime's function, verified once; --stats inline skips this attempt)"
+            ));
+            code.stats = Stats::Call;
+        } else {
+            return Err(e);
         }
-        Err(e) => Err(e),
+        let bytes = spare.clone().expect("kept for the next attempt");
+        prep = prepare(code, bytes)?;
     }
 }
 

@@ -249,6 +249,9 @@ pub fn load_with(
             } else if !prep.manifest.copied.is_empty() && over_budget(&log).is_some() {
                 // The copy is walked as well as the instrumented code.
                 "\n  the verifier walks each program's uninstrumented copy too: drop --unsampled-copy (or add --stats call)"
+            } else if prep.manifest.stats == Stats::Inline && over_budget(&log).is_some() {
+                // Inline statistics: their branches walked on every path.
+                "\n  the verifier walks END's inline statistics on every path through each END: instrument with --stats call (the runtime's function, verified once), or fewer regions (--only)"
             } else {
                 ""
             };

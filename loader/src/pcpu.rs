@@ -219,13 +219,57 @@ pub fn fold_flag(insns: &mut [Insn], ro_fd: i32, off: i32, value: u32) -> usize 
             i += 1;
             continue;
         }
-        insns[i] = Insn::mov32_imm(a.dst, value as i32);
+        if value != 0 && nonnull_guard(insns, &targets, i) {
+            // The test on a pointer the instruction before went through:
+            // never taken, which the verifier knows of a map value.
+            insns[i] = Insn::ja(0);
+            insns[i + 3].dst = 0;
+        } else {
+            insns[i] = Insn::mov32_imm(a.dst, value as i32);
+        }
         insns[i + 1] = Insn::ja(0);
         insns[i + 2] = Insn::ja(0);
         n += 1;
         i += 3;
     }
     n
+}
+
+/// Whether the flag load at `i` (known nonzero) can go altogether: its
+/// `if rN == 0` test, which no jump enters, becomes `if r0 == 0`, R0 being
+/// the base of the memory access right before the load (which no jump
+/// skips, so R0 was a valid pointer there, and the load does not change
+/// it), and the next instruction sets rN without reading it. The verifier
+/// knows a map value is not NULL: it drops the test, and no instruction is
+/// left where `wN = 1` was (a program entry's sampled run: the emitter
+/// puts its test there).
+fn nonnull_guard(insns: &[Insn], targets: &std::collections::HashSet<usize>, i: usize) -> bool {
+    use inxpect_rewriter::insn::{CLS_LDX, CLS_ST, CLS_STX};
+    let r = insns[i].dst;
+    let (Some(prev), Some(&test), Some(&next)) = (
+        i.checked_sub(1).map(|p| insns[p]),
+        insns.get(i + 3),
+        insns.get(i + 4),
+    ) else {
+        return false;
+    };
+    const MODE_MEM: u8 = 0x60;
+    let base = match prev.class() {
+        CLS_LDX => prev.src,
+        CLS_ST | CLS_STX => prev.dst,
+        _ => return false,
+    };
+    let through_r0 = prev.code & 0xe0 == MODE_MEM && base == 0;
+    let sets = next.dst == r
+        && (next == Insn::mov64_imm(r, next.imm)
+            || next == Insn::mov32_imm(r, next.imm)
+            || (next.class() == CLS_LDX && next.code & 0xe0 == MODE_MEM && next.src != r));
+    r != 0
+        && through_r0
+        && test == Insn::jeq_imm(r, 0, test.off, false)
+        && sets
+        && !targets.contains(&i)
+        && !targets.contains(&(i + 3))
 }
 
 /// Prepares `open`, folds the runtime's `inxpect_kfuncs` flag into its
@@ -442,6 +486,70 @@ mod tests {
                 assert_eq!(&v[1..3], &[Insn::ja(0); 2]);
                 assert_eq!(v[3], Insn::jeq_imm(3, 0, 1, false), "the test stays");
             }
+        }
+    }
+
+    /// An entry's sampled run: `++sampled` through R0, the flag test in R1,
+    /// R1 set from the config next.
+    fn entry_test() -> Vec<Insn> {
+        let mut v = vec![Insn::stx_dw(0, 8, 1)];
+        v.extend(ld(1, PSEUDO_MAP_VALUE, RO, FLAG_AT));
+        v.push(Insn::ldx(inxpect_rewriter::insn::SIZE_W, 1, 1, 0));
+        v.push(Insn::jeq_imm(1, 0, 2, false));
+        v.push(Insn::ldx(SIZE_DW, 1, 2, 0));
+        v.push(Insn::exit());
+        v.push(Insn::mov64_imm(0, 1));
+        v.push(Insn::exit());
+        v
+    }
+
+    #[test]
+    fn a_set_flag_after_a_store_through_r0_tests_r0() {
+        let mut v = entry_test();
+        assert_eq!(fold_flag(&mut v, RO, FLAG_AT, 1), 1);
+        assert_eq!(&v[1..4], &[Insn::ja(0); 3], "nothing left of the load");
+        assert_eq!(v[4], Insn::jeq_imm(0, 0, 2, false), "the test of R0");
+        // Clear, the value stays for the verifier to take the branch.
+        let mut v = entry_test();
+        assert_eq!(fold_flag(&mut v, RO, FLAG_AT, 0), 1);
+        assert_eq!(v[1], Insn::mov32_imm(1, 0));
+        assert_eq!(v[4], Insn::jeq_imm(1, 0, 2, false));
+    }
+
+    #[test]
+    fn the_flag_stays_a_value_unless_r0_is_proven_and_rn_dead() {
+        let mut cases: Vec<Vec<Insn>> = Vec::new();
+        // The access before through another register, or none.
+        let mut v = entry_test();
+        v[0] = Insn::stx_dw(6, 8, 1);
+        cases.push(v);
+        let mut v = entry_test();
+        v[0] = Insn::mov64_imm(2, 0);
+        cases.push(v);
+        // The next instruction reads the flag's register.
+        let mut v = entry_test();
+        v[5] = Insn::ldx(SIZE_DW, 1, 1, 0);
+        cases.push(v);
+        // Another test of it.
+        let mut v = entry_test();
+        v[4] = Insn::jeq_imm(1, 0, 2, true);
+        cases.push(v);
+        // A jump onto the load or the test.
+        let mut v = vec![Insn::jeq_imm(3, 0, 1, false)];
+        v.extend(entry_test());
+        cases.push(v);
+        let mut v = vec![Insn::jeq_imm(3, 0, 4, false)];
+        v.extend(entry_test());
+        cases.push(v);
+        for mut v in cases {
+            let before = v.clone();
+            assert_eq!(fold_flag(&mut v, RO, FLAG_AT, 1), 1, "{before:?}");
+            let at = before
+                .iter()
+                .position(|x| x.is_ld_imm64())
+                .expect("the load");
+            assert_eq!(v[at], Insn::mov32_imm(1, 1), "{before:?}");
+            assert_eq!(v[at + 3], before[at + 3], "{before:?}");
         }
     }
 

@@ -601,3 +601,53 @@ fn a_copy_the_verifier_refuses_is_dropped_unless_asked_for() {
         "no way out in the refusal: {err}"
     );
 }
+
+/// A region in a loop of 2000 passes (sitesloop): with END's statistics
+/// inline the verifier's pending branches pass its limit, with END a call
+/// they do not. Instrumented here without --stats, the program loads with
+/// the call, says so, and counts every pass of every frame; with --stats
+/// inline it is refused with the way out.
+#[test]
+fn inline_statistics_the_verifier_refuses_become_a_call_unless_asked_for() {
+    let obj = root()
+        .join("testdata/foreign/sitesloop.clang-O2-g.o")
+        .display()
+        .to_string();
+    let pcap = corpus();
+    let go = |extra: &[&str]| {
+        let mut a = vec![
+            "test-run",
+            obj.as_str(),
+            "--pcap",
+            pcap.as_str(),
+            "--counter",
+            "ktime",
+            "--no-calibrate",
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        run(&a)
+    };
+    let n = corpus_frames();
+    let o = go(&[]);
+    let r = report("test-run sitesloop", &o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("refused with END's statistics inline")
+            && err.contains("too complex")
+            && err.contains("loading it with --stats call"),
+        "the switch to a call is not stated: {err}"
+    );
+    assert_eq!(r["runs"].as_u64(), Some(n), "{r}");
+    assert_eq!(region_counts(&r), vec![("pass".into(), 2000 * n)], "{r}");
+    let o = go(&["--stats", "inline"]);
+    assert!(
+        !o.status.success(),
+        "inline statistics loaded over the limit"
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("too complex") && err.contains("instrument with --stats call"),
+        "no way out in the refusal: {err}"
+    );
+}

@@ -40,6 +40,7 @@ cc clang core.clang-O2-g core -O2 -g
 cc clang tailcall.clang-O2-g tailcall -O2 -g
 cc clang legacy_maps.clang-O2-g legacy_maps -O2 -g
 cc clang bigloop.clang-O2-g bigloop -O2 -g
+cc clang sitesloop.clang-O2-g sitesloop -O2 -g
 # gcc 12 with BTF (as testdata/build.sh does); same determinism tricks.
 gcc_flags=(-Wall -Werror -gbtf -mco-re -fno-ivopts -fdebug-prefix-map="$root"=. "${incs[@]}" -I/usr/include)
 PWD=/proc/self/cwd setarch -R bpf-gcc "${gcc_flags[@]}" -O2 -c $src/nomap.bpf.c -o "$out/nomap.gcc-O2.o"

@@ -378,11 +378,17 @@ const DIRECT_PCPU_KERNELS: [&str; 1] = ["7"];
 /// kept them right).
 fn check_pcpu(series: &str, out: &VmOutput) {
     let direct = DIRECT_PCPU_KERNELS.contains(&series);
-    let (mut rewritten, mut folded, mut unhoisted) = (0, 0, 0);
+    let (mut rewritten, mut folded, mut guarded, mut unhoisted) = (0, 0, 0, 0);
     for l in out.info.iter().filter_map(|l| l.strip_prefix("pcpu ")) {
         let f: std::collections::HashMap<&str, &str> = fields(l).collect();
         let n: u32 = f["direct"].parse().expect("direct=N");
         folded += f["folded"].parse::<u32>().expect("folded=N");
+        let g: u32 = f["guarded"].parse().expect("guarded=N");
+        assert!(
+            g <= f["folded"].parse().expect("folded=N"),
+            "Linux {series}: a guarded flag test not counted folded: {l}"
+        );
+        guarded += g;
         unhoisted += f["unhoisted"].parse::<u32>().expect("unhoisted=N");
         let (has, supported) = (f["has_pcpu"] == "1", f["supported"] == "1");
         if !direct {
@@ -410,6 +416,11 @@ fn check_pcpu(series: &str, out: &VmOutput) {
         assert!(
             folded > 0,
             "Linux {series}: no test of inxpect_kfuncs was folded"
+        );
+        // The module loaded: each entry's sampled-run test went altogether.
+        assert!(
+            guarded > 0,
+            "Linux {series}: no entry's test of inxpect_kfuncs became one of R0"
         );
     }
 }

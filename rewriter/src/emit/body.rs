@@ -504,12 +504,16 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
     // Without the module (`inxpect_kfuncs` 0, which the verifier knows)
     // the run counts `no_counter` and its mask stays all ones, known to the
     // verifier, so every site of the run is dead code. The module present,
-    // the branch is never taken: the verifier removes it.
+    // the branch is never taken: the verifier removes it. The test right
+    // after a store through R0 and in R1, which the next instruction sets:
+    // where the module is present the loader turns it into a test of R0,
+    // a map value the verifier knows is not NULL, and no instruction is
+    // left of it (`pcpu::fold_flag` in the loader).
     let absent = s.label();
     if let Some(kf) = b.kfunc_flag {
-        s.load_symbol(3, kf)
-            .push(Insn::ldx(SIZE_W, 3, 3, 0))
-            .jump_to(Cond::EqImm(3, 0), absent);
+        s.load_symbol(1, kf)
+            .push(Insn::ldx(SIZE_W, 1, 1, 0))
+            .jump_to(Cond::EqImm(1, 0), absent);
     }
     // The mask computed in R1: a fused START tests it there (R1 is the
     // all-ones half on the other paths to `done`).

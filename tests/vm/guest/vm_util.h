@@ -166,6 +166,45 @@ static bool flag_is_rodata(int fd)
 	       (i.map_flags & BPF_F_RDONLY_PROG) && !strcmp(i.name, ".rodata.inxpect");
 }
 
+/* A set flag's load gone altogether (inxpect_loader::pcpu::nonnull_guard,
+ * which says why): `if rN == 0` after it becomes `if r0 == 0` where the
+ * instruction before is a memory access through R0, no jump enters the
+ * load or the test, and the next instruction sets rN without reading it. */
+static int flag_guarded;
+
+static bool flag_guard(const struct bpf_insn *x, size_t n, size_t i)
+{
+	const struct bpf_insn *p, *t, *nx;
+	int r = x[i].dst_reg, base;
+
+	if (i < 1 || i + 5 > n || r == 0)
+		return false;
+	p = &x[i - 1];
+	t = &x[i + 3];
+	nx = &x[i + 4];
+	switch (BPF_CLASS(p->code)) {
+	case BPF_LDX:
+		base = p->src_reg;
+		break;
+	case BPF_ST:
+	case BPF_STX:
+		base = p->dst_reg;
+		break;
+	default:
+		return false;
+	}
+	if (BPF_MODE(p->code) != BPF_MEM || base != 0)
+		return false;
+	if (t->code != (BPF_JMP | BPF_JEQ | BPF_K) || t->dst_reg != r || t->src_reg || t->imm)
+		return false;
+	bool sets = nx->dst_reg == r &&
+		    ((nx->code == (BPF_ALU64 | BPF_MOV | BPF_K) && !nx->src_reg && !nx->off) ||
+		     (nx->code == (BPF_ALU | BPF_MOV | BPF_K) && !nx->src_reg && !nx->off) ||
+		     (BPF_CLASS(nx->code) == BPF_LDX && BPF_MODE(nx->code) == BPF_MEM &&
+		      nx->src_reg != r));
+	return sets && !pcpu_is_target(x, n, i) && !pcpu_is_target(x, n, i + 3);
+}
+
 static int flag_fold(struct bpf_insn *x, size_t n)
 {
 	int hits = 0;
@@ -186,11 +225,18 @@ static int flag_fold(struct bpf_insn *x, size_t n)
 		if (mid)
 			continue;
 		int dst = a->dst_reg;
+		bool guard = flag_value != 0 && flag_guard(x, n, i);
 
 		memset(&x[i], 0, 3 * sizeof(*x));
-		x[i].code = BPF_ALU | BPF_MOV | BPF_K;
-		x[i].dst_reg = dst;
-		x[i].imm = flag_value;
+		if (guard) {
+			x[i].code = BPF_JMP | BPF_JA;
+			x[i + 3].dst_reg = BPF_REG_0;
+			flag_guarded++;
+		} else {
+			x[i].code = BPF_ALU | BPF_MOV | BPF_K;
+			x[i].dst_reg = dst;
+			x[i].imm = flag_value;
+		}
 		x[i + 1].code = BPF_JMP | BPF_JA;
 		x[i + 2].code = BPF_JMP | BPF_JA;
 		hits++;
@@ -358,15 +404,17 @@ static struct bpf_object *open_load_flag(const char *path, bool kfuncs, int *err
 	pcpu_rewritten = 0;
 	pcpu_unhoisted = 0;
 	flag_folded = 0;
+	flag_guarded = 0;
 	*err = bpf_object__load(obj);
 	if (*err) {
 		bpf_object__close(obj);
 		return NULL;
 	}
 	printf("INXPECT-VM-INFO pcpu obj=%s has_pcpu=%d direct=%d supported=%d folded=%d "
-	       "unhoisted=%d\n",
+	       "guarded=%d unhoisted=%d\n",
 	       path, bpf_object__find_map_by_name(obj, "inxpect_pcpu") != NULL, pcpu_rewritten,
-	       !pcpu_lookup && pcpu_direct_supported(), flag_folded, pcpu_unhoisted);
+	       !pcpu_lookup && pcpu_direct_supported(), flag_folded, flag_guarded,
+	       pcpu_unhoisted);
 	return obj;
 }
 
