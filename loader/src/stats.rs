@@ -238,9 +238,12 @@ impl Runs {
             if v.len() < pcpu::LOAD + 8 {
                 bail!("inxpect_pcpu value of {} bytes", v.len());
             }
-            // Each sampled run adds itself and the countdown it loads to
-            // `runs`: what is left of the countdown has not run yet.
-            r.runs += u64at(v, pcpu::RUNS).saturating_sub(u64at(v, pcpu::LEFT));
+            // Each sampled run adds the countdown it loads to `runs` and
+            // itself to `sampled`: what is left of the countdown has not
+            // run yet.
+            r.runs += u64at(v, pcpu::RUNS)
+                .wrapping_add(u64at(v, pcpu::SAMPLED))
+                .saturating_sub(u64at(v, pcpu::LEFT));
             r.sampled += u64at(v, pcpu::SAMPLED);
             r.no_counter += u64at(v, pcpu::NO_COUNTER);
         }

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub const ABI: u32 = 8;
+pub const ABI: u32 = 9;
 pub const MAX_REGIONS: usize = 256;
 pub const MAX_EVENTS: usize = 4;
 /// Log-linear histogram (see [`hist`]): 2^HIST_SUB_BITS buckets per power of two.
@@ -246,9 +246,9 @@ pub fn u64_at(v: &[u8], o: usize) -> u64 {
 
 /// Byte layout of the head of `struct inxpect_pcpu`.
 pub mod pcpu {
-    /// Runs up to the last sampled one and the window its countdown then
-    /// held, paid ahead (`mask + 1` at each sampled run); the runs so far:
-    /// `RUNS - LEFT`.
+    /// The windows the sampled runs' countdowns held, paid ahead (`mask`
+    /// at each sampled run, which `SAMPLED` counts); the runs so far:
+    /// `RUNS + SAMPLED - LEFT`.
     pub const RUNS: usize = 0;
     /// Sampled runs so far: the current sampled run's id too (what a held
     /// START records in `run`).

@@ -8,7 +8,7 @@
 #ifndef __INXPECT_RUNTIME_H
 #define __INXPECT_RUNTIME_H
 
-#define INXPECT_ABI 8
+#define INXPECT_ABI 9
 #define INXPECT_MAX_REGIONS 256
 #define INXPECT_MAX_EVENTS 4
 /* Log-linear histogram: deltas below 2^SUB_BITS have a bucket each; above,
@@ -72,9 +72,9 @@ struct inxpect_held {
 
 /* Map `inxpect_pcpu`: PERCPU_ARRAY with one entry. */
 struct inxpect_pcpu {
-	__u64 runs;          /* program entries on this CPU up to the last
-			      * sampled one and the `load` after it, paid
-			      * ahead; all of them so far: runs - left */
+	__u64 runs;          /* the countdowns the sampled runs on this CPU
+			      * loaded (`load` each), paid ahead; program
+			      * entries so far: runs + sampled - left */
 	__u64 sampled;       /* runs chosen by sampling; also the id of the
 			      * last sampled run (held[].run) */
 	__u64 pad0;          /* was `cur`, which always equalled `sampled` */

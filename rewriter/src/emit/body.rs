@@ -489,16 +489,15 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
         s.push(word);
     }
     // A sampled run: reload the countdown from the config's mask, `runs +=
-    // mask + 1` (this run and the window the countdown now holds, paid
-    // ahead: a reader subtracts what is left of it), `++sampled` (the
-    // run's id).
+    // mask` (the window the countdown now holds, paid ahead: a reader adds
+    // `sampled`, one per window, and subtracts what is left of it),
+    // `++sampled` (the run's id).
     s.load_symbol(2, b.config)
         .push(Insn::ldx(SIZE_DW, 1, 2, config::SAMPLE_MASK as i16))
         .push(Insn::stx_dw(0, pcpu::LOAD as i16, 1))
         .push(Insn::stx_dw(0, pcpu::LEFT as i16, 1))
         .push(Insn::ldx(SIZE_DW, 3, 0, pcpu::RUNS as i16))
         .push(Insn::alu64_reg(OP_ADD, 1, 3))
-        .push(Insn::alu64_imm(OP_ADD, 1, 1))
         .push(Insn::stx_dw(0, pcpu::RUNS as i16, 1))
         .bump(0, pcpu::SAMPLED as i16, 1);
     // Without the module (`inxpect_kfuncs` 0, which the verifier knows)
