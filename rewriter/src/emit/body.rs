@@ -94,6 +94,9 @@ pub struct Site {
     /// so a region disabled between the two leaves nothing an END could
     /// later close wrongly.
     pub closed: u64,
+    /// Some site of the object, or a runtime function it calls, tells the
+    /// sampled run by `left == load`: program entries store `load`.
+    pub load: bool,
     /// The START right after a program entry, of this region (below 31,
     /// in an object of at most 32): the entry leaves the run mask in R1 on
     /// every path to it, so it tests that without a fill.
@@ -493,9 +496,11 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
     // `sampled`, one per window, and subtracts what is left of it),
     // `++sampled` (the run's id).
     s.load_symbol(2, b.config)
-        .push(Insn::ldx(SIZE_DW, 1, 2, config::SAMPLE_MASK as i16))
-        .push(Insn::stx_dw(0, pcpu::LOAD as i16, 1))
-        .push(Insn::stx_dw(0, pcpu::LEFT as i16, 1))
+        .push(Insn::ldx(SIZE_DW, 1, 2, config::SAMPLE_MASK as i16));
+    if site.load {
+        s.push(Insn::stx_dw(0, pcpu::LOAD as i16, 1));
+    }
+    s.push(Insn::stx_dw(0, pcpu::LEFT as i16, 1))
         .push(Insn::ldx(SIZE_DW, 3, 0, pcpu::RUNS as i16))
         .push(Insn::alu64_reg(OP_ADD, 1, 3))
         .push(Insn::stx_dw(0, pcpu::RUNS as i16, 1))
@@ -623,12 +628,17 @@ fn add_stats(s: &mut Seq, base: u8, d: u8, buckets: usize, at: [usize; 4], done:
         .push(Insn::alu64_imm(OP_LSH, t[1], 3))
         .push(Insn::alu64_reg(OP_ADD, t[1], base))
         .bump(t[1], hist, t[0]);
+    // The stored minimum uncomplemented for the test (a new minimum is
+    // rare once a region has run a while: only it pays the complement of
+    // d), d unnarrowed by it (its bounds, 0..2^12, are tighter than any
+    // the compare gives).
     let min_ok = s.label();
-    s.push(Insn::mov64_reg(t[2], d))
-        .push(Insn::alu64_imm(OP_XOR, t[2], -1))
-        .push(Insn::ldx(SIZE_DW, t[0], base, min))
-        .jump_to(Cond::GeReg(t[0], t[2]), min_ok)
-        .push(Insn::stx_dw(base, min, t[2]));
+    s.push(Insn::ldx(SIZE_DW, t[0], base, min))
+        .push(Insn::alu64_imm(OP_XOR, t[0], -1))
+        .jump_to(Cond::GeReg(d, t[0]), min_ok)
+        .push(Insn::mov64_reg(t[0], d))
+        .push(Insn::alu64_imm(OP_XOR, t[0], -1))
+        .push(Insn::stx_dw(base, min, t[0]));
     s.bind(min_ok);
     s.push(Insn::ldx(SIZE_DW, t[0], base, max))
         .jump_to(Cond::LeReg(d, t[0]), done)

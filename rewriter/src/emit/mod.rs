@@ -130,6 +130,18 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: Option<usize>) -> Result<
         .collect();
     let tail_calls = !tail_callers.is_empty();
     let nregions = plan.regions.len() as u32;
+    // Who reads `load` (`left == load`, the sampled run): a site outside a
+    // program's run words (a subprogram's, a region past 63), the
+    // runtime's START and END (a backend without inline reads, or without
+    // inline statistics), a tail call's continuation. Program-level sites
+    // with both inline tell the run by its mask alone.
+    let load = tail_calls
+        || b.inline.is_none()
+        || b.record.is_none()
+        || plan.points.iter().any(|p| {
+            matches!(p.kind, Kind::Start(id) | Kind::End(id)
+                if !plan.funcs[p.func].is_prog || !body::in_mask(id))
+        });
     // Program-level START and END both inline (the run mark is then only
     // ever checked by END's inline code): the regions every END of which
     // closes a START of the same run hold theirs without a mark.
@@ -317,6 +329,7 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: Option<usize>) -> Result<
             tail_calls,
             unmarked,
             closed,
+            load,
             fused: match kinds.as_slice() {
                 [(Kind::RunBegin, _), (Kind::Start(id), _), ..]
                     if words.is_some() && body::fusable(*id, nregions) =>
