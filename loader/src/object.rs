@@ -402,7 +402,7 @@ impl Config {
         let u32at = |o: usize| u32::from_ne_bytes(b[o..o + 4].try_into().expect("4 bytes"));
         let mut enabled = [0u64; runtime::MAX_REGIONS / 64];
         for (i, e) in enabled.iter_mut().enumerate() {
-            *e = u64at(config::ENABLED + 8 * i);
+            *e = !u64at(config::DISABLED + 8 * i);
         }
         Ok(Config {
             enabled,
@@ -414,8 +414,8 @@ impl Config {
     /// Writes over `b`, keeping any bytes past the known layout.
     pub fn encode_into(&self, b: &mut [u8]) {
         for (i, e) in self.enabled.iter().enumerate() {
-            b[config::ENABLED + 8 * i..config::ENABLED + 8 * i + 8]
-                .copy_from_slice(&e.to_ne_bytes());
+            b[config::DISABLED + 8 * i..config::DISABLED + 8 * i + 8]
+                .copy_from_slice(&(!e).to_ne_bytes());
         }
         config::write_sampling(b, self.sample_shift);
     }

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub const ABI: u32 = 9;
+pub const ABI: u32 = 10;
 pub const MAX_REGIONS: usize = 256;
 pub const MAX_EVENTS: usize = 4;
 /// Log-linear histogram (see [`hist`]): 2^HIST_SUB_BITS buckets per power of two.
@@ -296,7 +296,9 @@ pub mod pcpu {
 
 /// Byte layout of `struct inxpect_config`.
 pub mod config {
-    pub const ENABLED: usize = 0;
+    /// `disabled[MAX_REGIONS / 64]`: bit i set, region i is not measured
+    /// (stored as the run mask wants it, so a sampled run copies it).
+    pub const DISABLED: usize = 0;
     pub const SAMPLE_SHIFT: usize = 8 * (super::MAX_REGIONS / 64);
     pub const ABI: usize = SAMPLE_SHIFT + 4;
     /// `2^k - 1`, what the program entry reads (the shift is for people).

@@ -8,7 +8,7 @@
 #ifndef __INXPECT_RUNTIME_H
 #define __INXPECT_RUNTIME_H
 
-#define INXPECT_ABI 9
+#define INXPECT_ABI 10
 #define INXPECT_MAX_REGIONS 256
 #define INXPECT_MAX_EVENTS 4
 /* Log-linear histogram: deltas below 2^SUB_BITS have a bucket each; above,
@@ -22,7 +22,8 @@
 /* Map `.data.inxpect` (a global variable section): changed by the loader
  * while the program runs, read by the probes with a direct load. */
 struct inxpect_config {
-	__u64 enabled[INXPECT_MAX_REGIONS / 64]; /* bit i: region i measured */
+	__u64 disabled[INXPECT_MAX_REGIONS / 64]; /* bit i: region i not measured
+						   * (a sampled run's mask as it is) */
 	__u32 sample_shift;                      /* measure 1 run in 2^k */
 	__u32 abi;                               /* INXPECT_ABI */
 	__u64 sample_mask;                       /* 2^k - 1: the countdown a sampled

@@ -54,7 +54,7 @@ const volatile __u32 inxpect_ids[INXPECT_MAX_REGIONS] SEC(".rodata.inxpect") = {
 };
 
 volatile struct inxpect_config inxpect_config SEC(".data.inxpect") = {
-	.enabled = { ~0ULL, ~0ULL, ~0ULL, ~0ULL },
+	.disabled = { 0, 0, 0, 0 },
 	.sample_shift = 0,
 	.abi = INXPECT_ABI,
 	.sample_mask = 0,
@@ -183,7 +183,7 @@ static __always_inline struct inxpect_held *start_hold(__u32 id)
 
 	if (id >= INXPECT_MAX_REGIONS)
 		return 0;
-	if (!(inxpect_config.enabled[id / 64] & (1ULL << (id % 64))))
+	if (inxpect_config.disabled[id / 64] & (1ULL << (id % 64)))
 		return 0;
 	p = pcpu();
 	if (!p || !sampled_run(p))

@@ -725,7 +725,8 @@ pub fn set_sampling(obj: &Object, shift: u32) -> Result<()> {
         .maps()
         .find(|m| m.name() == inxpect_rewriter::runtime::MAP_CONFIG)
         .context("config map")?;
-    let mut v = vec![0xffu8; inxpect_rewriter::runtime::config::SIZE];
+    // No region disabled.
+    let mut v = vec![0u8; inxpect_rewriter::runtime::config::SIZE];
     inxpect_rewriter::runtime::config::write_sampling(&mut v, shift);
     v[inxpect_rewriter::runtime::config::ABI..inxpect_rewriter::runtime::config::ABI + 4]
         .copy_from_slice(&inxpect_rewriter::runtime::ABI.to_ne_bytes());
@@ -757,16 +758,16 @@ pub fn with_config(obj: &[u8], shift: u32, enabled: bool) -> Result<Vec<u8>> {
         .get_mut(at..at + config::SIZE)
         .context("inxpect_config outside the file")?;
     config::write_sampling(v, shift);
-    let word = if enabled { u64::MAX } else { 0 };
+    let word = if enabled { 0 } else { u64::MAX };
     for w in 0..inxpect_rewriter::runtime::MAX_REGIONS / 64 {
-        let o = config::ENABLED + 8 * w;
+        let o = config::DISABLED + 8 * w;
         v[o..o + 8].copy_from_slice(&word.to_ne_bytes());
     }
     Ok(out)
 }
 
 /// Enables every region but `off` in the loaded object's config, as
-/// `inxpect set` does (the `enabled` words of `.data.inxpect`, read and
+/// `inxpect set` does (the `disabled` words of `.data.inxpect`, read and
 /// written back whole; the sampling is left as it is).
 pub fn set_disabled(obj: &Object, off: &[u32]) -> Result<()> {
     use inxpect_rewriter::runtime::{config, MAX_REGIONS};
@@ -777,17 +778,17 @@ pub fn set_disabled(obj: &Object, off: &[u32]) -> Result<()> {
     let mut v = m
         .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)?
         .context("config map has no entry 0")?;
-    let mut words = [u64::MAX; MAX_REGIONS / 64];
+    let mut words = [0u64; MAX_REGIONS / 64];
     for &id in off {
         let id = id as usize;
         ensure!(
             id < MAX_REGIONS,
             "region id {id} past the runtime's {MAX_REGIONS}"
         );
-        words[id / 64] &= !(1u64 << (id % 64));
+        words[id / 64] |= 1u64 << (id % 64);
     }
     for (i, w) in words.iter().enumerate() {
-        let at = config::ENABLED + 8 * i;
+        let at = config::DISABLED + 8 * i;
         v[at..at + 8].copy_from_slice(&w.to_ne_bytes());
     }
     m.update(&0u32.to_ne_bytes(), &v, MapFlags::ANY)?;

@@ -22,13 +22,14 @@ pub struct Words {
     /// tracks through the slot, so no site looks it up again.
     pub pcpu: i16,
     /// The regions this run does *not* measure, regions 0..31: the low half
-    /// of `!enabled[0]` in a sampled run with the counter there, else all
-    /// ones, which the verifier knows (so every site of an unsampled run,
-    /// or of any run where the module is absent, is dead code to it). A
-    /// 32-bit value in an 8-byte slot of its own: 6.1 tracks a narrow spill
-    /// only at an aligned offset. Inverted so that a site is one `jset`
-    /// that skips, whose fall-through, the measured path, the verifier
-    /// walks first.
+    /// of the config's `disabled[0]` in a sampled run with the counter
+    /// there, else all ones, which the verifier knows (so every site of an
+    /// unsampled run, or of any run where the module is absent, is dead
+    /// code to it). A 32-bit value in an 8-byte slot of its own: 6.1 tracks
+    /// a narrow spill only at an aligned offset. Set bits skip, so that a
+    /// site is one `jset` whose fall-through, the measured path, the
+    /// verifier walks first (and the config holds them so: no complement
+    /// at the entry).
     pub mask: i16,
     /// Regions 32..63 likewise, where the object has more than 32.
     pub mask_hi: Option<i16>,
@@ -320,10 +321,10 @@ fn start(s: &mut Seq, b: &Backend, p: Probe, done: Label) {
     }
 }
 
-/// `if region id is disabled goto skip` (the `enabled` bit of the config,
-/// symbol `config`), through R1.
+/// `if region id is disabled goto skip` (its `disabled` bit of the
+/// config, symbol `config`), through R1.
 fn test_enabled(s: &mut Seq, config: usize, id: u32, skip: Label) {
-    let word = config::ENABLED + 8 * (id / 64) as usize;
+    let word = config::DISABLED + 8 * (id / 64) as usize;
     s.load_symbol(1, config)
         .push(Insn::ldx(SIZE_DW, 1, 1, word as i16));
     match id % 64 {
@@ -333,7 +334,7 @@ fn test_enabled(s: &mut Seq, config: usize, id: u32, skip: Label) {
             .push(Insn::alu64_imm(OP_RSH, 1, bit as i32))
             .push(Insn::alu64_imm(OP_AND, 1, 1)),
     };
-    s.jump_to(Cond::EqImm(1, 0), skip);
+    s.jump_to(Cond::NeImm(1, 0), skip);
 }
 
 /// END reads first, then hands the value to the runtime.
@@ -383,20 +384,19 @@ fn end(s: &mut Seq, b: &Backend, p: Probe, done: Label) {
     }
 }
 
-/// The run mask of a run that measures: the config's `enabled[0]` into the
-/// mask words, through `tmp`.
+/// The run mask of a run that measures: the config's `disabled[0]` into
+/// the mask words, through `tmp`.
 fn store_mask(s: &mut Seq, b: &Backend, w: Words, tmp: u8) {
     s.load_symbol(tmp, b.config)
-        .push(Insn::ldx(SIZE_DW, tmp, tmp, config::ENABLED as i16));
-    store_inverted(s, w, tmp);
+        .push(Insn::ldx(SIZE_DW, tmp, tmp, config::DISABLED as i16));
+    store_halves(s, w, tmp);
 }
 
-/// `!reg` into the mask words, by halves. Each half is stored from a 64-bit
+/// `reg` into the mask words, by halves. Each half is stored from a 64-bit
 /// value, a narrowing spill the verifier gives no identity (6.1 keeps no
 /// spill of an unknown at all), so the sites' fills are unrelated unknowns.
-fn store_inverted(s: &mut Seq, w: Words, reg: u8) {
-    s.push(Insn::alu64_imm(OP_XOR, reg, -1))
-        .push(Insn::stx(SIZE_W, 10, w.mask, reg));
+fn store_halves(s: &mut Seq, w: Words, reg: u8) {
+    s.push(Insn::stx(SIZE_W, 10, w.mask, reg));
     if let Some(hi) = w.mask_hi {
         s.push(Insn::alu64_imm(OP_ARSH, reg, 32))
             .push(Insn::stx(SIZE_W, 10, hi, reg));
@@ -521,8 +521,8 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
     }
     // The mask computed in R1: a fused START tests it there (R1 is the
     // all-ones half on the other paths to `done`).
-    s.push(Insn::ldx(SIZE_DW, 1, 2, config::ENABLED as i16));
-    store_inverted(s, w, 1);
+    s.push(Insn::ldx(SIZE_DW, 1, 2, config::DISABLED as i16));
+    store_halves(s, w, 1);
     s.jump_to(Cond::Always, done);
     // No run falls in here (the jump above).
     s.bind(miss);
@@ -720,7 +720,7 @@ mod tests {
     use crate::insn::{CLS_ALU64, CLS_JMP, CLS_LDX};
 
     /// The enabled test skips exactly when the region's bit of its config
-    /// word is clear, bits 31 and up included (an AND's immediate is
+    /// word is set, bits 31 and up included (an AND's immediate is
     /// sign-extended), run here on chosen words.
     #[test]
     fn enabled_test_skips_on_the_regions_bit_alone() {
@@ -742,16 +742,16 @@ mod tests {
                     }
                     match (x.class(), x.code & 0xf0) {
                         (CLS_LDX, _) => {
-                            let at = config::ENABLED + 8 * (id / 64) as usize;
+                            let at = config::DISABLED + 8 * (id / 64) as usize;
                             assert_eq!(x.off as usize, at, "{id}: the word");
                             r1 = word;
                         }
                         (CLS_ALU64, OP_AND) => r1 &= x.imm as i64 as u64,
                         (CLS_ALU64, OP_RSH) => r1 >>= x.imm,
-                        // JEQ R1, imm
-                        (CLS_JMP, 0x10) => {
+                        // JNE R1, imm
+                        (CLS_JMP, 0x50) => {
                             assert_eq!(x.dst, 1);
-                            skipped = Some(r1 == x.imm as i64 as u64);
+                            skipped = Some(r1 != x.imm as i64 as u64);
                         }
                         other => panic!("{id}: unexpected {other:?}"),
                     }
@@ -759,7 +759,7 @@ mod tests {
                 }
                 assert_eq!(
                     skipped,
-                    Some(word & bit == 0),
+                    Some(word & bit != 0),
                     "region {id}, word {word:#x}"
                 );
             }
