@@ -555,26 +555,10 @@ fn unsampled_copy_reports_what_the_instrumented_program_does() {
 /// measures; one that asked for it is refused, with the way out.
 #[test]
 fn a_copy_the_verifier_refuses_is_dropped_unless_asked_for() {
-    let obj = root()
-        .join("testdata/foreign/bigloop.clang-O2-g.o")
-        .display()
-        .to_string();
-    let pcap = corpus();
     let go = |extra: &[&str]| {
-        let mut a = vec![
-            "test-run",
-            obj.as_str(),
-            "--pcap",
-            pcap.as_str(),
-            "--counter",
-            "ktime",
-            "--sample",
-            "1/4",
-            "--no-calibrate",
-            "--json",
-        ];
+        let mut a = vec!["--sample", "1/4"];
         a.extend_from_slice(extra);
-        run(&a)
+        foreign_test_run("bigloop.clang-O2-g.o", &a)
     };
     let n = corpus_frames();
     let o = go(&[]);
@@ -609,25 +593,7 @@ fn a_copy_the_verifier_refuses_is_dropped_unless_asked_for() {
 /// inline it is refused with the way out.
 #[test]
 fn inline_statistics_the_verifier_refuses_become_a_call_unless_asked_for() {
-    let obj = root()
-        .join("testdata/foreign/sitesloop.clang-O2-g.o")
-        .display()
-        .to_string();
-    let pcap = corpus();
-    let go = |extra: &[&str]| {
-        let mut a = vec![
-            "test-run",
-            obj.as_str(),
-            "--pcap",
-            pcap.as_str(),
-            "--counter",
-            "ktime",
-            "--no-calibrate",
-            "--json",
-        ];
-        a.extend_from_slice(extra);
-        run(&a)
-    };
+    let go = |extra: &[&str]| foreign_test_run("sitesloop.clang-O2-g.o", extra);
     let n = corpus_frames();
     let o = go(&[]);
     let r = report("test-run sitesloop", &o);
@@ -650,4 +616,27 @@ fn inline_statistics_the_verifier_refuses_become_a_call_unless_asked_for() {
         err.contains("too complex") && err.contains("instrument with --stats call"),
         "no way out in the refusal: {err}"
     );
+}
+
+/// `inxpect test-run` of testdata/foreign/`name` over the corpus, `ktime`,
+/// no calibration, JSON, then `extra`.
+fn foreign_test_run(name: &str, extra: &[&str]) -> std::process::Output {
+    let obj = root()
+        .join("testdata/foreign")
+        .join(name)
+        .display()
+        .to_string();
+    let pcap = corpus();
+    let mut a = vec![
+        "test-run",
+        obj.as_str(),
+        "--pcap",
+        pcap.as_str(),
+        "--counter",
+        "ktime",
+        "--no-calibrate",
+        "--json",
+    ];
+    a.extend_from_slice(extra);
+    run(&a)
 }
