@@ -260,10 +260,8 @@ fn nonnull_guard(insns: &[Insn], targets: &std::collections::HashSet<usize>, i: 
         _ => return false,
     };
     let through_r0 = prev.code & 0xe0 == MODE_MEM && base == 0;
-    let sets = next.dst == r
-        && (next == Insn::mov64_imm(r, next.imm)
-            || next == Insn::mov32_imm(r, next.imm)
-            || (next.class() == CLS_LDX && next.code & 0xe0 == MODE_MEM && next.src != r));
+    let e = next.effect();
+    let sets = e.defs & 1 << r != 0 && e.uses & 1 << r == 0;
     r != 0
         && through_r0
         && test == Insn::jeq_imm(r, 0, test.off, false)

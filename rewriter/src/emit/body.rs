@@ -646,10 +646,10 @@ fn add_stats(s: &mut Seq, base: u8, d: u8, buckets: usize, at: [usize; 4], done:
         .jump_to(Cond::Always, done);
 }
 
-/// Three scratch registers of R1..R5 other than `a` and `b`.
-fn free(a: u8, b: u8) -> [u8; 3] {
+/// Two scratch registers of R1..R5 other than `a` and `b`.
+fn free(a: u8, b: u8) -> [u8; 2] {
     let mut r = (1..=5).filter(|&x| x != a && x != b);
-    [0; 3].map(|_| r.next().expect("R1..R5 hold three others"))
+    [0; 2].map(|_| r.next().expect("R1..R5 hold two others"))
 }
 
 /// END's statistics of a region with fast statistics in `inxpect_pcpu`

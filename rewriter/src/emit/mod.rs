@@ -145,29 +145,29 @@ pub fn emit(elf: &Elf, plan: &Plan, b: &Backend, copy: Option<usize>) -> Result<
     // Program-level START and END both inline (the run mark is then only
     // ever checked by END's inline code): the regions every END of which
     // closes a START of the same run hold theirs without a mark.
-    let unmarked = match (b.inline, b.record) {
-        (Some(_), Some(_)) => {
-            let graphs = analyses.iter().map(|(&fi, a)| (fi, &a.g)).collect();
-            crate::nest::always_started(&plan.funcs, &plan.points, &graphs, &tail_callers)
-                .into_iter()
-                .filter(|&id| body::in_mask(id))
-                .fold(0u64, |m, id| m | 1 << id)
-        }
-        _ => 0,
+    let graphs = analyses.iter().map(|(&fi, a)| (fi, &a.g)).collect();
+    // A bit per region below 64.
+    let bits = |ids: std::collections::BTreeSet<u32>| {
+        ids.into_iter()
+            .filter(|&id| body::in_mask(id))
+            .fold(0u64, |m, id| m | 1 << id)
     };
-    // Subprogram regions whose ENDs may test the enabled bit first.
-    let closed = {
-        let graphs = analyses.iter().map(|(&fi, a)| (fi, &a.g)).collect();
-        crate::nest::always_started_in_subprograms(
+    let unmarked = match (b.inline, b.record) {
+        (Some(_), Some(_)) => bits(crate::nest::always_started(
             &plan.funcs,
             &plan.points,
             &graphs,
             &tail_callers,
-        )
-        .into_iter()
-        .filter(|&id| id < 64)
-        .fold(0u64, |m, id| m | 1 << id)
+        )),
+        _ => 0,
     };
+    // Subprogram regions whose ENDs may test the enabled bit first.
+    let closed = bits(crate::nest::always_started_in_subprograms(
+        &plan.funcs,
+        &plan.points,
+        &graphs,
+        &tail_callers,
+    ));
     let mut frames: Vec<stack::Frame> = Vec::with_capacity(plan.funcs.len());
     for (fi, f) in plan.funcs.iter().enumerate() {
         let d = match analyses.get(&fi) {
