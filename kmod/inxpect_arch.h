@@ -2,7 +2,7 @@
 /*
  * inxpect: the architecture-specific half of the counter reads.
  *
- * inxpect.c keeps, per CPU and slot, one int that the fast path reads: the
+ * inxpect_core.c keeps, per CPU and slot, one int that the fast path reads: the
  * "counter handle" of the slot's active event, or -1. This header says what
  * that int is and how the kfuncs turn it into a counter value:
  *
@@ -25,7 +25,7 @@
  * the handle slot 0 nearly always has, read before the handle is loaded.
  *
  * The reads only read: which slots are valid, and how an invalid read is
- * reported, is inxpect.c's business. Every instruction in them is
+ * reported, is inxpect_read.c's business. Every instruction in them is
  * measurement noise, so they are always inlined and branch as little as the
  * architecture allows.
  */

@@ -367,7 +367,7 @@ fn check_truth(series: &str, out: &VmOutput) {
 /// Kernels whose verifier resolves an `ld_imm64` of a one-entry per-CPU
 /// array's value to this CPU's copy ("global percpu data"): the guest's and
 /// the loader's direct per-CPU access (inxpect_loader::pcpu).
-const DIRECT_PCPU_KERNELS: [&str; 1] = ["7"];
+const DIRECT_PCPU_KERNELS: [&str; 2] = ["7", "arm64-7"];
 
 /// How the guest's loads reached the per-CPU state (`INXPECT-VM-INFO pcpu`
 /// lines): where the kernel has direct access, every look-up of every
@@ -401,7 +401,7 @@ fn check_pcpu(series: &str, out: &VmOutput) {
             rewritten += n;
         }
     }
-    if direct && RUNTIME_KERNELS.contains(&series) {
+    if direct {
         assert!(rewritten > 0, "Linux {series}: no look-up was made direct");
         // The copies' entries (cms's saves its context): the save moved to
         // the sampled path, and the copy objects still run as the original.
@@ -1207,8 +1207,9 @@ const CAL_RUNS: u32 = 20_000;
 /// Passes of `spin` in tests/vm/instr/looptop.bpf.c's programs, and their
 /// multiple of the 2-pass call's extra pass (n - 1).
 const LOOPTOP_PASSES: [(u64, u64); 3] = [(1, 0), (2, 1), (5, 4)];
-/// Runs before and after the reschedule of `run --resched` (each): long
-/// enough for the heal work to run during the second.
+/// Runs before and after the reschedule of `run --resched` (each; the
+/// second in 20 calls with a reschedule between: the heal waits for an RCU
+/// grace period): long enough for the heal to finish during the second.
 const RESCHED_RUNS: u32 = 10_000;
 /// `instr/stale.bpf.c` built for 1 and 2 slots (`-DNSLOTS`), instrumented
 /// with as many events, run with `--resched` like kinsns.
@@ -1449,6 +1450,30 @@ fn arm64_extras(kseries: &str, dir: &Path, out: &mut Vec<(PathBuf, String)>) {
         ),
     ));
     out.push((PathBuf::new(), "hotplug-events".into()));
+    if DIRECT_PCPU_KERNELS.contains(&format!("arm64-{kseries}").as_str()) {
+        arm64_direct_extras(&format!("arm64-{kseries}"), dir, out);
+    }
+}
+
+/// arm64 kernels with direct per-CPU access: the ground-truth apps with
+/// `tsc`, direct and with the look-ups kept, and the copies' entries (whose
+/// context save the guest moves to the sampled path) against the
+/// originals; [`check_arm64_direct`].
+fn arm64_direct_extras(series: &str, dir: &Path, out: &mut Vec<(PathBuf, String)>) {
+    truth_extras(series, dir, out);
+    for (app, variant) in apps(series.trim_start_matches("arm64-")).chain(COPY_APPS) {
+        let (bytes, dumps) = original(dir, app, variant, out);
+        out.push(copy_object(dir, app, &bytes, &dumps));
+    }
+}
+
+/// What [`arm64_direct_extras`] queued: every truth app counted its
+/// witness both ways, every copy behaved as its original.
+fn check_arm64_direct(series: &str, out: &VmOutput) {
+    check_truth(series, out);
+    for (app, _) in apps(series.trim_start_matches("arm64-")).chain(COPY_APPS) {
+        like_original(out, app, &["tsc-copy"]);
+    }
 }
 
 fn nest_truth() -> PathBuf {
@@ -2068,6 +2093,19 @@ fn vm_linux_arm64_6_12() {
     check_arm64_nesting("6.12", &out);
     // -cpu max has PMUv3p5: 64-bit event counters, nothing chained.
     assert_eq!(long_kinds(&out), (WIDE, ARM64_PMCCNTR | WIDE));
+}
+
+/// trixie-backports' newest 7.x for arm64 (module cross-built in the trixie
+/// chroot with its gcc-14): a preemptible kernel with UBSAN (the reads stay
+/// frameless leaves), and direct per-CPU access on arm64's JIT.
+#[test]
+fn vm_linux_arm64_7() {
+    let out = run_vm("arm64-7");
+    check_common("arm64-7", &out);
+    check_arm64_pmu("7", &out);
+    check_arm64_nesting("7", &out);
+    assert_eq!(long_kinds(&out), (WIDE, ARM64_PMCCNTR | WIDE));
+    check_arm64_direct("arm64-7", &out);
 }
 
 #[test]

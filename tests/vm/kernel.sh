@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetches and prepares a Debian cloud kernel for the VM tests.
 #
-#   tests/vm/kernel.sh 6.1|6.12|6.18|7|arm64-6.1|arm64-6.12
+#   tests/vm/kernel.sh 6.1|6.12|6.18|7|arm64-6.1|arm64-6.12|arm64-7
 #
 # Downloads (apt-get download) the newest bookworm cloud-amd64 (or, with the
 # arm64- prefix, cloud-arm64) image, headers, headers-common and linux-kbuild
@@ -24,12 +24,15 @@
 # are in the trixie-backports index. 6.18's headers have left the index (the
 # signed images of old versions stay): they come from the archive's pool,
 # checked against the SHA-256 sums pinned below (INXPECT_VM_KREL_6_18 / _7
-# pin a release).
+# pin a release). arm64-7 is 7's cloud-arm64 build the same way: the
+# chroot's apt learns the arm64 architecture and the chroot gets the
+# cross gcc-14 the first time it is asked for (INXPECT_VM_KREL_ARM64_7
+# pins a release).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${INXPECT_VM_CACHE:-$here/cache}
-series=${1:?usage: kernel.sh 6.1|6.12|6.18|7|arm64-6.1|arm64-6.12}
+series=${1:?usage: kernel.sh 6.1|6.12|6.18|7|arm64-6.1|arm64-6.12|arm64-7}
 
 log() { echo "kernel.sh: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -41,12 +44,13 @@ arm64-6.1) pattern='^linux-image-6\.1\.0-[0-9]+-cloud-arm64$'; pin=${INXPECT_VM_
 arm64-6.12) pattern='^linux-image-6\.12\.[0-9]+\+deb12-cloud-arm64$'; pin=${INXPECT_VM_KREL_ARM64_6_12:-} ;;
 6.18) pattern='^linux-image-6\.18\.[0-9]+\+deb13-cloud-amd64$'; pin=${INXPECT_VM_KREL_6_18:-6.18.15+deb13-cloud-amd64} ;;
 7) pattern='^linux-headers-7\.[0-9]+\.[0-9]+\+deb13-cloud-amd64$'; pin=${INXPECT_VM_KREL_7:-} ;;
-*) die "unknown series '$series' (want 6.1, 6.12, 6.18, 7, arm64-6.1 or arm64-6.12)" ;;
+arm64-7) pattern='^linux-headers-7\.[0-9]+\.[0-9]+\+deb13-cloud-arm64$'; pin=${INXPECT_VM_KREL_ARM64_7:-} ;;
+*) die "unknown series '$series' (want 6.1, 6.12, 6.18, 7, arm64-6.1, arm64-6.12 or arm64-7)" ;;
 esac
 # The trixie-backports kernels: apt runs in the chroot.
 CHROOT=
 case $series in
-6.18 | 7) eval "$("$here/chroot.sh" trixie)" ;;
+6.18 | 7 | arm64-7) eval "$("$here/chroot.sh" trixie)" ;;
 esac
 inchroot() {
   if [ -n "$CHROOT" ]; then
@@ -59,6 +63,18 @@ case $series in
 arm64-*) arch=arm64; kseries=${series#arm64-} ;;
 *) arch=amd64; kseries=$series ;;
 esac
+# arm64 in the chroot: its apt's arm64 lists (the image and headers are
+# :arm64 packages) and the cross gcc-14 (the module build's). Once per
+# chroot; kernel.sh runs under the cache lock, so one apt at a time.
+if [ -n "$CHROOT" ] && [ $arch = arm64 ]; then
+  inchroot sh -c 'dpkg --print-foreign-architectures | grep -qx arm64 && [ -n "$(ls /var/lib/apt/lists/*binary-arm64_Packages* 2>/dev/null)" ] ||
+    { dpkg --add-architecture arm64 && apt-get update -qq; }' >&2 || die "arm64 apt lists in the chroot"
+  if [ ! -x "$CHROOT/usr/bin/aarch64-linux-gnu-gcc-14" ]; then
+    log "installing the cross gcc-14 in the chroot"
+    inchroot env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc-14-aarch64-linux-gnu >&2 || die "cannot install gcc-14-aarch64-linux-gnu in the chroot"
+    inchroot apt-get clean
+  fi
+fi
 
 # 6.18's headers, fetched from the pool by name (they are no longer in any
 # index): "package_version_arch.deb sha256", the sums of the files the VM
@@ -184,25 +200,27 @@ extract_btf() {
 # built (and where the headers' absolute /usr/src paths hold). Unpacked,
 # not installed: 6.18's headers depend on packages that left the index too.
 prepare_chroot() {
-  local krel=$1 abi=${1%-cloud-amd64} dir=$cache/$1 pool_var list h
+  local krel=$1 abi=${1%-cloud-"$arch"} dir=$cache/$1 pool_var list h
+  # The kernel's own packages are the target's; kbuild runs here.
+  local a=; [ $arch = arm64 ] && a=:arm64
   if [ ! -f "$dir/.ready" ]; then
     rm -rf "$dir"
     mkdir -p "$dir/debs" "$dir/headers" "$dir/root"
     log "fetching $krel (trixie chroot's apt)"
-    download "$dir/debs" "linux-image-$krel" || return 1
+    download "$dir/debs" "linux-image-$krel$a" || return 1
     pool_var=pool_debs_$(echo "${krel%%+*}" | tr . _)
     list=${!pool_var:-}
     if [ -n "$list" ]; then
       download_pool "$dir/headers" "$list" || return 1
     else
-      download "$dir/headers" "linux-headers-$krel" "linux-headers-$abi-common" \
+      download "$dir/headers" "linux-headers-$krel$a" "linux-headers-$abi-common" \
         "linux-kbuild-$abi" || return 1
     fi
     dpkg -x "$dir"/debs/linux-image-*.deb "$dir/root" || return 1
     # From 7.x the image package is a metapackage: the kernel itself is in
     # linux-binary-<release>, as /usr/lib/modules/<release>/vmlinuz.
     if [ ! -f "$dir/root/boot/vmlinuz-$krel" ]; then
-      download "$dir/debs" "linux-binary-$krel" || return 1
+      download "$dir/debs" "linux-binary-$krel$a" || return 1
       dpkg -x "$dir"/debs/linux-binary-*.deb "$dir/root" || return 1
       mkdir -p "$dir/root/boot"
       ln -sf "../usr/lib/modules/$krel/vmlinuz" "$dir/root/boot/vmlinuz-$krel"
@@ -215,7 +233,12 @@ prepare_chroot() {
   if [ ! -f "$h/.inxpect-ready" ]; then
     for deb in "$dir"/headers/*.deb; do dpkg -x "$deb" "$CHROOT" || return 1; done
     [ -f "$h/Makefile" ] || die "no headers in $h"
-    [ -f "$h/vmlinux" ] || extract_vmlinux "$dir/root/boot/vmlinuz-$krel" "$h/vmlinux"
+    if [ ! -f "$h/vmlinux" ]; then
+      case $arch in
+      amd64) extract_vmlinux "$dir/root/boot/vmlinuz-$krel" "$h/vmlinux" ;;
+      arm64) extract_btf "$dir/root/boot/vmlinuz-$krel" "$h/vmlinux" ;;
+      esac
+    fi
     touch "$h/.inxpect-ready"
   fi
 }

@@ -2,7 +2,7 @@
 # Builds inxpect.ko for a Debian kernel, boots that kernel under qemu (TCG)
 # with a busybox initramfs and runs the module and BPF tests inside.
 #
-#   tests/vm/run.sh 6.1|6.12|6.18|7|arm64-6.1|arm64-6.12 [--obj FILE]... [--cmd 'GUEST ARGS']...
+#   tests/vm/run.sh 6.1|6.12|6.18|7|arm64-6.1|arm64-6.12|arm64-7 [--obj FILE]... [--cmd 'GUEST ARGS']...
 #
 # 6.1, 6.12: Debian 12's cloud-amd64 kernels, module built with the host's
 # gcc-12 and pahole. 6.18, 7: trixie-backports' cloud-amd64 kernels (7: the
@@ -50,7 +50,7 @@ export INXPECT_VM_CACHE=$cache
 series=${1:-}
 case $series in
 6.1 | 6.12 | 6.18 | 7) arch=x86_64 ;;
-arm64-6.1 | arm64-6.12) arch=arm64 ;;
+arm64-6.1 | arm64-6.12 | arm64-7) arch=arm64 ;;
 *)
   sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
   exit 2
@@ -94,7 +94,7 @@ if [ $arch = arm64 ]; then
 else
   tools=(qemu-system-x86_64 gcc)
 fi
-case $series in 6.18 | 7) tools+=(debootstrap unshare chroot) ;; esac
+case $series in 6.18 | 7 | arm64-7) tools+=(debootstrap unshare chroot) ;; esac
 for t in "${tools[@]}" make cpio gzip flock "${CLANG:-clang}" apt-get dpkg; do need "$t"; done
 [ -x /bin/busybox ] || verdict FAIL "missing /bin/busybox (package busybox-static)"
 
@@ -102,7 +102,7 @@ start=$(date +%s)
 mkdir -p "$cache"
 # The trixie chroot first, under its own lock: 6.1/6.12 need not wait for it.
 case $series in
-6.18 | 7) "$here/chroot.sh" trixie >/dev/null || verdict FAIL "trixie chroot (debootstrap) failed" ;;
+6.18 | 7 | arm64-7) "$here/chroot.sh" trixie >/dev/null || verdict FAIL "trixie chroot (debootstrap) failed" ;;
 esac
 # One kernel preparation at a time: the 6.1 build also needs the 6.12 kbuild.
 kvars=$(flock "$cache/.lock" "$here/kernel.sh" "$series") || verdict FAIL "kernel download/unpack failed"
@@ -137,7 +137,7 @@ mkdir -p "$build/kmod" "$build/bpf" "$build/initramfs"
 
 # Module: built in a copy so concurrent kernels and the source tree stay
 # clean. W=1 and any warning fails: the module must build silently.
-cp "$repo"/kmod/{Kbuild,Makefile,inxpect.c,inxpect_arch.h,inxpect_uapi.h} "$build/kmod/"
+cp "$repo"/kmod/{Kbuild,Makefile,inxpect_core.c,inxpect_read.c,inxpect_arch.h,inxpect_fast.h,inxpect_uapi.h} "$build/kmod/"
 log "building inxpect.ko for $KREL${CHROOT:+ in $CHROOT}"
 kargs=(KDIR="$KDIR" ${RESOLVE_BTFIDS:+RESOLVE_BTFIDS="$RESOLVE_BTFIDS"} ${kmake[@]+"${kmake[@]}"} W=1)
 if [ -n "${CHROOT:-}" ]; then

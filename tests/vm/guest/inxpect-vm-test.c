@@ -60,6 +60,9 @@
 
 static int n_ok, n_fail;
 
+/* `run --resched`: the calls the runs after the reschedule are split into. */
+#define RESCHED_CALLS 20
+
 static void check(bool ok, const char *name, const char *fmt, ...)
 {
 	va_list ap;
@@ -1214,13 +1217,22 @@ static int cmd_run(int argc, char **argv)
 			 * schedule that CPU's pinned events out and in again
 			 * (ctx_resched): every counter restarts, so the
 			 * module's cached reads are stale until it heals them.
-			 * Then the same runs again. */
+			 * Then the same runs again, in RESCHED_CALLS calls with
+			 * a sched_yield() after each: the heal waits for an RCU
+			 * grace period, which one call of many runs holds up
+			 * until RCU makes its CPU reschedule (tens of ms), and
+			 * a schedule() is a quiescent state. */
 			int pfd = perf_open(PERF_TYPE_HARDWARE, PERF_COUNT_HW_INSTRUCTIONS, cpu,
 					    true);
 
 			printf("INXPECT-VM-INFO resched obj=%s fd=%d\n", oname, pfd);
-			err = test_run(bpf_program__fd(prog), pkt, pkt_len, repeat, &retval,
-				       &dur);
+			for (int i = 0; !err && i < RESCHED_CALLS; i++) {
+				err = test_run(bpf_program__fd(prog), pkt, pkt_len,
+					       repeat / RESCHED_CALLS +
+						       (i < repeat % RESCHED_CALLS),
+					       &retval, &dur);
+				sched_yield();
+			}
 			if (pfd >= 0)
 				close(pfd);
 		}

@@ -15,11 +15,13 @@
  * the reads. An invalid read returns INXPECT_READ_INVALID (bit 63).
  *
  * The cache is only written from process context on its own CPU (or by the
- * CPU's hotplug thread) with IRQs off: a non-preemptible BPF program (XDP,
- * TC) cannot be between its START and END then, so the cache is constant
- * across every region and a check against it is a check against START's
- * state. A read that finds the cache stale queues that CPU's heal work,
- * which reloads it.
+ * CPU's hotplug thread) with IRQs off, and only made readable again after
+ * an RCU grace period since it last stopped being readable (a disarm before
+ * SET_EVENTS arms, the heal's invalidation before its reload): BPF programs
+ * run under RCU, so no region that started with the old cache is still
+ * open when a new one takes effect, even in a program run preemptibly, and
+ * a check against the cache is a check against START's state. A read that
+ * finds the cache stale queues that CPU's heal work.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -45,6 +47,7 @@
 #include <linux/workqueue.h>
 
 #include "inxpect_arch.h"
+#include "inxpect_fast.h"
 #include "inxpect_uapi.h"
 
 #if LINUX_VERSION_CODE < KERNEL_VERSION(6, 1, 0)
@@ -56,26 +59,14 @@
 #define INXPECT_HAVE_KFUNC_FILTER 1
 #endif
 
-/* __bpf_kfunc appeared in 6.2; before that a kfunc only had to stay global and
- * not inlined for resolve_btfids and pahole to see it. */
-#ifndef __bpf_kfunc
-#define __bpf_kfunc __used noinline
-#endif
-
 static bool test_sw_events;
 module_param(test_sw_events, bool, 0444);
 MODULE_PARM_DESC(test_sw_events,
 		 "tests only: accept software events as slots that never read, "
 		 "so ownership can be tested on machines without a PMU");
 
-/* What the kfuncs read, written only on its own CPU with IRQs off. The
- * initializer is the image copied to every CPU's area at module load. */
-struct inxpect_fast {
-	int rdpmc[INXPECT_MAX_SLOTS]; /* -1: do not read */
-	struct perf_event *event[INXPECT_MAX_SLOTS]; /* NULL: disarmed */
-	u64 tag[INXPECT_MAX_SLOTS];
-};
-static DEFINE_PER_CPU(struct inxpect_fast, inxpect_fast) = {
+/* The initializer is the image copied to every CPU's area at module load. */
+DEFINE_PER_CPU(struct inxpect_fast, inxpect_fast) = {
 	.rdpmc = { -1, -1, -1, -1 },
 };
 
@@ -115,148 +106,18 @@ struct inxpect_work {
 static DEFINE_PER_CPU(struct inxpect_work, inxpect_heal_work);
 static DEFINE_PER_CPU(struct inxpect_work, inxpect_cmd_work);
 
-/* ---- kfuncs ---------------------------------------------------------- */
+/* ---- kfuncs: the reads are in inxpect_read.c -------------------------- */
 
-/* Prototypes keep W=1 (-Wmissing-prototypes) quiet on every kernel; newer
- * ones offer __bpf_kfunc_start_defs() for the same purpose. */
-__inxpect_leaf __u64 inxpect_read_pmc(__u32 slot);
-__u64 inxpect_read_tsc(void);
-
-/*
- * The probes' own reads. Under IBT the compiler starts every global function
- * with endbr64, one more instruction inside each measurement; the JIT calls
- * kfuncs directly, never through a pointer, so they do not need it
- * (nocf_check is part of the type, hence on the prototypes too).
- */
-#ifdef CONFIG_X86_KERNEL_IBT
-#define __inxpect_direct __attribute__((nocf_check))
-#else
-#define __inxpect_direct
-#endif
-__inxpect_direct __inxpect_leaf __u64 inxpect_read_pmc0_lo(void);
-__inxpect_direct __inxpect_leaf __u64 inxpect_read_pmc0_lo_end(void);
-__inxpect_direct __u64 inxpect_read_tsc_lo(void);
-
-/* Is the slot's event still on the counter the cache says, with the same
- * tag? Same CPU as perf's scheduling, which runs with IRQs off, so each load
- * sees either the old or the new assignment. */
-static __always_inline bool inxpect_cached(unsigned int slot, int idx)
-{
-	struct perf_event *e = this_cpu_read(inxpect_fast.event[slot]);
-
-	return READ_ONCE(e->state) == PERF_EVENT_STATE_ACTIVE &&
-	       inxpect_arch_counter_is(e, idx) &&
-	       inxpect_arch_tag(e) == this_cpu_read(inxpect_fast.tag[slot]);
-}
-
-/* Off the fast path: have this CPU's cache reloaded from process context,
- * where no region can be open, and drop this read. __used: arm64 reaches it
- * by a branch in inline asm (INXPECT_ARCH_TAIL). */
-static noinline __cold __used u64 inxpect_stale(void)
+/* The reads' way off the fast path (inxpect_read.c): have this CPU's cache
+ * reloaded from process context, where no region can be open, and drop this
+ * read. __used: arm64 reaches it by a branch in inline asm
+ * (INXPECT_ARCH_TAIL). */
+noinline __cold __used u64 inxpect_stale(void)
 {
 	struct inxpect_work *w = this_cpu_ptr(&inxpect_heal_work);
 
 	queue_work_on(w->cpu, system_highpri_wq, &w->work);
 	return INXPECT_READ_INVALID;
-}
-
-/* `return inxpect_stale();` from the probes' reads. Where the arch has a
- * tail branch (arm64: the kernel's frame pointers turn sibling calls off, so
- * a call would give the read a stack frame, whose set-up and tear-down fall
- * inside the measurement), the read stays a leaf without a frame. */
-#ifdef INXPECT_ARCH_TAIL
-#define INXPECT_RETURN_STALE() INXPECT_ARCH_TAIL(inxpect_stale)
-#else
-#define INXPECT_RETURN_STALE() return inxpect_stale()
-#endif
-
-/*
- * notrace: no __fentry__ call, one instruction less and no ftrace hook inside
- * a measurement. The reads and their barriers (lfence, isb) are in
- * inxpect_arch.h. Both checks: the caller may use it for START or END.
- */
-__bpf_kfunc notrace __inxpect_leaf __u64 inxpect_read_pmc(__u32 slot)
-{
-	u64 v;
-	int idx;
-
-	if (unlikely(slot >= INXPECT_MAX_SLOTS))
-		return INXPECT_READ_INVALID;
-	idx = this_cpu_read(inxpect_fast.rdpmc[slot]);
-	if (unlikely(idx < 0))
-		return INXPECT_READ_INVALID;
-	if (unlikely(!inxpect_cached(slot, idx)))
-		INXPECT_RETURN_STALE();
-	/* The read is a compiler barrier: the check below reloads after it. */
-	v = inxpect_arch_read_pmc(idx);
-	if (unlikely(!inxpect_cached(slot, idx)))
-		INXPECT_RETURN_STALE();
-	return v;
-}
-
-__bpf_kfunc notrace __u64 inxpect_read_tsc(void)
-{
-	return inxpect_arch_read_tsc();
-}
-
-/*
- * The low 32 bits only, for the probes' deltas (taken mod 2^32; a region
- * would need over a second to wrap): rdpmc/rdtsc already zero bits 63:32 of
- * rax. Slot 0 is fixed, so no argument and no bounds check either.
- *
- * START (inxpect_read_pmc0_lo) validates before its read, so after the read
- * there is only the return; END (inxpect_read_pmc0_lo_end) loads the index,
- * reads, and validates after, outside the measurement. Between the two reads
- * of a region this leaves: `ret` after START's read, `mov/test/js/lfence`
- * before END's.
- */
-__bpf_kfunc notrace __inxpect_direct __inxpect_leaf __u64 inxpect_read_pmc0_lo(void)
-{
-	int idx = this_cpu_read(inxpect_fast.rdpmc[0]);
-
-	if (unlikely(idx < 0))
-		return INXPECT_READ_INVALID;
-	if (unlikely(!inxpect_cached(0, idx)))
-		INXPECT_RETURN_STALE();
-	return inxpect_arch_read_pmc_lo(idx);
-}
-
-/*
- * INXPECT_ARCH_PMC0_GUESS (arm64): the handle slot 0 almost always has (the
- * driver puts the first event that is not cycles on the first event
- * counter). END reads that counter first, before the per-CPU load of the
- * handle, so only the barrier is left in front of its read; when the handle
- * is another one, it reads again (a later, still valid value: noise on that
- * rare path only). Either way the checks follow the read.
- */
-__bpf_kfunc notrace __inxpect_direct __inxpect_leaf __u64 inxpect_read_pmc0_lo_end(void)
-{
-	u64 lo;
-	int idx;
-
-#ifdef INXPECT_ARCH_PMC0_GUESS
-	lo = inxpect_arch_read_pmc_lo_ordered(INXPECT_ARCH_PMC0_GUESS);
-	idx = this_cpu_read(inxpect_fast.rdpmc[0]);
-	if (unlikely(idx != INXPECT_ARCH_PMC0_GUESS)) {
-		if (idx < 0)
-			return INXPECT_READ_INVALID;
-		lo = inxpect_arch_read_pmc_lo_ordered(idx);
-	}
-#else
-	idx = this_cpu_read(inxpect_fast.rdpmc[0]);
-	if (unlikely(idx < 0))
-		return INXPECT_READ_INVALID;
-	/* ordered: keeps the check's loads after the read. */
-	lo = inxpect_arch_read_pmc_lo_ordered(idx);
-#endif
-	if (unlikely(!inxpect_cached(0, idx)))
-		INXPECT_RETURN_STALE();
-	return lo;
-}
-
-__bpf_kfunc notrace __inxpect_direct __u64 inxpect_read_tsc_lo(void)
-{
-	return inxpect_arch_read_tsc_lo();
 }
 
 /* BTF_KFUNCS_START (6.9+) marks the set as kfuncs; 6.9+ refuses a plain
@@ -306,6 +167,17 @@ static const struct btf_kfunc_id_set inxpect_kfunc_set = {
 
 /* ---- counter bookkeeping (slow path) --------------------------------- */
 
+/* The handle and tag a slot's cache entry should hold now (-1, 0: do not
+ * read). On the event's CPU, IRQs off. */
+static int inxpect_fast_want(struct perf_event *e, u64 *tag)
+{
+	*tag = 0;
+	if (!e || READ_ONCE(e->state) != PERF_EVENT_STATE_ACTIVE || e->hw.idx < 0)
+		return -1;
+	*tag = inxpect_arch_tag(e);
+	return inxpect_arch_counter(e);
+}
+
 /* Reloads index and tag of the cached events from the events themselves.
  * On the CPU it describes, IRQs off. */
 static void inxpect_fast_reload(void)
@@ -314,19 +186,56 @@ static void inxpect_fast_reload(void)
 	unsigned int slot;
 
 	for (slot = 0; slot < INXPECT_MAX_SLOTS; slot++) {
-		struct perf_event *e = f->event[slot];
-		int idx = -1;
-		u64 tag = 0;
+		u64 tag;
+		int idx = inxpect_fast_want(f->event[slot], &tag);
 
-		if (e && READ_ONCE(e->state) == PERF_EVENT_STATE_ACTIVE &&
-		    e->hw.idx >= 0) {
-			idx = inxpect_arch_counter(e);
-			tag = inxpect_arch_tag(e);
-		}
 		/* Index last: a read that sees it sees the rest. */
 		f->tag[slot] = tag;
 		WRITE_ONCE(f->rdpmc[slot], idx);
 	}
+}
+
+/*
+ * Arms and disarms (SET_EVENTS, CLEAR, hotplug) count here, so a heal that
+ * waited for RCU across one leaves the cache as that wrote it. Per CPU, on
+ * the CPU with IRQs off.
+ */
+static DEFINE_PER_CPU(unsigned long, inxpect_arm_seq);
+/* The heal of this CPU: the arm_seq it invalidated the cache at, and
+ * whether it did (the cache was stale). */
+static DEFINE_PER_CPU(unsigned long, inxpect_heal_seq);
+static DEFINE_PER_CPU(bool, inxpect_heal_pending);
+
+/* The heal's first half: if any slot's entry is not what the event says
+ * now, every slot stops reading. */
+static void inxpect_heal_invalidate_local(void)
+{
+	struct inxpect_fast *f = this_cpu_ptr(&inxpect_fast);
+	bool stale = false;
+	unsigned int slot;
+
+	for (slot = 0; slot < INXPECT_MAX_SLOTS; slot++) {
+		u64 tag;
+		int idx = inxpect_fast_want(f->event[slot], &tag);
+
+		stale |= idx != f->rdpmc[slot] || (idx >= 0 && tag != f->tag[slot]);
+	}
+	if (stale) {
+		for (slot = 0; slot < INXPECT_MAX_SLOTS; slot++)
+			WRITE_ONCE(f->rdpmc[slot], -1);
+		__this_cpu_write(inxpect_heal_seq, __this_cpu_read(inxpect_arm_seq));
+	}
+	__this_cpu_write(inxpect_heal_pending, stale);
+}
+
+/* The second half, a grace period later: the reload, unless an arm or
+ * disarm wrote the cache meanwhile. */
+static void inxpect_heal_reload_local(void)
+{
+	if (__this_cpu_read(inxpect_heal_pending) &&
+	    __this_cpu_read(inxpect_heal_seq) == __this_cpu_read(inxpect_arm_seq))
+		inxpect_fast_reload();
+	__this_cpu_write(inxpect_heal_pending, false);
 }
 
 /* Loads the cache from the slow-path state; the caller holds inxpect_lock
@@ -342,6 +251,7 @@ static void inxpect_arm_local(void)
 		f->event[slot] = c->readable[slot] ? c->event[slot] : NULL;
 	}
 	inxpect_fast_reload();
+	__this_cpu_inc(inxpect_arm_seq);
 }
 
 static void inxpect_disarm_local(void)
@@ -353,19 +263,53 @@ static void inxpect_disarm_local(void)
 		WRITE_ONCE(f->rdpmc[slot], -1);
 		f->event[slot] = NULL;
 	}
+	__this_cpu_inc(inxpect_arm_seq);
+}
+
+/* fn on w's CPU with IRQs off; false where the work runs elsewhere (the
+ * per-CPU work of an offline CPU does: nothing to do then, the CPU's cache
+ * was disarmed when it went down). */
+static bool inxpect_run_local(struct inxpect_work *w, void (*fn)(void))
+{
+	unsigned long flags;
+	bool here;
+
+	local_irq_save(flags);
+	here = smp_processor_id() == w->cpu;
+	if (here)
+		fn();
+	local_irq_restore(flags);
+	return here;
 }
 
 static void inxpect_work_fn(struct work_struct *work)
 {
 	struct inxpect_work *w = container_of(work, struct inxpect_work, work);
-	unsigned long flags;
 
-	/* Per-CPU work of an offline CPU runs elsewhere: nothing to do then,
-	 * the CPU's cache was disarmed when it went down. */
-	local_irq_save(flags);
-	if (smp_processor_id() == w->cpu)
-		w->fn();
-	local_irq_restore(flags);
+	inxpect_run_local(w, w->fn);
+}
+
+/*
+ * The heal of a CPU whose events perf moved: invalidate, wait for RCU,
+ * reload. A region whose START read through the old cache may be preempted
+ * (BPF_PROG_TEST_RUN only disables migration; Debian's 7.x kernels are
+ * preemptible) and resume after the reload: its END would check against
+ * the new cache and pass, with a value of another counter. Every BPF
+ * program runs inside an RCU read-side section, so after the invalidation
+ * and a grace period none that read through the old cache is still
+ * running: each either ended (invalid: its END found the cache stale or
+ * invalidated) or started since (invalid until the reload). The reads are
+ * invalid meanwhile, as they were while the cache was stale.
+ */
+static void inxpect_heal_fn(struct work_struct *work)
+{
+	struct inxpect_work *w = container_of(work, struct inxpect_work, work);
+
+	if (!inxpect_run_local(w, inxpect_heal_invalidate_local) ||
+	    !per_cpu(inxpect_heal_pending, w->cpu))
+		return;
+	synchronize_rcu();
+	inxpect_run_local(w, inxpect_heal_reload_local);
 }
 
 /* Runs fn on every online CPU in process context and waits. Caller holds
@@ -382,15 +326,6 @@ static void inxpect_on_online_cpus(void (*fn)(void))
 	}
 	for_each_online_cpu(cpu)
 		flush_work(&per_cpu_ptr(&inxpect_cmd_work, cpu)->work);
-}
-
-static void inxpect_on_cpu(unsigned int cpu, void (*fn)(void))
-{
-	struct inxpect_work *w = per_cpu_ptr(&inxpect_cmd_work, cpu);
-
-	w->fn = fn;
-	queue_work_on(cpu, system_highpri_wq, &w->work);
-	flush_work(&w->work);
 }
 
 static void inxpect_release_cpu(unsigned int cpu)
@@ -743,9 +678,14 @@ static long inxpect_get_status(void __user *uarg)
 	cpus_read_lock();
 	mutex_lock(&inxpect_lock);
 	online = cpu_online(cpu);
-	/* Also repairs the cache if the PMU moved our events. */
-	if (online)
-		inxpect_on_cpu(cpu, inxpect_fast_reload);
+	/* Also repairs the cache if the PMU moved our events (the heal,
+	 * waited for: it takes neither lock). */
+	if (online) {
+		struct inxpect_work *h = per_cpu_ptr(&inxpect_heal_work, cpu);
+
+		queue_work_on(cpu, system_highpri_wq, &h->work);
+		flush_work(&h->work);
+	}
 	c = per_cpu_ptr(&inxpect_cpu, cpu);
 	st.nr_slots = inxpect_nr_events;
 	for (slot = 0; slot < INXPECT_MAX_SLOTS; slot++) {
@@ -843,9 +783,8 @@ static int __init inxpect_init(void)
 		struct inxpect_work *h = per_cpu_ptr(&inxpect_heal_work, cpu);
 		struct inxpect_work *w = per_cpu_ptr(&inxpect_cmd_work, cpu);
 
-		INIT_WORK(&h->work, inxpect_work_fn);
+		INIT_WORK(&h->work, inxpect_heal_fn);
 		h->cpu = cpu;
-		h->fn = inxpect_fast_reload;
 		INIT_WORK(&w->work, inxpect_work_fn);
 		w->cpu = cpu;
 	}
