@@ -15,13 +15,15 @@
  * the reads. An invalid read returns INXPECT_READ_INVALID (bit 63).
  *
  * The cache is only written from process context on its own CPU (or by the
- * CPU's hotplug thread) with IRQs off, and only made readable again after
- * an RCU grace period since it last stopped being readable (a disarm before
- * SET_EVENTS arms, the heal's invalidation before its reload): BPF programs
- * run under RCU, so no region that started with the old cache is still
- * open when a new one takes effect, even in a program run preemptibly, and
- * a check against the cache is a check against START's state. A read that
- * finds the cache stale queues that CPU's heal work.
+ * CPU's hotplug thread) with IRQs off. A new configuration is armed only an
+ * RCU grace period after every CPU was disarmed: no region that read the
+ * old events is still open then, even in a program run preemptibly. A read
+ * that finds the cache stale queues that CPU's heal work, which reloads it
+ * at once: a region open across the move and the reload (a program
+ * preempted between its reads) passes END's check, and measures right,
+ * because perf restarts a moved counting event where it left off (the
+ * counter is written with the event's remaining period) and the deltas are
+ * taken mod the counter width. kmod/README.md: the one window left.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -109,9 +111,8 @@ static DEFINE_PER_CPU(struct inxpect_work, inxpect_cmd_work);
 /* ---- kfuncs: the reads are in inxpect_read.c -------------------------- */
 
 /* The reads' way off the fast path (inxpect_read.c): have this CPU's cache
- * reloaded from process context, where no region can be open, and drop this
- * read. __used: arm64 reaches it by a branch in inline asm
- * (INXPECT_ARCH_TAIL). */
+ * reloaded from process context and drop this read. __used: arm64 reaches
+ * it by a branch in inline asm (INXPECT_ARCH_TAIL). */
 noinline __cold __used u64 inxpect_stale(void)
 {
 	struct inxpect_work *w = this_cpu_ptr(&inxpect_heal_work);
@@ -167,17 +168,6 @@ static const struct btf_kfunc_id_set inxpect_kfunc_set = {
 
 /* ---- counter bookkeeping (slow path) --------------------------------- */
 
-/* The handle and tag a slot's cache entry should hold now (-1, 0: do not
- * read). On the event's CPU, IRQs off. */
-static int inxpect_fast_want(struct perf_event *e, u64 *tag)
-{
-	*tag = 0;
-	if (!e || READ_ONCE(e->state) != PERF_EVENT_STATE_ACTIVE || e->hw.idx < 0)
-		return -1;
-	*tag = inxpect_arch_tag(e);
-	return inxpect_arch_counter(e);
-}
-
 /* Reloads index and tag of the cached events from the events themselves.
  * On the CPU it describes, IRQs off. */
 static void inxpect_fast_reload(void)
@@ -186,56 +176,19 @@ static void inxpect_fast_reload(void)
 	unsigned int slot;
 
 	for (slot = 0; slot < INXPECT_MAX_SLOTS; slot++) {
-		u64 tag;
-		int idx = inxpect_fast_want(f->event[slot], &tag);
+		struct perf_event *e = f->event[slot];
+		int idx = -1;
+		u64 tag = 0;
 
+		if (e && READ_ONCE(e->state) == PERF_EVENT_STATE_ACTIVE &&
+		    e->hw.idx >= 0) {
+			idx = inxpect_arch_counter(e);
+			tag = inxpect_arch_tag(e);
+		}
 		/* Index last: a read that sees it sees the rest. */
 		f->tag[slot] = tag;
 		WRITE_ONCE(f->rdpmc[slot], idx);
 	}
-}
-
-/*
- * Arms and disarms (SET_EVENTS, CLEAR, hotplug) count here, so a heal that
- * waited for RCU across one leaves the cache as that wrote it. Per CPU, on
- * the CPU with IRQs off.
- */
-static DEFINE_PER_CPU(unsigned long, inxpect_arm_seq);
-/* The heal of this CPU: the arm_seq it invalidated the cache at, and
- * whether it did (the cache was stale). */
-static DEFINE_PER_CPU(unsigned long, inxpect_heal_seq);
-static DEFINE_PER_CPU(bool, inxpect_heal_pending);
-
-/* The heal's first half: if any slot's entry is not what the event says
- * now, every slot stops reading. */
-static void inxpect_heal_invalidate_local(void)
-{
-	struct inxpect_fast *f = this_cpu_ptr(&inxpect_fast);
-	bool stale = false;
-	unsigned int slot;
-
-	for (slot = 0; slot < INXPECT_MAX_SLOTS; slot++) {
-		u64 tag;
-		int idx = inxpect_fast_want(f->event[slot], &tag);
-
-		stale |= idx != f->rdpmc[slot] || (idx >= 0 && tag != f->tag[slot]);
-	}
-	if (stale) {
-		for (slot = 0; slot < INXPECT_MAX_SLOTS; slot++)
-			WRITE_ONCE(f->rdpmc[slot], -1);
-		__this_cpu_write(inxpect_heal_seq, __this_cpu_read(inxpect_arm_seq));
-	}
-	__this_cpu_write(inxpect_heal_pending, stale);
-}
-
-/* The second half, a grace period later: the reload, unless an arm or
- * disarm wrote the cache meanwhile. */
-static void inxpect_heal_reload_local(void)
-{
-	if (__this_cpu_read(inxpect_heal_pending) &&
-	    __this_cpu_read(inxpect_heal_seq) == __this_cpu_read(inxpect_arm_seq))
-		inxpect_fast_reload();
-	__this_cpu_write(inxpect_heal_pending, false);
 }
 
 /* Loads the cache from the slow-path state; the caller holds inxpect_lock
@@ -251,7 +204,6 @@ static void inxpect_arm_local(void)
 		f->event[slot] = c->readable[slot] ? c->event[slot] : NULL;
 	}
 	inxpect_fast_reload();
-	__this_cpu_inc(inxpect_arm_seq);
 }
 
 static void inxpect_disarm_local(void)
@@ -263,53 +215,28 @@ static void inxpect_disarm_local(void)
 		WRITE_ONCE(f->rdpmc[slot], -1);
 		f->event[slot] = NULL;
 	}
-	__this_cpu_inc(inxpect_arm_seq);
-}
-
-/* fn on w's CPU with IRQs off; false where the work runs elsewhere (the
- * per-CPU work of an offline CPU does: nothing to do then, the CPU's cache
- * was disarmed when it went down). */
-static bool inxpect_run_local(struct inxpect_work *w, void (*fn)(void))
-{
-	unsigned long flags;
-	bool here;
-
-	local_irq_save(flags);
-	here = smp_processor_id() == w->cpu;
-	if (here)
-		fn();
-	local_irq_restore(flags);
-	return here;
 }
 
 static void inxpect_work_fn(struct work_struct *work)
 {
 	struct inxpect_work *w = container_of(work, struct inxpect_work, work);
+	unsigned long flags;
 
-	inxpect_run_local(w, w->fn);
+	/* Per-CPU work of an offline CPU runs elsewhere: nothing to do then,
+	 * the CPU's cache was disarmed when it went down. */
+	local_irq_save(flags);
+	if (smp_processor_id() == w->cpu)
+		w->fn();
+	local_irq_restore(flags);
 }
 
-/*
- * The heal of a CPU whose events perf moved: invalidate, wait for RCU,
- * reload. A region whose START read through the old cache may be preempted
- * (BPF_PROG_TEST_RUN only disables migration; Debian's 7.x kernels are
- * preemptible) and resume after the reload: its END would check against
- * the new cache and pass, with a value of another counter. Every BPF
- * program runs inside an RCU read-side section, so after the invalidation
- * and a grace period none that read through the old cache is still
- * running: each either ended (invalid: its END found the cache stale or
- * invalidated) or started since (invalid until the reload). The reads are
- * invalid meanwhile, as they were while the cache was stale.
- */
-static void inxpect_heal_fn(struct work_struct *work)
+static void inxpect_on_cpu(unsigned int cpu, void (*fn)(void))
 {
-	struct inxpect_work *w = container_of(work, struct inxpect_work, work);
+	struct inxpect_work *w = per_cpu_ptr(&inxpect_cmd_work, cpu);
 
-	if (!inxpect_run_local(w, inxpect_heal_invalidate_local) ||
-	    !per_cpu(inxpect_heal_pending, w->cpu))
-		return;
-	synchronize_rcu();
-	inxpect_run_local(w, inxpect_heal_reload_local);
+	w->fn = fn;
+	queue_work_on(cpu, system_highpri_wq, &w->work);
+	flush_work(&w->work);
 }
 
 /* Runs fn on every online CPU in process context and waits. Caller holds
@@ -678,14 +605,9 @@ static long inxpect_get_status(void __user *uarg)
 	cpus_read_lock();
 	mutex_lock(&inxpect_lock);
 	online = cpu_online(cpu);
-	/* Also repairs the cache if the PMU moved our events (the heal,
-	 * waited for: it takes neither lock). */
-	if (online) {
-		struct inxpect_work *h = per_cpu_ptr(&inxpect_heal_work, cpu);
-
-		queue_work_on(cpu, system_highpri_wq, &h->work);
-		flush_work(&h->work);
-	}
+	/* Also repairs the cache if the PMU moved our events. */
+	if (online)
+		inxpect_on_cpu(cpu, inxpect_fast_reload);
 	c = per_cpu_ptr(&inxpect_cpu, cpu);
 	st.nr_slots = inxpect_nr_events;
 	for (slot = 0; slot < INXPECT_MAX_SLOTS; slot++) {
@@ -783,8 +705,9 @@ static int __init inxpect_init(void)
 		struct inxpect_work *h = per_cpu_ptr(&inxpect_heal_work, cpu);
 		struct inxpect_work *w = per_cpu_ptr(&inxpect_cmd_work, cpu);
 
-		INIT_WORK(&h->work, inxpect_heal_fn);
+		INIT_WORK(&h->work, inxpect_work_fn);
 		h->cpu = cpu;
+		h->fn = inxpect_fast_reload;
 		INIT_WORK(&w->work, inxpect_work_fn);
 		w->cpu = cpu;
 	}

@@ -1207,9 +1207,8 @@ const CAL_RUNS: u32 = 20_000;
 /// Passes of `spin` in tests/vm/instr/looptop.bpf.c's programs, and their
 /// multiple of the 2-pass call's extra pass (n - 1).
 const LOOPTOP_PASSES: [(u64, u64); 3] = [(1, 0), (2, 1), (5, 4)];
-/// Runs before and after the reschedule of `run --resched` (each; the
-/// second in 20 calls with a reschedule between: the heal waits for an RCU
-/// grace period): long enough for the heal to finish during the second.
+/// Runs before and after the reschedule of `run --resched` (each): long
+/// enough for the heal work to run during the second.
 const RESCHED_RUNS: u32 = 10_000;
 /// `instr/stale.bpf.c` built for 1 and 2 slots (`-DNSLOTS`), instrumented
 /// with as many events, run with `--resched` like kinsns.
@@ -1453,6 +1452,79 @@ fn arm64_extras(kseries: &str, dir: &Path, out: &mut Vec<(PathBuf, String)>) {
     if DIRECT_PCPU_KERNELS.contains(&format!("arm64-{kseries}").as_str()) {
         arm64_direct_extras(&format!("arm64-{kseries}"), dir, out);
     }
+    if PREEMPTIBLE_KERNELS.contains(&format!("arm64-{kseries}").as_str()) {
+        let src = compile_instr(dir, "preempt");
+        instrument_pmc(&src, 1, &dir.join(PREEMPT_OBJ));
+        out.push((
+            dir.join(PREEMPT_OBJ),
+            run(
+                PREEMPT_OBJ,
+                PREEMPT_QUIET,
+                "instructions",
+                &format!(" --preempt {PREEMPT_WAKES}"),
+            ),
+        ));
+    }
+}
+
+/// Kernels whose `BPF_PROG_TEST_RUN` is preemptible (`PREEMPT_LAZY`).
+const PREEMPTIBLE_KERNELS: [&str; 1] = ["arm64-7"];
+/// `run --preempt`: instr/preempt.bpf.c, its quiet runs, and the real-time
+/// child's wake-ups (the guest runs twice as many runs after the quiet
+/// ones, one per call).
+const PREEMPT_OBJ: &str = "preempt-pmc1.o";
+const PREEMPT_QUIET: u32 = 4;
+const PREEMPT_WAKES: u64 = 6;
+
+/// A region preempted between its reads by a task that restarts the
+/// counters and has the cache healed before the region resumes (`run
+/// --preempt`): its END may pass the check against the reloaded cache, and
+/// then its delta must still be of the one event (perf restarts a counting
+/// event where it left off), never START's and END's reads of two
+/// unrelated counter values. The region's count varies by what the CPU ran
+/// in it (ticks, the child: it spans ms), but a delta across two unrelated
+/// values is uniform over 2^32 and almost never within a factor 2 of it.
+fn check_arm64_preempt(kseries: &str, out: &VmOutput, dir: &Path) {
+    let src = compile_instr(dir, "preempt");
+    let m = instrument_pmc(&src, 1, &dir.join(PREEMPT_OBJ));
+    let wakes: u64 = out
+        .info
+        .iter()
+        .find_map(|l| {
+            let f: std::collections::HashMap<&str, &str> =
+                fields(l.strip_prefix("preempt ")?).collect();
+            f.get("perturbations")?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("arm64-{kseries}: `run --preempt` reported nothing"));
+    assert_eq!(
+        wakes, PREEMPT_WAKES,
+        "arm64-{kseries}: the child's perturbations"
+    );
+    let snap = vm_snapshot(out, PREEMPT_OBJ, &m);
+    let runs = u64::from(PREEMPT_QUIET) + 2 * PREEMPT_WAKES;
+    assert_eq!(snap.runs.runs, runs, "{PREEMPT_OBJ}: {:?}", snap.runs);
+    let r = &snap.regions[0];
+    println!(
+        "INXPECT-ARM64 preempt recorded={} invalid={} min={} max={}",
+        r.count, r.invalid, r.min[0], r.max[0]
+    );
+    assert_eq!(
+        r.count + r.invalid,
+        runs,
+        "{PREEMPT_OBJ}: recorded + invalid"
+    );
+    // The quiet runs and, at least, the runs between the child's wake-ups.
+    assert!(
+        r.count > u64::from(PREEMPT_QUIET) + PREEMPT_WAKES / 2,
+        "{PREEMPT_OBJ}: {} of {runs} recorded",
+        r.count
+    );
+    assert!(
+        r.max[0] <= 2 * r.min[0],
+        "{PREEMPT_OBJ}: a measurement of {} against a region of {}: START's and END's reads from two counters",
+        r.max[0],
+        r.min[0]
+    );
 }
 
 /// arm64 kernels with direct per-CPU access: the ground-truth apps with
@@ -2106,6 +2178,8 @@ fn vm_linux_arm64_7() {
     check_arm64_nesting("7", &out);
     assert_eq!(long_kinds(&out), (WIDE, ARM64_PMCCNTR | WIDE));
     check_arm64_direct("arm64-7", &out);
+    let dir = tempfile::tempdir().expect("tempdir");
+    check_arm64_preempt("7", &out, dir.path());
 }
 
 #[test]

@@ -44,6 +44,7 @@
 #include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <linux/capability.h>
 #include <unistd.h>
 
@@ -59,9 +60,6 @@
 #include "vm_util.h"
 
 static int n_ok, n_fail;
-
-/* `run --resched`: the calls the runs after the reschedule are split into. */
-#define RESCHED_CALLS 20
 
 static void check(bool ok, const char *name, const char *fmt, ...)
 {
@@ -949,6 +947,42 @@ static pid_t start_churn(int cpu, int n)
 	_exit(rounds & 0xff);
 }
 
+/* `run --preempt N`: a real-time child on the run's CPU wakes N times, every
+ * PREEMPT_PERIOD_NS, each time in the middle of one of the runs' long
+ * region (instr/preempt.bpf.c) on a preemptible kernel: it opens a pinned
+ * event there (perf restarts the CPU's counters: the module's cache is
+ * stale) and has the module repair the cache with GET_STATUS, which waits
+ * for the heal, before the preempted run gets its CPU back. Exits with the
+ * perturbations made. */
+#define PREEMPT_PERIOD_NS 5000000L
+
+static pid_t start_preempter(int cpu, int n)
+{
+	pid_t pid = fork();
+
+	if (pid)
+		return pid;
+	struct sched_param sp = { .sched_priority = 10 };
+	struct timespec t = { .tv_nsec = PREEMPT_PERIOD_NS };
+	int dev = open("/dev/inxpect", O_RDWR), done = 0;
+
+	pin_cpu(cpu);
+	if (dev < 0 || sched_setscheduler(0, SCHED_FIFO, &sp))
+		_exit(0);
+	for (int i = 0; i < n; i++) {
+		struct inxpect_status st = { .cpu = cpu };
+		int pfd;
+
+		nanosleep(&t, NULL);
+		pfd = perf_open(PERF_TYPE_HARDWARE, PERF_COUNT_HW_INSTRUCTIONS, cpu, true);
+		if (pfd >= 0 && !xioctl(dev, INXPECT_IOC_GET_STATUS, &st))
+			done++;
+		if (pfd >= 0)
+			close(pfd);
+	}
+	_exit(done);
+}
+
 /* configure_events(), checked. */
 static int hold_events(const char *list)
 {
@@ -1103,7 +1137,7 @@ static int cmd_run(int argc, char **argv)
 	size_t pkt_len = sizeof(default_pkt), frames_len = 0;
 	long want_retval = -1;
 	const char *dumps[32];
-	int ndump = 0, repeat = 1, err, ran = 0, cpu = -1, churn = 0, evfd = -1;
+	int ndump = 0, repeat = 1, err, ran = 0, cpu = -1, churn = 0, evfd = -1, preempt = 0;
 	int cpus[16], ncpus = 0;
 	bool kfuncs = false, resched = false;
 	pid_t churner = -1;
@@ -1152,6 +1186,8 @@ static int cmd_run(int argc, char **argv)
 		}
 		else if (!strcmp(a, "--churn"))
 			churn = atoi(v);
+		else if (!strcmp(a, "--preempt"))
+			preempt = atoi(v);
 		else if (!strcmp(a, "--pcpu"))
 			pcpu_lookup = !strcmp(v, "lookup");
 		else if (!strcmp(a, "--events")) {
@@ -1217,24 +1253,28 @@ static int cmd_run(int argc, char **argv)
 			 * schedule that CPU's pinned events out and in again
 			 * (ctx_resched): every counter restarts, so the
 			 * module's cached reads are stale until it heals them.
-			 * Then the same runs again, in RESCHED_CALLS calls with
-			 * a sched_yield() after each: the heal waits for an RCU
-			 * grace period, which one call of many runs holds up
-			 * until RCU makes its CPU reschedule (tens of ms), and
-			 * a schedule() is a quiescent state. */
+			 * Then the same runs again. */
 			int pfd = perf_open(PERF_TYPE_HARDWARE, PERF_COUNT_HW_INSTRUCTIONS, cpu,
 					    true);
 
 			printf("INXPECT-VM-INFO resched obj=%s fd=%d\n", oname, pfd);
-			for (int i = 0; !err && i < RESCHED_CALLS; i++) {
-				err = test_run(bpf_program__fd(prog), pkt, pkt_len,
-					       repeat / RESCHED_CALLS +
-						       (i < repeat % RESCHED_CALLS),
-					       &retval, &dur);
-				sched_yield();
-			}
+			err = test_run(bpf_program__fd(prog), pkt, pkt_len, repeat, &retval,
+				       &dur);
 			if (pfd >= 0)
 				close(pfd);
+		}
+		if (!err && preempt > 0 && cpu >= 0) {
+			/* One run per call, `preempt` calls, each long enough
+			 * for the child's period (instr/preempt.bpf.c). */
+			pid_t child = start_preempter(cpu, preempt);
+			int st = 0;
+
+			for (int i = 0; !err && i < 2 * preempt; i++)
+				err = test_run(bpf_program__fd(prog), pkt, pkt_len, 1, &retval,
+					       &dur);
+			waitpid(child, &st, 0);
+			printf("INXPECT-VM-INFO preempt obj=%s perturbations=%d\n", oname,
+			       WIFEXITED(st) ? WEXITSTATUS(st) : -1);
 		}
 		for (int c = 0; !err && c < ncpus; c++) {
 			if (pin_cpu(cpus[c])) {
@@ -1260,7 +1300,8 @@ static int cmd_run(int argc, char **argv)
 		if (!err)
 			printf("INXPECT-VM-RUN obj=%s prog=%s retval=%u duration_ns=%u repeat=%d\n",
 			       oname, pname, retval, dur,
-			       (1 + ncpus + (resched && cpu >= 0)) * repeat);
+			       (1 + ncpus + (resched && cpu >= 0)) * repeat +
+				       (preempt > 0 && cpu >= 0 ? 2 * preempt : 0));
 	}
 	snprintf(name, sizeof(name), "run %s: programs", oname);
 	check(ran > 0, name, "no %s program", only ? only : "XDP/TC");
@@ -1280,7 +1321,7 @@ static int usage(void)
 	fprintf(stderr, "usage: inxpect-vm-test kmod KO BPFDIR [RELOADS]\n"
 			"       inxpect-vm-test run OBJ [--prog NAME] [--repeat N] "
 			"[--retval N] [--packet FILE] [--dump MAP]... [--kfuncs] [--cpu C]\n"
-			"           [--churn N] [--resched] [--cpus C,C...] [--events EV,EV...]\n"
+			"           [--churn N] [--resched] [--preempt N] [--cpus C,C...] [--events EV,EV...]\n"
 			"       inxpect-vm-test events [--others N] [--expect EBUSY] EVENT...\n"
 			"       inxpect-vm-test hotplug-events\n"
 			"       inxpect-vm-test rmmod\n");
