@@ -2157,14 +2157,18 @@ fn vm_linux_arm64_6_1() {
     check_arm64_nesting("6.1", &out);
 }
 
+/// The arm64 checks of a `-cpu max` guest of Linux `kseries`.
+fn check_arm64_max(kseries: &str, out: &VmOutput) {
+    check_common(&format!("arm64-{kseries}"), out);
+    check_arm64_pmu(kseries, out);
+    check_arm64_nesting(kseries, out);
+    // -cpu max has PMUv3p5: 64-bit event counters, nothing chained.
+    assert_eq!(long_kinds(out), (WIDE, ARM64_PMCCNTR | WIDE));
+}
+
 #[test]
 fn vm_linux_arm64_6_12() {
-    let out = run_vm("arm64-6.12");
-    check_common("arm64-6.12", &out);
-    check_arm64_pmu("6.12", &out);
-    check_arm64_nesting("6.12", &out);
-    // -cpu max has PMUv3p5: 64-bit event counters, nothing chained.
-    assert_eq!(long_kinds(&out), (WIDE, ARM64_PMCCNTR | WIDE));
+    check_arm64_max("6.12", &run_vm("arm64-6.12"));
 }
 
 /// trixie-backports' newest 7.x for arm64 (module cross-built in the trixie
@@ -2173,10 +2177,7 @@ fn vm_linux_arm64_6_12() {
 #[test]
 fn vm_linux_arm64_7() {
     let out = run_vm("arm64-7");
-    check_common("arm64-7", &out);
-    check_arm64_pmu("7", &out);
-    check_arm64_nesting("7", &out);
-    assert_eq!(long_kinds(&out), (WIDE, ARM64_PMCCNTR | WIDE));
+    check_arm64_max("7", &out);
     check_arm64_direct("arm64-7", &out);
     let dir = tempfile::tempdir().expect("tempdir");
     check_arm64_preempt("7", &out, dir.path());
