@@ -67,11 +67,6 @@ MODULE_PARM_DESC(test_sw_events,
 		 "tests only: accept software events as slots that never read, "
 		 "so ownership can be tested on machines without a PMU");
 
-/* The initializer is the image copied to every CPU's area at module load. */
-DEFINE_PER_CPU(struct inxpect_fast, inxpect_fast) = {
-	.rdpmc = { -1, -1, -1, -1 },
-};
-
 /* Slow-path state, protected by inxpect_lock (taken after cpus_read_lock). */
 struct inxpect_cpu {
 	struct perf_event *event[INXPECT_MAX_SLOTS];

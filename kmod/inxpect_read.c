@@ -17,6 +17,13 @@
 #include "inxpect_fast.h"
 #include "inxpect_uapi.h"
 
+/* Defined here, where the reads are: the compiler then addresses its fields
+ * from one base (arm64: one adrp for all of them). The initializer is the
+ * image copied to every CPU's area at module load. */
+DEFINE_PER_CPU(struct inxpect_fast, inxpect_fast) = {
+	.rdpmc = { -1, -1, -1, -1 },
+};
+
 /*
  * The kfuncs' per-CPU loads. A BPF program runs with migration disabled
  * (softirq for XDP and TC, migrate_disable() for BPF_PROG_TEST_RUN), so the

@@ -293,7 +293,9 @@ fn vm_arm64_only(v: &Arm64Args) -> Result<()> {
     }
     let r = vm_arm64::run(&v.cfg, |s| eprintln!("inxpect-bench: {s}"))?;
     let img = write_arm64_plot(&r, &v.plots, &v.out)?;
-    let body = vm_arm64::section(&r, include_str!("../notes/vm_arm64.md"), Some(&img));
+    let d = vm_arm64::run_direct(&v.cfg, |s| eprintln!("inxpect-bench: {s}"));
+    let mut body = vm_arm64::section(&r, include_str!("../notes/vm_arm64.md"), Some(&img));
+    body.push_str(&vm_arm64::direct_table(&r, &d));
     let old = std::fs::read_to_string(&v.out).unwrap_or_default();
     std::fs::write(
         &v.out,
@@ -1012,6 +1014,10 @@ fn main() -> Result<()> {
                 r,
                 include_str!("../notes/vm_arm64.md"),
                 Some(&img),
+            ));
+            d.push_str(&vm_arm64::direct_table(
+                r,
+                &vm_arm64::run_direct(&r.cfg, |s| eprintln!("inxpect-bench: {s}")),
             ));
         }
         Err(why) => {

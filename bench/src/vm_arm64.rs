@@ -37,6 +37,8 @@ use crate::{pick_frame, prog_name};
 
 /// The guest kernel (`tests/vm/run.sh` series).
 pub const SERIES: &str = "arm64-6.12";
+/// The guest of the direct per-CPU access table (Linux 7.x, its own boot).
+pub const DIRECT_SERIES: &str = "arm64-7";
 
 pub const HEADING: &str =
     "## 6. A real PMU (arm64 guest): ours vs perf's fentry/fexit, exact instruction counts";
@@ -47,6 +49,8 @@ pub const KS: [u64; 4] = [0, 1, 10, 100];
 
 #[derive(Clone, Debug)]
 pub struct Arm64Cfg {
+    /// `tests/vm/run.sh` series.
+    pub series: String,
     pub apps: Vec<String>,
     /// One-packet test_run calls per configuration (each on a fresh frame).
     pub calls: u32,
@@ -57,6 +61,7 @@ pub struct Arm64Cfg {
 impl Default for Arm64Cfg {
     fn default() -> Self {
         Arm64Cfg {
+            series: SERIES.into(),
             apps: t::APPS.iter().map(|s| s.to_string()).collect(),
             calls: 20,
             k_runs: 500,
@@ -350,7 +355,9 @@ pub fn run(cfg: &Arm64Cfg, mut progress: impl FnMut(&str)) -> Result<Arm64Result
     let start = std::time::Instant::now();
     let p = plan(cfg)?;
     let mut cmd = Command::new(root().join("tests/vm/run.sh"));
-    cmd.arg(SERIES).stdin(Stdio::null()).stderr(Stdio::piped());
+    cmd.arg(&cfg.series)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
     for o in &p.objs {
         cmd.arg("--obj").arg(o);
     }
@@ -371,7 +378,8 @@ pub fn run(cfg: &Arm64Cfg, mut progress: impl FnMut(&str)) -> Result<Arm64Result
         // changes a syscall's instructions by up to ~15).
         .env("INXPECT_VM_APPEND", "randomize_kstack_offset=off");
     progress(&format!(
-        "vm-arm64: tests/vm/run.sh {SERIES} ({} commands, timeout {timeout}s)",
+        "vm-arm64: tests/vm/run.sh {} ({} commands, timeout {timeout}s)",
+        cfg.series,
         p.jobs.len()
     ));
     let out = cmd.output().context("running tests/vm/run.sh")?;
@@ -676,6 +684,75 @@ pub fn section(r: &Arm64Result, notes: &str, img: Option<&str>) -> String {
         .collect();
     if !nc.is_empty() {
         let _ = writeln!(s, "\n**Runs without a counter** in: {nc:?}.");
+    }
+    s
+}
+
+/// [`run`] on the [`DIRECT_SERIES`] guest, with `cfg` otherwise; the error
+/// as text (the table says why it is missing).
+pub fn run_direct(
+    cfg: &Arm64Cfg,
+    progress: impl FnMut(&str),
+) -> std::result::Result<Arm64Result, String> {
+    let direct = Arm64Cfg {
+        series: DIRECT_SERIES.into(),
+        ..cfg.clone()
+    };
+    run(&direct, progress).map_err(|e| format!("{e:#}"))
+}
+
+/// The same apps on the [`DIRECT_SERIES`] guest, whose kernel resolves the
+/// per-CPU state's look-ups to direct access (the guest's driver makes
+/// them direct, as the loader does): instructions added per packet on both
+/// kernels, each against its own uninstrumented run.
+pub fn direct_table(
+    main: &Arm64Result,
+    direct: &std::result::Result<Arm64Result, String>,
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n### Direct per-CPU access (Linux 7.x arm64, its own boot)\n"
+    );
+    let d = match direct {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = writeln!(s, "Not run: {}.", e.replace('\n', " "));
+            return s;
+        }
+    };
+    let _ = writeln!(
+        s,
+        "Guest Linux {} (`-cpu {}`, {} s). Added kernel instructions per one-packet test_run, exact, \
+         each against its own kernel's uninstrumented run.\n",
+        d.kernel, d.cpu, d.seconds
+    );
+    let _ = writeln!(
+        s,
+        "| app | ours `pmc` markers, {k0} (look-up) | {k1} (direct) | difference | ours `pmc` one region, {k0} | {k1} | difference | perf's fentry/fexit, {k0} | {k1} |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        k0 = main.kernel,
+        k1 = d.kernel
+    );
+    let diff = |a: Option<i64>, b: Option<i64>| match (a, b) {
+        (Some(a), Some(b)) => format!("{:+}", b - a),
+        _ => "-".into(),
+    };
+    for app in &main.cfg.apps {
+        let (m0, m1) = (main.added(app, How::Markers), d.added(app, How::Markers));
+        let (w0, w1) = (main.added(app, How::Whole), d.added(app, How::Whole));
+        let _ = writeln!(
+            s,
+            "| {app} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            signed(m0),
+            signed(m1),
+            diff(m0, m1),
+            signed(w0),
+            signed(w1),
+            diff(w0, w1),
+            signed(main.added(app, How::Fentry)),
+            signed(d.added(app, How::Fentry)),
+        );
     }
     s
 }
