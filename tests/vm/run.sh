@@ -94,16 +94,19 @@ if [ $arch = arm64 ]; then
 else
   tools=(qemu-system-x86_64 gcc)
 fi
-case $series in 6.18 | 7 | arm64-7) tools+=(debootstrap unshare chroot) ;; esac
+# The kernels whose module is built in the trixie chroot.
+trixie=false
+case $series in 6.18 | 7 | arm64-7) trixie=true ;; esac
+$trixie && tools+=(debootstrap unshare chroot)
 for t in "${tools[@]}" make cpio gzip flock "${CLANG:-clang}" apt-get dpkg; do need "$t"; done
 [ -x /bin/busybox ] || verdict FAIL "missing /bin/busybox (package busybox-static)"
 
 start=$(date +%s)
 mkdir -p "$cache"
 # The trixie chroot first, under its own lock: 6.1/6.12 need not wait for it.
-case $series in
-6.18 | 7 | arm64-7) "$here/chroot.sh" trixie >/dev/null || verdict FAIL "trixie chroot (debootstrap) failed" ;;
-esac
+if $trixie; then
+  "$here/chroot.sh" trixie >/dev/null || verdict FAIL "trixie chroot (debootstrap) failed"
+fi
 # One kernel preparation at a time: the 6.1 build also needs the 6.12 kbuild.
 kvars=$(flock "$cache/.lock" "$here/kernel.sh" "$series") || verdict FAIL "kernel download/unpack failed"
 eval "$kvars"

@@ -514,11 +514,7 @@ fn run_begin(s: &mut Seq, b: &Backend, site: &Site, done: Label) {
     // a map value the verifier knows is not NULL, and no instruction is
     // left of it (`pcpu::fold_flag` in the loader).
     let absent = s.label();
-    if let Some(kf) = b.kfunc_flag {
-        s.load_symbol(1, kf)
-            .push(Insn::ldx(SIZE_W, 1, 1, 0))
-            .jump_to(Cond::EqImm(1, 0), absent);
-    }
+    kfunc_guard(s, b, 1, absent);
     // The mask computed in R1: a fused START tests it there (R1 is the
     // all-ones half on the other paths to `done`).
     s.push(Insn::ldx(SIZE_DW, 1, 2, config::DISABLED as i16));

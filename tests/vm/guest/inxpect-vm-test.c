@@ -951,9 +951,8 @@ static pid_t start_churn(int cpu, int n)
  * PREEMPT_PERIOD_NS, each time in the middle of one of the runs' long
  * region (instr/preempt.bpf.c) on a preemptible kernel: it opens a pinned
  * event there (perf restarts the CPU's counters: the module's cache is
- * stale) and has the module repair the cache with GET_STATUS, which waits
- * for the heal, before the preempted run gets its CPU back. Exits with the
- * perturbations made. */
+ * stale) and has the module reload the cache with GET_STATUS before the
+ * preempted run gets its CPU back. Exits with the perturbations made. */
 #define PREEMPT_PERIOD_NS 5000000L
 
 static pid_t start_preempter(int cpu, int n)
@@ -1216,6 +1215,9 @@ static int cmd_run(int argc, char **argv)
 		i++;
 	}
 
+	/* --preempt N: twice as many runs as the child's wake-ups. */
+	int preempt_runs = preempt > 0 && cpu >= 0 ? 2 * preempt : 0;
+
 	if (cpu >= 0 && pin_cpu(cpu)) {
 		check(false, "run: pin", "cpu %d: %s", cpu, strerror(errno));
 		return 1;
@@ -1263,13 +1265,13 @@ static int cmd_run(int argc, char **argv)
 			if (pfd >= 0)
 				close(pfd);
 		}
-		if (!err && preempt > 0 && cpu >= 0) {
-			/* One run per call, `preempt` calls, each long enough
-			 * for the child's period (instr/preempt.bpf.c). */
+		if (!err && preempt_runs) {
+			/* One run per call, each long enough for the child's
+			 * period (instr/preempt.bpf.c). */
 			pid_t child = start_preempter(cpu, preempt);
 			int st = 0;
 
-			for (int i = 0; !err && i < 2 * preempt; i++)
+			for (int i = 0; !err && i < preempt_runs; i++)
 				err = test_run(bpf_program__fd(prog), pkt, pkt_len, 1, &retval,
 					       &dur);
 			waitpid(child, &st, 0);
@@ -1300,8 +1302,7 @@ static int cmd_run(int argc, char **argv)
 		if (!err)
 			printf("INXPECT-VM-RUN obj=%s prog=%s retval=%u duration_ns=%u repeat=%d\n",
 			       oname, pname, retval, dur,
-			       (1 + ncpus + (resched && cpu >= 0)) * repeat +
-				       (preempt > 0 && cpu >= 0 ? 2 * preempt : 0));
+			       (1 + ncpus + (resched && cpu >= 0)) * repeat + preempt_runs);
 	}
 	snprintf(name, sizeof(name), "run %s: programs", oname);
 	check(ran > 0, name, "no %s program", only ? only : "XDP/TC");
